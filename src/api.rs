@@ -1,0 +1,214 @@
+//! The HTTP API (axum): analyses, verdicts with evidence, targets, checks, own metrics, probes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::AnalysisConfig;
+use crate::daemon::{AnalysisView, CreateError, Shared};
+use crate::judge::{CheckEvidence, CheckInfo, DataQuality, Verdict};
+
+/// Every API error, mapped to a status and a JSON body `{"error": {"code", "message"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not the JSON expected.
+    #[error("{0}")]
+    BadJson(String),
+    /// Well-formed but invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such analysis.
+    #[error("no analysis with id {0:?}")]
+    NotFound(String),
+    /// Name taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The engine is gone.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_analysis"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "exists"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
+        )
+            .into_response()
+    }
+}
+
+/// The router over a running daemon's handles.
+pub fn router(shared: Shared) -> Router {
+    let limit = shared.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/analyses", get(list).post(create))
+        .route("/v1/analyses/{id}", get(show).delete(delete))
+        .route("/v1/analyses/{id}/verdict", get(verdict))
+        .route("/v1/targets", get(targets))
+        .route("/v1/checks", get(checks))
+        .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.snapshot.borrow().ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine has not ticked yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// One line per analysis in the list.
+#[derive(Serialize)]
+struct Summary {
+    id: String,
+    verdict: Verdict,
+    reason: String,
+    elapsed_seconds: f64,
+    baseline: String,
+    canary: String,
+}
+
+async fn list(State(s): State<Shared>) -> Json<Vec<Summary>> {
+    let snap = s.snapshot.borrow().clone();
+    Json(
+        snap.analyses
+            .values()
+            .map(|v| Summary {
+                id: v.id.clone(),
+                verdict: v.state.verdict,
+                reason: v.state.reason.clone(),
+                elapsed_seconds: v.state.elapsed.as_secs_f64(),
+                baseline: v.spec.baseline.clone(),
+                canary: v.spec.canary.clone(),
+            })
+            .collect(),
+    )
+}
+
+async fn create(
+    State(s): State<Shared>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Arc<AnalysisView>>), ApiError> {
+    let spec: AnalysisConfig = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadJson(format!("request body is not a valid analysis: {e} (fields: name, baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"))
+    })?;
+    match s.create(spec).await {
+        Ok(v) => Ok((StatusCode::CREATED, Json(v))),
+        Err(CreateError::Exists(n)) => Err(ApiError::Conflict(format!(
+            "an analysis named {n:?} already exists"
+        ))),
+        Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
+    }
+}
+
+async fn show(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Arc<AnalysisView>>, ApiError> {
+    s.get(&id).map(Json).ok_or(ApiError::NotFound(id))
+}
+
+async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if s.delete(&id).await {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(id))
+    }
+}
+
+/// The verdict document.
+#[derive(Serialize)]
+pub struct VerdictDoc<'a> {
+    /// Analysis id.
+    pub id: &'a str,
+    /// PENDING, GO, NO-GO, INCONCLUSIVE.
+    pub verdict: Verdict,
+    /// True for GO, NO-GO and INCONCLUSIVE.
+    pub decided: bool,
+    /// Why.
+    pub reason: &'a str,
+    /// Seconds since the analysis started.
+    pub elapsed_seconds: f64,
+    /// Seconds until the verdict became final.
+    pub decided_after_seconds: Option<f64>,
+    /// Combined e-value.
+    pub e_value: f64,
+    /// 1 / alpha.
+    pub threshold: f64,
+    /// Alpha.
+    pub alpha: f64,
+    /// Per-check evidence.
+    pub checks: &'a [CheckEvidence],
+    /// Data quality.
+    pub data_quality: &'a DataQuality,
+}
+
+async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let v = s.get(&id).ok_or(ApiError::NotFound(id))?;
+    let st = &v.state;
+    let doc = VerdictDoc {
+        id: &v.id,
+        verdict: st.verdict,
+        decided: st.verdict.is_final(),
+        reason: &st.reason,
+        elapsed_seconds: st.elapsed.as_secs_f64(),
+        decided_after_seconds: st.decided_after.map(|d| d.as_secs_f64()),
+        e_value: st.ln_e.exp(),
+        threshold: 1.0 / st.settings.alpha,
+        alpha: st.settings.alpha,
+        checks: &st.evidence,
+        data_quality: &st.quality,
+    };
+    Ok(Json(doc).into_response())
+}
+
+async fn targets(State(s): State<Shared>) -> Json<Vec<crate::scrape::TargetHealth>> {
+    let mut v: Vec<_> = s
+        .health
+        .read()
+        .expect("health lock")
+        .values()
+        .cloned()
+        .collect();
+    v.sort_by(|a, b| a.url.cmp(&b.url));
+    Json(v)
+}
+
+async fn checks(State(s): State<Shared>) -> Json<Vec<CheckInfo>> {
+    Json(s.catalog.iter().map(CheckInfo::from).collect())
+}

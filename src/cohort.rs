@@ -1,0 +1,562 @@
+//! Cohorts and accumulation: which series belong to which analysis, check and cohort, and the
+//! reset-aware per-series deltas that feed the judge.
+//!
+//! Each target has its own [`TargetAccumulator`], owned by that target's scrape loop, so the
+//! ingest path runs on all cores without locks. It remembers the last value of every wanted
+//! series and, per scrape, emits the deltas routed to (analysis, check, cohort, slot). Routes are
+//! computed once per series and cached until the set of analyses changes.
+
+mod selector;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+
+use crate::judge::{CheckKind, CheckSpec};
+use crate::parse::{self, FamilyFilter, ParseError};
+
+/// Baseline or canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The old revision / not yet migrated.
+    Baseline,
+    /// The new revision / migrated.
+    Canary,
+}
+
+impl Side {
+    /// 0 for baseline, 1 for canary.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Baseline => 0,
+            Side::Canary => 1,
+        }
+    }
+}
+
+/// What the ingest path needs to know about one analysis.
+#[derive(Clone, Debug)]
+pub struct RoutedAnalysis {
+    /// Analysis id.
+    pub id: u64,
+    /// Routing generation at which the analysis was added: older last values are not its data.
+    pub since_generation: u64,
+    /// Baseline selector.
+    pub baseline: Selector,
+    /// Canary selector.
+    pub canary: Selector,
+    /// Its checks, in order.
+    pub checks: Vec<Arc<CheckSpec>>,
+}
+
+/// The analyses and families the ingest path serves; replaced whenever analyses change.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// Increases with every change.
+    pub generation: u64,
+    /// Families some check reads.
+    pub filter: Arc<FamilyFilter>,
+    /// Analyses.
+    pub analyses: Vec<RoutedAnalysis>,
+}
+
+impl Routing {
+    /// No analyses: nothing is materialised.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            filter: Arc::new(FamilyFilter::new(Vec::<String>::new())),
+            analyses: Vec::new(),
+        }
+    }
+
+    /// Build from analyses; the filter covers every family their checks read.
+    pub fn new(generation: u64, analyses: Vec<RoutedAnalysis>) -> Self {
+        let mut families: Vec<String> = analyses
+            .iter()
+            .flat_map(|a| a.checks.iter().map(|c| c.metric.clone()))
+            .collect();
+        families.sort();
+        families.dedup();
+        Self {
+            generation,
+            filter: Arc::new(FamilyFilter::new(families)),
+            analyses,
+        }
+    }
+}
+
+/// Where one series' delta goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Route {
+    analysis: u32,
+    check: u16,
+    side: Side,
+    slot: u16,
+}
+
+/// A delta for one analysis, check, cohort and slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Delta {
+    /// Analysis id.
+    pub analysis: u64,
+    /// Check index within the analysis.
+    pub check: u16,
+    /// Cohort.
+    pub side: Side,
+    /// Slot within the check (see [`CheckSpec::slots`]).
+    pub slot: u16,
+    /// Sum of series deltas.
+    pub value: f64,
+}
+
+#[derive(Debug)]
+struct SeriesState {
+    last: f64,
+    last_generation: u64,
+    last_seen: u64,
+    routes_generation: u64,
+    routes: Vec<Route>,
+}
+
+/// What one scrape's page gave.
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    /// Deltas, merged per destination.
+    pub deltas: Vec<Delta>,
+    /// Wanted samples on the page.
+    pub samples: usize,
+    /// Series tracked for this target after the scrape.
+    pub series: usize,
+    /// Counter resets seen (a value below the previous one).
+    pub resets: usize,
+    /// Series seen for the first time.
+    pub new_series: usize,
+    /// Series matching both cohorts of an analysis (left out of it).
+    pub overlaps: usize,
+    /// Malformed lines (first few kept).
+    pub errors: Vec<ParseError>,
+    /// Number of malformed lines.
+    pub error_count: usize,
+    /// Sample lines skipped without materialising (families no check reads).
+    pub skipped: usize,
+}
+
+/// Per-target series memory and routing cache.
+#[derive(Debug)]
+pub struct TargetAccumulator {
+    target_labels: BTreeMap<String, String>,
+    families: HashMap<Box<str>, HashMap<Box<str>, SeriesState>>,
+    le_sets: HashMap<Box<str>, Vec<f64>>,
+    scrapes: u64,
+    series_ttl: u64,
+    /// The family filter of the previous scrape: a series new to a family that was already
+    /// wanted then was created since (count from zero); one from a newly wanted family was not.
+    prev_filter: Option<Arc<FamilyFilter>>,
+}
+
+/// Series not seen for this many scrapes are forgotten (a pod that dropped a series).
+const DEFAULT_SERIES_TTL: u64 = 20;
+
+// === impl TargetAccumulator ===
+
+impl TargetAccumulator {
+    /// A fresh accumulator for a target with these labels.
+    pub fn new(target_labels: BTreeMap<String, String>) -> Self {
+        Self {
+            target_labels,
+            families: HashMap::new(),
+            le_sets: HashMap::new(),
+            scrapes: 0,
+            series_ttl: DEFAULT_SERIES_TTL,
+            prev_filter: None,
+        }
+    }
+
+    /// Number of series remembered.
+    pub fn series(&self) -> usize {
+        self.families.values().map(HashMap::len).sum()
+    }
+
+    /// Take in one page. The first page of a target only records values (the counts before it
+    /// cannot be placed in time); after that, a series seen for the first time counts from zero,
+    /// since Istio creates series lazily on their first event, unless its family was not wanted
+    /// in the previous scrape (then its history is unknown, as on a first page).
+    pub fn ingest(&mut self, page: &str, routing: &Routing) -> IngestReport {
+        let mut report = IngestReport::default();
+        let prev_filter = self.prev_filter.replace(routing.filter.clone());
+        self.scrapes += 1;
+        let scrape_no = self.scrapes;
+        let target_labels = &self.target_labels;
+        let families = &mut self.families;
+        let le_sets = &mut self.le_sets;
+        let parsed = parse::parse(page, &routing.filter, |s| {
+            report.samples += 1;
+            if !s.value.is_finite() {
+                return;
+            }
+            if s.name.ends_with("_bucket") {
+                if let Some(le) = s.labels.get("le").and_then(|v| parse_le(&v)) {
+                    if le.is_finite() {
+                        let set = match le_sets.get_mut(s.name) {
+                            Some(v) => v,
+                            None => le_sets.entry(s.name.into()).or_default(),
+                        };
+                        if !set.contains(&le) {
+                            set.push(le);
+                        }
+                    }
+                }
+            }
+            let fam = match families.get_mut(s.name) {
+                Some(f) => f,
+                None => families.entry(s.name.into()).or_default(),
+            };
+            let raw = s.labels.raw();
+            let (delta, state) = match fam.get_mut(raw) {
+                Some(st) => {
+                    let delta = if s.value >= st.last {
+                        s.value - st.last
+                    } else {
+                        report.resets += 1;
+                        s.value
+                    };
+                    (Some(delta), st)
+                }
+                None => {
+                    report.new_series += 1;
+                    let st = fam.entry(raw.into()).or_insert(SeriesState {
+                        last: 0.0,
+                        last_generation: routing.generation,
+                        last_seen: 0,
+                        routes_generation: u64::MAX,
+                        routes: Vec::new(),
+                    });
+                    let was_wanted = prev_filter
+                        .as_ref()
+                        .is_some_and(|f| f.wants_sample_name(s.name));
+                    (if was_wanted { Some(s.value) } else { None }, st)
+                }
+            };
+            if state.routes_generation != routing.generation {
+                state.routes = compute_routes(
+                    s.name,
+                    &s.labels,
+                    target_labels,
+                    le_sets,
+                    routing,
+                    &mut report.overlaps,
+                );
+                state.routes_generation = routing.generation;
+            }
+            if let Some(d) = delta {
+                for r in &state.routes {
+                    let a = &routing.analyses[r.analysis as usize];
+                    if state.last_generation < a.since_generation {
+                        continue;
+                    }
+                    add_delta(&mut report.deltas, a.id, r, d);
+                }
+            }
+            state.last = s.value;
+            state.last_generation = routing.generation;
+            state.last_seen = scrape_no;
+        });
+        report.skipped = parsed.skipped;
+        report.errors = parsed.errors;
+        report.error_count = parsed.error_count;
+        if scrape_no % 10 == 0 {
+            let ttl = self.series_ttl;
+            for fam in self.families.values_mut() {
+                fam.retain(|_, st| scrape_no - st.last_seen <= ttl);
+            }
+            self.families.retain(|_, f| !f.is_empty());
+        }
+        report.series = self.series();
+        report
+    }
+}
+
+fn add_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
+    if let Some(d) = out.iter_mut().find(|d| {
+        d.analysis == analysis && d.check == r.check && d.side == r.side && d.slot == r.slot
+    }) {
+        d.value += value;
+    } else {
+        out.push(Delta {
+            analysis,
+            check: r.check,
+            side: r.side,
+            slot: r.slot,
+            value,
+        });
+    }
+}
+
+/// Parse an `le` label value (`0.5`, `1e+06`, `+Inf`).
+pub fn parse_le(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        _ => v.parse::<f64>().ok(),
+    }
+}
+
+fn compute_routes(
+    name: &str,
+    labels: &parse::Labels<'_>,
+    target_labels: &BTreeMap<String, String>,
+    le_sets: &HashMap<Box<str>, Vec<f64>>,
+    routing: &Routing,
+    overlaps: &mut usize,
+) -> Vec<Route> {
+    let series: Vec<(&str, Cow<'_, str>)> = labels.iter().collect();
+    // Target labels take precedence over series labels, as in Prometheus without honor_labels.
+    let get = |n: &str| -> Option<&str> {
+        target_labels.get(n).map(String::as_str).or_else(|| {
+            series
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_ref())
+        })
+    };
+    let mut routes = Vec::new();
+    for (ai, a) in routing.analyses.iter().enumerate() {
+        for (ci, c) in a.checks.iter().enumerate() {
+            let bucket = match &c.kind {
+                CheckKind::Ratio { .. } => {
+                    if name != c.metric {
+                        continue;
+                    }
+                    false
+                }
+                CheckKind::HistogramTail { .. } => {
+                    if name.len() != c.metric.len() + 7
+                        || !name.starts_with(&c.metric)
+                        || !name.ends_with("_bucket")
+                    {
+                        continue;
+                    }
+                    true
+                }
+            };
+            if !c.select.matches(get) {
+                continue;
+            }
+            let side = match (a.baseline.matches(get), a.canary.matches(get)) {
+                (true, false) => Side::Baseline,
+                (false, true) => Side::Canary,
+                (true, true) => {
+                    *overlaps += 1;
+                    continue;
+                }
+                (false, false) => continue,
+            };
+            let mut push = |slot: usize| {
+                routes.push(Route {
+                    analysis: ai as u32,
+                    check: ci as u16,
+                    side,
+                    slot: slot as u16,
+                });
+            };
+            match &c.kind {
+                CheckKind::Ratio { bad } => {
+                    push(0);
+                    if bad.matches(get) {
+                        push(1);
+                    }
+                }
+                CheckKind::HistogramTail { boundaries } => {
+                    debug_assert!(bucket);
+                    let Some(le) = get("le").and_then(parse_le) else {
+                        continue;
+                    };
+                    let n = boundaries.len();
+                    if le == f64::INFINITY {
+                        push(0);
+                        let set = le_sets.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                        for (i, b) in boundaries.iter().enumerate() {
+                            if set.contains(b) {
+                                push(1 + n + i);
+                            }
+                        }
+                    } else if let Some(i) = boundaries.iter().position(|b| *b == le) {
+                        push(1 + i);
+                    }
+                }
+            }
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Catalog;
+    use proptest::prelude::*;
+
+    fn routing(generation: u64) -> Routing {
+        let cat = Catalog::builtin();
+        Routing::new(
+            generation,
+            vec![RoutedAnalysis {
+                id: 7,
+                since_generation: 1,
+                baseline: Selector::parse(r#"{revision="old"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="new"}"#).unwrap(),
+                checks: vec![
+                    Arc::new(cat.get("error-rate").unwrap().clone()),
+                    Arc::new(cat.get("latency-tail").unwrap().clone()),
+                ],
+            }],
+        )
+    }
+
+    fn labels(rev: &str) -> BTreeMap<String, String> {
+        [("revision".to_string(), rev.to_string())].into()
+    }
+
+    fn page(ok: u64, err: u64, fast: u64, slow: u64) -> String {
+        format!(
+            "# TYPE istio_requests_total counter\n\
+             istio_requests_total{{response_code=\"200\",reporter=\"destination\",response_flags=\"-\"}} {ok}\n\
+             istio_requests_total{{response_code=\"503\",reporter=\"destination\",response_flags=\"UF,URX\"}} {err}\n\
+             istio_requests_total{{response_code=\"503\",reporter=\"source\",response_flags=\"-\"}} 999\n\
+             # TYPE istio_request_duration_milliseconds histogram\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"100\"}} {fast}\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"250\"}} {fast}\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"+Inf\"}} {}\n\
+             istio_request_duration_milliseconds_count{{reporter=\"destination\"}} {}\n\
+             envoy_server_uptime{{}} 5\n",
+            fast + slow,
+            fast + slow,
+        )
+    }
+
+    fn get(report: &IngestReport, check: u16, slot: u16) -> f64 {
+        report
+            .deltas
+            .iter()
+            .filter(|d| d.check == check && d.slot == slot)
+            .map(|d| d.value)
+            .sum()
+    }
+
+    #[test]
+    fn first_scrape_records_then_deltas_flow() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let first = acc.ingest(&page(100, 2, 90, 10), &r);
+        assert!(first.deltas.is_empty());
+        assert_eq!(first.samples, 7, "envoy_server_uptime is not wanted");
+        assert_eq!(first.skipped, 1);
+        let second = acc.ingest(&page(150, 5, 130, 20), &r);
+        assert!(second
+            .deltas
+            .iter()
+            .all(|d| d.side == Side::Canary && d.analysis == 7));
+        assert_eq!(
+            get(&second, 0, 0),
+            53.0,
+            "exposure: destination requests only"
+        );
+        assert_eq!(get(&second, 0, 1), 3.0, "events: 5xx");
+        // latency-tail boundaries [100, 250, 500, 1000]: slot 0 = +Inf, 1..=4 below b, 5..=8 count with b.
+        assert_eq!(get(&second, 1, 0), 50.0);
+        assert_eq!(get(&second, 1, 1), 40.0);
+        assert_eq!(get(&second, 1, 2), 40.0);
+        assert_eq!(
+            get(&second, 1, 3),
+            0.0,
+            "500 is not a bound of this histogram"
+        );
+        assert_eq!(get(&second, 1, 5), 50.0);
+        assert_eq!(get(&second, 1, 6), 50.0);
+        assert_eq!(get(&second, 1, 7), 0.0, "no exposure for a missing bound");
+    }
+
+    #[test]
+    fn resets_count_from_zero_and_new_series_count_whole() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("old"));
+        acc.ingest(&page(100, 2, 90, 10), &r);
+        let after_restart = acc.ingest(&page(10, 1, 9, 2), &r);
+        assert!(after_restart.resets >= 2);
+        assert_eq!(get(&after_restart, 0, 0), 11.0);
+        assert_eq!(get(&after_restart, 0, 1), 1.0);
+        let extra = "istio_requests_total{response_code=\"500\",reporter=\"destination\"} 4\n";
+        let p = page(10, 1, 9, 2) + extra;
+        let with_new = acc.ingest(&p, &r);
+        assert_eq!(with_new.new_series, 1);
+        assert_eq!(
+            get(&with_new, 0, 1),
+            4.0,
+            "a new 5xx series counts from zero"
+        );
+    }
+
+    #[test]
+    fn analysis_added_later_gets_no_delta_from_before_it() {
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 2, 90, 10), &Routing::empty());
+        let mut r = routing(2);
+        r.analyses[0].since_generation = 2;
+        let first_with = acc.ingest(&page(150, 5, 130, 20), &r);
+        assert!(
+            first_with.deltas.is_empty(),
+            "the interval straddles the analysis start"
+        );
+        let next = acc.ingest(&page(160, 6, 140, 20), &r);
+        assert_eq!(get(&next, 0, 0), 11.0);
+    }
+
+    #[test]
+    fn series_in_both_cohorts_are_left_out() {
+        let mut r = routing(1);
+        r.analyses[0].canary = Selector::parse(r#"{reporter="destination"}"#).unwrap();
+        r.analyses[0].baseline = Selector::parse(r#"{revision="new"}"#).unwrap();
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let rep = acc.ingest(&page(1, 1, 1, 1), &r);
+        assert!(rep.overlaps > 0);
+        assert!(acc.ingest(&page(2, 2, 2, 2), &r).deltas.is_empty());
+    }
+
+    #[test]
+    fn unrelated_target_contributes_nothing() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("other"));
+        acc.ingest(&page(1, 1, 1, 1), &r);
+        assert!(acc.ingest(&page(5, 5, 5, 5), &r).deltas.is_empty());
+    }
+
+    proptest! {
+        /// Whatever the sequence of counter values (growth, resets, repeats), deltas are never
+        /// negative, and without resets they sum to last - first: order of scrapes respected.
+        #[test]
+        fn deltas_never_negative_and_telescoping(values in proptest::collection::vec(0u32..1000, 2..40)) {
+            let r = routing(1);
+            let mut acc = TargetAccumulator::new(labels("new"));
+            let mut total = 0.0;
+            let mut expected = 0.0;
+            for (i, v) in values.iter().enumerate() {
+                let p = format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n");
+                let rep = acc.ingest(&p, &r);
+                for d in &rep.deltas {
+                    prop_assert!(d.value >= 0.0);
+                }
+                total += get(&rep, 0, 0);
+                if i > 0 {
+                    let prev = values[i - 1];
+                    expected += if *v >= prev { (*v - prev) as f64 } else { *v as f64 };
+                }
+            }
+            prop_assert_eq!(total, expected);
+        }
+    }
+}

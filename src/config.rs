@@ -1,0 +1,706 @@
+//! Daemon configuration: one TOML file plus `MESHGATE_...` environment overrides, validated all at once.
+//!
+//! Loading goes through the `config` crate (file, then environment with `__` as the path
+//! separator: `MESHGATE_SCRAPE__INTERVAL=5s`). Each section is then deserialized on its own
+//! with unknown keys rejected, and every semantic problem is collected with its key path, so one
+//! run of `meshgate check-config` shows all of them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::cohort::Selector;
+
+/// Exit code for a bad configuration (EX_CONFIG is 78; sysexits' EX_USAGE 64 is what the design asks).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Config {
+    /// HTTP API.
+    pub server: ServerConfig,
+    /// How targets are scraped.
+    pub scrape: ScrapeConfig,
+    /// Statically listed targets.
+    pub targets: Vec<StaticTarget>,
+    /// Where else targets come from.
+    pub discovery: DiscoveryConfig,
+    /// Where checks are loaded from.
+    pub queries: QueriesConfig,
+    /// Defaults for analyses.
+    pub judge: JudgeConfig,
+    /// Analyses started with the daemon.
+    pub analyses: Vec<AnalysisConfig>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9400))
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_body_limit(),
+        }
+    }
+}
+
+/// `[scrape]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes of one target.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Per-scrape timeout (connect + body).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Random spread of each scrape, as a fraction of the interval (0 to 0.5).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Largest page accepted, after decompression.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Scrapes in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// A target whose last good scrape is older than this is stale; default 3 x interval.
+    #[serde(default, with = "humantime_serde::option")]
+    pub stale_after: Option<Duration>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    64
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            jitter: default_jitter(),
+            max_body_bytes: default_max_body(),
+            concurrency: default_concurrency(),
+            stale_after: None,
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// The staleness threshold in force.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(self.interval * 3)
+    }
+}
+
+/// One `[[targets]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTarget {
+    /// Full URL of the metrics page.
+    pub url: String,
+    /// Target labels (`role`, `namespace`, `pod`, `revision`, `cluster`, any other).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[discovery]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Prometheus `file_sd` JSON files, re-read when they change.
+    #[serde(default)]
+    pub file_sd: Vec<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            file_sd: Vec::new(),
+            refresh: default_refresh(),
+        }
+    }
+}
+
+/// `[queries]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueriesConfig {
+    /// Directory of check files (`*.toml`); the built-in pack is used when unset.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[judge]`: defaults for analyses that do not set their own.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// False-alarm budget of one analysis over its whole run.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// No GO before this much time.
+    #[serde(default = "default_min_duration", with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// INCONCLUSIVE after this much time without a decision.
+    #[serde(default = "default_max_duration", with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// How often analyses take in new deltas; default the scrape interval.
+    #[serde(default, with = "humantime_serde::option")]
+    pub tick: Option<Duration>,
+    /// Fewest requests (exposure) each cohort must have seen before a GO.
+    #[serde(default = "default_min_exposure")]
+    pub min_exposure: f64,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_min_duration() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_min_exposure() -> f64 {
+    100.0
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            alpha: default_alpha(),
+            min_duration: default_min_duration(),
+            max_duration: default_max_duration(),
+            tick: None,
+            min_exposure: default_min_exposure(),
+        }
+    }
+}
+
+/// One `[[analyses]]` entry (also the body of `POST /v1/analyses`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Human name, unique among running analyses.
+    pub name: String,
+    /// Baseline cohort selector, e.g. `{revision="1-24-2"}`.
+    pub baseline: String,
+    /// Canary cohort selector, e.g. `{revision="1-25-0"}`.
+    pub canary: String,
+    /// Check names from `queries/`; all loaded checks when empty.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// Overrides `[judge].alpha`.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Overrides `[judge].min_duration`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_duration: Option<Duration>,
+    /// Overrides `[judge].max_duration`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_duration: Option<Duration>,
+    /// Overrides `[judge].min_exposure`.
+    #[serde(default)]
+    pub min_exposure: Option<f64>,
+}
+
+// === impl AnalysisConfig ===
+
+impl AnalysisConfig {
+    /// Every problem with this analysis, each with its key path under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.name.trim().is_empty() {
+            out.push(ConfigProblem::new(
+                format!("{prefix}.name"),
+                "must not be empty",
+            ));
+        }
+        for (key, sel) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            match Selector::parse(sel) {
+                Ok(s) if s.is_empty() => out.push(ConfigProblem::new(
+                    format!("{prefix}.{key}"),
+                    "selector has no matchers and would select every series",
+                )),
+                Ok(_) => {}
+                Err(e) => out.push(ConfigProblem::new(format!("{prefix}.{key}"), e.to_string())),
+            }
+        }
+        if self.baseline.trim() == self.canary.trim() {
+            out.push(ConfigProblem::new(
+                format!("{prefix}.canary"),
+                "is the same selector as baseline",
+            ));
+        }
+        if let Some(a) = self.alpha {
+            check_alpha(&mut out, &format!("{prefix}.alpha"), a);
+        }
+        if let (Some(min), Some(max)) = (self.min_duration, self.max_duration) {
+            if min >= max {
+                out.push(ConfigProblem::new(
+                    format!("{prefix}.min_duration"),
+                    format!(
+                        "{} must be shorter than max_duration {}",
+                        fmt_dur(min),
+                        fmt_dur(max)
+                    ),
+                ));
+            }
+        }
+        if let Some(e) = self.min_exposure {
+            if !(e.is_finite() && e >= 0.0) {
+                out.push(ConfigProblem::new(
+                    format!("{prefix}.min_exposure"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn check_alpha(out: &mut Vec<ConfigProblem>, key: &str, a: f64) {
+    if !(a > 0.0 && a < 0.5) {
+        out.push(ConfigProblem::new(key, format!("{a} is outside (0, 0.5)")));
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// One problem in a configuration, with the key it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `scrape.interval` or `targets[2].url`.
+    pub key: String,
+    /// What is wrong, lowercase.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem at `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or is not valid TOML.
+    #[error("cannot load {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file was read but has problems.
+    #[error("{} problem(s) in {path}:\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// All problems found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem, for tests and `check-config`.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Load { .. } => &[],
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "scrape",
+    "targets",
+    "discovery",
+    "queries",
+    "judge",
+    "analyses",
+];
+
+// === impl Config ===
+
+impl Config {
+    /// Load `path` (TOML) with `MESHGATE_...` environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let raw = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
+            .add_source(environment())
+            .build()
+            .map_err(|e| ConfigError::Load {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        Self::from_source(raw, &shown)
+    }
+
+    /// Parse TOML text (with the same environment overrides), e.g. for tests and the demo.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(environment())
+            .build()
+            .map_err(|e| ConfigError::Load {
+                path: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        Self::from_source(raw, name)
+    }
+
+    fn from_source(raw: config::Config, name: &str) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = raw.try_deserialize().map_err(|e| ConfigError::Load {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        let table = match value {
+            serde_json::Value::Object(m) => m,
+            serde_json::Value::Null => Default::default(),
+            other => {
+                return Err(ConfigError::Invalid {
+                    path: name.to_owned(),
+                    problems: vec![ConfigProblem::new(
+                        "",
+                        format!("expected a table, found {other}"),
+                    )],
+                })
+            }
+        };
+        for key in table.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                problems.push(ConfigProblem::new(
+                    key.clone(),
+                    format!(
+                        "unknown section, expected one of: {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let cfg = Config {
+            server: section(&table, "server", &mut problems),
+            scrape: section(&table, "scrape", &mut problems),
+            targets: list(&table, "targets", &mut problems),
+            discovery: section(&table, "discovery", &mut problems),
+            queries: section(&table, "queries", &mut problems),
+            judge: section(&table, "judge", &mut problems),
+            analyses: list(&table, "analyses", &mut problems),
+        };
+        problems.extend(cfg.problems());
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: name.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Semantic problems of an otherwise well-formed configuration.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let s = &self.scrape;
+        if s.interval < Duration::from_millis(100) {
+            out.push(ConfigProblem::new(
+                "scrape.interval",
+                "must be at least 100ms",
+            ));
+        }
+        if s.timeout.is_zero() || s.timeout > s.interval {
+            out.push(ConfigProblem::new(
+                "scrape.timeout",
+                format!(
+                    "{} must be above zero and at most the interval {}",
+                    fmt_dur(s.timeout),
+                    fmt_dur(s.interval)
+                ),
+            ));
+        }
+        if !(0.0..=0.5).contains(&s.jitter) {
+            out.push(ConfigProblem::new(
+                "scrape.jitter",
+                format!("{} is outside [0, 0.5]", s.jitter),
+            ));
+        }
+        if s.max_body_bytes < 1024 {
+            out.push(ConfigProblem::new(
+                "scrape.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if s.concurrency == 0 {
+            out.push(ConfigProblem::new(
+                "scrape.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if let Some(st) = s.stale_after {
+            if st < s.interval {
+                out.push(ConfigProblem::new(
+                    "scrape.stale_after",
+                    "must be at least the scrape interval",
+                ));
+            }
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if let Err(e) = crate::discovery::check_url(&t.url) {
+                out.push(ConfigProblem::new(format!("targets[{i}].url"), e));
+            }
+            for name in t.labels.keys() {
+                if !crate::discovery::valid_label_name(name) {
+                    out.push(ConfigProblem::new(
+                        format!("targets[{i}].labels.{name}"),
+                        "is not a valid label name",
+                    ));
+                }
+            }
+        }
+        for (i, p) in self.discovery.file_sd.iter().enumerate() {
+            if p.as_os_str().is_empty() {
+                out.push(ConfigProblem::new(
+                    format!("discovery.file_sd[{i}]"),
+                    "is an empty path",
+                ));
+            }
+        }
+        check_alpha(&mut out, "judge.alpha", self.judge.alpha);
+        if self.judge.min_duration >= self.judge.max_duration {
+            out.push(ConfigProblem::new(
+                "judge.min_duration",
+                format!(
+                    "{} must be shorter than max_duration {}",
+                    fmt_dur(self.judge.min_duration),
+                    fmt_dur(self.judge.max_duration)
+                ),
+            ));
+        }
+        if let Some(t) = self.judge.tick {
+            if t < Duration::from_millis(100) {
+                out.push(ConfigProblem::new("judge.tick", "must be at least 100ms"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.analyses.iter().enumerate() {
+            out.extend(a.problems(&format!("analyses[{i}]")));
+            if !names.insert(a.name.as_str()) {
+                out.push(ConfigProblem::new(
+                    format!("analyses[{i}].name"),
+                    format!("duplicate name {:?}", a.name),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The analysis tick in force.
+    pub fn tick(&self) -> Duration {
+        self.judge.tick.unwrap_or(self.scrape.interval)
+    }
+}
+
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("MESHGATE")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+}
+
+fn section<T: DeserializeOwned + Default>(
+    table: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> T {
+    match table.get(key) {
+        None => T::default(),
+        Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            problems.push(ConfigProblem::new(key, e.to_string()));
+            T::default()
+        }),
+    }
+}
+
+fn list<T: DeserializeOwned>(
+    table: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<T> {
+    match table.get(key) {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match serde_json::from_value(v.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(format!("{key}[{i}]"), e.to_string()));
+                    None
+                }
+            })
+            .collect(),
+        Some(other) => {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("expected an array of tables, found {other}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = Config::from_toml("", "empty").unwrap();
+        assert_eq!(cfg.scrape.interval, Duration::from_secs(15));
+        assert_eq!(cfg.scrape.stale_after(), Duration::from_secs(45));
+        assert_eq!(cfg.judge.alpha, 0.05);
+        assert_eq!(cfg.tick(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let cfg = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:9999"
+            [scrape]
+            interval = "5s"
+            timeout = "2s"
+            [[targets]]
+            url = "http://127.0.0.1:15020/stats/prometheus"
+            labels = { role = "proxy", revision = "1-25-0" }
+            [judge]
+            alpha = 0.01
+            min_duration = "1m"
+            max_duration = "30m"
+            [[analyses]]
+            name = "wave-1"
+            baseline = '{revision="1-24-2"}'
+            canary = '{revision="1-25-0"}'
+            checks = ["error-rate"]
+            "#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.port(), 9999);
+        assert_eq!(cfg.scrape.interval, Duration::from_secs(5));
+        assert_eq!(cfg.targets[0].labels["revision"], "1-25-0");
+        assert_eq!(cfg.judge.min_duration, Duration::from_secs(60));
+        assert_eq!(cfg.analyses[0].checks, vec!["error-rate"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = Config::from_toml(
+            r#"
+            bogus = 1
+            [scrape]
+            intervl = "5s"
+            [[targets]]
+            url = "ftp://x"
+            [[targets]]
+            url = "http://ok:1/metrics"
+            labels = { "bad-name" = "x" }
+            [judge]
+            alpha = 0.9
+            min_duration = "2h"
+            max_duration = "1h"
+            [[analyses]]
+            name = "a"
+            baseline = '{revision="1"'
+            canary = '{revision="2"}'
+            "#,
+            "t",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "bogus",
+            "scrape",
+            "targets[0].url",
+            "targets[1].labels.bad-name",
+            "judge.alpha",
+            "judge.min_duration",
+            "analyses[0].baseline",
+        ] {
+            assert!(keys.contains(&want), "missing {want} in {keys:?}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("unknown field `intervl`"), "{text}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        // A unique variable name keeps this test independent of others running in parallel.
+        std::env::set_var("MESHGATE_SERVER__MAX_BODY_BYTES", "12345");
+        let cfg = Config::from_toml("[server]\nmax_body_bytes = 99999\n", "t");
+        std::env::remove_var("MESHGATE_SERVER__MAX_BODY_BYTES");
+        assert_eq!(cfg.unwrap().server.max_body_bytes, 12345);
+    }
+}

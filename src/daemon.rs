@@ -1,0 +1,556 @@
+//! The running daemon: wires discovery, scraping, the engine (analyses and ticks) and the API.
+//!
+//! The engine is one task that owns every analysis. Scrape loops send it routed deltas over a
+//! bounded channel; the API sends it commands and reads verdicts from a published snapshot, so a
+//! slow reader never blocks the data path.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::cohort::{RoutedAnalysis, Routing, Selector, Side};
+use crate::config::{AnalysisConfig, Config};
+use crate::discovery::{Discovery, TargetSet};
+use crate::judge::{
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, TickInput, Verdict,
+};
+use crate::scrape::{HealthMap, Scraper, TargetReport};
+use crate::telemetry::Metrics;
+
+/// What the API can ask the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Start an analysis.
+    Create(
+        AnalysisConfig,
+        oneshot::Sender<Result<Arc<AnalysisView>, CreateError>>,
+    ),
+    /// Stop and forget an analysis.
+    Delete(String, oneshot::Sender<bool>),
+}
+
+/// Why an analysis cannot be created.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CreateError {
+    /// The request is well-formed JSON but not a valid analysis.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("an analysis named {0:?} already exists")]
+    Exists(String),
+}
+
+/// An analysis as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnalysisView {
+    /// Id (the name).
+    pub id: String,
+    /// The request it was created from.
+    pub spec: AnalysisConfig,
+    /// Unix time of creation.
+    pub created_at: f64,
+    /// State, verdict and evidence.
+    pub state: Analysis,
+}
+
+/// Everything the API reads, republished after each tick and command.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// True after the engine's first tick.
+    pub ready: bool,
+    /// Analyses by id.
+    pub analyses: BTreeMap<String, Arc<AnalysisView>>,
+}
+
+/// Handles the API needs.
+#[derive(Clone)]
+pub struct Shared {
+    /// Commands to the engine.
+    pub commands: mpsc::Sender<Command>,
+    /// Latest snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Target health.
+    pub health: HealthMap,
+    /// Own metrics.
+    pub metrics: Arc<Metrics>,
+    /// Known checks.
+    pub catalog: Arc<Catalog>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+/// A started daemon.
+pub struct Running {
+    /// Address the API listens on.
+    pub addr: SocketAddr,
+    /// API handles (also for in-process callers such as the demo).
+    pub shared: Shared,
+    /// Cancel to stop everything.
+    pub shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Wait for every task to end (after `shutdown` is cancelled).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Start everything on `listener`. Analyses in the config start at once.
+pub async fn start(
+    cfg: Config,
+    catalog: Catalog,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let health: HealthMap = Arc::new(RwLock::new(HashMap::new()));
+    let catalog = Arc::new(catalog);
+    let discovery = Discovery::new(&cfg.targets, &cfg.discovery);
+    let (initial, errors) = discovery.initial();
+    for e in errors {
+        warn!(error = %e, "file_sd");
+    }
+    let (targets_tx, targets_rx) = watch::channel(initial);
+    let (routing_tx, routing_rx) = watch::channel(Arc::new(Routing::empty()));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (report_tx, report_rx) = mpsc::channel(1024);
+    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+
+    let mut engine = Engine {
+        catalog: catalog.clone(),
+        defaults: cfg.judge.clone(),
+        stale_after: cfg.scrape.stale_after(),
+        analyses: BTreeMap::new(),
+        generation: 0,
+        routing_tx,
+        snapshot_tx,
+        health: health.clone(),
+        metrics: metrics.clone(),
+        targets: targets_rx.clone(),
+        ticked: false,
+    };
+    for a in &cfg.analyses {
+        if let Err(e) = engine.create(a.clone()) {
+            warn!(analysis = %a.name, error = %e, "configured analysis not started");
+        }
+    }
+    engine.publish_routing();
+    engine.publish_snapshot();
+
+    let shared = Shared {
+        commands: cmd_tx,
+        snapshot: snapshot_rx,
+        health,
+        metrics,
+        catalog,
+        max_body_bytes: cfg.server.max_body_bytes,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let tick = cfg.tick();
+    tasks.spawn(
+        discovery
+            .run(targets_tx, shutdown.clone())
+            .instrument(tracing::info_span!("discovery")),
+    );
+    tasks.spawn(
+        scraper
+            .run(targets_rx, routing_rx, report_tx, shutdown.clone())
+            .instrument(tracing::info_span!("scraper")),
+    );
+    tasks.spawn(
+        engine
+            .run(tick, cmd_rx, report_rx, shutdown.clone())
+            .instrument(tracing::info_span!("engine")),
+    );
+    let router = crate::api::router(shared.clone());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = served.await {
+            warn!(error = %e, "api server stopped");
+        }
+    });
+    info!(%addr, "meshgate listening");
+    Ok(Running {
+        addr,
+        shared,
+        shutdown,
+        tasks,
+    })
+}
+
+struct Slot {
+    view: Arc<AnalysisView>,
+    analysis: Analysis,
+    specs: Vec<Arc<CheckSpec>>,
+    baseline: Selector,
+    canary: Selector,
+    since_generation: u64,
+    started: Instant,
+    pending: Vec<[Vec<f64>; 2]>,
+    members: [HashSet<Arc<str>>; 2],
+    resets: [u64; 2],
+    overlaps: u64,
+}
+
+struct Engine {
+    catalog: Arc<Catalog>,
+    defaults: crate::config::JudgeConfig,
+    stale_after: Duration,
+    analyses: BTreeMap<String, Slot>,
+    generation: u64,
+    routing_tx: watch::Sender<Arc<Routing>>,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    health: HealthMap,
+    metrics: Arc<Metrics>,
+    targets: watch::Receiver<TargetSet>,
+    ticked: bool,
+}
+
+/// Ids double as URL path segments.
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+// === impl Engine ===
+
+impl Engine {
+    async fn run(
+        mut self,
+        tick: Duration,
+        mut commands: mpsc::Receiver<Command>,
+        mut reports: mpsc::Receiver<TargetReport>,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(cmd) = commands.recv() => self.command(cmd),
+                Some(rep) = reports.recv() => self.take(rep),
+                _ = ticker.tick() => self.tick(),
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Create(spec, reply) => {
+                let r = self.create(spec);
+                if r.is_ok() {
+                    self.publish_routing();
+                    self.publish_snapshot();
+                }
+                let _ = reply.send(r);
+            }
+            Command::Delete(id, reply) => {
+                let found = self.analyses.remove(&id).is_some();
+                if found {
+                    self.metrics.remove_analysis(&id);
+                    self.publish_routing();
+                    self.publish_snapshot();
+                    info!(analysis = %id, "analysis deleted");
+                }
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    fn create(&mut self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
+        let mut problems: Vec<String> = spec
+            .problems("analysis")
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        if !valid_id(&spec.name) {
+            problems.push(format!(
+                "analysis.name: {:?} must be 1-128 characters of [A-Za-z0-9._-]",
+                spec.name
+            ));
+        }
+        let names = if spec.checks.is_empty() {
+            self.catalog.names()
+        } else {
+            spec.checks.clone()
+        };
+        let mut specs = Vec::new();
+        for n in &names {
+            match self.catalog.get(n) {
+                Some(c) => specs.push(Arc::new(c.clone())),
+                None => problems.push(format!(
+                    "analysis.checks: unknown check {n:?}, known: {}",
+                    self.catalog.names().join(", ")
+                )),
+            }
+        }
+        let d = &self.defaults;
+        let settings = Settings {
+            alpha: spec.alpha.unwrap_or(d.alpha),
+            min_duration: spec.min_duration.unwrap_or(d.min_duration),
+            max_duration: spec.max_duration.unwrap_or(d.max_duration),
+            min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
+        };
+        if settings.min_duration >= settings.max_duration {
+            problems.push("analysis.min_duration: must be shorter than max_duration".into());
+        }
+        if !problems.is_empty() {
+            return Err(CreateError::Invalid(problems.join("; ")));
+        }
+        if self.analyses.contains_key(&spec.name) {
+            return Err(CreateError::Exists(spec.name));
+        }
+        let baseline = Selector::parse(&spec.baseline).expect("validated");
+        let canary = Selector::parse(&spec.canary).expect("validated");
+        let spec_refs: Vec<&CheckSpec> = specs.iter().map(|s| s.as_ref()).collect();
+        let analysis = Analysis::new(settings, &spec_refs);
+        let created_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let view = Arc::new(AnalysisView {
+            id: spec.name.clone(),
+            spec: spec.clone(),
+            created_at,
+            state: analysis.clone(),
+        });
+        self.generation += 1;
+        let pending = specs
+            .iter()
+            .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
+            .collect();
+        info!(analysis = %spec.name, baseline = %spec.baseline, canary = %spec.canary, checks = ?names, "analysis started");
+        self.metrics
+            .set_verdict(&spec.name, Verdict::Pending.as_str(), 0.0);
+        self.analyses.insert(
+            spec.name.clone(),
+            Slot {
+                view: view.clone(),
+                analysis,
+                specs,
+                baseline,
+                canary,
+                since_generation: self.generation,
+                started: Instant::now(),
+                pending,
+                members: Default::default(),
+                resets: [0; 2],
+                overlaps: 0,
+            },
+        );
+        Ok(view)
+    }
+
+    fn take(&mut self, rep: TargetReport) {
+        // Deltas are attributed by analysis id, so a report computed under an older routing
+        // generation still lands in the right place; deleted analyses simply drop theirs.
+        for d in &rep.deltas {
+            let Some(slot) = self.analyses.values_mut().find(|s| s_id(s) == d.analysis) else {
+                continue;
+            };
+            if slot.analysis.verdict.is_final() {
+                continue;
+            }
+            if let Some(v) = slot
+                .pending
+                .get_mut(d.check as usize)
+                .and_then(|c| c[d.side.index()].get_mut(d.slot as usize))
+            {
+                *v += d.value;
+            }
+            if !slot.members[d.side.index()].contains(&rep.url) {
+                slot.members[d.side.index()].insert(rep.url.clone());
+            }
+        }
+        if rep.resets > 0 || rep.overlaps > 0 {
+            for slot in self.analyses.values_mut() {
+                for side in [Side::Baseline, Side::Canary] {
+                    if slot.members[side.index()].contains(&rep.url) {
+                        slot.resets[side.index()] += rep.resets as u64;
+                    }
+                }
+                slot.overlaps += rep.overlaps as u64;
+            }
+        }
+    }
+
+    fn quality(&self, slot: &Slot) -> DataQuality {
+        let targets = self.targets.borrow().clone();
+        let health = self.health.read().expect("health lock");
+        let now = Instant::now();
+        let current: HashMap<&str, &crate::discovery::Target> = targets
+            .iter()
+            .map(|t| (t.url.as_str(), t.as_ref()))
+            .collect();
+        let cohort = |side: Side, sel: &Selector| {
+            let mut q = CohortQuality {
+                resets: slot.resets[side.index()],
+                ..Default::default()
+            };
+            for url in &slot.members[side.index()] {
+                if !current.contains_key(url.as_ref()) {
+                    continue; // a pod that went away during the upgrade: not stale, gone
+                }
+                q.targets += 1;
+                let fresh = health
+                    .get(url.as_ref())
+                    .and_then(|h| h.last_success_at)
+                    .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after);
+                if fresh {
+                    q.fresh += 1;
+                } else {
+                    q.stale += 1;
+                }
+            }
+            for t in targets.iter() {
+                if slot.members[side.index()].contains(t.url.as_str())
+                    || !sel.may_match(|n| t.label(n))
+                {
+                    continue;
+                }
+                if let Some(h) = health.get(&t.url) {
+                    if h.last_success_at.is_none() && h.failures > 0 {
+                        q.unreachable += 1;
+                    }
+                }
+            }
+            q
+        };
+        DataQuality {
+            baseline: cohort(Side::Baseline, &slot.baseline),
+            canary: cohort(Side::Canary, &slot.canary),
+            overlapping_series: slot.overlaps,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.ticked = true;
+        let mut routing_changed = false;
+        let ids: Vec<String> = self.analyses.keys().cloned().collect();
+        for id in ids {
+            let quality = {
+                let slot = &self.analyses[&id];
+                if slot.analysis.verdict.is_final() {
+                    continue;
+                }
+                self.quality(slot)
+            };
+            let slot = self.analyses.get_mut(&id).expect("present");
+            let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
+            let before = slot.analysis.verdict;
+            let v = slot.analysis.tick(
+                &specs,
+                TickInput {
+                    slots: &slot.pending,
+                    quality,
+                    elapsed: slot.started.elapsed(),
+                },
+            );
+            for c in &mut slot.pending {
+                for side in c.iter_mut() {
+                    side.iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+            self.metrics.ticks.inc();
+            self.metrics
+                .set_verdict(&id, v.as_str(), slot.analysis.ln_e);
+            if v != before {
+                info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
+                routing_changed |= v.is_final();
+            }
+            slot.view = Arc::new(AnalysisView {
+                id: slot.view.id.clone(),
+                spec: slot.view.spec.clone(),
+                created_at: slot.view.created_at,
+                state: slot.analysis.clone(),
+            });
+        }
+        if routing_changed {
+            self.publish_routing();
+        }
+        self.publish_snapshot();
+    }
+
+    fn publish_routing(&mut self) {
+        let analyses = self
+            .analyses
+            .values()
+            .filter(|s| !s.analysis.verdict.is_final())
+            .map(|s| RoutedAnalysis {
+                id: s_id(s),
+                since_generation: s.since_generation,
+                baseline: s.baseline.clone(),
+                canary: s.canary.clone(),
+                checks: s.specs.clone(),
+            })
+            .collect();
+        self.generation += 1;
+        self.routing_tx
+            .send_replace(Arc::new(Routing::new(self.generation, analyses)));
+    }
+
+    fn publish_snapshot(&self) {
+        let analyses = self
+            .analyses
+            .iter()
+            .map(|(k, s)| (k.clone(), s.view.clone()))
+            .collect();
+        self.snapshot_tx.send_replace(Arc::new(Snapshot {
+            ready: self.ticked,
+            analyses,
+        }));
+    }
+}
+
+/// A stable numeric id for routing, derived from the analysis' creation generation.
+fn s_id(s: &Slot) -> u64 {
+    s.since_generation
+}
+
+impl Shared {
+    /// Create an analysis through the engine.
+    pub async fn create(&self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Create(spec, tx))
+            .await
+            .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?;
+        rx.await
+            .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?
+    }
+
+    /// Delete an analysis; false when unknown.
+    pub async fn delete(&self, id: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Delete(id.to_owned(), tx))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// The current view of an analysis.
+    pub fn get(&self, id: &str) -> Option<Arc<AnalysisView>> {
+        self.snapshot.borrow().analyses.get(id).cloned()
+    }
+}

@@ -1,0 +1,336 @@
+//! The built-in demo: a simulated mesh on loopback, the daemon against it over real HTTP, and an
+//! analysis followed through the API until its verdict.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StaticTarget};
+use crate::judge::Catalog;
+use crate::sim::{Cohort, Fault, SimConfig, SimMesh};
+
+/// Which regression the demo injects into the canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// 5xx share 0.1% -> 0.6% on the canary.
+    Errors,
+    /// Canary latency x1.6.
+    Latency,
+    /// No fault: must end in GO.
+    Healthy,
+}
+
+impl Scenario {
+    /// The verdict the demo must reach.
+    pub fn expected(self) -> &'static str {
+        match self {
+            Scenario::Healthy => "GO",
+            _ => "NO-GO",
+        }
+    }
+
+    fn fault(self) -> Fault {
+        match self {
+            Scenario::Errors => Fault {
+                error_rate: Some(0.006),
+                latency_factor: 1.0,
+            },
+            Scenario::Latency => Fault {
+                error_rate: None,
+                latency_factor: 1.6,
+            },
+            Scenario::Healthy => Fault {
+                error_rate: None,
+                latency_factor: 1.0,
+            },
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Scenario::Errors => "canary 5xx share raised from 0.10% to 0.60%",
+            Scenario::Latency => "canary latency multiplied by 1.6",
+            Scenario::Healthy => "no fault injected",
+        }
+    }
+}
+
+/// Demo options.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Traffic seed.
+    pub seed: u64,
+    /// Print the final verdict document as JSON.
+    pub json: bool,
+}
+
+/// The daemon configuration the demo runs with: 1 s scrapes and ticks, GO after 30 s at the
+/// earliest, INCONCLUSIVE at 100 s.
+pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
+    let mut cfg = Config::from_toml(
+        r#"
+        [scrape]
+        interval = "1s"
+        timeout = "900ms"
+        jitter = 0.05
+        [judge]
+        alpha = 0.05
+        min_duration = "30s"
+        max_duration = "100s"
+        min_exposure = 1000
+        "#,
+        "demo",
+    )
+    .expect("the demo config is valid");
+    cfg.targets = targets;
+    cfg
+}
+
+/// The simulated mesh of the demo: 3 sidecars per revision, 1,000 requests/s each.
+pub fn demo_mesh(seed: u64) -> SimConfig {
+    let mut sim = SimConfig {
+        rps_per_pod: 1000.0,
+        error_rate: 0.001,
+        seed,
+        ..SimConfig::default()
+    };
+    sim.baseline.pods = 3;
+    sim.canary.pods = 3;
+    sim
+}
+
+/// Run the demo; true when the verdict is the expected one.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let sim_cfg = demo_mesh(opts.seed);
+    let (base_rev, canary_rev) = (
+        sim_cfg.baseline.revision.clone(),
+        sim_cfg.canary.revision.clone(),
+    );
+    let mesh = SimMesh::start(sim_cfg, IpAddr::V4(Ipv4Addr::LOCALHOST), shutdown.clone())
+        .await
+        .context("starting the simulated mesh")?;
+    mesh.set_fault(Cohort::Canary, opts.scenario.fault());
+    let targets: Vec<StaticTarget> = mesh
+        .targets()
+        .into_iter()
+        .map(|t| StaticTarget {
+            url: t.url,
+            labels: t.labels,
+        })
+        .collect();
+    let proxies = targets
+        .iter()
+        .filter(|t| t.labels.get("role").map(String::as_str) == Some("proxy"))
+        .count();
+    let n_targets = targets.len();
+    let cfg = demo_config(targets);
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let daemon = crate::daemon::start(cfg, Catalog::builtin(), listener, shutdown.clone()).await?;
+    let base = format!("http://{}", daemon.addr);
+
+    println!("meshgate demo: {}", opts.scenario.describe());
+    println!(
+        "  simulated mesh: {} sidecars ({} per revision, 1,000 req/s each) and {} istiod, on 127.0.0.1",
+        proxies,
+        proxies / 2,
+        n_targets - proxies
+    );
+    println!("  baseline revision {base_rev}, canary revision {canary_rev}; daemon API on {base}");
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let id = format!("demo-{}", format!("{:?}", opts.scenario).to_lowercase());
+    let body = json!({
+        "name": id,
+        "baseline": format!("{{role=\"proxy\", revision=\"{base_rev}\"}}"),
+        "canary": format!("{{role=\"proxy\", revision=\"{canary_rev}\"}}"),
+        "checks": ["error-rate", "latency-tail"],
+    });
+    let resp = client
+        .post(format!("{base}/v1/analyses"))
+        .json(&body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating the analysis failed: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    println!("  analysis {id} created: POST {base}/v1/analyses; following GET {base}/v1/analyses/{id}/verdict\n");
+
+    let tty = std::io::stdout().is_terminal();
+    let mut last_print = Instant::now() - Duration::from_secs(60);
+    let doc: Value = loop {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let doc: Value = client
+            .get(format!("{base}/v1/analyses/{id}/verdict"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let line = progress_line(&doc);
+        if tty {
+            print!("\r\x1b[2K{line}");
+            std::io::stdout().flush().ok();
+        } else if last_print.elapsed() >= Duration::from_secs(5) || doc["decided"] == true {
+            println!("{line}");
+            last_print = Instant::now();
+        }
+        if doc["decided"] == true {
+            if tty {
+                println!();
+            }
+            break doc;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            bail!("the analysis did not decide within 180 s");
+        }
+    };
+    println!();
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_evidence(&doc);
+    }
+    let verdict = doc["verdict"].as_str().unwrap_or("?");
+    let ok = verdict == opts.scenario.expected();
+    println!(
+        "\nverdict {verdict} after {:.0} s of analysis ({:.1} s in all); expected {}: {}",
+        doc["decided_after_seconds"].as_f64().unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64(),
+        opts.scenario.expected(),
+        if ok { "ok" } else { "UNEXPECTED" }
+    );
+    shutdown.cancel();
+    daemon.join().await;
+    Ok(ok)
+}
+
+fn fmt_count(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// One status line from a verdict document.
+pub fn progress_line(doc: &Value) -> String {
+    let mut s = format!(
+        "[{:>4.0}s] {:<12} E = {:>8.2} / {:.0}",
+        doc["elapsed_seconds"].as_f64().unwrap_or(0.0),
+        doc["verdict"].as_str().unwrap_or("?"),
+        doc["e_value"].as_f64().unwrap_or(f64::NAN),
+        doc["threshold"].as_f64().unwrap_or(f64::NAN),
+    );
+    for c in doc["checks"].as_array().into_iter().flatten() {
+        let t0 = &c["tests"][0];
+        s.push_str(&format!(
+            " | {} e={:.2} {} base {}/{} canary {}/{}",
+            c["name"].as_str().unwrap_or("?"),
+            c["e_value"].as_f64().unwrap_or(f64::NAN),
+            c["status"].as_str().unwrap_or("?"),
+            fmt_count(t0["baseline"]["events"].as_f64().unwrap_or(0.0)),
+            fmt_count(t0["baseline"]["exposure"].as_f64().unwrap_or(0.0)),
+            fmt_count(t0["canary"]["events"].as_f64().unwrap_or(0.0)),
+            fmt_count(t0["canary"]["exposure"].as_f64().unwrap_or(0.0)),
+        ));
+    }
+    let q = &doc["data_quality"];
+    s.push_str(&format!(
+        " | targets fresh {}/{}",
+        q["baseline"]["fresh"].as_u64().unwrap_or(0) + q["canary"]["fresh"].as_u64().unwrap_or(0),
+        q["baseline"]["targets"].as_u64().unwrap_or(0)
+            + q["canary"]["targets"].as_u64().unwrap_or(0)
+    ));
+    s
+}
+
+fn print_evidence(doc: &Value) {
+    println!("verdict: {}", doc["verdict"].as_str().unwrap_or("?"));
+    println!("reason:  {}", doc["reason"].as_str().unwrap_or(""));
+    println!(
+        "combined e-value {:.3} (NO-GO at {:.0}, alpha {})",
+        doc["e_value"].as_f64().unwrap_or(f64::NAN),
+        doc["threshold"].as_f64().unwrap_or(f64::NAN),
+        doc["alpha"]
+    );
+    for c in doc["checks"].as_array().into_iter().flatten() {
+        println!(
+            "\n  check {} ({}, critical {}, weight {:.2}): e = {:.3}, status {}",
+            c["name"].as_str().unwrap_or("?"),
+            c["kind"].as_str().unwrap_or("?"),
+            c["critical"],
+            c["weight"].as_f64().unwrap_or(0.0),
+            c["e_value"].as_f64().unwrap_or(f64::NAN),
+            c["status"].as_str().unwrap_or("?")
+        );
+        println!("    {}", c["reason"].as_str().unwrap_or(""));
+        println!(
+            "    {:<10} {:>12} {:>12} {:>9} {:>12} {:>9} {:>11} {:>10} {:>10}",
+            "test",
+            "base events",
+            "base n",
+            "base %",
+            "canary ev",
+            "canary %",
+            "e-value",
+            "ratio",
+            "bound"
+        );
+        for t in c["tests"].as_array().into_iter().flatten() {
+            let name = match t["boundary"].as_f64() {
+                Some(b) => format!("> {b} ms"),
+                None => "rate".into(),
+            };
+            let bound = match (
+                t["ratio_lower_bound"].as_f64(),
+                t["ratio_upper_bound"].as_f64(),
+            ) {
+                (Some(l), Some(u)) => format!("{l:.2}..{u:.2}"),
+                (Some(l), None) => format!("{l:.2}..inf"),
+                _ => "-".into(),
+            };
+            println!(
+                "    {:<10} {:>12} {:>12} {:>8.3}% {:>12} {:>8.3}% {:>11.3} {:>10} {:>10} {}",
+                name,
+                fmt_count(t["baseline"]["events"].as_f64().unwrap_or(0.0)),
+                fmt_count(t["baseline"]["exposure"].as_f64().unwrap_or(0.0)),
+                t["baseline"]["rate"].as_f64().unwrap_or(0.0) * 100.0,
+                fmt_count(t["canary"]["events"].as_f64().unwrap_or(0.0)),
+                t["canary"]["rate"].as_f64().unwrap_or(0.0) * 100.0,
+                t["e_value"].as_f64().unwrap_or(f64::NAN),
+                t["ratio_estimate"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{r:.2}")),
+                bound,
+                t["certified_by"]
+                    .as_str()
+                    .map_or(String::new(), |c| format!("certified by {c}")),
+            );
+        }
+        if let Some(r) = c["resolution"].as_str() {
+            println!("    resolution: {r}");
+        }
+    }
+    let q = &doc["data_quality"];
+    println!(
+        "\n  data quality: baseline {} targets ({} fresh, {} stale, {} unreachable, {} resets); canary {} targets ({} fresh, {} stale, {} unreachable, {} resets)",
+        q["baseline"]["targets"], q["baseline"]["fresh"], q["baseline"]["stale"], q["baseline"]["unreachable"], q["baseline"]["resets"],
+        q["canary"]["targets"], q["canary"]["fresh"], q["canary"]["stale"], q["canary"]["unreachable"], q["canary"]["resets"]
+    );
+}

@@ -1,0 +1,16 @@
+//! The judge: check definitions, the sequential tests, and the verdict of each analysis.
+//!
+//! Pure statistics and rules, no tokio: the daemon feeds per-tick deltas in and reads verdicts out.
+
+mod analysis;
+pub mod betabinom;
+mod check;
+pub mod explain;
+pub mod mixture;
+pub mod rate;
+
+pub use analysis::{
+    log_sum_exp, Analysis, Certificate, CheckEvidence, CheckState, CohortQuality, Counts,
+    DataQuality, Settings, TestEvidence, TickInput, Verdict,
+};
+pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};

@@ -1,0 +1,816 @@
+//! One analysis: its checks' e-processes, the combined e-value, and the verdict rules.
+//!
+//! Pure: the daemon hands in each tick's per-cohort deltas and data quality; this decides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::{CheckKind, CheckSpec};
+use super::mixture::{RatioEProcess, RatioParams};
+use super::rate::rate_upper_bound;
+
+/// The answer of an analysis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Still collecting evidence.
+    #[serde(rename = "PENDING")]
+    Pending,
+    /// The canary is certified not worse than the baseline (within margins or SLOs).
+    #[serde(rename = "GO")]
+    Go,
+    /// The canary is worse than the baseline beyond a margin, at the analysis' alpha.
+    #[serde(rename = "NO-GO")]
+    NoGo,
+    /// The maximum duration passed without a decision.
+    #[serde(rename = "INCONCLUSIVE")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// GO, NO-GO and INCONCLUSIVE end the analysis.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Verdict::Pending)
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pending => "PENDING",
+            Verdict::Go => "GO",
+            Verdict::NoGo => "NO-GO",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// The settings an analysis runs with, resolved from its request and the `[judge]` defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// False-alarm budget.
+    pub alpha: f64,
+    /// No GO before this.
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// INCONCLUSIVE after this.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Fewest requests per cohort before a GO.
+    pub min_exposure: f64,
+}
+
+/// Data quality of one cohort at a tick, measured by the daemon.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CohortQuality {
+    /// Targets that have sent this analysis data for this cohort and are still discovered.
+    pub targets: usize,
+    /// Of those, the ones scraped successfully within the staleness limit.
+    pub fresh: usize,
+    /// Of those, the ones whose last good scrape is too old.
+    pub stale: usize,
+    /// Targets whose labels may belong to this cohort but that were never scraped successfully.
+    pub unreachable: usize,
+    /// Counter resets seen in this cohort's series so far.
+    pub resets: u64,
+}
+
+/// Data quality of both cohorts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    /// Baseline.
+    pub baseline: CohortQuality,
+    /// Canary.
+    pub canary: CohortQuality,
+    /// Series that matched both cohorts and were left out.
+    pub overlapping_series: u64,
+}
+
+impl DataQuality {
+    /// Why the data cannot support a GO, if it cannot.
+    pub fn blocks_go(&self) -> Option<String> {
+        for (name, q) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            if q.fresh == 0 {
+                return Some(format!("{name} cohort has no freshly scraped target"));
+            }
+            if q.stale > 0 {
+                return Some(format!("{} {name} target(s) stale", q.stale));
+            }
+            if q.unreachable > 0 {
+                return Some(format!(
+                    "{} {name} target(s) never scraped successfully",
+                    q.unreachable
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Per-cohort counts of one test.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Events (errors, slow requests).
+    pub events: f64,
+    /// Exposure (requests).
+    pub exposure: f64,
+    /// events / exposure, when defined.
+    pub rate: Option<f64>,
+}
+
+impl Counts {
+    fn new(events: f64, exposure: f64) -> Self {
+        Self {
+            events,
+            exposure,
+            rate: (exposure > 0.0).then(|| events / exposure),
+        }
+    }
+}
+
+/// The state of one sequential test (one ratio, or one histogram boundary).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestState {
+    /// For histogram checks: the boundary.
+    pub boundary: Option<f64>,
+    /// The e-process.
+    pub process: RatioEProcess,
+}
+
+/// The evidence of one test at the last tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestEvidence {
+    /// For histogram checks: the boundary (events are observations above it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<f64>,
+    /// Baseline counts.
+    pub baseline: Counts,
+    /// Canary counts.
+    pub canary: Counts,
+    /// e-value against "canary not worse beyond the margin".
+    pub e_value: f64,
+    /// Point estimate of the canary/baseline rate ratio.
+    pub ratio_estimate: Option<f64>,
+    /// Anytime-valid lower confidence bound on the ratio.
+    pub ratio_lower_bound: f64,
+    /// Anytime-valid upper confidence bound on the ratio (`null` when unbounded).
+    pub ratio_upper_bound: Option<f64>,
+    /// Anytime-valid upper bound on the canary's absolute rate.
+    pub canary_rate_upper_bound: f64,
+    /// Certified not worse: by the ratio bound, by the SLO, or not at all.
+    pub certified_by: Option<Certificate>,
+}
+
+/// How a test was certified for GO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Certificate {
+    /// Upper bound on the ratio below 1 + margin.
+    Ratio,
+    /// Upper bound on the canary's rate below the SLO.
+    Slo,
+}
+
+/// State of one check within an analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckState {
+    /// Check name.
+    pub name: String,
+    /// One test for ratio checks, one per boundary for histogram checks.
+    pub tests: Vec<TestState>,
+    /// Exposure seen per cohort (for histogram checks: all requests).
+    pub exposure: [f64; 2],
+}
+
+/// The evidence of one check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckEvidence {
+    /// Check name.
+    pub name: String,
+    /// `ratio` or `histogram_tail`.
+    pub kind: String,
+    /// A GO needs this check certified.
+    pub critical: bool,
+    /// Normalised weight in the combined e-value.
+    pub weight: f64,
+    /// The check's e-value (for histograms, the average over boundaries).
+    pub e_value: f64,
+    /// The e-value at which this check alone is named as the cause of a NO-GO: 1 / (weight alpha).
+    pub threshold: f64,
+    /// Tolerated relative regression.
+    pub margin: f64,
+    /// The SLO, if any.
+    pub slo: Option<f64>,
+    /// `regression`, `certified`, or `collecting`.
+    pub status: String,
+    /// One line for people.
+    pub reason: String,
+    /// Per test.
+    pub tests: Vec<TestEvidence>,
+    /// What the histogram can and cannot see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+}
+
+/// One analysis: spec, state and last evidence. Serializable as a whole, so it can be persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Settings in force.
+    pub settings: Settings,
+    /// Check states, in the order of the analysis' checks.
+    pub checks: Vec<CheckState>,
+    /// Current verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+    /// ln of the combined e-value.
+    pub ln_e: f64,
+    /// Ticks taken.
+    pub ticks: u64,
+    /// Time since start at the last tick.
+    #[serde(with = "humantime_serde")]
+    pub elapsed: Duration,
+    /// When the verdict became final, since start.
+    #[serde(with = "humantime_serde::option")]
+    pub decided_after: Option<Duration>,
+    /// Evidence at the last tick.
+    pub evidence: Vec<CheckEvidence>,
+    /// Data quality at the last tick.
+    pub quality: DataQuality,
+}
+
+/// One tick's input: per check, per cohort, the deltas of its slots.
+pub struct TickInput<'a> {
+    /// `slots[check][side]` = slot deltas (see [`CheckSpec::slots`]).
+    pub slots: &'a [[Vec<f64>; 2]],
+    /// Data quality now.
+    pub quality: DataQuality,
+    /// Time since the analysis started.
+    pub elapsed: Duration,
+}
+
+// === impl Analysis ===
+
+impl Analysis {
+    /// A new analysis over `checks`.
+    pub fn new(settings: Settings, checks: &[&CheckSpec]) -> Self {
+        let states = checks
+            .iter()
+            .map(|c| {
+                let params = RatioParams {
+                    alpha: settings.alpha,
+                    margin: c.margin,
+                    target_events: c.target_events,
+                };
+                let tests = match &c.kind {
+                    CheckKind::Ratio { .. } => vec![TestState {
+                        boundary: None,
+                        process: RatioEProcess::new(params),
+                    }],
+                    CheckKind::HistogramTail { boundaries } => boundaries
+                        .iter()
+                        .map(|b| TestState {
+                            boundary: Some(*b),
+                            process: RatioEProcess::new(params.clone()),
+                        })
+                        .collect(),
+                };
+                CheckState {
+                    name: c.name.clone(),
+                    tests,
+                    exposure: [0.0; 2],
+                }
+            })
+            .collect();
+        let mut a = Analysis {
+            settings,
+            checks: states,
+            verdict: Verdict::Pending,
+            reason: "waiting for the first scrapes".into(),
+            ln_e: 0.0,
+            ticks: 0,
+            elapsed: Duration::ZERO,
+            decided_after: None,
+            evidence: Vec::new(),
+            quality: DataQuality::default(),
+        };
+        a.evidence = a.build_evidence(checks);
+        a
+    }
+
+    /// Take in one tick and decide. A final verdict never changes.
+    pub fn tick(&mut self, specs: &[&CheckSpec], input: TickInput<'_>) -> Verdict {
+        if self.verdict.is_final() {
+            return self.verdict;
+        }
+        self.ticks += 1;
+        self.elapsed = input.elapsed;
+        self.quality = input.quality;
+        for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
+            observe(state, spec, slots);
+        }
+        self.evidence = self.build_evidence(specs);
+        let alpha = self.settings.alpha;
+        // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
+        self.ln_e = log_sum_exp(self.evidence.iter().map(|e| e.weight.ln() + e.e_value.ln()));
+        if self.ln_e >= (1.0 / alpha).ln() {
+            // Name the checks that crossed their own share of the threshold; if none did, the
+            // ones that contributed most to the combined e-value.
+            let mut by_share: Vec<&CheckEvidence> = self.evidence.iter().collect();
+            by_share.sort_by(|a, b| (b.weight * b.e_value).total_cmp(&(a.weight * a.e_value)));
+            let crossed: Vec<&CheckEvidence> = by_share
+                .iter()
+                .copied()
+                .filter(|e| e.e_value >= e.threshold)
+                .collect();
+            let what = if crossed.is_empty() {
+                let combined = self.ln_e.exp();
+                let parts: Vec<String> = by_share
+                    .iter()
+                    .take_while(|e| e.weight * e.e_value >= 0.1 * combined)
+                    .map(|e| {
+                        format!(
+                            "{} ({:.0}% of the evidence): {}",
+                            e.name,
+                            100.0 * e.weight * e.e_value / combined,
+                            e.reason
+                        )
+                    })
+                    .collect();
+                format!(
+                    "no single check crossed its own threshold; together: {}",
+                    parts.join("; ")
+                )
+            } else {
+                crossed
+                    .iter()
+                    .map(|e| format!("{}: {}", e.name, e.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return self.decide(
+                Verdict::NoGo,
+                format!(
+                    "combined e-value {:.1} >= {:.0} (alpha {alpha}); {what}",
+                    self.ln_e.exp(),
+                    1.0 / alpha
+                ),
+            );
+        }
+        match self.go_blocker(specs) {
+            None => {
+                let summary: Vec<String> = self
+                    .evidence
+                    .iter()
+                    .filter(|e| e.critical)
+                    .map(|e| e.reason.clone())
+                    .collect();
+                self.decide(
+                    Verdict::Go,
+                    format!("every critical check certified: {}", summary.join("; ")),
+                )
+            }
+            Some(why) if self.elapsed >= self.settings.max_duration => self.decide(
+                Verdict::Inconclusive,
+                format!(
+                    "no decision after {}: {why}",
+                    humantime::format_duration(self.settings.max_duration)
+                ),
+            ),
+            Some(why) => {
+                self.reason = why;
+                Verdict::Pending
+            }
+        }
+    }
+
+    fn decide(&mut self, v: Verdict, reason: String) -> Verdict {
+        self.verdict = v;
+        self.reason = reason;
+        self.decided_after = Some(self.elapsed);
+        v
+    }
+
+    /// What stands between the current state and a GO.
+    fn go_blocker(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if let Some(q) = self.quality.blocks_go() {
+            return Some(q);
+        }
+        for (state, spec) in self.checks.iter().zip(specs) {
+            for (side, name) in [(0, "baseline"), (1, "canary")] {
+                if state.exposure[side] < self.settings.min_exposure {
+                    return Some(format!(
+                        "{}: {name} has {:.0} requests, fewer than the {:.0} required",
+                        spec.name, state.exposure[side], self.settings.min_exposure
+                    ));
+                }
+            }
+        }
+        if self.elapsed < self.settings.min_duration {
+            return Some(format!(
+                "minimum duration not reached ({} of {})",
+                humantime::format_duration(Duration::from_secs(self.elapsed.as_secs())),
+                humantime::format_duration(self.settings.min_duration)
+            ));
+        }
+        let uncertified: Vec<&CheckEvidence> = self
+            .evidence
+            .iter()
+            .filter(|e| e.critical && e.status != "certified")
+            .collect();
+        if let Some(e) = uncertified.first() {
+            return Some(format!("{} not yet certified: {}", e.name, e.reason));
+        }
+        None
+    }
+
+    fn build_evidence(&self, specs: &[&CheckSpec]) -> Vec<CheckEvidence> {
+        let alpha = self.settings.alpha;
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        self.checks
+            .iter()
+            .zip(specs)
+            .map(|(state, spec)| {
+                let weight = spec.weight / total_weight;
+                let tests: Vec<TestEvidence> = state
+                    .tests
+                    .iter()
+                    .map(|t| test_evidence(t, spec, alpha))
+                    .collect();
+                // Average over boundaries: itself an e-process (statistics.md, section 2).
+                let e_value =
+                    tests.iter().map(|t| t.e_value).sum::<f64>() / tests.len().max(1) as f64;
+                let observable: Vec<&TestEvidence> = tests
+                    .iter()
+                    .filter(|t| t.baseline.exposure + t.canary.exposure > 0.0)
+                    .collect();
+                let certified =
+                    !observable.is_empty() && observable.iter().all(|t| t.certified_by.is_some());
+                let threshold = 1.0 / (weight * alpha);
+                let regression = e_value >= threshold;
+                let status = if regression {
+                    "regression"
+                } else if certified {
+                    "certified"
+                } else {
+                    "collecting"
+                };
+                let reason = check_reason(spec, &tests, alpha, regression, certified);
+                let resolution = match &spec.kind {
+                    CheckKind::HistogramTail { boundaries } => {
+                        Some(resolution_note(boundaries, &tests))
+                    }
+                    _ => None,
+                };
+                CheckEvidence {
+                    name: spec.name.clone(),
+                    kind: if spec.is_histogram() {
+                        "histogram_tail"
+                    } else {
+                        "ratio"
+                    }
+                    .into(),
+                    critical: spec.critical,
+                    weight,
+                    e_value,
+                    threshold,
+                    margin: spec.margin,
+                    slo: spec.slo,
+                    status: status.into(),
+                    reason,
+                    tests,
+                    resolution,
+                }
+            })
+            .collect()
+    }
+}
+
+fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
+    let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
+    match &spec.kind {
+        CheckKind::Ratio { .. } => {
+            let (xa, xb) = (v(0, 0), v(1, 0));
+            // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
+            let (ea, eb) = (v(0, 1).min(xa), v(1, 1).min(xb));
+            state.exposure[0] += xa;
+            state.exposure[1] += xb;
+            state.tests[0].process.observe(ea, eb, xa, xb);
+        }
+        CheckKind::HistogramTail { boundaries } => {
+            let n = boundaries.len();
+            state.exposure[0] += v(0, 0);
+            state.exposure[1] += v(1, 0);
+            for (i, t) in state.tests.iter_mut().enumerate() {
+                let (xa, xb) = (v(0, 1 + n + i), v(1, 1 + n + i));
+                let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
+                let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
+                t.process.observe(ea, eb, xa, xb);
+            }
+        }
+    }
+}
+
+fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
+    let p = &t.process;
+    let tot = p.totals();
+    let upper = p.upper_bound(alpha);
+    let canary_rate_upper_bound = rate_upper_bound(tot.events_b, tot.exposure_b, alpha);
+    let certified_by = if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
+        Some(Certificate::Ratio)
+    } else if spec
+        .slo
+        .is_some_and(|slo| tot.exposure_b > 0.0 && canary_rate_upper_bound < slo)
+    {
+        Some(Certificate::Slo)
+    } else {
+        None
+    };
+    TestEvidence {
+        boundary: t.boundary,
+        baseline: Counts::new(tot.events_a, tot.exposure_a),
+        canary: Counts::new(tot.events_b, tot.exposure_b),
+        e_value: p.ln_e().exp(),
+        ratio_estimate: p.estimate(),
+        ratio_lower_bound: p.lower_bound(alpha),
+        ratio_upper_bound: Some(upper).filter(|u| u.is_finite()),
+        canary_rate_upper_bound,
+        certified_by,
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    match x {
+        Some(r) => format!("{:.2}%", r * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+fn check_reason(
+    spec: &CheckSpec,
+    tests: &[TestEvidence],
+    alpha: f64,
+    regression: bool,
+    certified: bool,
+) -> String {
+    let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
+    let what = |t: &TestEvidence| match t.boundary {
+        Some(b) => format!("share > {b} ms"),
+        None => format!("{} rate", spec.unit_label),
+    };
+    if regression {
+        // Name the test with the strongest evidence.
+        let t = tests
+            .iter()
+            .max_by(|a, b| a.e_value.total_cmp(&b.e_value))
+            .expect("a check has tests");
+        return format!(
+            "canary {} {} vs baseline {}, ratio >= {:.2} with {conf} confidence",
+            what(t),
+            pct(t.canary.rate),
+            pct(t.baseline.rate),
+            t.ratio_lower_bound
+        );
+    }
+    if certified {
+        let parts: Vec<String> = tests
+            .iter()
+            .filter(|t| t.certified_by.is_some())
+            .map(|t| match t.certified_by {
+                Some(Certificate::Slo) => format!(
+                    "canary {} <= {} with {conf} confidence (SLO {})",
+                    what(t),
+                    pct(Some(t.canary_rate_upper_bound)),
+                    pct(spec.slo)
+                ),
+                _ => format!(
+                    "canary {} {} vs baseline {}, ratio <= {:.2} with {conf} confidence (limit {:.2})",
+                    what(t),
+                    pct(t.canary.rate),
+                    pct(t.baseline.rate),
+                    t.ratio_upper_bound.unwrap_or(f64::INFINITY),
+                    1.0 + spec.margin
+                ),
+            })
+            .collect();
+        return parts.join("; ");
+    }
+    let t = tests
+        .iter()
+        .find(|t| t.certified_by.is_none() && t.baseline.exposure + t.canary.exposure > 0.0)
+        .or(tests.first())
+        .expect("a check has tests");
+    if t.baseline.exposure == 0.0 && t.canary.exposure == 0.0 {
+        return "no data yet".into();
+    }
+    let upper = t
+        .ratio_upper_bound
+        .map_or("unbounded".to_owned(), |u| format!("{u:.2}"));
+    format!(
+        "canary {} {} vs baseline {} ({:.0} vs {:.0} {}), ratio bound {:.2}..{upper}, not yet below {:.2}",
+        what(t),
+        pct(t.canary.rate),
+        pct(t.baseline.rate),
+        t.canary.events,
+        t.baseline.events,
+        spec.unit_label,
+        t.ratio_lower_bound,
+        1.0 + spec.margin
+    )
+}
+
+fn resolution_note(boundaries: &[f64], tests: &[TestEvidence]) -> String {
+    let missing: Vec<String> = tests
+        .iter()
+        .filter(|t| t.baseline.exposure + t.canary.exposure == 0.0)
+        .filter_map(|t| t.boundary.map(|b| b.to_string()))
+        .collect();
+    let bounds: Vec<String> = boundaries.iter().map(|b| b.to_string()).collect();
+    let mut s = format!(
+        "tested at bucket bounds [{}]; a shift between two bounds is invisible and no quantile is interpolated",
+        bounds.join(", ")
+    );
+    if !missing.is_empty() {
+        s.push_str(&format!(
+            "; no histogram has the bound(s) {} (left out)",
+            missing.join(", ")
+        ));
+    }
+    s
+}
+
+/// ln(sum exp(x_i)), stable.
+pub fn log_sum_exp(xs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = xs.collect();
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    if m == f64::INFINITY {
+        return m;
+    }
+    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Catalog;
+
+    fn settings() -> Settings {
+        Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(600),
+            min_exposure: 100.0,
+        }
+    }
+
+    fn good_quality() -> DataQuality {
+        let q = CohortQuality {
+            targets: 3,
+            fresh: 3,
+            ..Default::default()
+        };
+        DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            overlapping_series: 0,
+        }
+    }
+
+    /// Feed `ticks` ticks of error-rate data: requests per cohort per tick and error rates.
+    fn run(
+        a: &mut Analysis,
+        spec: &CheckSpec,
+        ticks: u64,
+        n: f64,
+        pa: f64,
+        pb: f64,
+        quality: DataQuality,
+    ) -> Verdict {
+        let mut v = Verdict::Pending;
+        for i in 0..ticks {
+            let slots = [[vec![n, (n * pa).round()], vec![n, (n * pb).round()]]];
+            v = a.tick(
+                &[spec],
+                TickInput {
+                    slots: &slots,
+                    quality: quality.clone(),
+                    elapsed: Duration::from_secs(15 * (i + 1)),
+                },
+            );
+            if v.is_final() {
+                break;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn clear_regression_is_no_go_with_a_reason() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 1000.0, 0.001, 0.01, good_quality());
+        assert_eq!(v, Verdict::NoGo);
+        assert!(a.reason.contains("error-rate"), "{}", a.reason);
+        assert!(a.evidence[0].tests[0].ratio_lower_bound > 1.25);
+        assert!(a.decided_after.unwrap() < Duration::from_secs(300));
+    }
+
+    #[test]
+    fn equal_rates_go_only_after_min_duration() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 20_000.0, 0.001, 0.001, good_quality());
+        assert_eq!(v, Verdict::Go, "{}", a.reason);
+        assert!(a.decided_after.unwrap() >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn never_go_without_data_or_with_stale_targets() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 0.0, 0.0, 0.0, good_quality());
+        assert_eq!(v, Verdict::Inconclusive);
+        assert!(a.reason.contains("requests"), "{}", a.reason);
+
+        let mut stale = good_quality();
+        stale.canary.stale = 1;
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 39, 20_000.0, 0.001, 0.001, stale),
+            Verdict::Pending
+        );
+        assert!(a.reason.contains("stale"), "{}", a.reason);
+
+        let mut empty = good_quality();
+        empty.canary.fresh = 0;
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 39, 20_000.0, 0.001, 0.001, empty),
+            Verdict::Pending
+        );
+        assert!(a.reason.contains("no freshly scraped"), "{}", a.reason);
+    }
+
+    #[test]
+    fn final_verdict_does_not_change_and_state_round_trips() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 40, 1000.0, 0.001, 0.02, good_quality()),
+            Verdict::NoGo
+        );
+        let json = serde_json::to_string(&a).unwrap();
+        let back: Analysis = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(
+            run(&mut a, spec, 40, 20_000.0, 0.001, 0.001, good_quality()),
+            Verdict::NoGo
+        );
+    }
+
+    #[test]
+    fn latency_tail_sees_a_shift_and_reports_resolution() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("latency-tail").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let n = spec.boundaries().len();
+        let mut v = Verdict::Pending;
+        for i in 0..40u64 {
+            // 1000 requests per tick; baseline 5% above the first bound, canary 10%; bound 1000 absent.
+            let mut slots = [vec![0.0; 1 + 2 * n], vec![0.0; 1 + 2 * n]];
+            for (side, slow) in [(0, 50.0), (1, 100.0)] {
+                slots[side][0] = 1000.0;
+                for b in 0..n - 1 {
+                    slots[side][1 + b] = 1000.0 - slow / (b as f64 + 1.0);
+                    slots[side][1 + n + b] = 1000.0;
+                }
+            }
+            v = a.tick(
+                &[spec],
+                TickInput {
+                    slots: &[slots],
+                    quality: good_quality(),
+                    elapsed: Duration::from_secs(15 * (i + 1)),
+                },
+            );
+            if v.is_final() {
+                break;
+            }
+        }
+        assert_eq!(v, Verdict::NoGo);
+        let res = a.evidence[0].resolution.as_deref().unwrap();
+        assert!(res.contains("no histogram has the bound(s) 1000"), "{res}");
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert!((log_sum_exp([1000.0, 1000.0].into_iter()) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert_eq!(log_sum_exp(std::iter::empty()), f64::NEG_INFINITY);
+    }
+}

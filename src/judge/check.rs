@@ -1,0 +1,465 @@
+//! Check definitions, loaded from `queries/*.toml` (one file per check) or the built-in pack.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cohort::Selector;
+use crate::config::ConfigProblem;
+
+/// The check pack compiled into the binary (the files of `queries/`).
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "queries/error-rate.toml",
+        include_str!("../../queries/error-rate.toml"),
+    ),
+    (
+        "queries/latency-tail.toml",
+        include_str!("../../queries/latency-tail.toml"),
+    ),
+];
+
+/// What a check counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckKind {
+    /// Events are the series matching `bad` among those counted for exposure (5xx among requests).
+    Ratio {
+        /// Series that count as bad, among the selected ones.
+        bad: Selector,
+    },
+    /// Events at boundary b are observations above b (`_count` minus `_bucket{le=b}`), exposure is `_count`.
+    HistogramTail {
+        /// Bucket boundaries tested, in the metric's unit; a histogram lacking one is left out of that boundary.
+        boundaries: Vec<f64>,
+    },
+}
+
+/// One check, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckSpec {
+    /// Unique name, e.g. `error-rate`.
+    pub name: String,
+    /// One line for people.
+    pub description: String,
+    /// Metric family (for histograms, the base name without `_bucket`).
+    pub metric: String,
+    /// Which series of the family are counted at all.
+    pub select: Selector,
+    /// What is counted.
+    pub kind: CheckKind,
+    /// Tolerated relative regression: H0 is "rate ratio <= 1 + margin".
+    pub margin: f64,
+    /// Event count where the test is tightest (sets the mixing prior).
+    pub target_events: f64,
+    /// A GO needs this check certified.
+    pub critical: bool,
+    /// Weight in the combined e-value.
+    pub weight: f64,
+    /// Optional absolute ceiling on the canary's rate that also certifies GO.
+    pub slo: Option<f64>,
+    /// How the rate is shown to people (`percent` or `ratio`).
+    pub unit_label: String,
+    /// The file it came from.
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    kind: String,
+    metric: String,
+    #[serde(default)]
+    select: String,
+    #[serde(default)]
+    bad: Option<String>,
+    #[serde(default)]
+    boundaries: Option<Vec<f64>>,
+    #[serde(default = "default_margin")]
+    margin: f64,
+    #[serde(default = "default_target_events")]
+    target_events: f64,
+    #[serde(default = "default_true")]
+    critical: bool,
+    #[serde(default = "default_weight")]
+    weight: f64,
+    #[serde(default)]
+    slo: Option<f64>,
+    #[serde(default)]
+    event_label: Option<String>,
+    /// PromQL that yields the same counts on a Prometheus backend (documentation for now).
+    #[serde(default)]
+    #[allow(dead_code)]
+    promql: Option<BTreeMap<String, String>>,
+}
+
+fn default_margin() -> f64 {
+    0.25
+}
+fn default_target_events() -> f64 {
+    100.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_weight() -> f64 {
+    1.0
+}
+
+// === impl CheckSpec ===
+
+impl CheckSpec {
+    /// Parse and validate one check file's text; `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<CheckSpec, Vec<ConfigProblem>> {
+        let file: CheckFile = toml_from_str(text)
+            .map_err(|e| vec![ConfigProblem::new(source.to_owned(), e.to_string())])?;
+        let mut problems = Vec::new();
+        let key = |k: &str| format!("{source}: {k}");
+        let select = Selector::parse(&file.select).unwrap_or_else(|e| {
+            problems.push(ConfigProblem::new(key("select"), e.to_string()));
+            Selector::default()
+        });
+        if file.name.is_empty()
+            || !file
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(ConfigProblem::new(
+                key("name"),
+                "must be non-empty [A-Za-z0-9_-]",
+            ));
+        }
+        if !valid_metric_name(&file.metric) {
+            problems.push(ConfigProblem::new(
+                key("metric"),
+                format!("{:?} is not a metric name", file.metric),
+            ));
+        }
+        let kind = match file.kind.as_str() {
+            "ratio" => match &file.bad {
+                Some(b) => match Selector::parse(b) {
+                    Ok(s) if s.is_empty() => {
+                        problems.push(ConfigProblem::new(
+                            key("bad"),
+                            "must have at least one matcher",
+                        ));
+                        None
+                    }
+                    Ok(s) => Some(CheckKind::Ratio { bad: s }),
+                    Err(e) => {
+                        problems.push(ConfigProblem::new(key("bad"), e.to_string()));
+                        None
+                    }
+                },
+                None => {
+                    problems.push(ConfigProblem::new(
+                        key("bad"),
+                        "is required for kind \"ratio\"",
+                    ));
+                    None
+                }
+            },
+            "histogram_tail" => match &file.boundaries {
+                Some(b) if !b.is_empty() && b.iter().all(|x| x.is_finite() && *x > 0.0) => {
+                    let mut b = b.clone();
+                    b.sort_by(f64::total_cmp);
+                    b.dedup();
+                    Some(CheckKind::HistogramTail { boundaries: b })
+                }
+                _ => {
+                    problems.push(ConfigProblem::new(
+                        key("boundaries"),
+                        "kind \"histogram_tail\" needs a non-empty list of finite positive bucket bounds",
+                    ));
+                    None
+                }
+            },
+            other => {
+                problems.push(ConfigProblem::new(
+                    key("kind"),
+                    format!("unknown kind {other:?}, expected \"ratio\" or \"histogram_tail\""),
+                ));
+                None
+            }
+        };
+        if !(file.margin.is_finite() && file.margin >= 0.0 && file.margin <= 10.0) {
+            problems.push(ConfigProblem::new(key("margin"), "must be within [0, 10]"));
+        }
+        if !(file.target_events.is_finite() && file.target_events >= 5.0) {
+            problems.push(ConfigProblem::new(
+                key("target_events"),
+                "must be at least 5",
+            ));
+        }
+        if !(file.weight.is_finite() && file.weight > 0.0) {
+            problems.push(ConfigProblem::new(key("weight"), "must be > 0"));
+        }
+        if let Some(s) = file.slo {
+            if !(s > 0.0 && s < 1.0) {
+                problems.push(ConfigProblem::new(key("slo"), "must be within (0, 1)"));
+            }
+        }
+        match (problems.is_empty(), kind) {
+            (true, Some(kind)) => Ok(CheckSpec {
+                name: file.name,
+                description: file.description,
+                metric: file.metric,
+                select,
+                kind,
+                margin: file.margin,
+                target_events: file.target_events,
+                critical: file.critical,
+                weight: file.weight,
+                slo: file.slo,
+                unit_label: file.event_label.unwrap_or_else(|| "events".into()),
+                source: source.to_owned(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Number of accumulator slots per cohort this check needs.
+    pub fn slots(&self) -> usize {
+        match &self.kind {
+            CheckKind::Ratio { .. } => 2,
+            CheckKind::HistogramTail { boundaries } => 1 + 2 * boundaries.len(),
+        }
+    }
+
+    /// The histogram boundaries (empty for other kinds).
+    pub fn boundaries(&self) -> &[f64] {
+        match &self.kind {
+            CheckKind::HistogramTail { boundaries } => boundaries,
+            _ => &[],
+        }
+    }
+
+    /// Whether the check reads a histogram.
+    pub fn is_histogram(&self) -> bool {
+        matches!(self.kind, CheckKind::HistogramTail { .. })
+    }
+}
+
+/// All checks known to the daemon, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    checks: BTreeMap<String, CheckSpec>,
+}
+
+// === impl Catalog ===
+
+impl Catalog {
+    /// The built-in pack.
+    pub fn builtin() -> Catalog {
+        Self::from_texts(BUILTIN.iter().map(|(s, t)| (s.to_string(), t.to_string())))
+            .expect("the built-in check pack is valid")
+    }
+
+    /// Load every `*.toml` in `dir`, reporting all problems at once.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![ConfigProblem::new(
+                "queries.dir",
+                format!("cannot read {}: {e}", dir.display()),
+            )]
+        })?;
+        let mut texts = Vec::new();
+        let mut problems = Vec::new();
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        {
+            match std::fs::read_to_string(&p) {
+                Ok(t) => texts.push((p.display().to_string(), t)),
+                Err(e) => problems.push(ConfigProblem::new(p.display().to_string(), e.to_string())),
+            }
+        }
+        if texts.is_empty() && problems.is_empty() {
+            problems.push(ConfigProblem::new(
+                "queries.dir",
+                format!("no *.toml check in {}", dir.display()),
+            ));
+        }
+        match Self::from_texts(texts) {
+            Ok(c) if problems.is_empty() => Ok(c),
+            Ok(_) => Err(problems),
+            Err(mut p) => {
+                problems.append(&mut p);
+                Err(problems)
+            }
+        }
+    }
+
+    fn from_texts(
+        texts: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Catalog, Vec<ConfigProblem>> {
+        let mut checks = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (source, text) in texts {
+            match CheckSpec::from_toml(&text, &source) {
+                Ok(c) => {
+                    if let Some(prev) = checks.get(&c.name) {
+                        let prev: &CheckSpec = prev;
+                        problems.push(ConfigProblem::new(
+                            source.clone(),
+                            format!("check {:?} is also defined in {}", c.name, prev.source),
+                        ));
+                    } else {
+                        checks.insert(c.name.clone(), c);
+                    }
+                }
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Catalog { checks })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// A check by name.
+    pub fn get(&self, name: &str) -> Option<&CheckSpec> {
+        self.checks.get(name)
+    }
+
+    /// All check names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.checks.keys().cloned().collect()
+    }
+
+    /// All checks.
+    pub fn iter(&self) -> impl Iterator<Item = &CheckSpec> {
+        self.checks.values()
+    }
+}
+
+fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// TOML through the `config` crate, so there is one TOML parser in the build.
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, config::ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize()
+}
+
+/// Serializable summary of a check, for the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckInfo {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// `ratio` or `histogram_tail`.
+    pub kind: &'static str,
+    /// Family.
+    pub metric: String,
+    /// Series selector.
+    pub select: String,
+    /// Margin.
+    pub margin: f64,
+    /// Critical for GO.
+    pub critical: bool,
+    /// Weight.
+    pub weight: f64,
+    /// SLO, if any.
+    pub slo: Option<f64>,
+    /// Boundaries for histogram checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boundaries: Option<Vec<f64>>,
+    /// Bad-series selector for ratio checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad: Option<String>,
+}
+
+impl From<&CheckSpec> for CheckInfo {
+    fn from(c: &CheckSpec) -> Self {
+        let (kind, boundaries, bad) = match &c.kind {
+            CheckKind::Ratio { bad } => ("ratio", None, Some(bad.to_string())),
+            CheckKind::HistogramTail { boundaries } => {
+                ("histogram_tail", Some(boundaries.clone()), None)
+            }
+        };
+        CheckInfo {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            kind,
+            metric: c.metric.clone(),
+            select: c.select.to_string(),
+            margin: c.margin,
+            critical: c.critical,
+            weight: c.weight,
+            slo: c.slo,
+            boundaries,
+            bad,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_pack_loads() {
+        let c = Catalog::builtin();
+        assert_eq!(c.names(), vec!["error-rate", "latency-tail"]);
+        let e = c.get("error-rate").unwrap();
+        assert_eq!(e.metric, "istio_requests_total");
+        assert!(
+            matches!(&e.kind, CheckKind::Ratio { bad } if bad.to_string() == r#"{response_code=~"5.."}"#)
+        );
+        let l = c.get("latency-tail").unwrap();
+        assert!(
+            matches!(&l.kind, CheckKind::HistogramTail { boundaries } if boundaries.len() >= 2)
+        );
+        assert_eq!(l.slots(), 1 + 2 * l.boundaries().len());
+    }
+
+    #[test]
+    fn queries_dir_matches_builtin() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let loaded = Catalog::load_dir(&dir).unwrap();
+        assert_eq!(loaded.names(), Catalog::builtin().names());
+    }
+
+    #[test]
+    fn bad_check_reports_every_problem() {
+        let p = CheckSpec::from_toml(
+            r#"
+            name = "x y"
+            kind = "ratio"
+            metric = "9bad"
+            select = '{a="b"'
+            margin = -1
+            weight = 0
+            "#,
+            "q.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<String> = p.iter().map(|p| p.key.clone()).collect();
+        for k in ["name", "metric", "select", "bad", "margin", "weight"] {
+            assert!(
+                keys.iter().any(|x| x == &format!("q.toml: {k}")),
+                "missing {k}: {keys:?}"
+            );
+        }
+        let unknown = CheckSpec::from_toml(
+            "name='a'\nkind='ratio'\nmetric='m'\nbad='{a=\"b\"}'\nfoo=1\n",
+            "u.toml",
+        )
+        .unwrap_err();
+        assert!(unknown[0].message.contains("foo"), "{unknown:?}");
+    }
+}

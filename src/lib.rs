@@ -1,0 +1,31 @@
+//! meshgate decides whether an Istio revision upgrade may go on.
+//!
+//! It scrapes istiod and sidecar metrics, splits them into a baseline and a canary cohort, runs
+//! anytime-valid sequential tests on every scrape and answers GO / NO-GO / PENDING / INCONCLUSIVE
+//! with the evidence behind the answer.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration with environment overrides, validated all at once.
+//! - [`discovery`]: static and `file_sd` targets, published on a watch channel.
+//! - [`scrape`]: per-target scrape loops, health, and the ingest of each page.
+//! - [`parse`]: the zero-copy Prometheus / OpenMetrics text parser (pure).
+//! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
+//! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
+//! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
+//! - [`api`]: the HTTP API (axum).
+//! - [`telemetry`]: meshgate's own metrics.
+//! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
+//! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
+
+pub mod api;
+pub mod cohort;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod discovery;
+pub mod judge;
+pub mod parse;
+pub mod scrape;
+pub mod sim;
+pub mod telemetry;

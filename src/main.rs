@@ -1,0 +1,310 @@
+//! The `meshgate` command: serve, demo, simulate, check-config.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use meshgate::config::{Config, EXIT_BAD_CONFIG};
+use meshgate::demo::{DemoOptions, Scenario};
+use meshgate::judge::Catalog;
+use meshgate::sim::{Fault, SimConfig, SimMesh};
+
+#[derive(Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "Decides whether an Istio revision upgrade may go on"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "MESHGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print what it would run.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Run the built-in demo: a simulated mesh on loopback and a real analysis against it.
+    Demo {
+        /// No fault in the canary: the analysis must end in GO.
+        #[arg(long)]
+        healthy: bool,
+        /// Which regression to inject (ignored with --healthy).
+        #[arg(long, value_enum, default_value_t = Scenario::Errors)]
+        scenario: Scenario,
+        /// Seed of the simulated traffic.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print the final evidence as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the simulated mesh alone (for Prometheus, load tests or a daemon of your own).
+    Simulate {
+        /// Address to bind every simulated endpoint on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        /// Sidecars per revision.
+        #[arg(long, default_value_t = 3)]
+        pods: usize,
+        /// Requests per second per sidecar.
+        #[arg(long, default_value_t = 100.0)]
+        rps: f64,
+        /// 5xx share injected in the canary.
+        #[arg(long)]
+        canary_error_rate: Option<f64>,
+        /// Latency multiplier injected in the canary.
+        #[arg(long, default_value_t = 1.0)]
+        canary_latency_factor: f64,
+        /// Write the targets as a Prometheus file_sd JSON file.
+        #[arg(long)]
+        file_sd: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MESHGATE_LOG")
+                .unwrap_or_else(|_| default_filter(&cli.command)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn default_filter(cmd: &Command) -> EnvFilter {
+    match cmd {
+        // The demo draws its own progress line; only warnings from the daemon.
+        Command::Demo { .. } => EnvFilter::new("warn"),
+        _ => EnvFilter::new("info"),
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Serve { config } => serve(&config).await,
+        Command::Demo {
+            healthy,
+            scenario,
+            seed,
+            json,
+        } => {
+            let scenario = if healthy { Scenario::Healthy } else { scenario };
+            let ok = meshgate::demo::run(DemoOptions {
+                scenario,
+                seed,
+                json,
+            })
+            .await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Simulate {
+            bind,
+            pods,
+            rps,
+            canary_error_rate,
+            canary_latency_factor,
+            file_sd,
+        } => {
+            let mut cfg = SimConfig {
+                rps_per_pod: rps,
+                ..SimConfig::default()
+            };
+            cfg.baseline.pods = pods;
+            cfg.canary.pods = pods;
+            let shutdown = CancellationToken::new();
+            let mesh = SimMesh::start(cfg, bind, shutdown.clone())
+                .await
+                .context("starting the simulated mesh")?;
+            mesh.set_fault(
+                meshgate::sim::Cohort::Canary,
+                Fault {
+                    error_rate: canary_error_rate,
+                    latency_factor: canary_latency_factor,
+                },
+            );
+            for t in mesh.targets() {
+                let labels: Vec<String> =
+                    t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{}  {}", t.url, labels.join(","));
+            }
+            if let Some(path) = file_sd {
+                std::fs::write(&path, mesh.file_sd_json())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("file_sd written to {}", path.display());
+            }
+            eprintln!("serving; Ctrl-C to stop");
+            wait_for_signal().await;
+            shutdown.cancel();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let catalog = match load_catalog(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let mut problems = Vec::new();
+    for (i, a) in cfg.analyses.iter().enumerate() {
+        for c in &a.checks {
+            if catalog.get(c).is_none() {
+                problems.push(format!("analyses[{i}].checks: unknown check {c:?}"));
+            }
+        }
+    }
+    let mut file_targets = 0;
+    for p in &cfg.discovery.file_sd {
+        match meshgate::discovery::read_file_sd(p) {
+            Ok(t) => file_targets += t.len(),
+            Err(e) => println!("warning: {e} (the daemon would start and keep watching it)"),
+        }
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s) in {}:", problems.len(), file.display());
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+    }
+    println!("{} is valid. It would run:", file.display());
+    println!("  api on http://{}", cfg.server.listen);
+    println!(
+        "  scrape every {} (timeout {}, jitter {:.0}%, cap {} bytes, {} at once), stale after {}",
+        humantime::format_duration(cfg.scrape.interval),
+        humantime::format_duration(cfg.scrape.timeout),
+        cfg.scrape.jitter * 100.0,
+        cfg.scrape.max_body_bytes,
+        cfg.scrape.concurrency,
+        humantime::format_duration(cfg.scrape.stale_after())
+    );
+    println!(
+        "  targets: {} static, {} from {} file_sd file(s)",
+        cfg.targets.len(),
+        file_targets,
+        cfg.discovery.file_sd.len()
+    );
+    println!("  checks: {}", catalog.names().join(", "));
+    println!(
+        "  judge: alpha {}, min {}, max {}, tick {}",
+        cfg.judge.alpha,
+        humantime::format_duration(cfg.judge.min_duration),
+        humantime::format_duration(cfg.judge.max_duration),
+        humantime::format_duration(cfg.tick())
+    );
+    for a in &cfg.analyses {
+        println!(
+            "  analysis {}: baseline {} vs canary {}",
+            a.name, a.baseline, a.canary
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn load_catalog(cfg: &Config) -> Result<Catalog, String> {
+    match &cfg.queries.dir {
+        None => Ok(Catalog::builtin()),
+        Some(dir) => Catalog::load_dir(dir).map_err(|problems| {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+            format!(
+                "{} problem(s) in the checks:\n{}",
+                problems.len(),
+                lines.join("\n")
+            )
+        }),
+    }
+}
+
+async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+        }
+    };
+    let catalog = match load_catalog(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let shutdown = CancellationToken::new();
+    let running = meshgate::daemon::start(cfg, catalog, listener, shutdown.clone()).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), running.join())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop within 10s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

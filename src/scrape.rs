@@ -1,0 +1,420 @@
+//! Scraping: one loop per target (interval, jitter, timeout, body cap, gzip, bounded concurrency),
+//! per-target health, and the ingest of each page into that target's accumulator.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::cohort::{Delta, Routing, TargetAccumulator};
+use crate::config::ScrapeConfig;
+use crate::discovery::{Target, TargetSet};
+use crate::telemetry::{Metrics, OutcomeLabels, TargetLabels};
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, reset, DNS failure...
+    #[error("request failed: {0}")]
+    Request(String),
+    /// Non-2xx answer.
+    #[error("http status {0}")]
+    Status(u16),
+    /// The body went over the cap.
+    #[error("page larger than the {0} byte cap")]
+    TooLarge(usize),
+    /// The body could not be read to the end.
+    #[error("body read failed: {0}")]
+    Body(String),
+    /// The page is not UTF-8.
+    #[error("page is not valid utf-8 at byte {0}")]
+    Utf8(usize),
+    /// The HTTP client could not be built.
+    #[error("cannot build http client: {0}")]
+    Client(String),
+}
+
+impl ScrapeError {
+    /// Short class for metrics labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Request(_) => "request",
+            ScrapeError::Status(_) => "http_status",
+            ScrapeError::TooLarge(_) => "too_large",
+            ScrapeError::Body(_) => "body",
+            ScrapeError::Utf8(_) => "utf8",
+            ScrapeError::Client(_) => "client",
+        }
+    }
+}
+
+/// Health of one target, as shown by the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetHealth {
+    /// URL.
+    pub url: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Last scrape succeeded.
+    pub up: bool,
+    /// Unix time (s) of the last good scrape.
+    pub last_success: Option<f64>,
+    /// Last error, if the last scrape failed.
+    pub last_error: Option<String>,
+    /// Duration of the last scrape, ms.
+    pub last_duration_ms: f64,
+    /// Bytes of the last page.
+    pub last_bytes: usize,
+    /// Series tracked.
+    pub series: usize,
+    /// Malformed lines in the last page.
+    pub last_parse_errors: usize,
+    /// First malformed line of the last page, if any.
+    pub last_parse_error: Option<String>,
+    /// Scrapes so far.
+    pub scrapes: u64,
+    /// Failed scrapes so far.
+    pub failures: u64,
+    /// Failures in a row.
+    pub consecutive_failures: u64,
+    #[serde(skip)]
+    /// When the last good scrape finished (monotonic).
+    pub last_success_at: Option<Instant>,
+}
+
+impl TargetHealth {
+    fn new(t: &Target) -> Self {
+        Self {
+            url: t.url.clone(),
+            labels: t.labels.clone(),
+            up: false,
+            last_success: None,
+            last_error: None,
+            last_duration_ms: 0.0,
+            last_bytes: 0,
+            series: 0,
+            last_parse_errors: 0,
+            last_parse_error: None,
+            scrapes: 0,
+            failures: 0,
+            consecutive_failures: 0,
+            last_success_at: None,
+        }
+    }
+}
+
+/// Health of every target, shared with the API and the engine.
+pub type HealthMap = Arc<RwLock<HashMap<String, TargetHealth>>>;
+
+/// What one scrape sends to the engine.
+#[derive(Debug)]
+pub struct TargetReport {
+    /// Target URL.
+    pub url: Arc<str>,
+    /// Routing generation the deltas were computed under.
+    pub generation: u64,
+    /// The deltas (empty when the scrape failed).
+    pub deltas: Vec<Delta>,
+    /// Counter resets in this page.
+    pub resets: usize,
+    /// Series matching both cohorts.
+    pub overlaps: usize,
+}
+
+/// Runs the per-target loops.
+pub struct Scraper {
+    client: reqwest::Client,
+    cfg: ScrapeConfig,
+    permits: Arc<Semaphore>,
+    health: HealthMap,
+    metrics: Arc<Metrics>,
+}
+
+// === impl Scraper ===
+
+impl Scraper {
+    /// Build the HTTP client (rustls, gzip, TLS verification on).
+    pub fn build(
+        cfg: ScrapeConfig,
+        health: HealthMap,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ScrapeError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("meshgate/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .gzip(true)
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(|e| ScrapeError::Client(e.to_string()))?;
+        let permits = Arc::new(Semaphore::new(cfg.concurrency));
+        Ok(Self {
+            client,
+            cfg,
+            permits,
+            health,
+            metrics,
+        })
+    }
+
+    /// Follow the target set: start a loop per new target, stop loops of removed ones.
+    pub async fn run(
+        self,
+        mut targets: watch::Receiver<TargetSet>,
+        routing: watch::Receiver<Arc<Routing>>,
+        out: mpsc::Sender<TargetReport>,
+        shutdown: CancellationToken,
+    ) {
+        let shared = Arc::new(self);
+        let mut running: HashMap<Arc<Target>, CancellationToken> = HashMap::new();
+        loop {
+            let current: TargetSet = targets.borrow_and_update().clone();
+            let wanted: std::collections::HashSet<&Arc<Target>> = current.iter().collect();
+            running.retain(|t, token| {
+                let keep = wanted.contains(t);
+                if !keep {
+                    token.cancel();
+                    shared.health.write().expect("health lock").remove(&t.url);
+                    shared.metrics.remove_target(&t.url);
+                }
+                keep
+            });
+            for t in current.iter() {
+                if running.contains_key(t) {
+                    continue;
+                }
+                let token = shutdown.child_token();
+                running.insert(t.clone(), token.clone());
+                shared
+                    .health
+                    .write()
+                    .expect("health lock")
+                    .insert(t.url.clone(), TargetHealth::new(t));
+                let span = info_span!("scrape", target = %t.url);
+                tokio::spawn(
+                    shared
+                        .clone()
+                        .target_loop(t.clone(), routing.clone(), out.clone(), token)
+                        .instrument(span),
+                );
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = targets.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    async fn target_loop(
+        self: Arc<Self>,
+        target: Arc<Target>,
+        routing: watch::Receiver<Arc<Routing>>,
+        out: mpsc::Sender<TargetReport>,
+        stop: CancellationToken,
+    ) {
+        let url: Arc<str> = target.url.as_str().into();
+        let mut acc = TargetAccumulator::new(target.labels.clone());
+        let interval = self.cfg.interval;
+        // A stable offset per target spreads the scrapes over the interval (as Prometheus does).
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        target.url.hash(&mut h);
+        let offset = Duration::from_nanos(h.finish() % interval.as_nanos().max(1) as u64);
+        let mut next = Instant::now() + offset.min(interval);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            let jitter = self.cfg.jitter * interval.as_secs_f64();
+            let spread = if jitter > 0.0 {
+                rand::rng().random_range(-jitter..jitter)
+            } else {
+                0.0
+            };
+            next += Duration::from_secs_f64((interval.as_secs_f64() + spread).max(0.001));
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let started = Instant::now();
+            let fetched = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = fetch(&self.client, &url, self.cfg.timeout, self.cfg.max_body_bytes) => r,
+            };
+            drop(permit);
+            let report = match fetched {
+                Ok(body) => {
+                    let ingest = {
+                        let routing = routing.borrow().clone();
+                        match std::str::from_utf8(&body) {
+                            Ok(text) => Ok((acc.ingest(text, &routing), routing.generation)),
+                            Err(e) => Err(ScrapeError::Utf8(e.valid_up_to())),
+                        }
+                    };
+                    match ingest {
+                        Ok((rep, generation)) => {
+                            let elapsed = started.elapsed();
+                            self.record_success(&url, elapsed, body.len(), &rep);
+                            TargetReport {
+                                url: url.clone(),
+                                generation,
+                                deltas: rep.deltas,
+                                resets: rep.resets,
+                                overlaps: rep.overlaps,
+                            }
+                        }
+                        Err(e) => {
+                            self.record_failure(&url, started.elapsed(), &e);
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.record_failure(&url, started.elapsed(), &e);
+                    continue;
+                }
+            };
+            if out.send(report).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn record_success(
+        &self,
+        url: &str,
+        elapsed: Duration,
+        bytes: usize,
+        rep: &crate::cohort::IngestReport,
+    ) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let m = &self.metrics;
+        m.scrapes
+            .get_or_create(&OutcomeLabels {
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.scrape_duration.observe(elapsed.as_secs_f64());
+        m.scrape_bytes.inc_by(bytes as u64);
+        m.parse_errors.inc_by(rep.error_count as u64);
+        m.counter_resets.inc_by(rep.resets as u64);
+        let l = TargetLabels {
+            target: url.to_owned(),
+        };
+        m.target_up.get_or_create(&l).set(1);
+        m.target_series.get_or_create(&l).set(rep.series as i64);
+        m.target_last_success.get_or_create(&l).set(now);
+        if let Some(e) = rep.errors.first() {
+            debug!(target = %url, errors = rep.error_count, first = %e, "malformed lines in page");
+        }
+        let mut health = self.health.write().expect("health lock");
+        if let Some(h) = health.get_mut(url) {
+            h.up = true;
+            h.last_success = Some(now);
+            h.last_success_at = Some(Instant::now());
+            h.last_error = None;
+            h.last_duration_ms = elapsed.as_secs_f64() * 1000.0;
+            h.last_bytes = bytes;
+            h.series = rep.series;
+            h.last_parse_errors = rep.error_count;
+            h.last_parse_error = rep.errors.first().map(|e| e.to_string());
+            h.scrapes += 1;
+            h.consecutive_failures = 0;
+        }
+    }
+
+    fn record_failure(&self, url: &str, elapsed: Duration, e: &ScrapeError) {
+        warn!(target = %url, error = %e, "scrape failed");
+        let m = &self.metrics;
+        m.scrapes
+            .get_or_create(&OutcomeLabels {
+                outcome: e.class().into(),
+            })
+            .inc();
+        m.scrape_duration.observe(elapsed.as_secs_f64());
+        m.target_up
+            .get_or_create(&TargetLabels {
+                target: url.to_owned(),
+            })
+            .set(0);
+        let mut health = self.health.write().expect("health lock");
+        if let Some(h) = health.get_mut(url) {
+            h.up = false;
+            h.last_error = Some(e.to_string());
+            h.last_duration_ms = elapsed.as_secs_f64() * 1000.0;
+            h.scrapes += 1;
+            h.failures += 1;
+            h.consecutive_failures += 1;
+        }
+    }
+}
+
+/// GET a page with a timeout on the whole exchange and a cap on the (decompressed) body.
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Vec<u8>, ScrapeError> {
+    let work = async {
+        let mut resp = client
+            .get(url)
+            .header(
+                reqwest::header::ACCEPT,
+                "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+            )
+            .send()
+            .await
+            .map_err(|e| ScrapeError::Request(error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(ScrapeError::Status(resp.status().as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n as usize > cap) {
+            return Err(ScrapeError::TooLarge(cap));
+        }
+        let mut body =
+            Vec::with_capacity(resp.content_length().unwrap_or(64 * 1024).min(cap as u64) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ScrapeError::Body(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(ScrapeError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ScrapeError::Timeout(timeout))?
+}
+
+/// The error with its causes, which reqwest keeps in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,225 @@
+//! meshgate's own metrics (prometheus-client), served at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or the error class (`timeout`, `http`, `connect`, `body`, `too_large`, ...).
+    pub outcome: String,
+}
+
+/// Per-target label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Target URL.
+    pub target: String,
+}
+
+/// Per-analysis label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalysisLabels {
+    /// Analysis name.
+    pub analysis: String,
+}
+
+/// Per-analysis verdict labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Analysis name.
+    pub analysis: String,
+    /// PENDING, GO, NO-GO, INCONCLUSIVE.
+    pub verdict: String,
+}
+
+/// Every metric meshgate exports about itself.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Scrapes by outcome.
+    pub scrapes: Family<OutcomeLabels, Counter>,
+    /// Scrape durations.
+    pub scrape_duration: Histogram,
+    /// Page bytes read (after decompression).
+    pub scrape_bytes: Counter,
+    /// 1 when the target's last scrape succeeded.
+    pub target_up: Family<TargetLabels, Gauge>,
+    /// Series tracked per target.
+    pub target_series: Family<TargetLabels, Gauge>,
+    /// Unix time of the target's last good scrape.
+    pub target_last_success: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    /// Malformed lines in scraped pages.
+    pub parse_errors: Counter,
+    /// Counter resets seen.
+    pub counter_resets: Counter,
+    /// 1 for the current verdict of each analysis.
+    pub verdict: Family<VerdictLabels, Gauge>,
+    /// Combined e-value of each analysis.
+    pub e_value: Family<AnalysisLabels, Gauge<f64, AtomicU64>>,
+    /// Analysis ticks.
+    pub ticks: Counter,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Create and register everything.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("meshgate");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            scrapes: Family::default(),
+            scrape_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            scrape_bytes: Counter::default(),
+            target_up: Family::default(),
+            target_series: Family::default(),
+            target_last_success: Family::default(),
+            parse_errors: Counter::default(),
+            counter_resets: Counter::default(),
+            verdict: Family::default(),
+            e_value: Family::default(),
+            ticks: Counter::default(),
+        };
+        registry.register("scrapes", "Scrapes by outcome", m.scrapes.clone());
+        registry.register(
+            "scrape_duration_seconds",
+            "Scrape duration, request to parsed page",
+            m.scrape_duration.clone(),
+        );
+        registry.register(
+            "scrape_bytes",
+            "Bytes of scraped pages after decompression",
+            m.scrape_bytes.clone(),
+        );
+        registry.register(
+            "target_up",
+            "1 when the last scrape of the target succeeded",
+            m.target_up.clone(),
+        );
+        registry.register(
+            "target_series",
+            "Series tracked for the target",
+            m.target_series.clone(),
+        );
+        registry.register(
+            "target_last_success_timestamp_seconds",
+            "Unix time of the last successful scrape",
+            m.target_last_success.clone(),
+        );
+        registry.register(
+            "parse_errors",
+            "Malformed lines in scraped pages",
+            m.parse_errors.clone(),
+        );
+        registry.register(
+            "counter_resets",
+            "Counter resets seen in scraped series",
+            m.counter_resets.clone(),
+        );
+        registry.register(
+            "analysis_verdict",
+            "1 for the current verdict of each analysis",
+            m.verdict.clone(),
+        );
+        registry.register(
+            "analysis_e_value",
+            "Combined e-value of each analysis",
+            m.e_value.clone(),
+        );
+        registry.register("analysis_ticks", "Analysis ticks taken", m.ticks.clone());
+        *m.registry.lock().expect("registry lock") = registry;
+        m
+    }
+
+    /// Text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().expect("registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Forget a target that left the target set.
+    pub fn remove_target(&self, url: &str) {
+        let l = TargetLabels {
+            target: url.to_owned(),
+        };
+        self.target_up.remove(&l);
+        self.target_series.remove(&l);
+        self.target_last_success.remove(&l);
+    }
+
+    /// Set the verdict gauge of an analysis (1 for the current verdict, series for others removed).
+    pub fn set_verdict(&self, analysis: &str, verdict: &str, ln_e: f64) {
+        for v in ["PENDING", "GO", "NO-GO", "INCONCLUSIVE"] {
+            let l = VerdictLabels {
+                analysis: analysis.to_owned(),
+                verdict: v.to_owned(),
+            };
+            if v == verdict {
+                self.verdict.get_or_create(&l).set(1);
+            } else {
+                self.verdict.remove(&l);
+            }
+        }
+        self.e_value
+            .get_or_create(&AnalysisLabels {
+                analysis: analysis.to_owned(),
+            })
+            .set(ln_e.exp());
+    }
+
+    /// Forget a deleted analysis.
+    pub fn remove_analysis(&self, analysis: &str) {
+        for v in ["PENDING", "GO", "NO-GO", "INCONCLUSIVE"] {
+            self.verdict.remove(&VerdictLabels {
+                analysis: analysis.to_owned(),
+                verdict: v.to_owned(),
+            });
+        }
+        self.e_value.remove(&AnalysisLabels {
+            analysis: analysis.to_owned(),
+        });
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.scrapes
+            .get_or_create(&OutcomeLabels {
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.set_verdict("wave-1", "NO-GO", 3.0);
+        let text = m.encode();
+        assert!(
+            text.contains("meshgate_scrapes_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_analysis_verdict{analysis=\"wave-1\",verdict=\"NO-GO\"} 1"),
+            "{text}"
+        );
+        m.set_verdict("wave-1", "PENDING", 0.0);
+        assert!(!m.encode().contains("verdict=\"NO-GO\""));
+    }
+}

@@ -1,0 +1,285 @@
+//! The HTTP API over a real socket: status codes, error bodies, the analysis life cycle, and
+//! that an analysis with no data never says GO.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use meshgate::config::Config;
+use meshgate::judge::Catalog;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+async fn daemon(extra: &str) -> (String, CancellationToken, meshgate::daemon::Running) {
+    let cfg = Config::from_toml(
+        &format!(
+            "[scrape]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n[judge]\nmin_duration = \"1s\"\nmax_duration = \"3s\"\n{extra}"
+        ),
+        "test",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
+        .await
+        .unwrap();
+    (format!("http://{}", running.addr), stop, running)
+}
+
+fn analysis(name: &str) -> Value {
+    json!({"name": name, "baseline": "{revision=\"old\"}", "canary": "{revision=\"new\"}"})
+}
+
+#[tokio::test]
+async fn analysis_life_cycle_and_errors() {
+    let (base, stop, running) = daemon("").await;
+    let c = reqwest::Client::new();
+
+    let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Malformed JSON: 400, with serde's position.
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"),
+        "{body}"
+    );
+
+    // Unknown field: 400 naming it.
+    let mut bad = analysis("x");
+    bad["colour"] = json!("red");
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("colour"));
+
+    // Unknown check: 422 naming it and the known ones.
+    let mut bad = analysis("x");
+    bad["checks"] = json!(["error-rate", "nope"]);
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("unknown check \"nope\"") && msg.contains("latency-tail"),
+        "{msg}"
+    );
+
+    // Bad selector: 422 with the column.
+    let mut bad = analysis("x");
+    bad["canary"] = json!("{revision=\"new\"");
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("analysis.canary: selector column"));
+
+    // Create, read, conflict.
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&analysis("wave-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["id"], "wave-1");
+    assert_eq!(created["state"]["verdict"], "PENDING");
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&analysis("wave-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let list: Value = c
+        .get(format!("{base}/v1/analyses"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let v: Value = c
+        .get(format!("{base}/v1/analyses/wave-1/verdict"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["verdict"], "PENDING");
+    assert_eq!(v["threshold"], 20.0);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 2);
+
+    // With no targets at all the analysis must end INCONCLUSIVE at max_duration, never GO.
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let v: Value = c
+            .get(format!("{base}/v1/analyses/wave-1/verdict"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.push(v["verdict"].as_str().unwrap().to_owned());
+        if v["decided"] == true {
+            assert!(
+                v["reason"].as_str().unwrap().contains("no decision after"),
+                "{v}"
+            );
+            break;
+        }
+    }
+    assert!(!seen.iter().any(|s| s == "GO"), "{seen:?}");
+    assert_eq!(seen.last().unwrap(), "INCONCLUSIVE");
+
+    let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("meshgate_analysis_verdict{analysis=\"wave-1\",verdict=\"INCONCLUSIVE\"} 1"),
+        "{metrics}"
+    );
+
+    // Delete, then 404.
+    let r = c
+        .delete(format!("{base}/v1/analyses/wave-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(format!("{base}/v1/analyses/wave-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .delete(format!("{base}/v1/analyses/wave-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(format!("{base}/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let checks: Value = c
+        .get(format!("{base}/v1/checks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checks[0]["name"], "error-rate");
+
+    stop.cancel();
+    running.join().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let (base, stop, running) = daemon("[server]\nmax_body_bytes = 1024\n").await;
+    let mut big = analysis("big");
+    big["name"] = json!("x".repeat(4096));
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    stop.cancel();
+    running.join().await;
+}
+
+#[tokio::test]
+async fn unreachable_target_is_reported_and_blocks_go() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = {
+        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (base, stop, running) = daemon(&format!(
+        "[[targets]]\nurl = \"http://127.0.0.1:{port}/stats/prometheus\"\nlabels = {{ revision = \"new\" }}\n"
+    ))
+    .await;
+    let c = reqwest::Client::new();
+    c.post(format!("{base}/v1/analyses"))
+        .json(&analysis("dark"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let targets: Value = c
+        .get(format!("{base}/v1/targets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(targets[0]["up"], false);
+    assert!(
+        targets[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("request failed"),
+        "{targets}"
+    );
+    assert!(targets[0]["failures"].as_u64().unwrap() >= 2);
+    let v: Value = c
+        .get(format!("{base}/v1/analyses/dark/verdict"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data_quality"]["canary"]["unreachable"], 1, "{v}");
+    assert_ne!(v["verdict"], "GO");
+    stop.cancel();
+    running.join().await;
+}
