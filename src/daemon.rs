@@ -60,6 +60,23 @@ pub struct AnalysisView {
     pub state: Analysis,
 }
 
+/// What happened to an analysis, for alert sinks and other listeners.
+#[derive(Clone, Debug)]
+pub enum VerdictEvent {
+    /// The verdict changed (including to the first PENDING at creation).
+    Changed {
+        /// The analysis after the change.
+        view: Arc<AnalysisView>,
+        /// The verdict before, `None` at creation.
+        previous: Option<Verdict>,
+    },
+    /// The analysis was deleted.
+    Deleted {
+        /// The analysis as it was last seen.
+        view: Arc<AnalysisView>,
+    },
+}
+
 /// Everything the API reads, republished after each tick and command.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -84,6 +101,8 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Verdict changes and deletions; subscribe for alerting.
+    pub events: tokio::sync::broadcast::Sender<VerdictEvent>,
 }
 
 /// A started daemon.
@@ -125,6 +144,7 @@ pub async fn start(
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (report_tx, report_rx) = mpsc::channel(1024);
+    let (events_tx, _) = tokio::sync::broadcast::channel(256);
     let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
 
@@ -140,6 +160,7 @@ pub async fn start(
         metrics: metrics.clone(),
         targets: targets_rx.clone(),
         ticked: false,
+        events: events_tx.clone(),
     };
     for a in &cfg.analyses {
         if let Err(e) = engine.create(a.clone()) {
@@ -156,6 +177,7 @@ pub async fn start(
         metrics,
         catalog,
         max_body_bytes: cfg.server.max_body_bytes,
+        events: events_tx,
     };
     let mut tasks = tokio::task::JoinSet::new();
     let tick = cfg.tick();
@@ -218,6 +240,7 @@ struct Engine {
     metrics: Arc<Metrics>,
     targets: watch::Receiver<TargetSet>,
     ticked: bool,
+    events: tokio::sync::broadcast::Sender<VerdictEvent>,
 }
 
 /// Ids double as URL path segments.
@@ -261,8 +284,10 @@ impl Engine {
                 let _ = reply.send(r);
             }
             Command::Delete(id, reply) => {
-                let found = self.analyses.remove(&id).is_some();
-                if found {
+                let removed = self.analyses.remove(&id);
+                let found = removed.is_some();
+                if let Some(slot) = removed {
+                    let _ = self.events.send(VerdictEvent::Deleted { view: slot.view });
                     self.metrics.remove_analysis(&id);
                     self.publish_routing();
                     self.publish_snapshot();
@@ -470,16 +495,20 @@ impl Engine {
             self.metrics.ticks.inc();
             self.metrics
                 .set_verdict(&id, v.as_str(), slot.analysis.ln_e);
-            if v != before {
-                info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
-                routing_changed |= v.is_final();
-            }
             slot.view = Arc::new(AnalysisView {
                 id: slot.view.id.clone(),
                 spec: slot.view.spec.clone(),
                 created_at: slot.view.created_at,
                 state: slot.analysis.clone(),
             });
+            if v != before {
+                info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
+                routing_changed |= v.is_final();
+                let _ = self.events.send(VerdictEvent::Changed {
+                    view: slot.view.clone(),
+                    previous: Some(before),
+                });
+            }
         }
         if routing_changed {
             self.publish_routing();

@@ -283,3 +283,42 @@ async fn unreachable_target_is_reported_and_blocks_go() {
     stop.cancel();
     running.join().await;
 }
+
+#[tokio::test]
+async fn verdict_events_are_broadcast() {
+    let (base, stop, running) = daemon("").await;
+    let mut events = running.shared.events.subscribe();
+    let c = reqwest::Client::new();
+    c.post(format!("{base}/v1/analyses"))
+        .json(&analysis("ev"))
+        .send()
+        .await
+        .unwrap();
+    let first = events.recv().await.unwrap();
+    assert!(
+        matches!(&first, meshgate::daemon::VerdictEvent::Changed { previous: None, view } if view.id == "ev")
+    );
+    // No data: INCONCLUSIVE at max_duration (3 s).
+    let second = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match second {
+        meshgate::daemon::VerdictEvent::Changed { previous, view } => {
+            assert_eq!(previous, Some(meshgate::judge::Verdict::Pending));
+            assert_eq!(view.state.verdict, meshgate::judge::Verdict::Inconclusive);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    c.delete(format!("{base}/v1/analyses/ev"))
+        .send()
+        .await
+        .unwrap();
+    let third = events.recv().await.unwrap();
+    assert!(matches!(
+        third,
+        meshgate::daemon::VerdictEvent::Deleted { .. }
+    ));
+    stop.cancel();
+    running.join().await;
+}
