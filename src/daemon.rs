@@ -363,6 +363,10 @@ impl Engine {
         info!(analysis = %spec.name, baseline = %spec.baseline, canary = %spec.canary, checks = ?names, "analysis started");
         self.metrics
             .set_verdict(&spec.name, Verdict::Pending.as_str(), 0.0);
+        let _ = self.events.send(VerdictEvent::Changed {
+            view: view.clone(),
+            previous: None,
+        });
         self.analyses.insert(
             spec.name.clone(),
             Slot {
