@@ -35,7 +35,9 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route(
             "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response() }),
+            get(|| async {
+                ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+            }),
         )
         .merge(argo::routes())
         .merge(kayenta::routes())

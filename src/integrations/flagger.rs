@@ -180,11 +180,7 @@ fn spec_of(p: &Payload) -> Result<AnalysisConfig, ApiError> {
 }
 
 /// Find the Canary's analysis, or create it from the payload.
-async fn ensure(
-    s: &Shared,
-    st: &super::State,
-    p: &Payload,
-) -> Result<Arc<AnalysisView>, ApiError> {
+async fn ensure(s: &Shared, st: &super::State, p: &Payload) -> Result<Arc<AnalysisView>, ApiError> {
     let id = analysis_id(p);
     let known = st
         .flagger

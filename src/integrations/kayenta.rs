@@ -115,7 +115,9 @@ async fn start(
         )));
     };
     let Some((_, scope)) = req.scopes.iter().next() else {
-        return Err(ApiError::Invalid("scopes: at least one scope is needed".into()));
+        return Err(ApiError::Invalid(
+            "scopes: at least one scope is needed".into(),
+        ));
     };
     let t = req.thresholds;
     if !(0.0..=100.0).contains(&t.marginal) || !(t.marginal..=100.0).contains(&t.pass) {
@@ -185,7 +187,10 @@ fn check_scores(v: &AnalysisView) -> Value {
             "regression" => 0.0,
             _ => 50.0,
         };
-        m.insert(c.name.clone(), json!({"score": s, "weight": c.weight, "eValue": c.e_value, "reason": c.reason}));
+        m.insert(
+            c.name.clone(),
+            json!({"score": s, "weight": c.weight, "eValue": c.e_value, "reason": c.reason}),
+        );
     }
     Value::Object(m)
 }

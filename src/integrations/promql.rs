@@ -164,7 +164,9 @@ fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64
                     }
                     match name {
                         "meshgate_check_rate" => {
-                            for (cohort, counts) in [("baseline", &t.baseline), ("canary", &t.canary)] {
+                            for (cohort, counts) in
+                                [("baseline", &t.baseline), ("canary", &t.canary)]
+                            {
                                 if let Some(r) = counts.rate {
                                     let mut e = extra.clone();
                                     e.push(("cohort", cohort.to_owned()));
@@ -275,6 +277,8 @@ mod tests {
             .contains("regex"));
         assert!(parse("vector(x)").unwrap_err().contains("number"));
         assert!(parse("sum(rate(x[1m]))").unwrap_err().contains("expected"));
-        assert!(parse(r#"meshgate_go{analysis="x""#).unwrap_err().contains("braces"));
+        assert!(parse(r#"meshgate_go{analysis="x""#)
+            .unwrap_err()
+            .contains("braces"));
     }
 }
