@@ -87,7 +87,16 @@ pub async fn run(o: GateOptions) -> u8 {
     let tty = std::io::stderr().is_terminal();
     let mut last_line = String::new();
     loop {
-        let step = poll_once(&client, &base, &o, &mut created, &mut last_line, tty, started).await;
+        let step = poll_once(
+            &client,
+            &base,
+            &o,
+            &mut created,
+            &mut last_line,
+            tty,
+            started,
+        )
+        .await;
         match step {
             Step::Done(code) => return code,
             Step::Progress => last_ok = Instant::now(),

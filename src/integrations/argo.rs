@@ -1,10 +1,13 @@
 //! Argo Rollouts `web` provider: one call that creates the analysis on first use and answers
 //! its verdict, always 200 with JSON while the daemon can answer.
 //!
-//! The recommended AnalysisTemplate (`deploy/argo/analysistemplate.yaml`) reads `{$.verdict}`:
-//! GO is Successful, NO-GO and INCONCLUSIVE are Failed, PENDING is neither (an Inconclusive
-//! measurement under a generous `inconclusiveLimit`, so it is retried at the next interval and
-//! neither pauses nor promotes the Rollout).
+//! The recommended AnalysisTemplate (`deploy/argo/analysistemplate.yaml`) reads `{$.decision}`,
+//! a field present only once the verdict is final: GO is Successful, NO-GO and INCONCLUSIVE are
+//! Failed. While PENDING the field is absent, so Argo's JSONPath finds no match and records an
+//! Error measurement: errors do not count toward `count`, are retried after 10 s, and only abort
+//! after `consecutiveErrorLimit` in a row, which the template sets above the analysis' maximum
+//! duration. PENDING therefore neither promotes, nor pauses, nor aborts the Rollout, and the
+//! first final verdict ends the metric at once (count 1).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -47,6 +50,9 @@ pub struct Measurement {
     pub verdict: Verdict,
     /// True once the verdict is final.
     pub decided: bool,
+    /// The final verdict; absent while PENDING (what the AnalysisTemplate's JSONPath reads).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decision: Option<Verdict>,
     /// Why.
     pub reason: String,
     /// Combined e-value.
@@ -66,6 +72,7 @@ impl Measurement {
             id: v.id.clone(),
             verdict: v.state.verdict,
             decided: v.state.verdict.is_final(),
+            decision: v.state.verdict.is_final().then_some(v.state.verdict),
             reason: v.state.reason.clone(),
             e_value: v.state.ln_e.exp(),
             threshold: 1.0 / v.state.settings.alpha,
