@@ -483,7 +483,7 @@ fn lab_body(m: &mut Metric, revs: (&str, &str), extra: Value) {
     body["baseline"] = json!(b);
     body["canary"] = json!(c);
     body["min_duration"] = json!("4s");
-    body["max_duration"] = json!("60s");
+    body["max_duration"] = json!("120s");
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
@@ -542,7 +542,7 @@ async fn template_promotes_go_aborts_no_go_and_rides_out_pending() {
         json!({"baseline": "{role=\"proxy\", revision=\"does-not-exist\"}", "min_duration": "1s", "max_duration": "3s"}),
     );
     let retry = Duration::from_millis(200);
-    let limit = Duration::from_secs(90);
+    let limit = Duration::from_secs(150);
     let ((pg, sg), (pb, sb), (pd, sd)) = tokio::join!(
         run_metric(&good, retry, limit),
         run_metric(&bad, retry, limit),

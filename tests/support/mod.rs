@@ -78,7 +78,7 @@ pub async fn lab(extra_toml: &str) -> Lab {
         timeout = "200ms"
         [judge]
         min_duration = "4s"
-        max_duration = "60s"
+        max_duration = "120s"
         min_exposure = 1000
         {extra_toml}
         "#
