@@ -247,6 +247,8 @@ async fn flagger_gates_answer_with_flagger_status_semantics() {
         assert_eq!(ok, bad_ok, "{gate} on NO-GO: {s} {v}");
         if !ok {
             assert_eq!(s, 412, "failure is 412, which Flagger does not retry");
+        } else if gate == "event" || gate == "post-rollout" {
+            assert_eq!(s, 202, "{gate} is recorded: {v}");
         }
     }
     // A new checksum is a new rollout: the analysis starts over.

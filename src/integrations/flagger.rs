@@ -238,7 +238,11 @@ async fn hook(
         Gate::Event | Gate::PostRollout => (
             StatusCode::ACCEPTED,
             s.get(&analysis_id(&p)).map(|v| v.state.verdict),
-            Json(json!({"accepted": true})).into_response(),
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": true, "analysis": analysis_id(&p)})),
+            )
+                .into_response(),
         ),
         Gate::Rollback => match s.get(&analysis_id(&p)) {
             // No analysis: nothing says roll back.
