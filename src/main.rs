@@ -320,6 +320,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         humantime::format_duration(cfg.judge.max_duration),
         humantime::format_duration(cfg.tick())
     );
+    println!(
+        "  alerts: {} alertmanager(s), {} webhook(s)",
+        cfg.alerts.alertmanager.len(),
+        cfg.alerts.webhooks.len()
+    );
     for a in &cfg.analyses {
         println!(
             "  analysis {}: baseline {} vs canary {}",
