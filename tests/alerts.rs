@@ -243,32 +243,33 @@ async fn no_go_fires_in_alertmanager_and_resolves_on_delete() {
     assert!(ours(&am_alerts(&am.url).await, "am-good").is_none());
     // The webhook got exactly one firing and one resolved (after a retried 500), signed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = got.lock().unwrap();
-    let statuses: Vec<(String, String)> = r
-        .bodies
-        .iter()
-        .flat_map(|b| b["alerts"].as_array().unwrap().clone())
-        .map(|a| {
-            (
-                a["labels"]["analysis"].as_str().unwrap().to_owned(),
-                a["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            ("am-bad".to_owned(), "firing".to_owned()),
-            ("am-bad".to_owned(), "resolved".to_owned())
-        ],
-        "{:?}",
-        r.bodies
-    );
-    assert_eq!(
-        r.calls, 3,
-        "one failed try, then the firing and the resolved deliveries"
-    );
-    drop(r);
+    {
+        let r = got.lock().unwrap();
+        let statuses: Vec<(String, String)> = r
+            .bodies
+            .iter()
+            .flat_map(|b| b["alerts"].as_array().unwrap().clone())
+            .map(|a| {
+                (
+                    a["labels"]["analysis"].as_str().unwrap().to_owned(),
+                    a["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                ("am-bad".to_owned(), "firing".to_owned()),
+                ("am-bad".to_owned(), "resolved".to_owned())
+            ],
+            "{:?}",
+            r.bodies
+        );
+        assert_eq!(
+            r.calls, 3,
+            "one failed try, then the firing and the resolved deliveries"
+        );
+    }
     l.shutdown().await;
 }
 
