@@ -292,3 +292,63 @@ fn answer(g: Gate, v: &AnalysisView) -> (StatusCode, Option<Verdict>, Response) 
     });
     (status, Some(verdict), (status, Json(body)).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_table_matches_flagger_semantics() {
+        use Verdict::*;
+        let row = |g: Gate| [Pending, Go, NoGo, Inconclusive].map(|v| g.passes(v));
+        assert_eq!(row(Gate::ConfirmRollout), [true, true, true, true]);
+        assert_eq!(row(Gate::PreRollout), [true, true, false, true]);
+        assert_eq!(row(Gate::Rollout), [true, true, false, true]);
+        assert_eq!(
+            row(Gate::ConfirmTrafficIncrease),
+            [false, true, false, false]
+        );
+        assert_eq!(row(Gate::ConfirmPromotion), [false, true, false, false]);
+        assert_eq!(row(Gate::Rollback), [false, false, true, false]);
+        assert_eq!(row(Gate::Event), [true, true, true, true]);
+        assert_eq!(row(Gate::PostRollout), [true, true, true, true]);
+    }
+
+    #[test]
+    fn metadata_builds_the_analysis_or_names_the_missing_key() {
+        let p = |m: &[(&str, &str)]| Payload {
+            name: "reviews".into(),
+            namespace: "shop".into(),
+            phase: String::new(),
+            checksum: String::new(),
+            metadata: m
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let s = spec_of(&p(&[
+            ("baselineRevision", "1-24-2"),
+            ("canary", r#"{pod=~"x-.*"}"#),
+            ("checks", "error-rate, latency-tail"),
+            ("minDuration", "2m"),
+        ]))
+        .unwrap();
+        assert_eq!(s.name, "reviews.shop");
+        assert_eq!(s.baseline, r#"{revision="1-24-2"}"#);
+        assert_eq!(s.canary, r#"{pod=~"x-.*"}"#);
+        assert_eq!(s.checks, vec!["error-rate", "latency-tail"]);
+        assert_eq!(s.min_duration, Some(std::time::Duration::from_secs(120)));
+        let e = spec_of(&p(&[("baselineRevision", "a")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("canaryRevision"), "{e}");
+        let e = spec_of(&p(&[
+            ("baselineRevision", "a"),
+            ("canaryRevision", "b"),
+            ("alpha", "x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metadata.alpha"), "{e}");
+    }
+}
