@@ -196,6 +196,16 @@ pub async fn start(
             .run(tick, cmd_rx, report_rx, shutdown.clone())
             .instrument(tracing::info_span!("engine")),
     );
+    if crate::alert::Alerter::enabled(&cfg.alerts) {
+        crate::alert::Alerter::spawn(
+            cfg.alerts.clone(),
+            shared.events.subscribe(),
+            shared.snapshot.clone(),
+            &mut tasks,
+            shutdown.clone(),
+        )
+        .map_err(std::io::Error::other)?;
+    }
     let router = crate::api::router(shared.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {

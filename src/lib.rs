@@ -14,16 +14,22 @@
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
+//! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
+//! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
+//! - [`gate`]: the `meshgate gate` client for upgrade scripts.
 //! - [`telemetry`]: meshgate's own metrics.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
+pub mod alert;
 pub mod api;
 pub mod cohort;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+pub mod gate;
+pub mod integrations;
 pub mod judge;
 pub mod parse;
 pub mod scrape;

@@ -53,6 +53,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
+    /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 64 invalid.
+    Gate {
+        /// Daemon base URL.
+        #[arg(long, env = "MESHGATE_SERVER", default_value = "http://127.0.0.1:9400")]
+        server: String,
+        /// Analysis name.
+        #[arg(long)]
+        name: String,
+        /// Baseline selector (with --canary: create the analysis when missing).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Canary selector.
+        #[arg(long)]
+        canary: Option<String>,
+        /// Checks, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        checks: Vec<String>,
+        /// Per-analysis alpha.
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Per-analysis minimum duration (e.g. 5m).
+        #[arg(long)]
+        min_duration: Option<String>,
+        /// Per-analysis maximum duration (e.g. 1h).
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// Per-analysis minimum exposure.
+        #[arg(long)]
+        min_exposure: Option<f64>,
+        /// Time between polls.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        poll: std::time::Duration,
+        /// Exit 2 if still PENDING after this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Exit 3 when the daemon keeps failing this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        unreachable_after: std::time::Duration,
+        /// Print the final verdict document (evidence) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Delete the analysis after its final verdict.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Serve the simulated mesh alone (for Prometheus, load tests or a daemon of your own).
     Simulate {
         /// Address to bind every simulated endpoint on.
@@ -107,7 +153,7 @@ fn main() -> ExitCode {
 fn default_filter(cmd: &Command) -> EnvFilter {
     match cmd {
         // The demo draws its own progress line; only warnings from the daemon.
-        Command::Demo { .. } => EnvFilter::new("warn"),
+        Command::Demo { .. } | Command::Gate { .. } => EnvFilter::new("warn"),
         _ => EnvFilter::new("info"),
     }
 }
@@ -116,6 +162,40 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Serve { config } => serve(&config).await,
+        Command::Gate {
+            server,
+            name,
+            baseline,
+            canary,
+            checks,
+            alpha,
+            min_duration,
+            max_duration,
+            min_exposure,
+            poll,
+            timeout,
+            unreachable_after,
+            json,
+            delete,
+        } => Ok(ExitCode::from(
+            meshgate::gate::run(meshgate::gate::GateOptions {
+                server,
+                name,
+                baseline,
+                canary,
+                checks,
+                alpha,
+                min_duration,
+                max_duration,
+                min_exposure,
+                poll,
+                timeout,
+                unreachable_after,
+                json,
+                delete,
+            })
+            .await,
+        )),
         Command::Demo {
             healthy,
             scenario,
@@ -239,6 +319,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         humantime::format_duration(cfg.judge.min_duration),
         humantime::format_duration(cfg.judge.max_duration),
         humantime::format_duration(cfg.tick())
+    );
+    println!(
+        "  alerts: {} alertmanager(s), {} webhook(s)",
+        cfg.alerts.alertmanager.len(),
+        cfg.alerts.webhooks.len()
     );
     for a in &cfg.analyses {
         println!(

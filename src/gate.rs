@@ -1,0 +1,230 @@
+//! `meshgate gate`: the client side for upgrade scripts. Creates (or follows) an analysis on a
+//! running daemon, shows a progress line, and exits with the verdict.
+//!
+//! Exit codes: 0 GO, 1 NO-GO, 2 INCONCLUSIVE (or `--timeout` passed while PENDING), 3 the daemon
+//! cannot be reached (or keeps failing for `--unreachable-after`), 64 the request is invalid.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Exit code for GO.
+pub const EXIT_GO: u8 = 0;
+/// Exit code for NO-GO.
+pub const EXIT_NO_GO: u8 = 1;
+/// Exit code for INCONCLUSIVE or a timeout while PENDING.
+pub const EXIT_INCONCLUSIVE: u8 = 2;
+/// Exit code when the daemon cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code for an invalid request.
+pub const EXIT_USAGE: u8 = 64;
+
+/// What `meshgate gate` was asked.
+#[derive(Clone, Debug)]
+pub struct GateOptions {
+    /// Daemon base URL.
+    pub server: String,
+    /// Analysis name.
+    pub name: String,
+    /// Baseline selector; with `canary`, the analysis is created when missing.
+    pub baseline: Option<String>,
+    /// Canary selector.
+    pub canary: Option<String>,
+    /// Checks (all when empty).
+    pub checks: Vec<String>,
+    /// Per-analysis alpha.
+    pub alpha: Option<f64>,
+    /// Per-analysis minimum duration, e.g. `5m`.
+    pub min_duration: Option<String>,
+    /// Per-analysis maximum duration.
+    pub max_duration: Option<String>,
+    /// Per-analysis minimum exposure.
+    pub min_exposure: Option<f64>,
+    /// Time between polls.
+    pub poll: Duration,
+    /// Give up (exit 2) after this long while PENDING.
+    pub timeout: Option<Duration>,
+    /// Exit 3 when the daemon keeps failing this long.
+    pub unreachable_after: Duration,
+    /// Print the final verdict document as JSON on stdout.
+    pub json: bool,
+    /// Delete the analysis after a final verdict.
+    pub delete: bool,
+}
+
+enum Step {
+    Done(u8),
+    Progress,
+    Transient(String),
+}
+
+fn exit_for(verdict: &str) -> Option<u8> {
+    match verdict {
+        "GO" => Some(EXIT_GO),
+        "NO-GO" => Some(EXIT_NO_GO),
+        "INCONCLUSIVE" => Some(EXIT_INCONCLUSIVE),
+        _ => None,
+    }
+}
+
+/// Run the gate; returns the exit code. Progress goes to stderr, the result to stdout.
+pub async fn run(o: GateOptions) -> u8 {
+    let base = o.server.trim_end_matches('/').to_owned();
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshgate gate: cannot build an http client: {e}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let started = Instant::now();
+    let mut last_ok = Instant::now();
+    let mut created = false;
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = String::new();
+    loop {
+        let step = poll_once(
+            &client,
+            &base,
+            &o,
+            &mut created,
+            &mut last_line,
+            tty,
+            started,
+        )
+        .await;
+        match step {
+            Step::Done(code) => return code,
+            Step::Progress => last_ok = Instant::now(),
+            Step::Transient(e) => {
+                if last_ok.elapsed() >= o.unreachable_after {
+                    if tty {
+                        eprintln!();
+                    }
+                    eprintln!("meshgate gate: cannot reach the daemon at {base}: {e}");
+                    return EXIT_UNREACHABLE;
+                }
+                eprintln!("meshgate gate: {e} (retrying)");
+            }
+        }
+        if let Some(t) = o.timeout {
+            if started.elapsed() >= t {
+                if tty {
+                    eprintln!();
+                }
+                eprintln!(
+                    "meshgate gate: still PENDING after {}; exiting 2",
+                    humantime::format_duration(t)
+                );
+                return EXIT_INCONCLUSIVE;
+            }
+        }
+        tokio::time::sleep(o.poll).await;
+    }
+}
+
+async fn poll_once(
+    client: &reqwest::Client,
+    base: &str,
+    o: &GateOptions,
+    created: &mut bool,
+    last_line: &mut String,
+    tty: bool,
+    started: Instant,
+) -> Step {
+    let url = format!("{base}/v1/analyses/{}/verdict", o.name);
+    let r = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return Step::Transient(format!("GET {url}: {e}")),
+    };
+    let status = r.status();
+    if status == reqwest::StatusCode::NOT_FOUND && !*created {
+        let (Some(b), Some(c)) = (&o.baseline, &o.canary) else {
+            eprintln!(
+                "meshgate gate: no analysis {:?} on {base}; pass --baseline and --canary to create it",
+                o.name
+            );
+            return Step::Done(EXIT_USAGE);
+        };
+        let mut body = json!({"name": o.name, "baseline": b, "canary": c, "checks": o.checks});
+        if let Some(a) = o.alpha {
+            body["alpha"] = json!(a);
+        }
+        if let Some(d) = &o.min_duration {
+            body["min_duration"] = json!(d);
+        }
+        if let Some(d) = &o.max_duration {
+            body["max_duration"] = json!(d);
+        }
+        if let Some(x) = o.min_exposure {
+            body["min_exposure"] = json!(x);
+        }
+        let r = match client
+            .post(format!("{base}/v1/analyses"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Step::Transient(format!("POST {base}/v1/analyses: {e}")),
+        };
+        let s = r.status();
+        if s.is_success() || s == reqwest::StatusCode::CONFLICT {
+            *created = true;
+            eprintln!("meshgate gate: analysis {} started on {base}", o.name);
+            return Step::Progress;
+        }
+        let text = r.text().await.unwrap_or_default();
+        if s.is_client_error() {
+            eprintln!("meshgate gate: the daemon refused the analysis ({s}): {text}");
+            return Step::Done(EXIT_USAGE);
+        }
+        return Step::Transient(format!("POST {base}/v1/analyses: {s}: {text}"));
+    }
+    if !status.is_success() {
+        let text = r.text().await.unwrap_or_default();
+        return Step::Transient(format!("GET {url}: {status}: {text}"));
+    }
+    let doc: Value = match r.json().await {
+        Ok(v) => v,
+        Err(e) => return Step::Transient(format!("GET {url}: not JSON: {e}")),
+    };
+    let verdict = doc["verdict"].as_str().unwrap_or("?").to_owned();
+    let line = format!(
+        "[{:>5.0}s] {:<12} e={:.3}/{:.0}  {}",
+        started.elapsed().as_secs_f64(),
+        verdict,
+        doc["e_value"].as_f64().unwrap_or(f64::NAN),
+        doc["threshold"].as_f64().unwrap_or(f64::NAN),
+        doc["reason"].as_str().unwrap_or("")
+    );
+    if tty {
+        eprint!("\r\x1b[2K{line}");
+        let _ = std::io::stderr().flush();
+    } else if line.split_once(']').map(|x| x.1) != last_line.split_once(']').map(|x| x.1) {
+        eprintln!("{line}");
+    }
+    *last_line = line;
+    let Some(code) = exit_for(&verdict) else {
+        return Step::Progress;
+    };
+    if tty {
+        eprintln!();
+    }
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("{verdict}: {}", doc["reason"].as_str().unwrap_or(""));
+    }
+    if o.delete {
+        let _ = client
+            .delete(format!("{base}/v1/analyses/{}", o.name))
+            .send()
+            .await;
+    }
+    Step::Done(code)
+}

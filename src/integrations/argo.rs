@@ -1,0 +1,126 @@
+//! Argo Rollouts `web` provider: one call that creates the analysis on first use and answers
+//! its verdict, always 200 with JSON while the daemon can answer.
+//!
+//! The recommended AnalysisTemplate (`deploy/argo/analysistemplate.yaml`) reads `{$.decision}`,
+//! a field present only once the verdict is final: GO is Successful, NO-GO and INCONCLUSIVE are
+//! Failed. While PENDING the field is absent, so Argo's JSONPath finds no match and records an
+//! Error measurement: errors do not count toward `count`, are retried after 10 s, and only abort
+//! after `consecutiveErrorLimit` in a row, which the template sets above the analysis' maximum
+//! duration. PENDING therefore neither promotes, nor pauses, nor aborts the Rollout, and the
+//! first final verdict ends the metric at once (count 1).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiError;
+use crate::config::AnalysisConfig;
+use crate::daemon::{AnalysisView, CreateError, Shared};
+use crate::judge::Verdict;
+
+/// Routes of the Argo `web` provider.
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/argo/v1/analyses/{id}", post(measure))
+}
+
+/// The body Argo sends (`jsonBody`): the analysis spec without its name (the name is in the URL).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MeasureRequest {
+    baseline: Option<String>,
+    canary: Option<String>,
+    #[serde(default)]
+    checks: Vec<String>,
+    alpha: Option<f64>,
+    #[serde(default, with = "humantime_serde::option")]
+    min_duration: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_duration: Option<std::time::Duration>,
+    min_exposure: Option<f64>,
+}
+
+/// What Argo reads: `verdict` through the template's JSONPath, the rest for people.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Analysis id.
+    pub id: String,
+    /// PENDING, GO, NO-GO or INCONCLUSIVE.
+    pub verdict: Verdict,
+    /// True once the verdict is final.
+    pub decided: bool,
+    /// The final verdict; absent while PENDING (what the AnalysisTemplate's JSONPath reads).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decision: Option<Verdict>,
+    /// Why.
+    pub reason: String,
+    /// Combined e-value.
+    pub e_value: f64,
+    /// 1 / alpha.
+    pub threshold: f64,
+    /// Seconds since the analysis started.
+    pub elapsed_seconds: f64,
+    /// Where the full evidence is.
+    pub evidence: String,
+}
+
+impl Measurement {
+    /// The measurement of one analysis view.
+    pub fn of(v: &AnalysisView) -> Self {
+        Self {
+            id: v.id.clone(),
+            verdict: v.state.verdict,
+            decided: v.state.verdict.is_final(),
+            decision: v.state.verdict.is_final().then_some(v.state.verdict),
+            reason: v.state.reason.clone(),
+            e_value: v.state.ln_e.exp(),
+            threshold: 1.0 / v.state.settings.alpha,
+            elapsed_seconds: v.state.elapsed.as_secs_f64(),
+            evidence: format!("/v1/analyses/{}/verdict", v.id),
+        }
+    }
+}
+
+async fn measure(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Measurement>, ApiError> {
+    if let Some(v) = s.get(&id) {
+        return Ok(Json(Measurement::of(&v)));
+    }
+    let req: MeasureRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        MeasureRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadJson(format!(
+                "argo measurement body: {e} (fields: baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"
+            ))
+        })?
+    };
+    let (Some(baseline), Some(canary)) = (req.baseline, req.canary) else {
+        return Err(ApiError::NotFound(format!(
+            "{id} (and the body has no baseline and canary to create it)"
+        )));
+    };
+    let spec = AnalysisConfig {
+        name: id.clone(),
+        baseline,
+        canary,
+        checks: req.checks,
+        alpha: req.alpha,
+        min_duration: req.min_duration,
+        max_duration: req.max_duration,
+        min_exposure: req.min_exposure,
+    };
+    match s.create(spec).await {
+        Ok(v) => Ok(Json(Measurement::of(&v))),
+        // Two measurements racing to create: the other one won, answer its analysis.
+        Err(CreateError::Exists(_)) => s
+            .get(&id)
+            .map(|v| Json(Measurement::of(&v)))
+            .ok_or(ApiError::NotFound(id)),
+        Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
+    }
+}

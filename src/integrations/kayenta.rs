@@ -1,0 +1,240 @@
+//! A Kayenta-compatible API, as Argo Rollouts' `kayenta` provider calls it: list canary configs,
+//! start an execution, poll it until `complete`.
+//!
+//! A config is a set of meshgate checks: `meshgate` (all checks) and one per check. An execution
+//! is a live meshgate analysis with the control scope as baseline selector and the experiment
+//! scope as canary selector (a bare revision such as `1-24-2` means `{revision="1-24-2"}`).
+//! It is complete when the verdict is final. The score (0-100) is documented in the README:
+//! GO scores 100, NO-GO 0, INCONCLUSIVE the request's `marginal` threshold (Argo: Inconclusive).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::ApiError;
+use crate::config::AnalysisConfig;
+use crate::daemon::{AnalysisView, CreateError, Shared};
+use crate::judge::Verdict;
+
+/// Executions kept for polling (oldest forgotten first).
+const MAX_EXECUTIONS: usize = 1024;
+/// Config id of the all-checks config.
+pub const ALL_CHECKS: &str = "meshgate";
+
+/// Started executions: id to thresholds.
+#[derive(Default)]
+pub struct Executions {
+    inner: Mutex<(u64, BTreeMap<String, Thresholds>, VecDeque<String>)>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+struct Thresholds {
+    pass: f64,
+    marginal: f64,
+}
+
+/// Routes of the Kayenta-compatible API.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/canaryConfig", get(configs))
+        .route("/canary/{id}", post(start).get(execution))
+}
+
+async fn configs(State(s): State<Shared>) -> Json<Value> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() as u64;
+    let iso = humantime::format_rfc3339_millis(std::time::SystemTime::UNIX_EPOCH + now).to_string();
+    let mut out = vec![json!({
+        "id": ALL_CHECKS, "name": ALL_CHECKS, "updatedTimestamp": ms,
+        "updatedTimestampIso": iso, "applications": ["meshgate"],
+    })];
+    for c in s.catalog.names() {
+        out.push(json!({
+            "id": c, "name": c, "updatedTimestamp": ms,
+            "updatedTimestampIso": iso, "applications": ["meshgate"],
+        }));
+    }
+    Json(Value::Array(out))
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    scopes: BTreeMap<String, ScopePair>,
+    thresholds: Thresholds,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScopePair {
+    control_scope: Scope,
+    experiment_scope: Scope,
+}
+
+#[derive(Deserialize)]
+struct Scope {
+    scope: String,
+}
+
+/// A scope is a meshgate selector, or a bare revision.
+fn selector(scope: &str) -> String {
+    let t = scope.trim();
+    if t.starts_with('{') {
+        t.to_owned()
+    } else {
+        format!("{{revision={t:?}}}")
+    }
+}
+
+async fn start(
+    State(s): State<Shared>,
+    Extension(st): Extension<Arc<super::State>>,
+    Path(config): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadJson(format!(
+            "canary execution request: {e} (expected scopes.<name>.controlScope/experimentScope and thresholds.pass/marginal)"
+        ))
+    })?;
+    let checks = if config == ALL_CHECKS {
+        Vec::new()
+    } else if s.catalog.get(&config).is_some() {
+        vec![config.clone()]
+    } else {
+        return Err(ApiError::NotFound(format!(
+            "canary config {config} (known: {ALL_CHECKS}, {})",
+            s.catalog.names().join(", ")
+        )));
+    };
+    let Some((_, scope)) = req.scopes.iter().next() else {
+        return Err(ApiError::Invalid(
+            "scopes: at least one scope is needed".into(),
+        ));
+    };
+    let t = req.thresholds;
+    if !(0.0..=100.0).contains(&t.marginal) || !(t.marginal..=100.0).contains(&t.pass) {
+        return Err(ApiError::Invalid(format!(
+            "thresholds: need 0 <= marginal ({}) <= pass ({}) <= 100",
+            t.marginal, t.pass
+        )));
+    }
+    let id = {
+        let mut g = st.kayenta.inner.lock().expect("kayenta lock");
+        g.0 += 1;
+        let n = g.0;
+        format!("kayenta-{}-{n}", std::process::id())
+    };
+    let spec = AnalysisConfig {
+        name: id.clone(),
+        baseline: selector(&scope.control_scope.scope),
+        canary: selector(&scope.experiment_scope.scope),
+        checks,
+        alpha: None,
+        min_duration: None,
+        max_duration: None,
+        min_exposure: None,
+    };
+    match s.create(spec).await {
+        Ok(_) => {}
+        Err(CreateError::Invalid(m)) => return Err(ApiError::Invalid(m)),
+        Err(CreateError::Exists(n)) => return Err(ApiError::Conflict(n)),
+    }
+    let forget = {
+        let mut g = st.kayenta.inner.lock().expect("kayenta lock");
+        g.1.insert(id.clone(), t);
+        g.2.push_back(id.clone());
+        if g.2.len() > MAX_EXECUTIONS {
+            g.2.pop_front().inspect(|old| {
+                g.1.remove(old);
+            })
+        } else {
+            None
+        }
+    };
+    if let Some(old) = forget {
+        s.delete(&old).await;
+    }
+    Ok(Json(json!({ "canaryExecutionId": id })))
+}
+
+/// The 0-100 score of an analysis: the verdict decides, the checks explain.
+///
+/// GO 100; NO-GO 0; INCONCLUSIVE exactly `marginal` (so Argo says Inconclusive and pauses for a
+/// person); PENDING has no score (`complete` is false). `check_score` per check is 100 when
+/// certified, 0 on a regression, 50 while still collecting, weighted by the check weights.
+pub fn score(v: &AnalysisView, marginal: f64) -> Option<f64> {
+    match v.state.verdict {
+        Verdict::Go => Some(100.0),
+        Verdict::NoGo => Some(0.0),
+        Verdict::Inconclusive => Some(marginal),
+        Verdict::Pending => None,
+    }
+}
+
+fn check_scores(v: &AnalysisView) -> Value {
+    let mut m = serde_json::Map::new();
+    for c in &v.state.evidence {
+        let s = match c.status.as_str() {
+            "certified" => 100.0,
+            "regression" => 0.0,
+            _ => 50.0,
+        };
+        m.insert(
+            c.name.clone(),
+            json!({"score": s, "weight": c.weight, "eValue": c.e_value, "reason": c.reason}),
+        );
+    }
+    Value::Object(m)
+}
+
+async fn execution(
+    State(s): State<Shared>,
+    Extension(st): Extension<Arc<super::State>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = st
+        .kayenta
+        .inner
+        .lock()
+        .expect("kayenta lock")
+        .1
+        .get(&id)
+        .copied()
+        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    let v = s.get(&id).ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    let complete = v.state.verdict.is_final();
+    let mut doc = json!({
+        "id": id,
+        "complete": complete,
+        "status": if complete { "succeeded" } else { "running" },
+        "meshgate": { "verdict": v.state.verdict, "reason": v.state.reason, "evidence": format!("/v1/analyses/{id}/verdict") },
+    });
+    if let Some(score) = score(&v, t.marginal) {
+        let classification = if score >= t.pass {
+            "Pass"
+        } else if score >= t.marginal {
+            "Marginal"
+        } else {
+            "Fail"
+        };
+        doc["result"] = json!({
+            "judgeResult": {
+                "score": {
+                    "score": score,
+                    "classification": classification,
+                    "classificationReason": format!("meshgate {}: {}", v.state.verdict.as_str(), v.state.reason),
+                },
+                "checkScores": check_scores(&v),
+            }
+        });
+    }
+    Ok(Json(doc))
+}

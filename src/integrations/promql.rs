@@ -1,0 +1,284 @@
+//! `GET /api/v1/query`: a Prometheus-style instant-query endpoint for Flagger MetricTemplates.
+//!
+//! It answers a small, documented language, not PromQL: `vector(N)` (Flagger's start-up probe)
+//! and `metric{label="value", label!="value"}` over meshgate's own verdict series:
+//!
+//! | series | labels | value |
+//! |---|---|---|
+//! | `meshgate_verdict` | analysis, verdict | 0 GO, 1 PENDING, 2 INCONCLUSIVE, 3 NO-GO |
+//! | `meshgate_go`, `meshgate_no_go`, `meshgate_decided` | analysis | 1 or 0 |
+//! | `meshgate_e_value` | analysis | combined e-value |
+//! | `meshgate_check_e_value` | analysis, check | the check's e-value |
+//! | `meshgate_check_rate` | analysis, check, cohort, boundary (histograms) | events / exposure |
+//! | `meshgate_ratio_upper_bound` | analysis, check, boundary | anytime-valid upper bound on canary/baseline |
+//!
+//! Anything else is a `bad_data` error (400) naming what is not understood.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::daemon::{AnalysisView, Shared};
+use crate::judge::Verdict;
+
+/// The series names served.
+pub const SERIES: &[&str] = &[
+    "meshgate_verdict",
+    "meshgate_go",
+    "meshgate_no_go",
+    "meshgate_decided",
+    "meshgate_e_value",
+    "meshgate_check_e_value",
+    "meshgate_check_rate",
+    "meshgate_ratio_upper_bound",
+];
+
+/// Routes of the query endpoint.
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/api/v1/query", get(query))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    query: Option<String>,
+}
+
+/// A parsed query.
+#[derive(Debug, PartialEq)]
+pub enum Expr {
+    /// `vector(N)`.
+    Vector(f64),
+    /// A series with matchers `(label, equal?, value)`.
+    Select(String, Vec<(String, bool, String)>),
+}
+
+/// Parse the supported subset, or say what is wrong and where.
+pub fn parse(q: &str) -> Result<Expr, String> {
+    let q = q.trim();
+    if let Some(rest) = q.strip_prefix("vector(") {
+        let inner = rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("{q:?}: vector( without a closing )"))?;
+        let n: f64 = inner
+            .trim()
+            .parse()
+            .map_err(|_| format!("{q:?}: vector() takes a number, got {inner:?}"))?;
+        return Ok(Expr::Vector(n));
+    }
+    let (name, rest) = match q.find('{') {
+        Some(i) => (q[..i].trim(), &q[i..]),
+        None => (q, ""),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err(format!(
+            "{q:?}: expected vector(N) or a series name with optional {{label=\"value\"}} matchers; supported series: {}",
+            SERIES.join(", ")
+        ));
+    }
+    let mut matchers = Vec::new();
+    if !rest.is_empty() {
+        let body = rest
+            .strip_prefix('{')
+            .and_then(|r| r.trim_end().strip_suffix('}'))
+            .ok_or_else(|| format!("{q:?}: unbalanced braces"))?;
+        let mut s = body.trim();
+        while !s.is_empty() {
+            let end = s
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .ok_or_else(|| format!("{q:?}: matcher {s:?} has no operator"))?;
+            let label = s[..end].to_owned();
+            let after = s[end..].trim_start();
+            let (eq, after) = if let Some(a) = after.strip_prefix("!=") {
+                (false, a)
+            } else if after.starts_with("=~") || after.starts_with("!~") {
+                return Err(format!(
+                    "{q:?}: regex matchers are not supported here, only = and !="
+                ));
+            } else if let Some(a) = after.strip_prefix('=') {
+                (true, a)
+            } else {
+                return Err(format!("{q:?}: label {label:?} needs = or !="));
+            };
+            let after = after.trim_start();
+            let quoted = after
+                .strip_prefix('"')
+                .ok_or_else(|| format!("{q:?}: value of {label:?} must be double-quoted"))?;
+            let close = quoted
+                .find('"')
+                .ok_or_else(|| format!("{q:?}: unterminated value of {label:?}"))?;
+            matchers.push((label, eq, quoted[..close].to_owned()));
+            s = quoted[close + 1..].trim_start();
+            s = s.strip_prefix(',').unwrap_or(s).trim_start();
+        }
+    }
+    Ok(Expr::Select(name.to_owned(), matchers))
+}
+
+fn sample(labels: BTreeMap<String, String>, v: f64) -> (BTreeMap<String, String>, f64) {
+    (labels, v)
+}
+
+/// Every sample of `name` for one analysis.
+fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64)> {
+    let base = |extra: &[(&str, String)]| {
+        let mut m = BTreeMap::new();
+        m.insert("__name__".to_owned(), name.to_owned());
+        m.insert("analysis".to_owned(), v.id.clone());
+        for (k, x) in extra {
+            m.insert((*k).to_owned(), x.clone());
+        }
+        m
+    };
+    let verdict = v.state.verdict;
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut out = Vec::new();
+    match name {
+        "meshgate_verdict" => out.push(sample(
+            base(&[("verdict", verdict.as_str().to_owned())]),
+            super::verdict_code(verdict),
+        )),
+        "meshgate_go" => out.push(sample(base(&[]), flag(verdict == Verdict::Go))),
+        "meshgate_no_go" => out.push(sample(base(&[]), flag(verdict == Verdict::NoGo))),
+        "meshgate_decided" => out.push(sample(base(&[]), flag(verdict.is_final()))),
+        "meshgate_e_value" => out.push(sample(base(&[]), v.state.ln_e.exp())),
+        _ => {
+            for c in &v.state.evidence {
+                if name == "meshgate_check_e_value" {
+                    out.push(sample(base(&[("check", c.name.clone())]), c.e_value));
+                    continue;
+                }
+                for t in &c.tests {
+                    let mut extra = vec![("check", c.name.clone())];
+                    if let Some(b) = t.boundary {
+                        extra.push(("boundary", b.to_string()));
+                    }
+                    match name {
+                        "meshgate_check_rate" => {
+                            for (cohort, counts) in
+                                [("baseline", &t.baseline), ("canary", &t.canary)]
+                            {
+                                if let Some(r) = counts.rate {
+                                    let mut e = extra.clone();
+                                    e.push(("cohort", cohort.to_owned()));
+                                    out.push(sample(base(&e), r));
+                                }
+                            }
+                        }
+                        "meshgate_ratio_upper_bound" => {
+                            if let Some(u) = t.ratio_upper_bound {
+                                out.push(sample(base(&extra), u));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn error(status: StatusCode, kind: &str, msg: String) -> Response {
+    (
+        status,
+        Json(json!({"status": "error", "errorType": kind, "error": msg})),
+    )
+        .into_response()
+}
+
+async fn query(State(s): State<Shared>, Query(p): Query<Params>) -> Response {
+    let Some(q) = p.query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "missing the query parameter \"query\"".into(),
+        );
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let fmt = |v: f64| {
+        if v.is_nan() {
+            "NaN".to_owned()
+        } else if v == f64::INFINITY {
+            "+Inf".to_owned()
+        } else if v == f64::NEG_INFINITY {
+            "-Inf".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let result: Vec<Value> = match parse(&q) {
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+        Ok(Expr::Vector(n)) => vec![json!({"metric": {}, "value": [now, fmt(n)]})],
+        Ok(Expr::Select(name, matchers)) => {
+            if !SERIES.contains(&name.as_str()) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!(
+                        "unknown series {name:?}; supported: {}, vector(N)",
+                        SERIES.join(", ")
+                    ),
+                );
+            }
+            let snap = s.snapshot.borrow().clone();
+            snap.analyses
+                .values()
+                .flat_map(|v| series_of(&name, v))
+                .filter(|(labels, _)| {
+                    matchers.iter().all(|(k, eq, want)| {
+                        let have = labels.get(k).map(String::as_str).unwrap_or("");
+                        (have == want) == *eq
+                    })
+                })
+                .map(|(labels, v)| json!({"metric": labels, "value": [now, fmt(v)]}))
+                .collect()
+        }
+    };
+    Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_subset_and_names_what_is_wrong() {
+        assert_eq!(parse(" vector(1) ").unwrap(), Expr::Vector(1.0));
+        assert_eq!(
+            parse(r#"meshgate_verdict{analysis="a.b", verdict!="GO"}"#).unwrap(),
+            Expr::Select(
+                "meshgate_verdict".into(),
+                vec![
+                    ("analysis".into(), true, "a.b".into()),
+                    ("verdict".into(), false, "GO".into())
+                ]
+            )
+        );
+        assert_eq!(
+            parse("meshgate_go").unwrap(),
+            Expr::Select("meshgate_go".into(), vec![])
+        );
+        assert!(parse(r#"meshgate_go{analysis=~"x"}"#)
+            .unwrap_err()
+            .contains("regex"));
+        assert!(parse("vector(x)").unwrap_err().contains("number"));
+        assert!(parse("sum(rate(x[1m]))").unwrap_err().contains("expected"));
+        assert!(parse(r#"meshgate_go{analysis="x""#)
+            .unwrap_err()
+            .contains("braces"));
+    }
+}

@@ -1,0 +1,162 @@
+//! A lab for the integration tests: two simulated meshes on loopback (one healthy canary, one
+//! with a 1% 5xx canary) scraped by one real daemon, so GO and NO-GO analyses run side by side.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use meshgate::config::{Config, StaticTarget};
+use meshgate::judge::Catalog;
+use meshgate::sim::{Cohort, Fault, RevisionSpec, SimConfig, SimMesh};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Revisions of the healthy mesh.
+pub const GOOD: (&str, &str) = ("1-24-2", "1-25-0");
+/// Revisions of the mesh whose canary returns 1% 5xx.
+pub const BAD: (&str, &str) = ("7-24-2", "7-25-0");
+
+pub struct Lab {
+    pub base: String,
+    pub stop: CancellationToken,
+    pub running: Option<meshgate::daemon::Running>,
+    _meshes: Vec<SimMesh>,
+}
+
+async fn mesh(seed: u64, revs: (&str, &str), fault: Fault, stop: &CancellationToken) -> SimMesh {
+    let mut sim = SimConfig {
+        rps_per_pod: 2000.0,
+        error_rate: 0.001,
+        seed,
+        ..SimConfig::default()
+    };
+    sim.baseline = RevisionSpec {
+        revision: revs.0.into(),
+        version: revs.0.replace('-', "."),
+        pods: 2,
+    };
+    sim.canary = RevisionSpec {
+        revision: revs.1.into(),
+        version: revs.1.replace('-', "."),
+        pods: 2,
+    };
+    let m = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+        .await
+        .unwrap();
+    m.set_fault(Cohort::Canary, fault);
+    m
+}
+
+/// Start both meshes and a daemon; `extra_toml` is appended to the config (e.g. `[alerts]`).
+pub async fn lab(extra_toml: &str) -> Lab {
+    let stop = CancellationToken::new();
+    let good = mesh(
+        21,
+        GOOD,
+        Fault {
+            error_rate: None,
+            latency_factor: 1.0,
+        },
+        &stop,
+    )
+    .await;
+    let bad = mesh(
+        22,
+        BAD,
+        Fault {
+            error_rate: Some(0.01),
+            latency_factor: 1.0,
+        },
+        &stop,
+    )
+    .await;
+    let text = format!(
+        r#"
+        [scrape]
+        interval = "250ms"
+        timeout = "200ms"
+        [judge]
+        min_duration = "4s"
+        max_duration = "120s"
+        min_exposure = 1000
+        {extra_toml}
+        "#
+    );
+    let mut cfg = Config::from_toml(&text, "lab").unwrap();
+    for m in [&good, &bad] {
+        cfg.targets
+            .extend(m.targets().into_iter().map(|t| StaticTarget {
+                url: t.url,
+                labels: t.labels,
+            }));
+    }
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
+        .await
+        .unwrap();
+    Lab {
+        base: format!("http://{}", running.addr),
+        stop,
+        running: Some(running),
+        _meshes: vec![good, bad],
+    }
+}
+
+impl Lab {
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(r) = self.running.take() {
+            r.join().await;
+        }
+    }
+
+    /// Wait until the analysis' verdict is final.
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let c = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            let v: Value = c
+                .get(format!("{}/v1/analyses/{id}/verdict", self.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["decided"] == true {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{id} undecided after {limit:?}: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Selectors of a mesh's baseline and canary sidecars.
+pub fn selectors(revs: (&str, &str)) -> (String, String) {
+    (
+        format!("{{role=\"proxy\", revision=\"{}\"}}", revs.0),
+        format!("{{role=\"proxy\", revision=\"{}\"}}", revs.1),
+    )
+}
+
+/// A create body for `POST /v1/analyses`.
+pub fn analysis(name: &str, revs: (&str, &str)) -> Value {
+    let (b, c) = selectors(revs);
+    json!({"name": name, "baseline": b, "canary": c})
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
