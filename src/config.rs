@@ -36,6 +36,8 @@ pub struct Config {
     pub judge: JudgeConfig,
     /// Analyses started with the daemon.
     pub analyses: Vec<AnalysisConfig>,
+    /// Read from a Prometheus-compatible backend instead of scraping targets.
+    pub prometheus: Option<crate::promsource::PrometheusConfig>,
 }
 
 /// `[server]`
@@ -366,6 +368,7 @@ impl ConfigError {
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "prometheus",
     "server",
     "scrape",
     "targets",
@@ -447,6 +450,7 @@ impl Config {
             queries: section(&table, "queries", &mut problems),
             judge: section(&table, "judge", &mut problems),
             analyses: list(&table, "analyses", &mut problems),
+            prometheus: optional(&table, "prometheus", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -526,6 +530,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(p) = &self.prometheus {
+            out.extend(p.problems());
+        }
         check_alpha(&mut out, "judge.alpha", self.judge.alpha);
         if self.judge.min_duration >= self.judge.max_duration {
             out.push(ConfigProblem::new(
@@ -580,6 +587,17 @@ fn section<T: DeserializeOwned + Default>(
             T::default()
         }),
     }
+}
+
+fn optional<T: DeserializeOwned>(
+    table: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    let v = table.get(key)?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| problems.push(ConfigProblem::new(key, e.to_string())))
+        .ok()
 }
 
 fn list<T: DeserializeOwned>(

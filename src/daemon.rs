@@ -186,11 +186,30 @@ pub async fn start(
             .run(targets_tx, shutdown.clone())
             .instrument(tracing::info_span!("discovery")),
     );
-    tasks.spawn(
-        scraper
-            .run(targets_rx, routing_rx, report_tx, shutdown.clone())
-            .instrument(tracing::info_span!("scraper")),
-    );
+    match &cfg.prometheus {
+        // A backend replaces direct scraping: same routing, same deltas, same engine.
+        Some(p) => {
+            let source = crate::promsource::PromSource::new(
+                p.clone(),
+                tick,
+                shared.health.clone(),
+                shared.metrics.clone(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            tasks.spawn(
+                source
+                    .run(routing_rx, report_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("prometheus")),
+            );
+        }
+        None => {
+            tasks.spawn(
+                scraper
+                    .run(targets_rx, routing_rx, report_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("scraper")),
+            );
+        }
+    }
     tasks.spawn(
         engine
             .run(tick, cmd_rx, report_rx, shutdown.clone())
@@ -423,23 +442,21 @@ impl Engine {
         let targets = self.targets.borrow().clone();
         let health = self.health.read().expect("health lock");
         let now = Instant::now();
-        let current: HashMap<&str, &crate::discovery::Target> = targets
-            .iter()
-            .map(|t| (t.url.as_str(), t.as_ref()))
-            .collect();
         let cohort = |side: Side, sel: &Selector| {
             let mut q = CohortQuality {
                 resets: slot.resets[side.index()],
                 ..Default::default()
             };
             for url in &slot.members[side.index()] {
-                if !current.contains_key(url.as_ref()) {
-                    continue; // a pod that went away during the upgrade: not stale, gone
-                }
+                // A target without a health entry left the target set (a pod that went away
+                // during the upgrade: not stale, gone). Health covers scraped targets and the
+                // virtual targets of a Prometheus backend alike.
+                let Some(h) = health.get(url.as_ref()) else {
+                    continue;
+                };
                 q.targets += 1;
-                let fresh = health
-                    .get(url.as_ref())
-                    .and_then(|h| h.last_success_at)
+                let fresh = h
+                    .last_success_at
                     .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after);
                 if fresh {
                     q.fresh += 1;

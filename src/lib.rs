@@ -12,6 +12,7 @@
 //! - [`parse`]: the zero-copy Prometheus / OpenMetrics text parser (pure).
 //! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
+//! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`telemetry`]: meshgate's own metrics.
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod discovery;
 pub mod judge;
 pub mod parse;
+pub mod promsource;
 pub mod scrape;
 pub mod sim;
 pub mod telemetry;

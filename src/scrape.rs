@@ -94,7 +94,8 @@ pub struct TargetHealth {
 }
 
 impl TargetHealth {
-    fn new(t: &Target) -> Self {
+    /// A target not scraped yet.
+    pub fn new(t: &Target) -> Self {
         Self {
             url: t.url.clone(),
             labels: t.labels.clone(),
