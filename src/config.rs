@@ -568,11 +568,21 @@ impl Config {
     }
 }
 
+/// `MESHGATE_SECTION__KEY=value` overrides. Only variables with a `__` are config keys (every key
+/// lives in a section), so the daemon's other variables (`MESHGATE_LOG`, `MESHGATE_CONFIG`, ...)
+/// are not mistaken for unknown sections.
 fn environment() -> config::Environment {
+    let vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("MESHGATE_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect();
     config::Environment::with_prefix("MESHGATE")
         .prefix_separator("_")
         .separator("__")
         .try_parsing(true)
+        .source(Some(vars))
 }
 
 fn section<T: DeserializeOwned + Default>(
@@ -711,6 +721,14 @@ mod tests {
         }
         let text = err.to_string();
         assert!(text.contains("unknown field `intervl`"), "{text}");
+    }
+
+    #[test]
+    fn other_meshgate_variables_are_not_config_keys() {
+        std::env::set_var("MESHGATE_LOG", "warn");
+        let cfg = Config::from_toml("", "t");
+        std::env::remove_var("MESHGATE_LOG");
+        assert!(cfg.is_ok(), "{:?}", cfg.err());
     }
 
     #[test]

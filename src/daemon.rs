@@ -161,6 +161,7 @@ pub async fn start(
         targets: targets_rx.clone(),
         ticked: false,
         events: events_tx.clone(),
+        waiting: Vec::new(),
     };
     for a in &cfg.analyses {
         if let Err(e) = engine.create(a.clone()) {
@@ -260,6 +261,8 @@ struct Engine {
     targets: watch::Receiver<TargetSet>,
     ticked: bool,
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
+    /// When the pages whose deltas wait for the next tick were read.
+    waiting: Vec<Instant>,
 }
 
 /// Ids double as URL path segments.
@@ -406,6 +409,9 @@ impl Engine {
     }
 
     fn take(&mut self, rep: TargetReport) {
+        if !rep.deltas.is_empty() {
+            self.waiting.push(rep.scraped_at);
+        }
         // Deltas are attributed by analysis id, so a report computed under an older routing
         // generation still lands in the right place; deleted analyses simply drop theirs.
         for d in &rep.deltas {
@@ -487,6 +493,12 @@ impl Engine {
 
     fn tick(&mut self) {
         self.ticked = true;
+        let now = Instant::now();
+        for at in self.waiting.drain(..) {
+            self.metrics
+                .ingest_delay
+                .observe(now.saturating_duration_since(at).as_secs_f64());
+        }
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {

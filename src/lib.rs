@@ -13,6 +13,7 @@
 //! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
+//! - [`scale`]: the scale harness (`meshgate bench-scale`): N simulated sidecars, meshgate and Prometheus measured side by side.
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`telemetry`]: meshgate's own metrics.
@@ -28,6 +29,7 @@ pub mod discovery;
 pub mod judge;
 pub mod parse;
 pub mod promsource;
+pub mod scale;
 pub mod scrape;
 pub mod sim;
 pub mod telemetry;

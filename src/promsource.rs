@@ -512,6 +512,7 @@ impl PromSource {
                     deltas: rep.deltas,
                     resets: rep.resets,
                     overlaps: rep.overlaps,
+                    scraped_at: started,
                 })
             }
             Err(e) => {
