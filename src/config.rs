@@ -38,6 +38,8 @@ pub struct Config {
     pub analyses: Vec<AnalysisConfig>,
     /// Where NO-GO alerts go.
     pub alerts: AlertsConfig,
+    /// Read from a Prometheus-compatible backend instead of scraping targets.
+    pub prometheus: Option<crate::promsource::PrometheusConfig>,
 }
 
 /// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
@@ -497,6 +499,7 @@ impl ConfigError {
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "prometheus",
     "server",
     "scrape",
     "targets",
@@ -580,6 +583,7 @@ impl Config {
             judge: section(&table, "judge", &mut problems),
             analyses: list(&table, "analyses", &mut problems),
             alerts: section(&table, "alerts", &mut problems),
+            prometheus: optional(&table, "prometheus", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -660,6 +664,9 @@ impl Config {
             }
         }
         out.extend(self.alerts.problems());
+        if let Some(p) = &self.prometheus {
+            out.extend(p.problems());
+        }
         check_alpha(&mut out, "judge.alpha", self.judge.alpha);
         if self.judge.min_duration >= self.judge.max_duration {
             out.push(ConfigProblem::new(
@@ -695,11 +702,21 @@ impl Config {
     }
 }
 
+/// `MESHGATE_SECTION__KEY=value` overrides. Only variables with a `__` are config keys (every key
+/// lives in a section), so the daemon's other variables (`MESHGATE_LOG`, `MESHGATE_CONFIG`, ...)
+/// are not mistaken for unknown sections.
 fn environment() -> config::Environment {
+    let vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("MESHGATE_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect();
     config::Environment::with_prefix("MESHGATE")
         .prefix_separator("_")
         .separator("__")
         .try_parsing(true)
+        .source(Some(vars))
 }
 
 fn section<T: DeserializeOwned + Default>(
@@ -714,6 +731,17 @@ fn section<T: DeserializeOwned + Default>(
             T::default()
         }),
     }
+}
+
+fn optional<T: DeserializeOwned>(
+    table: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    let v = table.get(key)?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| problems.push(ConfigProblem::new(key, e.to_string())))
+        .ok()
 }
 
 fn list<T: DeserializeOwned>(
@@ -827,6 +855,14 @@ mod tests {
         }
         let text = err.to_string();
         assert!(text.contains("unknown field `intervl`"), "{text}");
+    }
+
+    #[test]
+    fn other_meshgate_variables_are_not_config_keys() {
+        std::env::set_var("MESHGATE_LOG", "warn");
+        let cfg = Config::from_toml("", "t");
+        std::env::remove_var("MESHGATE_LOG");
+        assert!(cfg.is_ok(), "{:?}", cfg.err());
     }
 
     #[test]

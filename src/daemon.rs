@@ -161,6 +161,7 @@ pub async fn start(
         targets: targets_rx.clone(),
         ticked: false,
         events: events_tx.clone(),
+        waiting: Vec::new(),
     };
     for a in &cfg.analyses {
         if let Err(e) = engine.create(a.clone()) {
@@ -186,11 +187,30 @@ pub async fn start(
             .run(targets_tx, shutdown.clone())
             .instrument(tracing::info_span!("discovery")),
     );
-    tasks.spawn(
-        scraper
-            .run(targets_rx, routing_rx, report_tx, shutdown.clone())
-            .instrument(tracing::info_span!("scraper")),
-    );
+    match &cfg.prometheus {
+        // A backend replaces direct scraping: same routing, same deltas, same engine.
+        Some(p) => {
+            let source = crate::promsource::PromSource::new(
+                p.clone(),
+                tick,
+                shared.health.clone(),
+                shared.metrics.clone(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            tasks.spawn(
+                source
+                    .run(routing_rx, report_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("prometheus")),
+            );
+        }
+        None => {
+            tasks.spawn(
+                scraper
+                    .run(targets_rx, routing_rx, report_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("scraper")),
+            );
+        }
+    }
     tasks.spawn(
         engine
             .run(tick, cmd_rx, report_rx, shutdown.clone())
@@ -251,6 +271,8 @@ struct Engine {
     targets: watch::Receiver<TargetSet>,
     ticked: bool,
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
+    /// When the pages whose deltas wait for the next tick were read.
+    waiting: Vec<Instant>,
 }
 
 /// Ids double as URL path segments.
@@ -397,6 +419,9 @@ impl Engine {
     }
 
     fn take(&mut self, rep: TargetReport) {
+        if !rep.deltas.is_empty() {
+            self.waiting.push(rep.scraped_at);
+        }
         // Deltas are attributed by analysis id, so a report computed under an older routing
         // generation still lands in the right place; deleted analyses simply drop theirs.
         for d in &rep.deltas {
@@ -433,23 +458,21 @@ impl Engine {
         let targets = self.targets.borrow().clone();
         let health = self.health.read().expect("health lock");
         let now = Instant::now();
-        let current: HashMap<&str, &crate::discovery::Target> = targets
-            .iter()
-            .map(|t| (t.url.as_str(), t.as_ref()))
-            .collect();
         let cohort = |side: Side, sel: &Selector| {
             let mut q = CohortQuality {
                 resets: slot.resets[side.index()],
                 ..Default::default()
             };
             for url in &slot.members[side.index()] {
-                if !current.contains_key(url.as_ref()) {
-                    continue; // a pod that went away during the upgrade: not stale, gone
-                }
+                // A target without a health entry left the target set (a pod that went away
+                // during the upgrade: not stale, gone). Health covers scraped targets and the
+                // virtual targets of a Prometheus backend alike.
+                let Some(h) = health.get(url.as_ref()) else {
+                    continue;
+                };
                 q.targets += 1;
-                let fresh = health
-                    .get(url.as_ref())
-                    .and_then(|h| h.last_success_at)
+                let fresh = h
+                    .last_success_at
                     .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after);
                 if fresh {
                     q.fresh += 1;
@@ -480,6 +503,12 @@ impl Engine {
 
     fn tick(&mut self) {
         self.ticked = true;
+        let now = Instant::now();
+        for at in self.waiting.drain(..) {
+            self.metrics
+                .ingest_delay
+                .observe(now.saturating_duration_since(at).as_secs_f64());
+        }
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {

@@ -12,6 +12,8 @@
 //! - [`parse`]: the zero-copy Prometheus / OpenMetrics text parser (pure).
 //! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
+//! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
+//! - [`scale`]: the scale harness (`meshgate bench-scale`): N simulated sidecars, meshgate and Prometheus measured side by side.
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
@@ -32,6 +34,8 @@ pub mod gate;
 pub mod integrations;
 pub mod judge;
 pub mod parse;
+pub mod promsource;
+pub mod scale;
 pub mod scrape;
 pub mod sim;
 pub mod telemetry;

@@ -99,6 +99,27 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Measure meshgate scraping N simulated sidecars (and Prometheus on the same targets).
+    BenchScale {
+        /// Sidecar counts, one table row each.
+        #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
+        sizes: Vec<usize>,
+        /// Scrape interval.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Cycles measured per size.
+        #[arg(long, default_value_t = 4)]
+        cycles: u32,
+        /// Cycles skipped before measuring.
+        #[arg(long, default_value_t = 2)]
+        warmup_cycles: u32,
+        /// Analyses running in the daemon.
+        #[arg(long, default_value_t = 3)]
+        analyses: usize,
+        /// Do not run Prometheus beside meshgate.
+        #[arg(long)]
+        no_prometheus: bool,
+    },
     /// Serve the simulated mesh alone (for Prometheus, load tests or a daemon of your own).
     Simulate {
         /// Address to bind every simulated endpoint on.
@@ -210,6 +231,31 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
             .await?;
             Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::BenchScale {
+            sizes,
+            interval,
+            cycles,
+            warmup_cycles,
+            analyses,
+            no_prometheus,
+        } => {
+            let opts = meshgate::scale::ScaleOptions {
+                sizes,
+                interval,
+                cycles,
+                warmup_cycles,
+                analyses,
+                prometheus: !no_prometheus,
+            };
+            meshgate::scale::print_header(interval);
+            let rows = meshgate::scale::run(&opts).await?;
+            let missed: u64 = rows.iter().map(|r| r.missed).sum();
+            Ok(if missed == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

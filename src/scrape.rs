@@ -94,7 +94,8 @@ pub struct TargetHealth {
 }
 
 impl TargetHealth {
-    fn new(t: &Target) -> Self {
+    /// A target not scraped yet.
+    pub fn new(t: &Target) -> Self {
         Self {
             url: t.url.clone(),
             labels: t.labels.clone(),
@@ -130,6 +131,8 @@ pub struct TargetReport {
     pub resets: usize,
     /// Series matching both cohorts.
     pub overlaps: usize,
+    /// When the page was read (for the scrape-to-verdict delay).
+    pub scraped_at: Instant,
 }
 
 /// Runs the per-target loops.
@@ -271,6 +274,7 @@ impl Scraper {
                                 deltas: rep.deltas,
                                 resets: rep.resets,
                                 overlaps: rep.overlaps,
+                                scraped_at: Instant::now(),
                             }
                         }
                         Err(e) => {

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub e_value: Family<AnalysisLabels, Gauge<f64, AtomicU64>>,
     /// Analysis ticks.
     pub ticks: Counter,
+    /// Delay from reading a page to the tick that judged its deltas.
+    pub ingest_delay: Histogram,
 }
 
 // === impl Metrics ===
@@ -86,6 +88,7 @@ impl Metrics {
             verdict: Family::default(),
             e_value: Family::default(),
             ticks: Counter::default(),
+            ingest_delay: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         };
         registry.register("scrapes", "Scrapes by outcome", m.scrapes.clone());
         registry.register(
@@ -134,6 +137,11 @@ impl Metrics {
             m.e_value.clone(),
         );
         registry.register("analysis_ticks", "Analysis ticks taken", m.ticks.clone());
+        registry.register(
+            "scrape_to_verdict_seconds",
+            "Delay from reading a page to the analysis tick that judged its deltas",
+            m.ingest_delay.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         m
     }

@@ -1,0 +1,116 @@
+//! The whole ingest path, page text to routed cohort deltas: parse + per-series reset-aware
+//! deltas + routing, on real-shaped sidecar pages from the simulated mesh.
+//!
+//! `cargo bench --bench ingest -- --warm-up-time 1 --measurement-time 5`
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use meshgate::cohort::{RoutedAnalysis, Routing, Selector, TargetAccumulator};
+use meshgate::judge::Catalog;
+use meshgate::sim::{SimConfig, SimMesh};
+use tokio_util::sync::CancellationToken;
+
+/// Pages of a few pods, rendered twice so the second round has grown counters.
+fn pages() -> (
+    Vec<String>,
+    Vec<String>,
+    Vec<std::collections::BTreeMap<String, String>>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stop = CancellationToken::new();
+        let mut cfg = SimConfig::default();
+        cfg.baseline.pods = 4;
+        cfg.canary.pods = 4;
+        let mesh = SimMesh::start(cfg, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+            .await
+            .unwrap();
+        let n = mesh
+            .targets()
+            .iter()
+            .filter(|t| t.labels["role"] == "proxy")
+            .count();
+        let labels = mesh
+            .targets()
+            .into_iter()
+            .take(n)
+            .map(|t| t.labels)
+            .collect();
+        let first = (0..n)
+            .map(|i| String::from_utf8(mesh.render(i).unwrap()).unwrap())
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let second = (0..n)
+            .map(|i| String::from_utf8(mesh.render(i).unwrap()).unwrap())
+            .collect();
+        stop.cancel();
+        (first, second, labels)
+    })
+}
+
+fn routing(analyses: usize) -> Routing {
+    let cat = Catalog::builtin();
+    let checks: Vec<_> = cat.iter().map(|c| Arc::new(c.clone())).collect();
+    Routing::new(
+        2,
+        (0..analyses)
+            .map(|i| RoutedAnalysis {
+                id: i as u64 + 1,
+                since_generation: 0,
+                baseline: Selector::parse(r#"{revision="1-24-2"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="1-25-0"}"#).unwrap(),
+                checks: checks.clone(),
+            })
+            .collect(),
+    )
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let (first, second, labels) = pages();
+    let bytes: usize = second.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    for analyses in [1usize, 3] {
+        let r = routing(analyses);
+        // Steady state: every series already known, routes cached; alternate the two rounds of
+        // pages so each ingest sees counters move.
+        let mut accs: Vec<TargetAccumulator> = labels
+            .iter()
+            .map(|l| TargetAccumulator::new(l.clone()))
+            .collect();
+        for (a, p) in accs.iter_mut().zip(&first) {
+            a.ingest(p, &r);
+        }
+        let mut flip = false;
+        group.bench_with_input(
+            BenchmarkId::new("steady_state_pages", analyses),
+            &analyses,
+            |b, _| {
+                b.iter(|| {
+                    flip = !flip;
+                    let round = if flip { &second } else { &first };
+                    let mut deltas = 0;
+                    for (a, p) in accs.iter_mut().zip(round) {
+                        deltas += a.ingest(black_box(p), &r).deltas.len();
+                    }
+                    black_box(deltas)
+                })
+            },
+        );
+    }
+    group.finish();
+    println!(
+        "pages: {} sidecar pages, {} bytes in all ({} bytes each on average)",
+        second.len(),
+        bytes,
+        bytes / second.len()
+    );
+}
+
+criterion_group!(benches, bench_ingest);
+criterion_main!(benches);
