@@ -311,7 +311,7 @@ impl Engine {
             ));
         }
         let names = if spec.checks.is_empty() {
-            self.catalog.names()
+            self.catalog.default_names()
         } else {
             spec.checks.clone()
         };

@@ -262,7 +262,7 @@ impl Analysis {
                     target_events: c.target_events,
                 };
                 let tests = match &c.kind {
-                    CheckKind::Ratio { .. } => vec![TestState {
+                    CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => vec![TestState {
                         boundary: None,
                         process: RatioEProcess::new(params),
                     }],
@@ -488,7 +488,7 @@ impl Analysis {
 fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     match &spec.kind {
-        CheckKind::Ratio { .. } => {
+        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
             let (xa, xb) = (v(0, 0), v(1, 0));
             // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
             let (ea, eb) = (v(0, 1).min(xa), v(1, 1).min(xb));
