@@ -36,6 +36,10 @@ pub struct Config {
     pub judge: JudgeConfig,
     /// Analyses started with the daemon.
     pub analyses: Vec<AnalysisConfig>,
+    /// Multi-cluster topology (`[topology.remotes]`: remote -> primary).
+    pub topology: crate::istio::Topology,
+    /// The upgrade plan (`[plan]`), if any.
+    pub plan: Option<crate::istio::plan::Plan>,
 }
 
 /// `[server]`
@@ -218,7 +222,7 @@ impl Default for JudgeConfig {
 }
 
 /// One `[[analyses]]` entry (also the body of `POST /v1/analyses`).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Human name, unique among running analyses.
@@ -242,6 +246,9 @@ pub struct AnalysisConfig {
     /// Overrides `[judge].min_exposure`.
     #[serde(default)]
     pub min_exposure: Option<f64>,
+    /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
 }
 
 // === impl AnalysisConfig ===
@@ -373,6 +380,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "queries",
     "judge",
     "analyses",
+    "topology",
+    "plan",
 ];
 
 // === impl Config ===
@@ -447,6 +456,8 @@ impl Config {
             queries: section(&table, "queries", &mut problems),
             judge: section(&table, "judge", &mut problems),
             analyses: list(&table, "analyses", &mut problems),
+            topology: section(&table, "topology", &mut problems),
+            plan: section(&table, "plan", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -541,6 +552,14 @@ impl Config {
             if t < Duration::from_millis(100) {
                 out.push(ConfigProblem::new("judge.tick", "must be at least 100ms"));
             }
+        }
+        for m in self.topology.problems() {
+            let (k, v) = m.split_once(": ").unwrap_or(("topology", &m));
+            out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
+        }
+        for m in self.plan.iter().flat_map(|p| p.problems()) {
+            let (k, v) = m.split_once(": ").unwrap_or(("plan", &m));
+            out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
         }
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.analyses.iter().enumerate() {

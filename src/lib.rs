@@ -15,6 +15,7 @@
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`telemetry`]: meshgate's own metrics.
+//! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+pub mod istio;
 pub mod judge;
 pub mod parse;
 pub mod scrape;

@@ -383,6 +383,17 @@ impl Analysis {
         }
     }
 
+    /// Turn the verdict NO-GO now (a rollback trigger or the version skew guard fired). A final
+    /// verdict stays, unless it was decided in this very tick (the trip wins over a GO reached
+    /// on the same data).
+    pub fn trip(&mut self, reason: String) -> Verdict {
+        let decided_now = self.decided_after == Some(self.elapsed);
+        if self.verdict == Verdict::NoGo || (self.verdict.is_final() && !decided_now) {
+            return self.verdict;
+        }
+        self.decide(Verdict::NoGo, reason)
+    }
+
     fn decide(&mut self, v: Verdict, reason: String) -> Verdict {
         self.verdict = v;
         self.reason = reason;
