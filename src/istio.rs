@@ -5,7 +5,9 @@
 //! - [`skew`]: the version skew guard, per cluster, with the primary-remote topology.
 //! - [`trigger`]: rollback triggers decided before the upgrade, evaluated on every tick.
 //! - [`plan`]: the upgrade plan (waves of namespaces) and its status.
+//! - [`api`]: their HTTP routes.
 
+pub mod api;
 pub mod observe;
 pub mod plan;
 pub mod skew;
