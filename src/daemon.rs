@@ -517,12 +517,23 @@ impl Engine {
     fn tick(&mut self) {
         self.ticked = true;
         self.plan_tick();
-        let skew = Arc::new(crate::istio::skew::report(
+        let targets = self.targets.borrow().clone();
+        let discovered: Vec<(String, String)> = targets
+            .iter()
+            .filter(|t| t.label("role") == Some("istiod"))
+            .map(|t| {
+                (
+                    t.label("cluster").unwrap_or("default").to_owned(),
+                    t.label("revision").unwrap_or("default").to_owned(),
+                )
+            })
+            .collect();
+        let skew = Arc::new(crate::istio::skew::report_known(
             &self.observer.all(),
             &self.topology,
+            Some(&discovered),
         ));
         self.skew = Some(skew.clone());
-        let targets = self.targets.borrow().clone();
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {

@@ -346,6 +346,9 @@ fn print_evidence(doc: &Value) {
         );
         for t in c["tests"].as_array().into_iter().flatten() {
             let name = match t["boundary"].as_f64() {
+                Some(b) if c["name"].as_str().is_some_and(|n| n.starts_with("istiod-")) => {
+                    format!("> {b} s")
+                }
                 Some(b) => format!("> {b} ms"),
                 None => "rate".into(),
             };

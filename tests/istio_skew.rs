@@ -226,6 +226,18 @@ fn remote_cluster_needs_its_primary_upgraded_first() {
     let r = report(&all, &topo);
     assert_eq!(r.verdict, "GO", "{}", r.reason);
     assert_eq!(r.clusters["west"][0].control_plane_cluster, "east");
+    // An istiod that discovery lists but that is not scraped yet: PENDING, not NO-GO.
+    let r = meshgate::istio::skew::report_known(
+        &all[..3],
+        &topo,
+        Some(&[("east".to_string(), "1-25-0".to_string())]),
+    );
+    assert_eq!(r.verdict, "PENDING", "{}", r.reason);
+    assert!(
+        r.reason.contains("discovered but not scraped yet"),
+        "{}",
+        r.reason
+    );
     let bad = Topology {
         remotes: [
             ("a".to_string(), "b".to_string()),

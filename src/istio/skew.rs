@@ -189,6 +189,16 @@ fn istiod_version(o: &TargetObservation) -> Option<&str> {
 
 /// Judge the observations of every target.
 pub fn report(obs: &[TargetObservation], topo: &Topology) -> SkewReport {
+    report_known(obs, topo, None)
+}
+
+/// Judge the observations, knowing which istiods discovery lists as (cluster, revision): an
+/// istiod that is discovered but not scraped yet keeps the report PENDING rather than NO-GO.
+pub fn report_known(
+    obs: &[TargetObservation],
+    topo: &Topology,
+    discovered_istiods: Option<&[(String, String)]>,
+) -> SkewReport {
     let mut problems: Vec<SkewProblem> = Vec::new();
     let istiods: Vec<&TargetObservation> = obs.iter().filter(|o| is_istiod(o)).collect();
     let proxies: Vec<&TargetObservation> = obs
@@ -335,7 +345,14 @@ pub fn report(obs: &[TargetObservation], topo: &Topology) -> SkewReport {
         };
         if rv.istiods.is_empty() {
             let cp_has_istiod = istiods.iter().any(|i| cluster_of(i) == cp);
-            if cp != cluster {
+            let discovered =
+                discovered_istiods.is_some_and(|d| d.iter().any(|(c, r)| *c == cp && *r == rev));
+            if discovered {
+                push(
+                    false,
+                    format!("the istiod of revision {rev} in cluster {cp} is discovered but not scraped yet"),
+                );
+            } else if cp != cluster {
                 push(
                     true,
                     format!(

@@ -565,7 +565,7 @@ fn check_reason(
 ) -> String {
     let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
     let what = |t: &TestEvidence| match t.boundary {
-        Some(b) => format!("share > {b} ms"),
+        Some(b) => format!("share > {b}{}", spec.boundary_unit()),
         None => format!("{} rate", spec.unit_label),
     };
     if regression {

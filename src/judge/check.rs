@@ -324,6 +324,21 @@ impl CheckSpec {
         }
     }
 
+    /// The unit of the histogram's bounds as shown to people (" ms", " s" or ""), from the
+    /// metric's name (Istio's `pilot_*_time` histograms are in seconds).
+    pub fn boundary_unit(&self) -> &'static str {
+        let m = self.metric.as_str();
+        if m.ends_with("_milliseconds") || m.ends_with("_ms") {
+            " ms"
+        } else if m.ends_with("_seconds") || (m.starts_with("pilot_") && m.ends_with("_time")) {
+            " s"
+        } else if m.ends_with("_bytes") {
+            " bytes"
+        } else {
+            ""
+        }
+    }
+
     /// Whether the check reads a histogram.
     pub fn is_histogram(&self) -> bool {
         matches!(self.kind, CheckKind::HistogramTail { .. })
