@@ -151,6 +151,9 @@ pub struct DiscoveryConfig {
     /// How often the files are checked for changes.
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,
+    /// Kubernetes discovery (`[discovery.kubernetes]`), off when absent.
+    #[serde(default)]
+    pub kubernetes: Option<crate::discovery::kubernetes::KubernetesConfig>,
 }
 
 fn default_refresh() -> Duration {
@@ -162,6 +165,7 @@ impl Default for DiscoveryConfig {
         Self {
             file_sd: Vec::new(),
             refresh: default_refresh(),
+            kubernetes: None,
         }
     }
 }

@@ -199,11 +199,37 @@ pub async fn start(
     };
     let mut tasks = tokio::task::JoinSet::new();
     let tick = cfg.tick();
-    tasks.spawn(
-        discovery
-            .run(targets_tx, shutdown.clone())
-            .instrument(tracing::info_span!("discovery")),
-    );
+    match cfg.discovery.kubernetes.clone() {
+        None => {
+            tasks.spawn(
+                discovery
+                    .run(targets_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("discovery")),
+            );
+        }
+        Some(kcfg) => {
+            // Static and file_sd targets on one channel, Kubernetes' on another, merged.
+            let kube = crate::discovery::kubernetes::KubeDiscovery::build(kcfg)
+                .map_err(std::io::Error::other)?;
+            let (file_tx, file_rx) = watch::channel(targets_tx.borrow().clone());
+            let (kube_tx, kube_rx) = watch::channel(Vec::new());
+            tasks.spawn(
+                discovery
+                    .run(file_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("discovery")),
+            );
+            tasks.spawn(
+                kube.run(kube_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("kubernetes")),
+            );
+            tasks.spawn(crate::discovery::kubernetes::merge(
+                file_rx,
+                kube_rx,
+                targets_tx,
+                shutdown.clone(),
+            ));
+        }
+    }
     tasks.spawn(
         scraper
             .run(targets_rx, routing_rx, report_tx, shutdown.clone())

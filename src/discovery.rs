@@ -12,6 +12,8 @@ use tracing::{info, warn};
 
 use crate::config::{DiscoveryConfig, StaticTarget};
 
+pub mod kubernetes;
+
 /// Something to scrape: an URL plus labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Target {
