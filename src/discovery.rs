@@ -437,6 +437,7 @@ mod tests {
             &DiscoveryConfig {
                 file_sd: vec![path.clone()],
                 refresh: Duration::from_millis(20),
+                ..Default::default()
             },
         );
         let (tx, mut rx) = watch::channel(Arc::new(Vec::new()));

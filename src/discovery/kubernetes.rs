@@ -115,8 +115,9 @@ fn annotation<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
 
 /// The version in an image reference's tag (`docker.io/istio/proxyv2:1.25.0` -> `1.25.0`).
 fn image_version(image: &str) -> Option<String> {
-    let tag = image.rsplit_once(':')?.1;
-    (!tag.contains('/')).then(|| tag.split('@').next().unwrap_or(tag).to_owned())
+    let name = image.split('@').next().unwrap_or(image);
+    let tag = name.rsplit_once(':')?.1;
+    (!tag.contains('/')).then(|| tag.to_owned())
 }
 
 // === impl KubeState ===

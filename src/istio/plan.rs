@@ -199,7 +199,7 @@ pub fn wave_moved(wave: &Wave, counts: &BTreeMap<String, [usize; 3]>) -> bool {
         .iter()
         .map(|n| ns_state(counts.get(n).copied().unwrap_or_default()))
         .collect();
-    states.iter().any(|s| *s == NamespaceState::Moved)
+    states.contains(&NamespaceState::Moved)
         && states
             .iter()
             .all(|s| matches!(s, NamespaceState::Moved | NamespaceState::Empty))
@@ -392,7 +392,7 @@ mod tests {
             verdict: Some(("GO".into(), "ok".into())),
             moved_for: Some(Duration::from_secs(30)),
         };
-        let s = status(&p, &c, &[go.clone()]);
+        let s = status(&p, &c, std::slice::from_ref(&go));
         assert_eq!(s.waves[0].phase, "soaking");
         assert_eq!(s.waves[0].soak_left_seconds, Some(30.0));
         assert!(!s.next_wave_may_start);
