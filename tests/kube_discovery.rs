@@ -68,7 +68,13 @@ fn list(kind: &str, api: &str, rv: &str, items: Vec<Value>) -> Value {
 fn stream(lines: Vec<Value>, then_hang: bool) -> Response {
     let chunks: Vec<Result<String, std::io::Error>> =
         lines.into_iter().map(|l| Ok(format!("{l}\n"))).collect();
-    let s = futures_util::stream::iter(chunks);
+    // The events come a little after the watch opens, so the other kinds' lists are in first
+    // (the discovery publishes once every kind is listed).
+    let s = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        Ok::<String, std::io::Error>(String::new())
+    })
+    .chain(futures_util::stream::iter(chunks));
     let body = if then_hang {
         Body::from_stream(s.chain(futures_util::stream::pending()))
     } else {
@@ -297,6 +303,19 @@ async fn list_watch_bookmark_gone_relist() {
     assert_eq!(i.label("version"), Some("1.25.0"));
     // The protocol: list, watch from the list's resourceVersion with bookmarks, 410, re-list,
     // watch from the new list's resourceVersion.
+    let wait = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/api/v1/pods")
+        .count()
+        < 4
+        && tokio::time::Instant::now() < wait
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = api.log.lock().unwrap().clone();
     let pods: Vec<&BTreeMap<String, String>> = log
         .iter()

@@ -2,8 +2,8 @@
 //! revision tags, followed with list + watch (bookmarks, `410 Gone` re-list, periodic resync)
 //! against the API server over plain HTTPS/HTTP with reqwest.
 //!
-//! kube-rs was not used: see the README ("Kubernetes discovery") for why; this module speaks the
-//! same list/watch protocol (`?watch=1&resourceVersion=..&allowWatchBookmarks=true`, one JSON
+//! kube-rs was not tried (README, "Kubernetes discovery"); this module speaks the API server's
+//! list/watch protocol (`?watch=1&resourceVersion=..&allowWatchBookmarks=true`, one JSON
 //! event per line) and reads only the fields it needs.
 
 use std::collections::BTreeMap;
@@ -484,14 +484,26 @@ impl KubeDiscovery {
         }
         drop(ctx);
         let mut state = KubeState::default();
+        // Publish only once every kind was listed (as informers wait for their caches to sync):
+        // a pod seen before its namespace would get a wrong revision.
+        let mut synced = std::collections::BTreeSet::new();
         loop {
             let c = tokio::select! {
                 _ = stop.cancelled() => return,
                 c = crx.recv() => match c { Some(c) => c, None => return },
             };
-            state.apply(c);
-            while let Ok(c) = crx.try_recv() {
+            let mut apply = |c: Change| {
+                if let Change::Relist(k, _) = &c {
+                    synced.insert(*k);
+                }
                 state.apply(c);
+            };
+            apply(c);
+            while let Ok(c) = crx.try_recv() {
+                apply(c);
+            }
+            if synced.len() < 3 {
+                continue;
             }
             let targets = state.targets(&me.cfg.cluster);
             tx.send_if_modified(|cur| {
