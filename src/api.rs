@@ -65,6 +65,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/targets", get(targets))
         .route("/v1/checks", get(checks))
         .merge(crate::integrations::routes())
+        .merge(crate::istio::api::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)

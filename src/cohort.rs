@@ -79,7 +79,7 @@ impl Routing {
     pub fn new(generation: u64, analyses: Vec<RoutedAnalysis>) -> Self {
         let mut families: Vec<String> = analyses
             .iter()
-            .flat_map(|a| a.checks.iter().map(|c| c.metric.clone()))
+            .flat_map(|a| a.checks.iter().flat_map(|c| c.families()))
             .collect();
         families.sort();
         families.dedup();
@@ -327,8 +327,41 @@ fn compute_routes(
     let mut routes = Vec::new();
     for (ai, a) in routing.analyses.iter().enumerate() {
         for (ci, c) in a.checks.iter().enumerate() {
+            // Events from another family: the events series go to slot 1, exposure to slot 0.
+            if let CheckKind::EventsRatio {
+                events_metric,
+                events_select,
+            } = &c.kind
+            {
+                // One family may give both (pushes, and the `_senderr` pushes among them).
+                let exposure = name == c.metric && c.select.matches(get);
+                let events = name == events_metric && events_select.matches(get);
+                if !exposure && !events {
+                    continue;
+                }
+                let side = match (a.baseline.matches(get), a.canary.matches(get)) {
+                    (true, false) => Side::Baseline,
+                    (false, true) => Side::Canary,
+                    (true, true) => {
+                        *overlaps += 1;
+                        continue;
+                    }
+                    (false, false) => continue,
+                };
+                for (slot, wanted) in [(0u16, exposure), (1, events)] {
+                    if wanted {
+                        routes.push(Route {
+                            analysis: ai as u32,
+                            check: ci as u16,
+                            side,
+                            slot,
+                        });
+                    }
+                }
+                continue;
+            }
             let bucket = match &c.kind {
-                CheckKind::Ratio { .. } => {
+                CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
                     if name != c.metric {
                         continue;
                     }
@@ -371,6 +404,7 @@ fn compute_routes(
                         push(1);
                     }
                 }
+                CheckKind::EventsRatio { .. } => {}
                 CheckKind::HistogramTail { boundaries } => {
                     debug_assert!(bucket);
                     let Some(le) = get("le").and_then(parse_le) else {
@@ -533,6 +567,58 @@ mod tests {
         let mut acc = TargetAccumulator::new(labels("other"));
         acc.ingest(&page(1, 1, 1, 1), &r);
         assert!(acc.ingest(&page(5, 5, 5, 5), &r).deltas.is_empty());
+    }
+
+    #[test]
+    fn events_from_another_family_and_from_the_same_family() {
+        let cat = Catalog::builtin();
+        let r = Routing::new(
+            1,
+            vec![RoutedAnalysis {
+                id: 3,
+                since_generation: 1,
+                baseline: Selector::parse(r#"{revision="old"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="new"}"#).unwrap(),
+                checks: vec![
+                    Arc::new(cat.get("istiod-xds-rejects").unwrap().clone()),
+                    Arc::new(cat.get("istiod-push-errors").unwrap().clone()),
+                ],
+            }],
+        );
+        let page = |pushes: u64, senderr: u64, rejects: Option<u64>| {
+            let mut p = format!(
+                "# TYPE pilot_xds_pushes counter\n\
+                 pilot_xds_pushes{{type=\"cds\"}} {pushes}\n\
+                 pilot_xds_pushes{{type=\"cds_senderr\"}} {senderr}\n"
+            );
+            if let Some(r) = rejects {
+                p.push_str(&format!(
+                    "# TYPE pilot_total_xds_rejects counter\npilot_total_xds_rejects{{type=\"cds\"}} {r}\n"
+                ));
+            }
+            p
+        };
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 1, None), &r);
+        // The rejects family appears after the first reject: it counts from zero.
+        let rep = acc.ingest(&page(160, 3, Some(4)), &r);
+        assert!(rep.deltas.iter().all(|d| d.side == Side::Canary));
+        assert_eq!(
+            get(&rep, 0, 0),
+            60.0,
+            "rejects: exposure = pushes without senderr"
+        );
+        assert_eq!(
+            get(&rep, 0, 1),
+            4.0,
+            "rejects: events from the other family"
+        );
+        assert_eq!(
+            get(&rep, 1, 0),
+            62.0,
+            "push errors: exposure = every push attempt"
+        );
+        assert_eq!(get(&rep, 1, 1), 2.0, "push errors: the senderr series");
     }
 
     proptest! {

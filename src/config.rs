@@ -40,6 +40,10 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Read from a Prometheus-compatible backend instead of scraping targets.
     pub prometheus: Option<crate::promsource::PrometheusConfig>,
+    /// Multi-cluster topology (`[topology.remotes]`: remote -> primary).
+    pub topology: crate::istio::Topology,
+    /// The upgrade plan (`[plan]`), if any.
+    pub plan: Option<crate::istio::plan::Plan>,
 }
 
 /// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
@@ -280,6 +284,9 @@ pub struct DiscoveryConfig {
     /// How often the files are checked for changes.
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,
+    /// Kubernetes discovery (`[discovery.kubernetes]`), off when absent.
+    #[serde(default)]
+    pub kubernetes: Option<crate::discovery::kubernetes::KubernetesConfig>,
 }
 
 fn default_refresh() -> Duration {
@@ -291,6 +298,7 @@ impl Default for DiscoveryConfig {
         Self {
             file_sd: Vec::new(),
             refresh: default_refresh(),
+            kubernetes: None,
         }
     }
 }
@@ -351,7 +359,7 @@ impl Default for JudgeConfig {
 }
 
 /// One `[[analyses]]` entry (also the body of `POST /v1/analyses`).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Human name, unique among running analyses.
@@ -375,6 +383,9 @@ pub struct AnalysisConfig {
     /// Overrides `[judge].min_exposure`.
     #[serde(default)]
     pub min_exposure: Option<f64>,
+    /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
 }
 
 // === impl AnalysisConfig ===
@@ -508,6 +519,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "judge",
     "analyses",
     "alerts",
+    "topology",
+    "plan",
 ];
 
 // === impl Config ===
@@ -584,6 +597,8 @@ impl Config {
             analyses: list(&table, "analyses", &mut problems),
             alerts: section(&table, "alerts", &mut problems),
             prometheus: optional(&table, "prometheus", &mut problems),
+            topology: section(&table, "topology", &mut problems),
+            plan: section(&table, "plan", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -682,6 +697,14 @@ impl Config {
             if t < Duration::from_millis(100) {
                 out.push(ConfigProblem::new("judge.tick", "must be at least 100ms"));
             }
+        }
+        for m in self.topology.problems() {
+            let (k, v) = m.split_once(": ").unwrap_or(("topology", &m));
+            out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
+        }
+        for m in self.plan.iter().flat_map(|p| p.problems()) {
+            let (k, v) = m.split_once(": ").unwrap_or(("plan", &m));
+            out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
         }
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.analyses.iter().enumerate() {

@@ -84,6 +84,10 @@ pub struct Snapshot {
     pub ready: bool,
     /// Analyses by id.
     pub analyses: BTreeMap<String, Arc<AnalysisView>>,
+    /// The version skew report of the last tick.
+    pub skew: Option<Arc<crate::istio::SkewReport>>,
+    /// The upgrade plan's status of the last tick, when a plan is configured.
+    pub plan: Option<Arc<crate::istio::plan::PlanStatus>>,
 }
 
 /// Handles the API needs.
@@ -103,6 +107,10 @@ pub struct Shared {
     pub max_body_bytes: usize,
     /// Verdict changes and deletions; subscribe for alerting.
     pub events: tokio::sync::broadcast::Sender<VerdictEvent>,
+    /// What each target's page says about Istio builds and istiod resources.
+    pub observer: crate::istio::Observer,
+    /// The configured upgrade plan.
+    pub plan: Option<Arc<crate::istio::plan::Plan>>,
 }
 
 /// A started daemon.
@@ -145,8 +153,10 @@ pub async fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (events_tx, _) = tokio::sync::broadcast::channel(256);
+    let observer = crate::istio::Observer::new();
     let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_observer(observer.clone());
 
     let mut engine = Engine {
         catalog: catalog.clone(),
@@ -162,6 +172,12 @@ pub async fn start(
         ticked: false,
         events: events_tx.clone(),
         waiting: Vec::new(),
+        observer: observer.clone(),
+        topology: cfg.topology.clone(),
+        plan: cfg.plan.clone().map(Arc::new),
+        wave_moved_at: Vec::new(),
+        skew: None,
+        plan_status: None,
     };
     for a in &cfg.analyses {
         if let Err(e) = engine.create(a.clone()) {
@@ -179,14 +195,42 @@ pub async fn start(
         catalog,
         max_body_bytes: cfg.server.max_body_bytes,
         events: events_tx,
+        observer,
+        plan: cfg.plan.clone().map(Arc::new),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let tick = cfg.tick();
-    tasks.spawn(
-        discovery
-            .run(targets_tx, shutdown.clone())
-            .instrument(tracing::info_span!("discovery")),
-    );
+    match cfg.discovery.kubernetes.clone() {
+        None => {
+            tasks.spawn(
+                discovery
+                    .run(targets_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("discovery")),
+            );
+        }
+        Some(kcfg) => {
+            // Static and file_sd targets on one channel, Kubernetes' on another, merged.
+            let kube = crate::discovery::kubernetes::KubeDiscovery::build(kcfg)
+                .map_err(std::io::Error::other)?;
+            let (file_tx, file_rx) = watch::channel(targets_tx.borrow().clone());
+            let (kube_tx, kube_rx) = watch::channel(Vec::new());
+            tasks.spawn(
+                discovery
+                    .run(file_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("discovery")),
+            );
+            tasks.spawn(
+                kube.run(kube_tx, shutdown.clone())
+                    .instrument(tracing::info_span!("kubernetes")),
+            );
+            tasks.spawn(crate::discovery::kubernetes::merge(
+                file_rx,
+                kube_rx,
+                targets_tx,
+                shutdown.clone(),
+            ));
+        }
+    }
     match &cfg.prometheus {
         // A backend replaces direct scraping: same routing, same deltas, same engine.
         Some(p) => {
@@ -256,6 +300,10 @@ struct Slot {
     members: [HashSet<Arc<str>>; 2],
     resets: [u64; 2],
     overlaps: u64,
+    /// Rollback triggers with the index of their check.
+    triggers: Vec<(crate::istio::trigger::TriggerConfig, usize)>,
+    /// Cumulative slots per check and cohort (what the triggers read).
+    cumulative: Vec<[Vec<f64>; 2]>,
 }
 
 struct Engine {
@@ -273,6 +321,12 @@ struct Engine {
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
     /// When the pages whose deltas wait for the next tick were read.
     waiting: Vec<Instant>,
+    observer: crate::istio::Observer,
+    topology: crate::istio::Topology,
+    plan: Option<Arc<crate::istio::plan::Plan>>,
+    wave_moved_at: Vec<Option<Instant>>,
+    skew: Option<Arc<crate::istio::SkewReport>>,
+    plan_status: Option<Arc<crate::istio::plan::PlanStatus>>,
 }
 
 /// Ids double as URL path segments.
@@ -343,7 +397,7 @@ impl Engine {
             ));
         }
         let names = if spec.checks.is_empty() {
-            self.catalog.names()
+            self.catalog.default_names()
         } else {
             spec.checks.clone()
         };
@@ -366,6 +420,18 @@ impl Engine {
         };
         if settings.min_duration >= settings.max_duration {
             problems.push("analysis.min_duration: must be shorter than max_duration".into());
+        }
+        let mut triggers = Vec::new();
+        for (i, t) in spec.rollback.iter().enumerate() {
+            let idx = names.iter().position(|n| *n == t.check);
+            let check = idx.and_then(|i| specs.get(i)).map(|c| c.as_ref());
+            let p = t.problems(&format!("analysis.rollback[{i}]"), check);
+            if p.is_empty() {
+                if let Some(idx) = idx {
+                    triggers.push((t.clone(), idx));
+                }
+            }
+            problems.extend(p);
         }
         if !problems.is_empty() {
             return Err(CreateError::Invalid(problems.join("; ")));
@@ -399,6 +465,10 @@ impl Engine {
             view: view.clone(),
             previous: None,
         });
+        let cumulative = specs
+            .iter()
+            .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
+            .collect();
         self.analyses.insert(
             spec.name.clone(),
             Slot {
@@ -413,6 +483,8 @@ impl Engine {
                 members: Default::default(),
                 resets: [0; 2],
                 overlaps: 0,
+                triggers,
+                cumulative,
             },
         );
         Ok(view)
@@ -509,6 +581,24 @@ impl Engine {
                 .ingest_delay
                 .observe(now.saturating_duration_since(at).as_secs_f64());
         }
+        self.plan_tick();
+        let targets = self.targets.borrow().clone();
+        let discovered: Vec<(String, String)> = targets
+            .iter()
+            .filter(|t| t.label("role") == Some("istiod"))
+            .map(|t| {
+                (
+                    t.label("cluster").unwrap_or("default").to_owned(),
+                    t.label("revision").unwrap_or("default").to_owned(),
+                )
+            })
+            .collect();
+        let skew = Arc::new(crate::istio::skew::report_known(
+            &self.observer.all(),
+            &self.topology,
+            Some(&discovered),
+        ));
+        self.skew = Some(skew.clone());
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {
@@ -530,6 +620,23 @@ impl Engine {
                     elapsed: slot.started.elapsed(),
                 },
             );
+            for (cum, c) in slot.cumulative.iter_mut().zip(&slot.pending) {
+                for (a, b) in cum.iter_mut().zip(c) {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y.max(0.0));
+                }
+            }
+            // Rollback triggers and the version skew guard turn the verdict NO-GO at once.
+            let fired = slot
+                .triggers
+                .iter()
+                .find_map(|(t, i)| {
+                    crate::istio::trigger::evaluate(t, &slot.specs[*i], &slot.cumulative[*i])
+                })
+                .or_else(|| skew_reason(&skew, &targets, &slot.baseline, &slot.canary));
+            let v = match fired {
+                Some(reason) => slot.analysis.trip(reason),
+                None => v,
+            };
             for c in &mut slot.pending {
                 for side in c.iter_mut() {
                     side.iter_mut().for_each(|x| *x = 0.0);
@@ -586,8 +693,71 @@ impl Engine {
         self.snapshot_tx.send_replace(Arc::new(Snapshot {
             ready: self.ticked,
             analyses,
+            skew: self.skew.clone(),
+            plan: self.plan_status.clone(),
         }));
     }
+
+    /// Follow the upgrade plan: which waves moved (from discovery), start each wave's analysis
+    /// when its namespaces start moving, and publish the plan's status.
+    fn plan_tick(&mut self) {
+        let Some(plan) = self.plan.clone() else {
+            return;
+        };
+        use crate::istio::plan;
+        let targets = self.targets.borrow().clone();
+        let refs: Vec<&crate::discovery::Target> = targets.iter().map(|t| t.as_ref()).collect();
+        let counts = plan::namespace_counts(&plan, &refs);
+        self.wave_moved_at.resize(plan.waves.len(), None);
+        let now = Instant::now();
+        let mut runtime = Vec::new();
+        for (i, w) in plan.waves.iter().enumerate() {
+            if plan::wave_moved(w, &counts) {
+                self.wave_moved_at[i].get_or_insert(now);
+            } else {
+                self.wave_moved_at[i] = None;
+            }
+            let id = plan::Plan::analysis_id(w);
+            if plan::wave_started(w, &counts) && !self.analyses.contains_key(&id) {
+                match self.create(plan.analysis_for(w)) {
+                    Ok(_) => self.publish_routing(),
+                    Err(e) => warn!(wave = %w.name, error = %e, "wave analysis not started"),
+                }
+            }
+            runtime.push(plan::WaveRuntime {
+                verdict: self.analyses.get(&id).map(|s| {
+                    (
+                        s.analysis.verdict.as_str().to_owned(),
+                        s.analysis.reason.clone(),
+                    )
+                }),
+                moved_for: self.wave_moved_at[i].map(|at| now.saturating_duration_since(at)),
+            });
+        }
+        self.plan_status = Some(Arc::new(plan::status(&plan, &counts, &runtime)));
+    }
+}
+
+/// The version skew NO-GO that concerns an analysis: a blocking skew problem about a target its
+/// baseline or canary selector may select.
+fn skew_reason(
+    skew: &crate::istio::SkewReport,
+    targets: &TargetSet,
+    baseline: &Selector,
+    canary: &Selector,
+) -> Option<String> {
+    let concerned = |url: &str| {
+        targets.iter().any(|t| {
+            t.url == url && (baseline.may_match(|n| t.label(n)) || canary.may_match(|n| t.label(n)))
+        })
+    };
+    let msgs: Vec<&str> = skew
+        .problems
+        .iter()
+        .filter(|p| p.blocking && p.targets.iter().any(|u| concerned(u)))
+        .map(|p| p.message.as_str())
+        .collect();
+    (!msgs.is_empty()).then(|| format!("version skew guard: {}", msgs.join("; ")))
 }
 
 /// A stable numeric id for routing, derived from the analysis' creation generation.

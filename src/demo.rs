@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StaticTarget};
 use crate::judge::Catalog;
-use crate::sim::{Cohort, Fault, SimConfig, SimMesh};
+use crate::sim::{Cohort, Fault, IstiodFault, SimConfig, SimMesh};
 
 /// Which regression the demo injects into the canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -22,6 +22,10 @@ pub enum Scenario {
     Latency,
     /// No fault: must end in GO.
     Healthy,
+    /// The canary istiod is sick: xDS rejects and slow convergence (istiod against istiod).
+    ControlPlane,
+    /// The canary sidecars run 1.26.0 while their istiod runs 1.25.0: data plane ahead.
+    Skew,
 }
 
 impl Scenario {
@@ -43,10 +47,42 @@ impl Scenario {
                 error_rate: None,
                 latency_factor: 1.6,
             },
-            Scenario::Healthy => Fault {
+            Scenario::Healthy | Scenario::ControlPlane | Scenario::Skew => Fault {
                 error_rate: None,
                 latency_factor: 1.0,
             },
+        }
+    }
+
+    /// The control-plane fault of the canary istiod.
+    fn istiod_fault(self) -> IstiodFault {
+        match self {
+            Scenario::ControlPlane => IstiodFault {
+                rejects_per_min: 60.0,
+                convergence_factor: 4.0,
+            },
+            _ => IstiodFault::default(),
+        }
+    }
+
+    /// The analysis request: data-plane checks on the sidecars, or control-plane checks on istiod.
+    fn analysis(self, base_rev: &str, canary_rev: &str) -> Value {
+        let id = format!("demo-{}", format!("{self:?}").to_lowercase());
+        match self {
+            Scenario::ControlPlane => json!({
+                "name": id,
+                "baseline": format!("{{role=\"istiod\", revision=\"{base_rev}\"}}"),
+                "canary": format!("{{role=\"istiod\", revision=\"{canary_rev}\"}}"),
+                "checks": ["istiod-xds-rejects", "istiod-convergence", "istiod-push-errors", "istiod-internal-errors"],
+            }),
+            _ => json!({
+                "name": id,
+                "baseline": format!("{{role=\"proxy\", revision=\"{base_rev}\"}}"),
+                "canary": format!("{{role=\"proxy\", revision=\"{canary_rev}\"}}"),
+                "checks": ["error-rate", "latency-tail"],
+                // Decided before the upgrade: p99 latency above 1.5 x the baseline's rolls back.
+                "rollback": [{"name": "p99-latency-1.5x", "check": "latency-tail", "when": "quantile_ratio", "quantile": 0.99, "factor": 1.5}],
+            }),
         }
     }
 
@@ -55,6 +91,10 @@ impl Scenario {
             Scenario::Errors => "canary 5xx share raised from 0.10% to 0.60%",
             Scenario::Latency => "canary latency multiplied by 1.6",
             Scenario::Healthy => "no fault injected",
+            Scenario::ControlPlane => {
+                "canary istiod: 60 xDS rejects/min and convergence 4x slower (istiod against istiod)"
+            }
+            Scenario::Skew => "canary sidecars run 1.26.0 while their istiod runs 1.25.0 (data plane ahead)",
         }
     }
 }
@@ -102,6 +142,10 @@ pub fn demo_mesh(seed: u64) -> SimConfig {
     };
     sim.baseline.pods = 3;
     sim.canary.pods = 3;
+    // Each istiod serves 200 proxies (the scraped sidecars among them), as a real one serves
+    // far more proxies than one scrapes: ~100 pushes/s and ~25 convergences/s to compare.
+    sim.baseline.connected_proxies = Some(200);
+    sim.canary.connected_proxies = Some(200);
     sim
 }
 
@@ -110,7 +154,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let started = Instant::now();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let sim_cfg = demo_mesh(opts.seed);
+    let mut sim_cfg = demo_mesh(opts.seed);
+    if opts.scenario == Scenario::Skew {
+        sim_cfg.canary.proxy_version = Some("1.26.0".into());
+    }
     let (base_rev, canary_rev) = (
         sim_cfg.baseline.revision.clone(),
         sim_cfg.canary.revision.clone(),
@@ -119,6 +166,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         .await
         .context("starting the simulated mesh")?;
     mesh.set_fault(Cohort::Canary, opts.scenario.fault());
+    mesh.set_istiod_fault(Cohort::Canary, opts.scenario.istiod_fault());
     let targets: Vec<StaticTarget> = mesh
         .targets()
         .into_iter()
@@ -149,13 +197,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let id = format!("demo-{}", format!("{:?}", opts.scenario).to_lowercase());
-    let body = json!({
-        "name": id,
-        "baseline": format!("{{role=\"proxy\", revision=\"{base_rev}\"}}"),
-        "canary": format!("{{role=\"proxy\", revision=\"{canary_rev}\"}}"),
-        "checks": ["error-rate", "latency-tail"],
-    });
+    let body = opts.scenario.analysis(&base_rev, &canary_rev);
+    let id = body["name"].as_str().unwrap_or_default().to_owned();
     let resp = client
         .post(format!("{base}/v1/analyses"))
         .json(&body)
@@ -203,6 +246,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_evidence(&doc);
+    }
+    if let Ok(r) = client.get(format!("{base}/v1/skew")).send().await {
+        if let Ok(skew) = r.json::<Value>().await {
+            println!(
+                "\n  version skew (GET /v1/skew): {} - {}",
+                skew["verdict"].as_str().unwrap_or("?"),
+                skew["reason"].as_str().unwrap_or("")
+            );
+        }
     }
     let verdict = doc["verdict"].as_str().unwrap_or("?");
     let ok = verdict == opts.scenario.expected();
@@ -294,6 +346,9 @@ fn print_evidence(doc: &Value) {
         );
         for t in c["tests"].as_array().into_iter().flatten() {
             let name = match t["boundary"].as_f64() {
+                Some(b) if c["name"].as_str().is_some_and(|n| n.starts_with("istiod-")) => {
+                    format!("> {b} s")
+                }
                 Some(b) => format!("> {b} ms"),
                 None => "rate".into(),
             };

@@ -12,6 +12,8 @@ use tracing::{info, warn};
 
 use crate::config::{DiscoveryConfig, StaticTarget};
 
+pub mod kubernetes;
+
 /// Something to scrape: an URL plus labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Target {
@@ -435,6 +437,7 @@ mod tests {
             &DiscoveryConfig {
                 file_sd: vec![path.clone()],
                 refresh: Duration::from_millis(20),
+                ..Default::default()
             },
         );
         let (tx, mut rx) = watch::channel(Arc::new(Vec::new()));

@@ -20,6 +20,7 @@
 //! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
 //! - [`gate`]: the `meshgate gate` client for upgrade scripts.
 //! - [`telemetry`]: meshgate's own metrics.
+//! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
@@ -32,6 +33,7 @@ pub mod demo;
 pub mod discovery;
 pub mod gate;
 pub mod integrations;
+pub mod istio;
 pub mod judge;
 pub mod parse;
 pub mod promsource;

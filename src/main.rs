@@ -120,6 +120,11 @@ enum Command {
         #[arg(long)]
         no_prometheus: bool,
     },
+    /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
     /// Serve the simulated mesh alone (for Prometheus, load tests or a daemon of your own).
     Simulate {
         /// Address to bind every simulated endpoint on.
@@ -140,6 +145,22 @@ enum Command {
         /// Write the targets as a Prometheus file_sd JSON file.
         #[arg(long)]
         file_sd: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlanAction {
+    /// Print the plan of a configuration file (waves, namespaces, soak, checks).
+    Show {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "MESHGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Ask a running daemon where the plan stands (GET /v1/plan/status).
+    Status {
+        /// The daemon's API.
+        #[arg(long, default_value = "http://127.0.0.1:9400")]
+        url: String,
     },
 }
 
@@ -217,6 +238,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
             .await,
         )),
+        Command::Plan { action } => plan(action).await,
         Command::Demo {
             healthy,
             scenario,
@@ -299,6 +321,73 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             eprintln!("serving; Ctrl-C to stop");
             wait_for_signal().await;
             shutdown.cancel();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
+    match action {
+        PlanAction::Show { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+                }
+            };
+            let Some(p) = cfg.plan else {
+                eprintln!("{}: no [plan] section", config.display());
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+            };
+            println!(
+                "plan {:?}: {} -> {}",
+                p.name, p.from_revision, p.to_revision
+            );
+            for (i, w) in p.waves.iter().enumerate() {
+                println!(
+                    "  wave {} {:?}: namespaces {}; soak {}; checks {}; analysis {}",
+                    i + 1,
+                    w.name,
+                    w.namespaces.join(", "),
+                    humantime::format_duration(w.soak),
+                    if w.checks.is_empty() {
+                        "(default set)".to_string()
+                    } else {
+                        w.checks.join(", ")
+                    },
+                    meshgate::istio::plan::Plan::analysis_id(w)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PlanAction::Status { url } => {
+            let resp = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?
+                .get(format!("{}/v1/plan/status", url.trim_end_matches('/')))
+                .send()
+                .await
+                .with_context(|| format!("asking {url}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.context("reading the answer")?;
+            if !status.is_success() {
+                eprintln!(
+                    "{status}: {}",
+                    body["error"]["message"].as_str().unwrap_or("")
+                );
+                return Ok(ExitCode::from(1));
+            }
+            println!("{}", body["advice"].as_str().unwrap_or(""));
+            for w in body["waves"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<16} {:<12} verdict {:<12} {}",
+                    w["name"].as_str().unwrap_or("?"),
+                    w["phase"].as_str().unwrap_or("?"),
+                    w["verdict"].as_str().unwrap_or("-"),
+                    w["reason"].as_str().unwrap_or("")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -250,34 +250,44 @@ impl PromClient {
     }
 }
 
-/// The series selector a check reads for one cohort: the check's own matchers plus the cohort's.
-pub fn series_selector(check: &CheckSpec, cohort: &Selector) -> String {
-    let (name, extra) = match &check.kind {
-        CheckKind::Ratio { .. } => (check.metric.clone(), None),
+/// The series selectors a check reads for one cohort: the check's own matchers plus the cohort's
+/// (two for checks whose events come from another family).
+pub fn series_selectors(check: &CheckSpec, cohort: &Selector) -> Vec<String> {
+    let one = |name: &str, select: &Selector, extra: Option<String>| {
+        let mut parts = vec![format!("__name__={name:?}")];
+        for m in [select.to_promql_matchers(), cohort.to_promql_matchers()] {
+            if !m.is_empty() {
+                parts.push(m);
+            }
+        }
+        parts.extend(extra);
+        format!("{{{}}}", parts.join(", "))
+    };
+    match &check.kind {
+        CheckKind::Ratio { .. } => vec![one(&check.metric, &check.select, None)],
+        CheckKind::EventsRatio {
+            events_metric,
+            events_select,
+        } => vec![
+            one(&check.metric, &check.select, None),
+            one(events_metric, events_select, None),
+        ],
         CheckKind::HistogramTail { boundaries } => {
             // Only the buckets the test reads: its boundaries and +Inf (the exposure).
+            // Regex-escaped, then escaped again for the PromQL string literal (`0\\.5`).
             let les: Vec<String> = boundaries
                 .iter()
                 .flat_map(|b| le_spellings(*b))
                 .map(|l| regex::escape(&l).replace('\\', "\\\\"))
                 .collect();
-            (
-                format!("{}_bucket", check.metric),
-                Some(format!("le=~\"{}|\\\\+Inf\"", les.join("|"))),
-            )
-        }
-    };
-    let mut parts = vec![format!("__name__={name:?}")];
-    for m in [
-        check.select.to_promql_matchers(),
-        cohort.to_promql_matchers(),
-    ] {
-        if !m.is_empty() {
-            parts.push(m);
+            let le = format!("le=~\"{}|\\\\+Inf\"", les.join("|"));
+            vec![one(
+                &format!("{}_bucket", check.metric),
+                &check.select,
+                Some(le),
+            )]
         }
     }
-    parts.extend(extra);
-    format!("{{{}}}", parts.join(", "))
 }
 
 /// The ways exporters print an `le` bound: Envoy prints integers (`3600000`), Go's client
@@ -445,13 +455,15 @@ impl PromSource {
                 .await?;
             let mut pages: BTreeMap<String, String> = BTreeMap::new();
             for c in &a.checks {
-                let mut samples = self.client.query(&series_selector(c, cohort)).await?;
-                // The exposition format lists a histogram's buckets in increasing `le`; the
-                // API returns series in no order. Restore the page order per series.
-                sort_like_a_page(&mut samples);
-                for s in samples {
-                    let instance = s.metric.get("instance").cloned().unwrap_or_default();
-                    render_vector(pages.entry(instance).or_default(), std::slice::from_ref(&s));
+                for selector in series_selectors(c, cohort) {
+                    let mut samples = self.client.query(&selector).await?;
+                    // The exposition format lists a histogram's buckets in increasing `le`; the
+                    // API returns series in no order. Restore the page order per series.
+                    sort_like_a_page(&mut samples);
+                    for s in samples {
+                        let instance = s.metric.get("instance").cloned().unwrap_or_default();
+                        render_vector(pages.entry(instance).or_default(), std::slice::from_ref(&s));
+                    }
                 }
             }
             Ok::<_, QueryError>((up, pages))
@@ -585,11 +597,11 @@ mod tests {
         let cat = Catalog::builtin();
         let cohort = Selector::parse(r#"{revision="1-25-0", namespace=~"shop|cart"}"#).unwrap();
         assert_eq!(
-            series_selector(cat.get("error-rate").unwrap(), &cohort),
+            series_selectors(cat.get("error-rate").unwrap(), &cohort)[0],
             r#"{__name__="istio_requests_total", reporter="destination", revision="1-25-0", namespace=~"shop|cart"}"#
         );
         assert_eq!(
-            series_selector(cat.get("latency-tail").unwrap(), &cohort),
+            series_selectors(cat.get("latency-tail").unwrap(), &cohort)[0],
             r#"{__name__="istio_request_duration_milliseconds_bucket", reporter="destination", revision="1-25-0", namespace=~"shop|cart", le=~"100|250|500|1000|\\+Inf"}"#
         );
     }
@@ -625,7 +637,7 @@ mod tests {
         spec.kind = CheckKind::HistogramTail {
             boundaries: vec![0.5, 1e6],
         };
-        let sel = series_selector(&spec, &Selector::default());
+        let sel = series_selectors(&spec, &Selector::default()).remove(0);
         assert!(
             sel.ends_with(r#"le=~"0\\.5|1000000|1e\\+06|\\+Inf"}"#),
             "{sel}"
@@ -647,11 +659,12 @@ mod tests {
                 .unwrap()
                 .try_deserialize()
                 .unwrap();
+            let sent = series_selectors(c, &cohort).join(" and ");
             let documented = v["promql"]["series"]
                 .as_str()
-                .unwrap()
-                .replace("COHORT", r#"revision="1-25-0""#);
-            assert_eq!(documented, series_selector(c, &cohort), "{}", c.source);
+                .unwrap_or_else(|| panic!("{}: no [promql] series; expected {sent}", c.source));
+            let documented = documented.replace("COHORT", r#"revision="1-25-0""#);
+            assert_eq!(documented, sent, "{}", c.source);
         }
     }
 

@@ -142,6 +142,7 @@ pub struct Scraper {
     permits: Arc<Semaphore>,
     health: HealthMap,
     metrics: Arc<Metrics>,
+    observer: Option<crate::istio::Observer>,
 }
 
 // === impl Scraper ===
@@ -168,7 +169,14 @@ impl Scraper {
             permits,
             health,
             metrics,
+            observer: None,
         })
+    }
+
+    /// Hook: also hand every page to `observer` (Istio builds, connected proxies, resources).
+    pub fn with_observer(mut self, observer: crate::istio::Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Follow the target set: start a loop per new target, stop loops of removed ones.
@@ -189,6 +197,9 @@ impl Scraper {
                 if !keep {
                     token.cancel();
                     shared.health.write().expect("health lock").remove(&t.url);
+                    if let Some(o) = &shared.observer {
+                        o.remove(&t.url);
+                    }
                     shared.metrics.remove_target(&t.url);
                 }
                 keep
@@ -260,7 +271,12 @@ impl Scraper {
                     let ingest = {
                         let routing = routing.borrow().clone();
                         match std::str::from_utf8(&body) {
-                            Ok(text) => Ok((acc.ingest(text, &routing), routing.generation)),
+                            Ok(text) => {
+                                if let Some(o) = &self.observer {
+                                    o.observe(&target, text);
+                                }
+                                Ok((acc.ingest(text, &routing), routing.generation))
+                            }
                             Err(e) => Err(ScrapeError::Utf8(e.valid_up_to())),
                         }
                     };

@@ -84,16 +84,8 @@ impl Default for SimConfig {
         SimConfig {
             cluster: "cluster-1".to_string(),
             namespaces: vec!["shop".to_string()],
-            baseline: RevisionSpec {
-                revision: "1-24-2".into(),
-                version: "1.24.2".into(),
-                pods: 3,
-            },
-            canary: RevisionSpec {
-                revision: "1-25-0".into(),
-                version: "1.25.0".into(),
-                pods: 3,
-            },
+            baseline: RevisionSpec::new("1-24-2", "1.24.2", 3),
+            canary: RevisionSpec::new("1-25-0", "1.25.0", 3),
             rps_per_pod: 100.0,
             error_rate: 0.001,
             latency_median_ms: 20.0,
@@ -115,6 +107,37 @@ pub struct RevisionSpec {
     pub version: String,
     /// Number of pods on this revision.
     pub pods: usize,
+    /// Version of the sidecars when it differs from istiod's (a version skew to inject);
+    /// `None`: the same as `version`.
+    #[serde(default)]
+    pub proxy_version: Option<String>,
+    /// Proxies connected to this istiod (`pilot_xds`, pushes, convergences), when more than the
+    /// scraped pods (a real istiod serves far more proxies than one scrapes); `None`: `pods`.
+    #[serde(default)]
+    pub connected_proxies: Option<u64>,
+}
+
+impl RevisionSpec {
+    /// A revision whose sidecars run istiod's version and whose istiod serves only its pods.
+    pub fn new(revision: &str, version: &str, pods: usize) -> RevisionSpec {
+        RevisionSpec {
+            revision: revision.into(),
+            version: version.into(),
+            pods,
+            proxy_version: None,
+            connected_proxies: None,
+        }
+    }
+
+    /// The sidecars' version.
+    pub fn sidecar_version(&self) -> &str {
+        self.proxy_version.as_deref().unwrap_or(&self.version)
+    }
+
+    /// Proxies connected to the revision's istiod.
+    pub fn connected(&self) -> u64 {
+        self.connected_proxies.unwrap_or(self.pods as u64)
+    }
 }
 
 /// A fault applied to one cohort's pods, changeable at run time.
@@ -390,7 +413,7 @@ struct Istiod {
 impl Istiod {
     fn params(&self, fault: IstiodFault) -> IstiodParams {
         IstiodParams {
-            proxies: self.shared.cfg.revision(self.cohort).pods as u64,
+            proxies: self.shared.cfg.revision(self.cohort).connected(),
             fault,
         }
     }
@@ -482,7 +505,7 @@ impl SimMesh {
                 let seed = mix64(cseed ^ mix64(j as u64 + 7));
                 let identity = SidecarIdentity {
                     cluster: cfg.cluster.clone(),
-                    proxy_version: rev.version.clone(),
+                    proxy_version: rev.sidecar_version().to_owned(),
                     me: Workload::app(app, ns),
                     inbound_peers: vec![Workload::ingress_gateway(), Workload::app("frontend", ns)],
                     outbound_peers: vec![Workload::app(APPS[(app_i + 1) % APPS.len()], ns)],
@@ -531,18 +554,18 @@ impl SimMesh {
                 k8s_suffix(iseed ^ 1, 5)
             );
             let start_t = -cfg.warmup_s - 600.0 - (iseed % 3_600_000) as f64 / 1000.0;
-            let mut model = IstiodModel::new(iseed, start_t, rev.pods as u64);
+            let mut model = IstiodModel::new(iseed, start_t, rev.connected());
             model.advance(
                 0.0,
                 &IstiodParams {
-                    proxies: rev.pods as u64,
+                    proxies: rev.connected(),
                     fault: IstiodFault::default(),
                 },
             );
             let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, 0)).await?;
             let addr = listener.local_addr()?;
-            let proxies_by_version = if rev.pods > 0 {
-                vec![(rev.version.clone(), rev.pods as u64)]
+            let proxies_by_version = if rev.connected() > 0 {
+                vec![(rev.sidecar_version().to_owned(), rev.connected())]
             } else {
                 vec![]
             };
@@ -602,7 +625,14 @@ impl SimMesh {
                 ("pod".to_string(), pod.to_string()),
                 ("revision".to_string(), rev.revision.clone()),
                 ("cluster".to_string(), cfg.cluster.clone()),
-                ("version".to_string(), rev.version.clone()),
+                (
+                    "version".to_string(),
+                    if role == "proxy" {
+                        rev.sidecar_version().to_owned()
+                    } else {
+                        rev.version.clone()
+                    },
+                ),
             ])
         };
         let mut v: Vec<_> = self
@@ -1103,11 +1133,7 @@ mod tests {
     async fn file_sd_and_targets_agree() {
         let cfg = SimConfig {
             namespaces: vec!["shop".into(), "web".into()],
-            baseline: RevisionSpec {
-                revision: "1-24-2".into(),
-                version: "1.24.2".into(),
-                pods: 5,
-            },
+            baseline: RevisionSpec::new("1-24-2", "1.24.2", 5),
             ..SimConfig::default()
         };
         let mesh = SimMesh::start(cfg, localhost(), CancellationToken::new())
@@ -1187,16 +1213,8 @@ mod tests {
         let pods = 1000;
         let cfg = SimConfig {
             namespaces: (0..10).map(|i| format!("ns-{i}")).collect(),
-            baseline: RevisionSpec {
-                revision: "1-24-2".into(),
-                version: "1.24.2".into(),
-                pods,
-            },
-            canary: RevisionSpec {
-                revision: "1-25-0".into(),
-                version: "1.25.0".into(),
-                pods,
-            },
+            baseline: RevisionSpec::new("1-24-2", "1.24.2", pods),
+            canary: RevisionSpec::new("1-25-0", "1.25.0", pods),
             ..SimConfig::default()
         };
         let token = CancellationToken::new();

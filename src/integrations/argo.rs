@@ -113,6 +113,7 @@ async fn measure(
         min_duration: req.min_duration,
         max_duration: req.max_duration,
         min_exposure: req.min_exposure,
+        ..Default::default()
     };
     match s.create(spec).await {
         Ok(v) => Ok(Json(Measurement::of(&v))),

@@ -176,6 +176,7 @@ fn spec_of(p: &Payload) -> Result<AnalysisConfig, ApiError> {
         min_duration: dur("minDuration")?,
         max_duration: dur("maxDuration")?,
         min_exposure: num("minExposure")?,
+        ..Default::default()
     })
 }
 

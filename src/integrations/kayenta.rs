@@ -141,6 +141,7 @@ async fn start(
         min_duration: None,
         max_duration: None,
         min_exposure: None,
+        ..Default::default()
     };
     match s.create(spec).await {
         Ok(_) => {}

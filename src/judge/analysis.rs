@@ -262,7 +262,7 @@ impl Analysis {
                     target_events: c.target_events,
                 };
                 let tests = match &c.kind {
-                    CheckKind::Ratio { .. } => vec![TestState {
+                    CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => vec![TestState {
                         boundary: None,
                         process: RatioEProcess::new(params),
                     }],
@@ -383,6 +383,17 @@ impl Analysis {
         }
     }
 
+    /// Turn the verdict NO-GO now (a rollback trigger or the version skew guard fired). A final
+    /// verdict stays, unless it was decided in this very tick (the trip wins over a GO reached
+    /// on the same data).
+    pub fn trip(&mut self, reason: String) -> Verdict {
+        let decided_now = self.decided_after == Some(self.elapsed);
+        if self.verdict == Verdict::NoGo || (self.verdict.is_final() && !decided_now) {
+            return self.verdict;
+        }
+        self.decide(Verdict::NoGo, reason)
+    }
+
     fn decide(&mut self, v: Verdict, reason: String) -> Verdict {
         self.verdict = v;
         self.reason = reason;
@@ -488,7 +499,7 @@ impl Analysis {
 fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     match &spec.kind {
-        CheckKind::Ratio { .. } => {
+        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
             let (xa, xb) = (v(0, 0), v(1, 0));
             // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
             let (ea, eb) = (v(0, 1).min(xa), v(1, 1).min(xb));
@@ -554,7 +565,7 @@ fn check_reason(
 ) -> String {
     let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
     let what = |t: &TestEvidence| match t.boundary {
-        Some(b) => format!("share > {b} ms"),
+        Some(b) => format!("share > {b}{}", spec.boundary_unit()),
         None => format!("{} rate", spec.unit_label),
     };
     if regression {

@@ -18,6 +18,31 @@ const BUILTIN: &[(&str, &str)] = &[
         "queries/latency-tail.toml",
         include_str!("../../queries/latency-tail.toml"),
     ),
+    // Control-plane checks (istiod against istiod); not in the default set.
+    (
+        "queries/istiod-convergence.toml",
+        include_str!("../../queries/istiod-convergence.toml"),
+    ),
+    (
+        "queries/istiod-expired-nonces.toml",
+        include_str!("../../queries/istiod-expired-nonces.toml"),
+    ),
+    (
+        "queries/istiod-internal-errors.toml",
+        include_str!("../../queries/istiod-internal-errors.toml"),
+    ),
+    (
+        "queries/istiod-push-errors.toml",
+        include_str!("../../queries/istiod-push-errors.toml"),
+    ),
+    (
+        "queries/istiod-write-timeouts.toml",
+        include_str!("../../queries/istiod-write-timeouts.toml"),
+    ),
+    (
+        "queries/istiod-xds-rejects.toml",
+        include_str!("../../queries/istiod-xds-rejects.toml"),
+    ),
 ];
 
 /// What a check counts.
@@ -27,6 +52,14 @@ pub enum CheckKind {
     Ratio {
         /// Series that count as bad, among the selected ones.
         bad: Selector,
+    },
+    /// Events come from another family than exposure (`kind = "ratio"` with `events_metric`):
+    /// e.g. istiod's `pilot_total_xds_rejects` per `pilot_xds_pushes`.
+    EventsRatio {
+        /// Family whose increase counts as events.
+        events_metric: String,
+        /// Which series of `events_metric` count.
+        events_select: Selector,
     },
     /// Events at boundary b are observations above b (`_count` minus `_bucket{le=b}`), exposure is `_count`.
     HistogramTail {
@@ -62,6 +95,8 @@ pub struct CheckSpec {
     pub unit_label: String,
     /// The file it came from.
     pub source: String,
+    /// Used by analyses that name no checks (`default = false` in the file leaves it out).
+    pub in_default_set: bool,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +125,15 @@ struct CheckFile {
     slo: Option<f64>,
     #[serde(default)]
     event_label: Option<String>,
+    /// Events from another family than exposure (kind `ratio` only; then `bad` is not used).
+    #[serde(default)]
+    events_metric: Option<String>,
+    /// Which series of `events_metric` count (default: all).
+    #[serde(default)]
+    events_select: Option<String>,
+    /// Part of the default set (analyses that name no checks); control-plane checks say false.
+    #[serde(default = "default_true")]
+    default: bool,
     /// PromQL that yields the same counts on a Prometheus backend (documentation for now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -140,6 +184,31 @@ impl CheckSpec {
             ));
         }
         let kind = match file.kind.as_str() {
+            "ratio" if file.events_metric.is_some() => {
+                let em = file.events_metric.clone().unwrap_or_default();
+                if !valid_metric_name(&em) {
+                    problems.push(ConfigProblem::new(
+                        key("events_metric"),
+                        format!("{em:?} is not a metric name"),
+                    ));
+                }
+                if file.bad.is_some() {
+                    problems.push(ConfigProblem::new(
+                        key("bad"),
+                        "is not used with events_metric (use events_select)",
+                    ));
+                }
+                match Selector::parse(file.events_select.as_deref().unwrap_or("")) {
+                    Ok(s) => Some(CheckKind::EventsRatio {
+                        events_metric: em,
+                        events_select: s,
+                    }),
+                    Err(e) => {
+                        problems.push(ConfigProblem::new(key("events_select"), e.to_string()));
+                        None
+                    }
+                }
+            }
             "ratio" => match &file.bad {
                 Some(b) => match Selector::parse(b) {
                     Ok(s) if s.is_empty() => {
@@ -186,6 +255,12 @@ impl CheckSpec {
                 None
             }
         };
+        if file.events_select.is_some() && file.events_metric.is_none() {
+            problems.push(ConfigProblem::new(
+                key("events_select"),
+                "needs events_metric",
+            ));
+        }
         if !(file.margin.is_finite() && file.margin >= 0.0 && file.margin <= 10.0) {
             problems.push(ConfigProblem::new(key("margin"), "must be within [0, 10]"));
         }
@@ -217,6 +292,7 @@ impl CheckSpec {
                 slo: file.slo,
                 unit_label: file.event_label.unwrap_or_else(|| "events".into()),
                 source: source.to_owned(),
+                in_default_set: file.default,
             }),
             _ => Err(problems),
         }
@@ -225,7 +301,7 @@ impl CheckSpec {
     /// Number of accumulator slots per cohort this check needs.
     pub fn slots(&self) -> usize {
         match &self.kind {
-            CheckKind::Ratio { .. } => 2,
+            CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => 2,
             CheckKind::HistogramTail { boundaries } => 1 + 2 * boundaries.len(),
         }
     }
@@ -235,6 +311,31 @@ impl CheckSpec {
         match &self.kind {
             CheckKind::HistogramTail { boundaries } => boundaries,
             _ => &[],
+        }
+    }
+
+    /// The families this check reads (the events family too, for `events_metric` checks).
+    pub fn families(&self) -> Vec<String> {
+        match &self.kind {
+            CheckKind::EventsRatio { events_metric, .. } => {
+                vec![self.metric.clone(), events_metric.clone()]
+            }
+            _ => vec![self.metric.clone()],
+        }
+    }
+
+    /// The unit of the histogram's bounds as shown to people (" ms", " s" or ""), from the
+    /// metric's name (Istio's `pilot_*_time` histograms are in seconds).
+    pub fn boundary_unit(&self) -> &'static str {
+        let m = self.metric.as_str();
+        if m.ends_with("_milliseconds") || m.ends_with("_ms") {
+            " ms"
+        } else if m.ends_with("_seconds") || (m.starts_with("pilot_") && m.ends_with("_time")) {
+            " s"
+        } else if m.ends_with("_bytes") {
+            " bytes"
+        } else {
+            ""
         }
     }
 
@@ -329,6 +430,15 @@ impl Catalog {
         self.checks.get(name)
     }
 
+    /// The checks analyses get when they name none (every check without `default = false`).
+    pub fn default_names(&self) -> Vec<String> {
+        self.checks
+            .values()
+            .filter(|c| c.in_default_set)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// All check names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.checks.keys().cloned().collect()
@@ -387,6 +497,14 @@ impl From<&CheckSpec> for CheckInfo {
     fn from(c: &CheckSpec) -> Self {
         let (kind, boundaries, bad) = match &c.kind {
             CheckKind::Ratio { bad } => ("ratio", None, Some(bad.to_string())),
+            CheckKind::EventsRatio {
+                events_metric,
+                events_select,
+            } => (
+                "ratio",
+                None,
+                Some(format!("{events_metric}{events_select}")),
+            ),
             CheckKind::HistogramTail { boundaries } => {
                 ("histogram_tail", Some(boundaries.clone()), None)
             }
@@ -414,7 +532,11 @@ mod tests {
     #[test]
     fn builtin_pack_loads() {
         let c = Catalog::builtin();
-        assert_eq!(c.names(), vec!["error-rate", "latency-tail"]);
+        assert_eq!(c.default_names(), vec!["error-rate", "latency-tail"]);
+        assert!(
+            c.names().len() > 2,
+            "the control-plane checks are loaded too"
+        );
         let e = c.get("error-rate").unwrap();
         assert_eq!(e.metric, "istio_requests_total");
         assert!(
@@ -432,6 +554,37 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
         let loaded = Catalog::load_dir(&dir).unwrap();
         assert_eq!(loaded.names(), Catalog::builtin().names());
+    }
+
+    #[test]
+    fn events_metric_checks_read_two_families() {
+        let c = Catalog::builtin();
+        let r = c.get("istiod-xds-rejects").unwrap();
+        assert!(!r.in_default_set);
+        assert_eq!(
+            r.families(),
+            vec!["pilot_xds_pushes", "pilot_total_xds_rejects"]
+        );
+        assert_eq!(r.slots(), 2);
+        let p = c.get("istiod-push-errors").unwrap();
+        assert!(
+            matches!(&p.kind, CheckKind::EventsRatio { events_metric, events_select }
+            if events_metric == "pilot_xds_pushes" && events_select.to_string().contains("senderr"))
+        );
+        let bad = CheckSpec::from_toml(
+            "name='a'\nkind='ratio'\nmetric='m'\nevents_metric='9x'\nbad='{a=\"b\"}'\n",
+            "e.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = bad.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"e.toml: events_metric"), "{keys:?}");
+        assert!(keys.contains(&"e.toml: bad"), "{keys:?}");
+        let orphan = CheckSpec::from_toml(
+            "name='a'\nkind='ratio'\nmetric='m'\nbad='{a=\"b\"}'\nevents_select='{a=\"b\"}'\n",
+            "o.toml",
+        )
+        .unwrap_err();
+        assert_eq!(orphan[0].key, "o.toml: events_select");
     }
 
     #[test]

@@ -31,16 +31,8 @@ async fn mesh(seed: u64, revs: (&str, &str), fault: Fault, stop: &CancellationTo
         seed,
         ..SimConfig::default()
     };
-    sim.baseline = RevisionSpec {
-        revision: revs.0.into(),
-        version: revs.0.replace('-', "."),
-        pods: 2,
-    };
-    sim.canary = RevisionSpec {
-        revision: revs.1.into(),
-        version: revs.1.replace('-', "."),
-        pods: 2,
-    };
+    sim.baseline = RevisionSpec::new(revs.0, &revs.0.replace('-', "."), 2);
+    sim.canary = RevisionSpec::new(revs.1, &revs.1.replace('-', "."), 2);
     let m = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
         .await
         .unwrap();

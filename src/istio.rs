@@ -1,0 +1,17 @@
+//! Istio upgrade intelligence: what meshgate knows about revisions beyond two sets of numbers.
+//!
+//! - [`observe`]: the gauges of each scraped page that say which versions run where
+//!   (`istio_build`, istiod's `pilot_xds{version}`) and what istiod costs (CPU, memory).
+//! - [`skew`]: the version skew guard, per cluster, with the primary-remote topology.
+//! - [`trigger`]: rollback triggers decided before the upgrade, evaluated on every tick.
+//! - [`plan`]: the upgrade plan (waves of namespaces) and its status.
+//! - [`api`]: their HTTP routes.
+
+pub mod api;
+pub mod observe;
+pub mod plan;
+pub mod skew;
+pub mod trigger;
+
+pub use observe::{Observer, TargetObservation};
+pub use skew::{SkewReport, Topology, Version};

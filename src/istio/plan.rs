@@ -1,0 +1,448 @@
+//! The upgrade plan: ordered waves of namespaces moving from one revision to another, each with a
+//! soak time and its checks. meshgate tracks it and advises (may the next wave start, what to run
+//! to roll the current one back); it never relabels a namespace itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::Target;
+
+/// `[plan]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Name, e.g. "1.24 -> 1.25".
+    #[serde(default)]
+    pub name: String,
+    /// The revision namespaces leave (`istio.io/rev` before), e.g. `1-24-2`.
+    pub from_revision: String,
+    /// The revision namespaces move to, e.g. `1-25-0`.
+    pub to_revision: String,
+    /// Waves, in order.
+    pub waves: Vec<Wave>,
+}
+
+/// `[[plan.waves]]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// Name, e.g. `staging`.
+    pub name: String,
+    /// Namespaces moved in this wave.
+    pub namespaces: Vec<String>,
+    /// How long the wave must be fully moved and judged GO before the next may start.
+    #[serde(with = "humantime_serde")]
+    pub soak: Duration,
+    /// Checks of the wave's analysis (default set when empty).
+    #[serde(default)]
+    pub checks: Vec<String>,
+}
+
+impl Plan {
+    /// Every problem, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.from_revision.is_empty() || self.to_revision.is_empty() {
+            out.push("plan: from_revision and to_revision are required".into());
+        } else if self.from_revision == self.to_revision {
+            out.push("plan.to_revision: is the same as from_revision".into());
+        }
+        if self.waves.is_empty() {
+            out.push("plan.waves: at least one wave is required".into());
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, w) in self.waves.iter().enumerate() {
+            if !names.insert(w.name.as_str()) || w.name.is_empty() {
+                out.push(format!(
+                    "plan.waves[{i}].name: empty or duplicate {:?}",
+                    w.name
+                ));
+            }
+            if w.namespaces.is_empty() {
+                out.push(format!("plan.waves[{i}].namespaces: must not be empty"));
+            }
+            for ns in &w.namespaces {
+                if let Some(prev) = seen.insert(ns, &w.name) {
+                    out.push(format!(
+                        "plan.waves[{i}].namespaces: {ns:?} is already in wave {prev:?}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The analysis id meshgate uses for a wave.
+    pub fn analysis_id(wave: &Wave) -> String {
+        format!("plan-{}", wave.name)
+    }
+
+    /// The analysis request of a wave: canary = proxies of the wave's namespaces on the new
+    /// revision, baseline = proxies still on the old revision.
+    pub fn analysis_for(&self, wave: &Wave) -> crate::config::AnalysisConfig {
+        let ns = wave
+            .namespaces
+            .iter()
+            .map(|n| regex::escape(n))
+            .collect::<Vec<_>>()
+            .join("|");
+        crate::config::AnalysisConfig {
+            name: Self::analysis_id(wave),
+            baseline: format!("{{role=\"proxy\", revision=\"{}\"}}", self.from_revision),
+            canary: format!(
+                "{{role=\"proxy\", revision=\"{}\", namespace=~\"{ns}\"}}",
+                self.to_revision
+            ),
+            checks: wave.checks.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where one namespace stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceState {
+    /// Every discovered proxy runs the old revision (or its label says so).
+    NotStarted,
+    /// Some proxies run the new revision, some the old (pods restarting).
+    Moving,
+    /// Every discovered proxy runs the new revision.
+    Moved,
+    /// No proxy discovered in it.
+    Empty,
+}
+
+/// One wave's status.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaveStatus {
+    /// Name.
+    pub name: String,
+    /// Per namespace: state and proxies on (old, new, other) revisions.
+    pub namespaces: BTreeMap<String, (NamespaceState, [usize; 3])>,
+    /// `not_started`, `moving`, `soaking`, `done`, `failed`.
+    pub phase: &'static str,
+    /// The wave analysis' verdict, if it exists.
+    pub verdict: Option<String>,
+    /// Its reason.
+    pub reason: Option<String>,
+    /// Seconds left of the soak, while soaking.
+    pub soak_left_seconds: Option<f64>,
+    /// What to run to roll this wave back (advice; meshgate never relabels).
+    pub rollback: Vec<String>,
+}
+
+/// The plan's status (`GET /v1/plan/status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanStatus {
+    /// Plan name.
+    pub name: String,
+    /// From -> to.
+    pub from_revision: String,
+    /// To.
+    pub to_revision: String,
+    /// The wave in progress (first not done), if any.
+    pub current_wave: Option<String>,
+    /// Whether the next wave may start now, and why (not).
+    pub next_wave_may_start: bool,
+    /// Explanation.
+    pub advice: String,
+    /// Every wave.
+    pub waves: Vec<WaveStatus>,
+}
+
+/// What the engine knows about a wave's analysis and soak.
+#[derive(Clone, Debug, Default)]
+pub struct WaveRuntime {
+    /// Verdict and reason of the wave's analysis.
+    pub verdict: Option<(String, String)>,
+    /// How long the wave has been fully moved.
+    pub moved_for: Option<Duration>,
+}
+
+/// Per namespace: proxies on (old, new, other) revisions, from the discovered targets.
+pub fn namespace_counts(plan: &Plan, targets: &[&Target]) -> BTreeMap<String, [usize; 3]> {
+    let mut out: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for t in targets {
+        if t.label("role") != Some("proxy") {
+            continue;
+        }
+        let Some(ns) = t.label("namespace") else {
+            continue;
+        };
+        let c = out.entry(ns.to_owned()).or_default();
+        match t.label("revision") {
+            Some(r) if r == plan.to_revision => c[1] += 1,
+            Some(r) if r == plan.from_revision => c[0] += 1,
+            _ => c[2] += 1,
+        }
+    }
+    out
+}
+
+fn ns_state(c: [usize; 3]) -> NamespaceState {
+    match c {
+        [0, 0, 0] => NamespaceState::Empty,
+        [_, 0, _] => NamespaceState::NotStarted,
+        [0, _, 0] => NamespaceState::Moved,
+        _ => NamespaceState::Moving,
+    }
+}
+
+/// Whether every namespace of a wave has moved (empty namespaces do not block).
+pub fn wave_moved(wave: &Wave, counts: &BTreeMap<String, [usize; 3]>) -> bool {
+    let states: Vec<NamespaceState> = wave
+        .namespaces
+        .iter()
+        .map(|n| ns_state(counts.get(n).copied().unwrap_or_default()))
+        .collect();
+    states.contains(&NamespaceState::Moved)
+        && states
+            .iter()
+            .all(|s| matches!(s, NamespaceState::Moved | NamespaceState::Empty))
+}
+
+/// Whether any namespace of a wave has started moving.
+pub fn wave_started(wave: &Wave, counts: &BTreeMap<String, [usize; 3]>) -> bool {
+    wave.namespaces.iter().any(|n| {
+        matches!(
+            ns_state(counts.get(n).copied().unwrap_or_default()),
+            NamespaceState::Moving | NamespaceState::Moved
+        )
+    })
+}
+
+/// The plan's status from the discovered targets and what the engine knows of each wave.
+pub fn status(
+    plan: &Plan,
+    counts: &BTreeMap<String, [usize; 3]>,
+    runtime: &[WaveRuntime],
+) -> PlanStatus {
+    let mut waves = Vec::new();
+    let mut current: Option<usize> = None;
+    for (i, w) in plan.waves.iter().enumerate() {
+        let rt = runtime.get(i).cloned().unwrap_or_default();
+        let namespaces: BTreeMap<String, (NamespaceState, [usize; 3])> = w
+            .namespaces
+            .iter()
+            .map(|n| {
+                let c = counts.get(n).copied().unwrap_or_default();
+                (n.clone(), (ns_state(c), c))
+            })
+            .collect();
+        let verdict = rt.verdict.as_ref().map(|(v, _)| v.as_str());
+        let moved = wave_moved(w, counts);
+        let soak_left = rt.moved_for.map(|d| w.soak.saturating_sub(d).as_secs_f64());
+        let phase = if verdict == Some("NO-GO") || verdict == Some("INCONCLUSIVE") {
+            "failed"
+        } else if !wave_started(w, counts) {
+            "not_started"
+        } else if !moved {
+            "moving"
+        } else if verdict == Some("GO") && soak_left == Some(0.0) {
+            "done"
+        } else {
+            "soaking"
+        };
+        if phase != "done" && current.is_none() {
+            current = Some(i);
+        }
+        let rollback = w
+            .namespaces
+            .iter()
+            .flat_map(|n| {
+                [
+                    format!(
+                        "kubectl label namespace {n} istio.io/rev={} --overwrite",
+                        plan.from_revision
+                    ),
+                    format!("kubectl rollout restart deployment -n {n}"),
+                ]
+            })
+            .collect();
+        waves.push(WaveStatus {
+            name: w.name.clone(),
+            namespaces,
+            phase,
+            verdict: verdict.map(str::to_owned),
+            reason: rt.verdict.map(|(_, r)| r),
+            soak_left_seconds: if phase == "soaking" { soak_left } else { None },
+            rollback,
+        });
+    }
+    let (may, advice) = match current {
+        None => (
+            false,
+            "every wave is done: the upgrade is complete".to_string(),
+        ),
+        Some(i) => {
+            let w = &waves[i];
+            let next = plan.waves.get(i + 1).map(|w| w.name.as_str());
+            match w.phase {
+                "failed" => (
+                    false,
+                    format!(
+                        "wave {} failed ({}): roll it back: {}",
+                        w.name,
+                        w.reason.clone().unwrap_or_default(),
+                        w.rollback.join(" && ")
+                    ),
+                ),
+                "not_started" if i == 0 || waves[i - 1].phase == "done" => (
+                    true,
+                    format!("wave {} may start: relabel its namespaces to istio.io/rev={} and restart their workloads", w.name, plan.to_revision),
+                ),
+                "not_started" => (false, format!("wave {} has not started", w.name)),
+                "moving" => (
+                    false,
+                    format!("wave {} is moving: not every namespace runs revision {} yet", w.name, plan.to_revision),
+                ),
+                _ => (
+                    false,
+                    format!(
+                        "wave {} is soaking: verdict {}, {:.0} s of soak left; {} waits",
+                        w.name,
+                        w.verdict.as_deref().unwrap_or("none yet"),
+                        w.soak_left_seconds.unwrap_or(f64::NAN),
+                        next.unwrap_or("nothing")
+                    ),
+                ),
+            }
+        }
+    };
+    PlanStatus {
+        name: plan.name.clone(),
+        from_revision: plan.from_revision.clone(),
+        to_revision: plan.to_revision.clone(),
+        current_wave: current.map(|i| plan.waves[i].name.clone()),
+        next_wave_may_start: may,
+        advice,
+        waves,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            name: "p".into(),
+            from_revision: "1-24-2".into(),
+            to_revision: "1-25-0".into(),
+            waves: vec![
+                Wave {
+                    name: "staging".into(),
+                    namespaces: vec!["staging".into()],
+                    soak: Duration::from_secs(60),
+                    checks: vec![],
+                },
+                Wave {
+                    name: "critical".into(),
+                    namespaces: vec!["shop".into(), "pay".into()],
+                    soak: Duration::from_secs(600),
+                    checks: vec![],
+                },
+            ],
+        }
+    }
+
+    fn t(ns: &str, rev: &str, i: usize) -> Target {
+        Target {
+            url: format!("http://{ns}-{rev}-{i}/"),
+            labels: [("role", "proxy"), ("namespace", ns), ("revision", rev)]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn waves_progress_from_discovery_and_verdicts() {
+        let p = plan();
+        assert!(p.problems().is_empty());
+        let targets = [
+            t("staging", "1-24-2", 0),
+            t("shop", "1-24-2", 0),
+            t("pay", "1-24-2", 0),
+        ];
+        let refs: Vec<&Target> = targets.iter().collect();
+        let s = status(&p, &namespace_counts(&p, &refs), &[]);
+        assert_eq!(s.current_wave.as_deref(), Some("staging"));
+        assert!(s.next_wave_may_start, "{}", s.advice);
+        // Staging half moved: moving.
+        let targets = [
+            t("staging", "1-24-2", 0),
+            t("staging", "1-25-0", 1),
+            t("shop", "1-24-2", 0),
+        ];
+        let refs: Vec<&Target> = targets.iter().collect();
+        let c = namespace_counts(&p, &refs);
+        let s = status(&p, &c, &[]);
+        assert_eq!(s.waves[0].phase, "moving");
+        assert!(!s.next_wave_may_start);
+        // Staging moved, GO, soak not over: soaking; then done and the next may start.
+        let targets = [t("staging", "1-25-0", 1), t("shop", "1-24-2", 0)];
+        let refs: Vec<&Target> = targets.iter().collect();
+        let c = namespace_counts(&p, &refs);
+        let go = WaveRuntime {
+            verdict: Some(("GO".into(), "ok".into())),
+            moved_for: Some(Duration::from_secs(30)),
+        };
+        let s = status(&p, &c, std::slice::from_ref(&go));
+        assert_eq!(s.waves[0].phase, "soaking");
+        assert_eq!(s.waves[0].soak_left_seconds, Some(30.0));
+        assert!(!s.next_wave_may_start);
+        let done = WaveRuntime {
+            moved_for: Some(Duration::from_secs(61)),
+            ..go
+        };
+        let s = status(&p, &c, &[done]);
+        assert_eq!(s.waves[0].phase, "done");
+        assert_eq!(s.current_wave.as_deref(), Some("critical"));
+        assert!(s.next_wave_may_start, "{}", s.advice);
+        // A NO-GO fails the wave and gives the rollback.
+        let bad = WaveRuntime {
+            verdict: Some(("NO-GO".into(), "5xx up".into())),
+            moved_for: Some(Duration::from_secs(10)),
+        };
+        let s = status(&p, &c, &[bad]);
+        assert_eq!(s.waves[0].phase, "failed");
+        assert!(!s.next_wave_may_start);
+        assert!(
+            s.advice
+                .contains("kubectl label namespace staging istio.io/rev=1-24-2 --overwrite"),
+            "{}",
+            s.advice
+        );
+    }
+
+    #[test]
+    fn plan_problems_and_wave_analysis() {
+        let mut p = plan();
+        p.waves[1].namespaces.push("staging".into());
+        p.to_revision = p.from_revision.clone();
+        let probs = p.problems();
+        assert!(
+            probs
+                .iter()
+                .any(|m| m.contains("already in wave \"staging\"")),
+            "{probs:?}"
+        );
+        assert!(
+            probs.iter().any(|m| m.starts_with("plan.to_revision")),
+            "{probs:?}"
+        );
+        let p = plan();
+        let a = p.analysis_for(&p.waves[1]);
+        assert_eq!(a.name, "plan-critical");
+        assert_eq!(
+            a.canary,
+            r#"{role="proxy", revision="1-25-0", namespace=~"shop|pay"}"#
+        );
+        assert!(a.problems("a").is_empty(), "{:?}", a.problems("a"));
+    }
+}
