@@ -10,7 +10,8 @@ pub mod mixture;
 pub mod rate;
 
 pub use analysis::{
-    log_sum_exp, Analysis, Certificate, CheckEvidence, CheckState, CohortQuality, Counts,
-    DataQuality, Settings, TestEvidence, TickInput, Verdict,
+    distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
+    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, Settings, TestEvidence,
+    TickInput, Verdict,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};
