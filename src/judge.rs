@@ -3,6 +3,7 @@
 //! Pure statistics and rules, no tokio: the daemon feeds per-tick deltas in and reads verdicts out.
 
 mod analysis;
+pub mod bench;
 pub mod betabinom;
 mod check;
 pub mod explain;

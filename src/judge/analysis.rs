@@ -310,6 +310,10 @@ pub struct Analysis {
     pub evidence: Vec<CheckEvidence>,
     /// Data quality at the last tick.
     pub quality: DataQuality,
+    /// The tick at which the ratio confidence bounds of the evidence were computed (they are
+    /// refreshed every few ticks and on every deciding tick).
+    #[serde(default)]
+    pub bounds_tick: u64,
 }
 
 /// One tick's input: per check, per cohort, the deltas of its slots.
@@ -373,8 +377,9 @@ impl Analysis {
             decided_after: None,
             evidence: Vec::new(),
             quality: DataQuality::default(),
+            bounds_tick: 0,
         };
-        a.evidence = a.build_evidence(checks);
+        a.evidence = a.build_evidence(checks, true);
         a
     }
 
@@ -389,10 +394,28 @@ impl Analysis {
         for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
             observe(state, spec, slots);
         }
-        self.evidence = self.build_evidence(specs);
+        // The ratio's confidence bounds only explain (the GO certificate and the NO-GO test do
+        // not use them) and cost most of a tick: recompute them every BOUNDS_EVERY ticks, and
+        // on any tick that decides, so a final verdict's evidence is always exact.
+        let fresh = self.ticks <= 1 || self.ticks % BOUNDS_EVERY == 0;
+        self.evidence = self.build_evidence(specs, fresh);
         let alpha = combined_alpha(self.settings.alpha, specs);
         // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
         self.ln_e = log_sum_exp(self.evidence.iter().map(|e| e.weight.ln() + e.e_value.ln()));
+        if !fresh {
+            let decisive = self.ln_e >= (1.0 / alpha).ln()
+                || self.elapsed >= self.settings.max_duration
+                || self.evidence.iter().any(|e| {
+                    e.policy.is_some() || e.veto_threshold.is_some_and(|t| e.e_value >= t)
+                })
+                || self.go_blocker(specs).is_none();
+            if decisive {
+                self.evidence = self.build_evidence(specs, true);
+                self.bounds_tick = self.ticks;
+            }
+        } else {
+            self.bounds_tick = self.ticks;
+        }
         // Policy first: it is not statistics and is reported as such.
         if let Some(e) = self.evidence.iter().find(|e| e.policy.is_some()) {
             let why = format!(
@@ -531,7 +554,7 @@ impl Analysis {
         None
     }
 
-    fn build_evidence(&self, specs: &[&CheckSpec]) -> Vec<CheckEvidence> {
+    fn build_evidence(&self, specs: &[&CheckSpec], fresh_bounds: bool) -> Vec<CheckEvidence> {
         let alpha = self.settings.alpha;
         let alpha_combined = combined_alpha(alpha, specs);
         let n_veto = specs.iter().filter(|c| c.veto).count();
@@ -539,15 +562,20 @@ impl Analysis {
         self.checks
             .iter()
             .zip(specs)
-            .map(|(state, spec)| {
+            .enumerate()
+            .map(|(ci, (state, spec))| {
                 let weight = spec.weight / total_weight;
                 let bw = boundary_weights(spec, state.tests.len());
                 let tests: Vec<TestEvidence> = state
                     .tests
                     .iter()
                     .zip(&bw)
-                    .map(|(t, w)| {
-                        let mut e = test_evidence(t, spec, alpha);
+                    .enumerate()
+                    .map(|(ti, (t, w))| {
+                        let prev = (!fresh_bounds)
+                            .then(|| self.evidence.get(ci).and_then(|e| e.tests.get(ti)))
+                            .flatten();
+                        let mut e = test_evidence(t, spec, alpha, prev);
                         e.weight = spec.is_histogram().then_some(*w);
                         e
                     })
@@ -659,10 +687,21 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
     }
 }
 
-fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
+fn test_evidence(
+    t: &TestState,
+    spec: &CheckSpec,
+    alpha: f64,
+    prev: Option<&TestEvidence>,
+) -> TestEvidence {
     let p = &t.process;
     let tot = p.totals();
-    let upper = p.upper_bound(alpha);
+    let (upper, lower) = match prev {
+        Some(e) => (
+            e.ratio_upper_bound.unwrap_or(f64::INFINITY),
+            e.ratio_lower_bound,
+        ),
+        None => (p.upper_bound(alpha), p.lower_bound(alpha)),
+    };
     let canary_rate_upper_bound = rate_upper_bound(tot.events_b, tot.exposure_b, alpha);
     let certified_by = if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
         Some(Certificate::Ratio)
@@ -687,7 +726,7 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
         e_value_drop,
         weight: None,
         ratio_estimate: p.estimate(),
-        ratio_lower_bound: p.lower_bound(alpha),
+        ratio_lower_bound: lower,
         ratio_upper_bound: Some(upper).filter(|u| u.is_finite()),
         canary_rate_upper_bound,
         certified_by,
@@ -815,6 +854,9 @@ fn resolution_note(boundaries: &[f64], tests: &[TestEvidence], unbucketed: f64) 
     }
     s
 }
+
+/// Ticks between recomputations of the ratio confidence bounds in the evidence.
+const BOUNDS_EVERY: u64 = 4;
 
 /// The level of the combined test: alpha, or alpha / 2 when veto checks take the other half.
 fn combined_alpha(alpha: f64, specs: &[&CheckSpec]) -> f64 {
@@ -1011,6 +1053,8 @@ mod tests {
         assert_eq!(v, Verdict::NoGo);
         assert!(a.reason.contains("error-rate"), "{}", a.reason);
         assert!(a.evidence[0].tests[0].ratio_lower_bound > 1.25);
+        // The deciding tick's evidence carries fresh bounds.
+        assert_eq!(a.bounds_tick, a.ticks);
         assert!(a.decided_after.unwrap() < Duration::from_secs(300));
     }
 
@@ -1022,6 +1066,12 @@ mod tests {
         let v = run(&mut a, spec, 40, 20_000.0, 0.001, 0.001, good_quality());
         assert_eq!(v, Verdict::Go, "{}", a.reason);
         assert!(a.decided_after.unwrap() >= Duration::from_secs(60));
+        assert_eq!(a.bounds_tick, a.ticks);
+        let fresh = a.evidence[0].tests[0].ratio_upper_bound.unwrap();
+        assert_eq!(
+            Some(fresh),
+            Some(a.checks[0].tests[0].process.upper_bound(0.05)).filter(|u| u.is_finite())
+        );
     }
 
     #[test]
