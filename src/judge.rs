@@ -3,6 +3,7 @@
 //! Pure statistics and rules, no tokio: the daemon feeds per-tick deltas in and reads verdicts out.
 
 mod analysis;
+pub mod bench;
 pub mod betabinom;
 mod check;
 pub mod explain;
@@ -10,7 +11,8 @@ pub mod mixture;
 pub mod rate;
 
 pub use analysis::{
-    log_sum_exp, Analysis, Certificate, CheckEvidence, CheckState, CohortQuality, Counts,
-    DataQuality, Settings, TestEvidence, TickInput, Verdict,
+    distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
+    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, Settings, TestEvidence,
+    TickInput, Verdict,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};

@@ -146,6 +146,28 @@ enum Command {
         #[arg(long)]
         file_sd: Option<PathBuf>,
     },
+    /// Benchmark the judge's decisions against Kayenta- and Flagger-style judges on simulated streams.
+    BenchJudge {
+        /// Runs per A/A scenario.
+        #[arg(long, default_value_t = 10_000)]
+        aa_runs: usize,
+        /// Runs per regression scenario.
+        #[arg(long, default_value_t = 1_000)]
+        runs: usize,
+        /// Seed of the simulated streams.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated scenario names (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Exit 1 when meshgate's A/A false-alarm rate at 2 h (plain Poisson) is clearly above
+        /// this: the lower end of its Wilson 95% interval exceeds it.
+        #[arg(long)]
+        fail_above: Option<f64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +225,34 @@ fn default_filter(cmd: &Command) -> EnvFilter {
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::BenchJudge {
+            aa_runs,
+            runs,
+            seed,
+            scenarios,
+            threads,
+            fail_above,
+        } => {
+            let report = meshgate::judge::bench::run(&meshgate::judge::bench::Options {
+                aa_runs,
+                runs,
+                seed,
+                scenarios,
+                threads,
+            });
+            println!("{report}");
+            let (fa, n) = report
+                .aa_false_alarms("aa-poisson", "meshgate")
+                .unwrap_or((0, 0));
+            let lower = meshgate::judge::bench::wilson(fa, n).0;
+            Ok(match fail_above {
+                Some(limit) if lower > limit => {
+                    eprintln!("error: meshgate A/A false alarms {fa}/{n}: Wilson lower bound {lower:.4} > {limit}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            })
+        }
         Command::Serve { config } => serve(&config).await,
         Command::Gate {
             server,

@@ -97,6 +97,17 @@ pub struct CheckSpec {
     pub source: String,
     /// Used by analyses that name no checks (`default = false` in the file leaves it out).
     pub in_default_set: bool,
+    /// `sided = "two"`: a drop beyond the margin (psi < 1 / (1 + margin)) is a regression too.
+    pub two_sided: bool,
+    /// Ratio checks: any canary event while the baseline has none (with `min_exposure`
+    /// requests) is a NO-GO by policy, reported apart from the statistical evidence.
+    pub zero_baseline_rule: bool,
+    /// `veto = true`: the check alone can end the analysis in NO-GO, at its share of alpha / 2
+    /// (see the README, "Many checks at once").
+    pub veto: bool,
+    /// Histogram checks: weight of each boundary in the check's e-value (normalised; empty =
+    /// equal weights).
+    pub boundary_weights: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +145,14 @@ struct CheckFile {
     /// Part of the default set (analyses that name no checks); control-plane checks say false.
     #[serde(default = "default_true")]
     default: bool,
+    #[serde(default)]
+    sided: Option<String>,
+    #[serde(default)]
+    zero_baseline_rule: bool,
+    #[serde(default)]
+    veto: bool,
+    #[serde(default)]
+    boundary_weights: Option<Vec<f64>>,
     /// PromQL that yields the same counts on a Prometheus backend (documentation for now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -278,8 +297,48 @@ impl CheckSpec {
                 problems.push(ConfigProblem::new(key("slo"), "must be within (0, 1)"));
             }
         }
+        let two_sided = match file.sided.as_deref() {
+            None | Some("one") => false,
+            Some("two") => true,
+            Some(other) => {
+                problems.push(ConfigProblem::new(
+                    key("sided"),
+                    format!("{other:?} is neither \"one\" nor \"two\""),
+                ));
+                false
+            }
+        };
+        if file.zero_baseline_rule
+            && !matches!(
+                kind,
+                Some(CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. })
+            )
+        {
+            problems.push(ConfigProblem::new(
+                key("zero_baseline_rule"),
+                "applies to kind \"ratio\" only",
+            ));
+        }
+        let boundary_weights = file.boundary_weights.clone().unwrap_or_default();
+        if !boundary_weights.is_empty() {
+            match &kind {
+                Some(CheckKind::HistogramTail { boundaries })
+                    if boundaries.len() == boundary_weights.len()
+                        && file.boundaries.as_ref() == Some(boundaries)
+                        && boundary_weights.iter().all(|w| w.is_finite() && *w >= 0.0)
+                        && boundary_weights.iter().any(|w| *w > 0.0) => {}
+                _ => problems.push(ConfigProblem::new(
+                    key("boundary_weights"),
+                    "needs kind \"histogram_tail\" with increasing boundaries and one non-negative weight per boundary, not all zero",
+                )),
+            }
+        }
         match (problems.is_empty(), kind) {
             (true, Some(kind)) => Ok(CheckSpec {
+                two_sided,
+                zero_baseline_rule: file.zero_baseline_rule,
+                veto: file.veto,
+                boundary_weights,
                 name: file.name,
                 description: file.description,
                 metric: file.metric,
@@ -491,6 +550,12 @@ pub struct CheckInfo {
     /// Bad-series selector for ratio checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bad: Option<String>,
+    /// `one` or `two` (a drop is a regression too).
+    pub sided: &'static str,
+    /// Can end the analysis in NO-GO alone.
+    pub veto: bool,
+    /// Canary events over a silent baseline are a NO-GO by policy.
+    pub zero_baseline_rule: bool,
 }
 
 impl From<&CheckSpec> for CheckInfo {
@@ -521,6 +586,9 @@ impl From<&CheckSpec> for CheckInfo {
             slo: c.slo,
             boundaries,
             bad,
+            sided: if c.two_sided { "two" } else { "one" },
+            veto: c.veto,
+            zero_baseline_rule: c.zero_baseline_rule,
         }
     }
 }
@@ -614,5 +682,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(unknown[0].message.contains("foo"), "{unknown:?}");
+    }
+
+    #[test]
+    fn new_keys_parse_and_are_checked() {
+        let ok = CheckSpec::from_toml(
+            "name='r'\nkind='ratio'\nmetric='m'\nbad='{a=\"b\"}'\nsided='two'\nzero_baseline_rule=true\nveto=true\n",
+            "r.toml",
+        )
+        .unwrap();
+        assert!(ok.two_sided && ok.zero_baseline_rule && ok.veto);
+        let h = CheckSpec::from_toml(
+            "name='h'\nkind='histogram_tail'\nmetric='m'\nboundaries=[100.0, 250.0]\nboundary_weights=[3.0, 1.0]\n",
+            "h.toml",
+        )
+        .unwrap();
+        assert_eq!(h.boundary_weights, vec![3.0, 1.0]);
+        assert!(!h.two_sided && !h.veto);
+        let bad = CheckSpec::from_toml(
+            "name='h'\nkind='histogram_tail'\nmetric='m'\nboundaries=[250.0, 100.0]\nboundary_weights=[1.0, 1.0]\nsided='both'\nzero_baseline_rule=true\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<String> = bad.iter().map(|p| p.key.clone()).collect();
+        for k in ["sided", "zero_baseline_rule", "boundary_weights"] {
+            assert!(
+                keys.contains(&format!("b.toml: {k}")),
+                "missing {k}: {keys:?}"
+            );
+        }
     }
 }

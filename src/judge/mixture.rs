@@ -155,6 +155,10 @@ pub struct RatioEProcess {
     nogo_ln_w: Vec<f64>,
     /// Log-weights of the GO certificate (alternatives psi_j <= 1 + m), for j = 0..=i_null.
     go_ln_w: Vec<f64>,
+    /// Index of the largest grid point <= 1 / (1 + margin): the null of the drop test.
+    i_drop: usize,
+    /// Log-weights of the drop test (alternatives psi_j <= psi_{i_drop}), for j = 0..=i_drop.
+    drop_ln_w: Vec<f64>,
 }
 
 /// Which side of psi0 the alternatives lie on.
@@ -281,10 +285,21 @@ impl RatioEProcess {
             i_null,
             nogo_ln_w: Vec::new(),
             go_ln_w: Vec::new(),
+            i_drop: 0,
+            drop_ln_w: Vec::new(),
         };
         let k = p.k_for(p.state.params.alpha);
         p.nogo_ln_w = p.ln_weights(i_null, Side::Above, k);
         p.go_ln_w = p.ln_weights(i_null, Side::Below, k);
+        // The drop test's null psi >= 1 / (1 + m) sits inside psi >= psi_{i_drop}: testing the
+        // wider null at a grid point is conservative and keeps the exact cell weights.
+        let low = 1.0 / (1.0 + p.state.params.margin);
+        p.i_drop = p
+            .psi
+            .iter()
+            .rposition(|&v| v <= low * (1.0 + 1e-12))
+            .unwrap_or(0);
+        p.drop_ln_w = p.ln_weights(p.i_drop, Side::Below, k);
         p
     }
 
@@ -346,6 +361,21 @@ impl RatioEProcess {
     /// the margin). NO-GO when >= ln(1/alpha).
     pub fn ln_e(&self) -> f64 {
         self.ln_e_test(self.i_null, Side::Above, &self.nogo_ln_w)
+    }
+
+    /// ln of the e-process against H0: psi >= 1 / (1 + margin) (canary not lower beyond the
+    /// margin): the other half of a two-sided check, for metrics where a drop is also bad
+    /// (the null is widened to the nearest grid point below 1 / (1 + margin), conservatively).
+    pub fn ln_e_drop(&self) -> f64 {
+        self.ln_e_test(self.i_drop, Side::Below, &self.drop_ln_w)
+    }
+
+    /// ln of the two-sided e-process against H0: 1 / (1 + m) <= psi <= 1 + m: the average of
+    /// the rise test and the drop test. Each is an e-process under H0, so their mean is one.
+    pub fn ln_e_two_sided(&self) -> f64 {
+        let (u, d) = (self.ln_e(), self.ln_e_drop());
+        let m = u.max(d);
+        m + (0.5 * ((u - m).exp() + (d - m).exp())).ln()
     }
 
     /// ln of the e-process against H0: psi >= 1 + margin; the GO certificate tests it.
@@ -713,6 +743,53 @@ mod tests {
             margin,
             target_events: target,
         }
+    }
+
+    #[test]
+    fn drop_test_mirrors_the_closed_form_with_cohorts_swapped() {
+        // psi -> 1 / psi with A and B swapped maps the drop test at psi_{i_drop} onto the
+        // one-sided closed form with margin 1 / psi_{i_drop} - 1 (share 0.5 is symmetric).
+        for &(margin, target) in &[(0.25, 100.0), (0.0, 50.0), (1.0, 200.0)] {
+            let base = RatioEProcess::new(params(margin, target));
+            let psi0 = base.psi[base.i_drop];
+            assert!(psi0 <= 1.0 / (1.0 + margin) + 1e-12 && psi0 > 0.98 / (1.0 + margin));
+            let k = choose_k(0.05, 0.5, target, true);
+            for &n in &[10.0, 100.0, 1e3, 1e4] {
+                for i in 0..=20 {
+                    let na = (n * (0.3 + 0.5 * f64::from(i) / 20.0)).round();
+                    let nb = n - na;
+                    let mut p = base.clone();
+                    p.observe(na, nb, 1.0, 1.0);
+                    let closed = ln_e_one_sided(nb, na, 0.5, k, 1.0 / psi0 - 1.0);
+                    if closed > -3.0 {
+                        let d = (p.ln_e_drop() - closed).abs();
+                        assert!(
+                            d < 0.1,
+                            "m {margin} n {n} na {na}: {} vs {closed}",
+                            p.ln_e_drop()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_sided_is_the_mean_and_sees_both_directions() {
+        let mut up = RatioEProcess::new(params(0.25, 100.0));
+        let mut down = up.clone();
+        up.observe(20.0, 80.0, 1.0, 1.0);
+        down.observe(80.0, 20.0, 1.0, 1.0);
+        for p in [&up, &down] {
+            let mean = 0.5 * (p.ln_e().exp() + p.ln_e_drop().exp());
+            assert!((p.ln_e_two_sided() - mean.ln()).abs() < 1e-12);
+            assert!(
+                p.ln_e_two_sided() > (20.0f64).ln(),
+                "{}",
+                p.ln_e_two_sided()
+            );
+        }
+        assert!(down.ln_e() < 0.0 && up.ln_e_drop() < 0.0);
     }
 
     /// Largest |mixture - closed form| at share 0.5 over a sweep of counts, per total-count band.

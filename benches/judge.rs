@@ -1,0 +1,138 @@
+//! One tick of an analysis with 10 histogram checks over Envoy's 20-bucket latency histograms.
+//!
+//! `tick/full` is `Analysis::tick` as the daemon calls it: e-values, verdict rules and the whole
+//! evidence document (anytime-valid confidence bounds and fixed-horizon statistics per test);
+//! `tick/decision` is the part the verdict needs (observe, NO-GO e-value, GO certificate).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use meshgate::judge::mixture::{RatioEProcess, RatioParams};
+use meshgate::judge::{Analysis, CheckSpec, CohortQuality, DataQuality, Settings, TickInput};
+
+/// Slot deltas of one tick for a 4-boundary histogram check: 750 requests per cohort, a tail
+/// of 12% above 100 ms, 2% above 250 ms, 0.5% above 500 ms, 0.03% above 1 s.
+fn slots(i: u64) -> [Vec<f64>; 2] {
+    let side = |n: f64| {
+        let above = [0.12, 0.02, 0.005, 0.0003];
+        let mut v = vec![n];
+        v.extend(above.iter().map(|a| (n * (1.0 - a)).round()));
+        v.extend(above.iter().map(|_| n));
+        v
+    };
+    let wobble = (i % 7) as f64;
+    [side(750.0 + wobble), side(740.0 + 2.0 * wobble)]
+}
+
+fn specs() -> Vec<CheckSpec> {
+    (0..10)
+        .map(|i| {
+            CheckSpec::from_toml(
+                &format!(
+                    "name='lat{i}'\nkind='histogram_tail'\nmetric='m{i}'\nboundaries=[100.0, 250.0, 500.0, 1000.0]\nslo=0.002\n"
+                ),
+                "bench.toml",
+            )
+            .expect("valid check")
+        })
+        .collect()
+}
+
+fn quality() -> DataQuality {
+    let q = CohortQuality {
+        targets: 5,
+        fresh: 5,
+        ..Default::default()
+    };
+    DataQuality {
+        baseline: q.clone(),
+        canary: q,
+        overlapping_series: 0,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let owned = specs();
+    let specs: Vec<&CheckSpec> = owned.iter().collect();
+    let settings = Settings {
+        alpha: 0.05,
+        min_duration: Duration::from_secs(300),
+        max_duration: Duration::from_secs(7200),
+        min_exposure: 100.0,
+    };
+    let mut warm = Analysis::new(settings, &specs);
+    // Ten minutes of data first, as in a running analysis.
+    for i in 0..40u64 {
+        let input: Vec<[Vec<f64>; 2]> = (0..10).map(|_| slots(i)).collect();
+        warm.tick(
+            &specs,
+            TickInput {
+                slots: &input,
+                quality: quality(),
+                elapsed: Duration::from_secs(15 * (i + 1)),
+            },
+        );
+    }
+    let input: Vec<[Vec<f64>; 2]> = (0..10).map(|_| slots(41)).collect();
+    let mut g = c.benchmark_group("tick");
+    g.measurement_time(Duration::from_secs(5));
+    g.sample_size(30);
+    g.bench_function("full", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut a| {
+                // A fresh (non-final) copy each time: the warm-up must not have decided.
+                a.verdict = meshgate::judge::Verdict::Pending;
+                black_box(a.tick(
+                    &specs,
+                    TickInput {
+                        slots: &input,
+                        quality: quality(),
+                        elapsed: Duration::from_secs(615),
+                    },
+                ))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The decision path alone on the same data: 40 e-processes (10 checks x 4 boundaries).
+    let mut procs: Vec<RatioEProcess> = (0..40)
+        .map(|_| {
+            RatioEProcess::new(RatioParams {
+                alpha: 0.05,
+                margin: 0.25,
+                target_events: 100.0,
+            })
+        })
+        .collect();
+    for i in 0..40u64 {
+        let [a, b] = slots(i);
+        for (j, p) in procs.iter_mut().enumerate() {
+            let k = j % 4;
+            p.observe(a[0] - a[1 + k], b[0] - b[1 + k], a[0], b[0]);
+        }
+    }
+    let [a, b] = slots(41);
+    g.bench_function("decision", |bch| {
+        bch.iter_batched(
+            || procs.clone(),
+            |mut ps| {
+                let mut go = true;
+                let mut e = 0.0;
+                for (j, p) in ps.iter_mut().enumerate() {
+                    let k = j % 4;
+                    p.observe(a[0] - a[1 + k], b[0] - b[1 + k], a[0], b[0]);
+                    e += p.ln_e().exp();
+                    go &= p.certifies_not_worse();
+                }
+                black_box((e, go))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
