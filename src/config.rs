@@ -36,6 +36,19 @@ pub struct Config {
     pub judge: JudgeConfig,
     /// Analyses started with the daemon.
     pub analyses: Vec<AnalysisConfig>,
+    /// Where state survives restarts.
+    pub store: StoreConfig,
+    /// Who may call the API.
+    pub auth: crate::auth::AuthConfig,
+}
+
+/// `[store]`: the embedded store; no path keeps everything in memory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// File of the redb database (created when missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[server]`
@@ -373,6 +386,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "queries",
     "judge",
     "analyses",
+    "store",
+    "auth",
 ];
 
 // === impl Config ===
@@ -447,6 +462,8 @@ impl Config {
             queries: section(&table, "queries", &mut problems),
             judge: section(&table, "judge", &mut problems),
             analyses: list(&table, "analyses", &mut problems),
+            store: section(&table, "store", &mut problems),
+            auth: section(&table, "auth", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -542,6 +559,7 @@ impl Config {
                 out.push(ConfigProblem::new("judge.tick", "must be at least 100ms"));
             }
         }
+        out.extend(self.auth.problems());
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.analyses.iter().enumerate() {
             out.extend(a.problems(&format!("analyses[{i}]")));

@@ -14,11 +14,14 @@
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
+//! - [`auth`]: bearer tokens and scopes for the API.
+//! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
 pub mod api;
+pub mod auth;
 pub mod cohort;
 pub mod config;
 pub mod daemon;
@@ -28,4 +31,5 @@ pub mod judge;
 pub mod parse;
 pub mod scrape;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

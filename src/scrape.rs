@@ -42,6 +42,17 @@ pub enum ScrapeError {
     /// The HTTP client could not be built.
     #[error("cannot build http client: {0}")]
     Client(String),
+    /// The page does not end with a newline: cut short, so its last value may be cut too.
+    #[error("page truncated: {0} bytes without a final newline, page dropped")]
+    Truncated(usize),
+    /// Nothing on the page parsed.
+    #[error("page is not in the Prometheus text format: no valid sample, {count} malformed line(s), first: {first}")]
+    Garbage {
+        /// Malformed lines.
+        count: usize,
+        /// The first one.
+        first: String,
+    },
 }
 
 impl ScrapeError {
@@ -55,6 +66,8 @@ impl ScrapeError {
             ScrapeError::Body(_) => "body",
             ScrapeError::Utf8(_) => "utf8",
             ScrapeError::Client(_) => "client",
+            ScrapeError::Truncated(_) => "truncated",
+            ScrapeError::Garbage { .. } => "garbage",
         }
     }
 }
@@ -88,6 +101,10 @@ pub struct TargetHealth {
     pub failures: u64,
     /// Failures in a row.
     pub consecutive_failures: u64,
+    /// Repeated series on the last page (only the first value of each counts).
+    pub last_duplicates: usize,
+    /// Counter resets on the last page (a value below the previous one).
+    pub last_resets: usize,
     #[serde(skip)]
     /// When the last good scrape finished (monotonic).
     pub last_success_at: Option<Instant>,
@@ -109,6 +126,8 @@ impl TargetHealth {
             scrapes: 0,
             failures: 0,
             consecutive_failures: 0,
+            last_duplicates: 0,
+            last_resets: 0,
             last_success_at: None,
         }
     }
@@ -130,6 +149,8 @@ pub struct TargetReport {
     pub resets: usize,
     /// Series matching both cohorts.
     pub overlaps: usize,
+    /// The target's series values after this page, when a store keeps them.
+    pub state: Option<Arc<crate::cohort::SeriesSnapshot>>,
 }
 
 /// Runs the per-target loops.
@@ -139,6 +160,10 @@ pub struct Scraper {
     permits: Arc<Semaphore>,
     health: HealthMap,
     metrics: Arc<Metrics>,
+    /// Series values read back from the store, taken by each target's loop when it starts.
+    restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
+    restored_generation: u64,
+    persist: bool,
 }
 
 // === impl Scraper ===
@@ -165,7 +190,24 @@ impl Scraper {
             permits,
             health,
             metrics,
+            restored: Default::default(),
+            restored_generation: 0,
+            persist: false,
         })
+    }
+
+    /// Send each target's series values with every report (for the store), starting from
+    /// `restored` (values stored before a restart, valid for analyses of routing generation up
+    /// to `generation`).
+    pub fn persisting(
+        mut self,
+        restored: HashMap<String, crate::cohort::SeriesSnapshot>,
+        generation: u64,
+    ) -> Self {
+        self.restored = std::sync::Mutex::new(restored);
+        self.restored_generation = generation;
+        self.persist = true;
+        self
     }
 
     /// Follow the target set: start a loop per new target, stop loops of removed ones.
@@ -225,6 +267,14 @@ impl Scraper {
     ) {
         let url: Arc<str> = target.url.as_str().into();
         let mut acc = TargetAccumulator::new(target.labels.clone());
+        let stored = self
+            .restored
+            .lock()
+            .expect("restored lock")
+            .remove(&target.url);
+        if let Some(snap) = stored {
+            acc.restore(&snap, self.restored_generation);
+        }
         let interval = self.cfg.interval;
         // A stable offset per target spreads the scrapes over the interval (as Prometheus does).
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -257,7 +307,24 @@ impl Scraper {
                     let ingest = {
                         let routing = routing.borrow().clone();
                         match std::str::from_utf8(&body) {
-                            Ok(text) => Ok((acc.ingest(text, &routing), routing.generation)),
+                            Ok(text) if !text.is_empty() && !text.ends_with('\n') => {
+                                Err(ScrapeError::Truncated(text.len()))
+                            }
+                            Ok(text) => {
+                                let rep = acc.ingest(text, &routing);
+                                if rep.samples == 0 && rep.error_count > 0 {
+                                    Err(ScrapeError::Garbage {
+                                        count: rep.error_count,
+                                        first: rep
+                                            .errors
+                                            .first()
+                                            .map(|e| e.to_string())
+                                            .unwrap_or_default(),
+                                    })
+                                } else {
+                                    Ok((rep, routing.generation))
+                                }
+                            }
                             Err(e) => Err(ScrapeError::Utf8(e.valid_up_to())),
                         }
                     };
@@ -271,6 +338,7 @@ impl Scraper {
                                 deltas: rep.deltas,
                                 resets: rep.resets,
                                 overlaps: rep.overlaps,
+                                state: self.persist.then(|| Arc::new(acc.export())),
                             }
                         }
                         Err(e) => {
@@ -331,6 +399,8 @@ impl Scraper {
             h.series = rep.series;
             h.last_parse_errors = rep.error_count;
             h.last_parse_error = rep.errors.first().map(|e| e.to_string());
+            h.last_duplicates = rep.duplicates;
+            h.last_resets = rep.resets;
             h.scrapes += 1;
             h.consecutive_failures = 0;
         }
