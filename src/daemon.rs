@@ -586,10 +586,11 @@ impl Engine {
                     continue; // a pod that went away during the upgrade: not stale, gone
                 }
                 q.targets += 1;
-                let fresh = health
-                    .get(url.as_ref())
-                    .and_then(|h| h.last_success_at)
-                    .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after);
+                let fresh = health.get(url.as_ref()).is_some_and(|h| {
+                    h.last_success_at
+                        .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after)
+                        && h.consecutive_reset_pages < crate::scrape::UNRELIABLE_RESET_PAGES
+                });
                 if fresh {
                     q.fresh += 1;
                 } else {

@@ -105,6 +105,9 @@ pub struct TargetHealth {
     pub last_duplicates: usize,
     /// Counter resets on the last page (a value below the previous one).
     pub last_resets: usize,
+    /// Good pages in a row with a counter reset: a target whose counters keep going backwards
+    /// is broken, not restarting, and its data is not fresh (see [`UNRELIABLE_RESET_PAGES`]).
+    pub consecutive_reset_pages: u64,
     #[serde(skip)]
     /// When the last good scrape finished (monotonic).
     pub last_success_at: Option<Instant>,
@@ -128,10 +131,15 @@ impl TargetHealth {
             consecutive_failures: 0,
             last_duplicates: 0,
             last_resets: 0,
+            consecutive_reset_pages: 0,
             last_success_at: None,
         }
     }
 }
+
+/// Pages in a row with a counter reset after which a target's data counts as not fresh: a pod
+/// restart resets once; counters that go backwards on page after page are a broken exporter.
+pub const UNRELIABLE_RESET_PAGES: u64 = 3;
 
 /// Health of every target, shared with the API and the engine.
 pub type HealthMap = Arc<RwLock<HashMap<String, TargetHealth>>>;
@@ -401,6 +409,11 @@ impl Scraper {
             h.last_parse_error = rep.errors.first().map(|e| e.to_string());
             h.last_duplicates = rep.duplicates;
             h.last_resets = rep.resets;
+            if rep.resets > 0 {
+                h.consecutive_reset_pages += 1;
+            } else {
+                h.consecutive_reset_pages = 0;
+            }
             h.scrapes += 1;
             h.consecutive_failures = 0;
         }
@@ -448,7 +461,7 @@ pub async fn fetch(
             )
             .send()
             .await
-            .map_err(|e| ScrapeError::Request(error_chain(&e)))?;
+            .map_err(|e| request_error(&e, timeout))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -457,11 +470,13 @@ pub async fn fetch(
         }
         let mut body =
             Vec::with_capacity(resp.content_length().unwrap_or(64 * 1024).min(cap as u64) as usize);
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Body(error_chain(&e)))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                ScrapeError::Timeout(timeout)
+            } else {
+                ScrapeError::Body(error_chain(&e))
+            }
+        })? {
             if body.len() + chunk.len() > cap {
                 return Err(ScrapeError::TooLarge(cap));
             }
@@ -472,6 +487,15 @@ pub async fn fetch(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| ScrapeError::Timeout(timeout))?
+}
+
+/// The client's own timeout (set to the same value) is a timeout, not a failed request.
+fn request_error(e: &reqwest::Error, timeout: Duration) -> ScrapeError {
+    if e.is_timeout() {
+        ScrapeError::Timeout(timeout)
+    } else {
+        ScrapeError::Request(error_chain(e))
+    }
 }
 
 /// The error with its causes, which reqwest keeps in the source chain.
