@@ -621,6 +621,54 @@ mod tests {
         assert!(acc.ingest(&page(5, 5, 5, 5), &r).deltas.is_empty());
     }
 
+    #[test]
+    fn duplicates_count_once_and_returning_series_do_not_count_whole() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let line = |v: u64| {
+            format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n")
+        };
+        acc.ingest(&line(100), &r);
+        let rep = acc.ingest(&(line(110) + &line(999_999)), &r);
+        assert_eq!(rep.duplicates, 1);
+        assert_eq!(get(&rep, 0, 0), 10.0, "the repeat is ignored");
+        assert_eq!(get(&acc.ingest(&line(120), &r), 0, 0), 10.0);
+        // Forgotten by the TTL (pages without it), then back: a new starting point, no delta.
+        let other = "istio_requests_total{reporter=\"destination\",response_code=\"500\"} 1\n";
+        for _ in 0..30 {
+            acc.ingest(other, &r);
+        }
+        let back = acc.ingest(&line(5000), &r);
+        assert_eq!(back.returned, 1);
+        assert_eq!(get(&back, 0, 0), 0.0, "not its whole value");
+        assert_eq!(get(&acc.ingest(&line(5007), &r), 0, 0), 7.0);
+    }
+
+    #[test]
+    fn restored_values_give_deltas_since_them() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 2, 90, 10), &r);
+        let snap = acc.export();
+        let mut again = TargetAccumulator::new(labels("new"));
+        again.restore(&snap, 1);
+        let rep = again.ingest(&page(150, 5, 130, 20), &r);
+        assert_eq!(
+            get(&rep, 0, 0),
+            53.0,
+            "the first page after a restart gives deltas"
+        );
+        assert_eq!(get(&rep, 0, 1), 3.0);
+        let mut newer = TargetAccumulator::new(labels("new"));
+        newer.restore(&snap, 0);
+        let mut r2 = routing(2);
+        r2.analyses[0].since_generation = 2;
+        assert!(
+            newer.ingest(&page(150, 5, 130, 20), &r2).deltas.is_empty(),
+            "an analysis created after the restart gets nothing from before it"
+        );
+    }
+
     proptest! {
         /// Whatever the sequence of counter values (growth, resets, repeats), deltas are never
         /// negative, and without resets they sum to last - first: order of scrapes respected.
