@@ -27,6 +27,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod judge;
 pub mod parse;
 pub mod scrape;

@@ -118,8 +118,10 @@ async fn serve_one(srv: Arc<FaultServer>, mut s: TcpStream) {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
                 .await;
-            let chunk = "# padding padding padding padding padding padding padding\n".repeat(100);
-            for _ in 0..1000 {
+            // 1 MiB chunks, no length announced: the cap must stop the read part-way.
+            let chunk =
+                "# padding padding padding padding padding padding padding\n".repeat(18_000);
+            for _ in 0..16 {
                 let c = format!("{:x}\r\n{chunk}\r\n", chunk.len());
                 if s.write_all(c.as_bytes()).await.is_err() {
                     return;
