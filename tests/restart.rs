@@ -135,18 +135,15 @@ async fn sigkill_mid_analysis_resumes_with_its_evidence_and_same_verdict() {
     wait_ready(&c, pb, &mut b).await;
 
     // Let B collect for a while, note its evidence a little before the kill, then SIGKILL it.
-    let mut before = None;
     let t0 = Instant::now();
-    loop {
+    let before = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let v = verdict(&c, pb).await.expect("B answers");
         if v["elapsed_seconds"].as_f64().unwrap() >= 3.0 && canary_exposure(&v) > 0.0 {
-            before = Some(v);
-            break;
+            break v;
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "B never collected");
-    }
-    let before = before.unwrap();
+    };
     assert_eq!(before["verdict"], "PENDING", "{before:#}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     b.kill().unwrap(); // SIGKILL: no flush, no shutdown path
