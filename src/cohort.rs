@@ -145,6 +145,18 @@ pub struct IngestReport {
     pub error_count: usize,
     /// Sample lines skipped without materialising (families no check reads).
     pub skipped: usize,
+    /// Repeats of a series already seen on this page (ignored: only the first value counts).
+    pub duplicates: usize,
+    /// Series forgotten earlier (not seen for the TTL) that came back: their history is unknown,
+    /// so they only set a new starting point.
+    pub returned: usize,
+}
+
+/// The last value of every series of one target, as kept by the store across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    /// `(family, raw label text, last value)`.
+    pub series: Vec<(String, String, f64)>,
 }
 
 /// Per-target series memory and routing cache.
@@ -158,6 +170,17 @@ pub struct TargetAccumulator {
     /// The family filter of the previous scrape: a series new to a family that was already
     /// wanted then was created since (count from zero); one from a newly wanted family was not.
     prev_filter: Option<Arc<FamilyFilter>>,
+    /// Hashes of series dropped by the TTL, with the scrape they were dropped at: a series that
+    /// comes back must not count its whole value as new (a run of partial pages is no birth).
+    forgotten: HashMap<u64, u64>,
+}
+
+fn series_key(family: &str, labels: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    family.hash(&mut h);
+    labels.hash(&mut h);
+    h.finish()
 }
 
 /// Series not seen for this many scrapes are forgotten (a pod that dropped a series).
@@ -175,6 +198,42 @@ impl TargetAccumulator {
             scrapes: 0,
             series_ttl: DEFAULT_SERIES_TTL,
             prev_filter: None,
+            forgotten: HashMap::new(),
+        }
+    }
+
+    /// The last value of every remembered series, for the store.
+    pub fn export(&self) -> SeriesSnapshot {
+        let mut series = Vec::with_capacity(self.series());
+        for (fam, m) in &self.families {
+            for (labels, st) in m {
+                series.push((fam.to_string(), labels.to_string(), st.last));
+            }
+        }
+        SeriesSnapshot { series }
+    }
+
+    /// Take back series values stored before a restart. The next page gives deltas against
+    /// them (or a reset), as if the daemon had never stopped; analyses whose routing generation
+    /// is above `generation` (created after the restart) get nothing from that first interval.
+    pub fn restore(&mut self, snap: &SeriesSnapshot, generation: u64) {
+        for (fam, labels, last) in &snap.series {
+            if !last.is_finite() {
+                continue;
+            }
+            self.families
+                .entry(fam.as_str().into())
+                .or_default()
+                .insert(
+                    labels.as_str().into(),
+                    SeriesState {
+                        last: *last,
+                        last_generation: generation,
+                        last_seen: self.scrapes,
+                        routes_generation: u64::MAX,
+                        routes: Vec::new(),
+                    },
+                );
         }
     }
 
@@ -195,6 +254,7 @@ impl TargetAccumulator {
         let target_labels = &self.target_labels;
         let families = &mut self.families;
         let le_sets = &mut self.le_sets;
+        let forgotten = &mut self.forgotten;
         let parsed = parse::parse(page, &routing.filter, |s| {
             report.samples += 1;
             if !s.value.is_finite() {
@@ -219,6 +279,11 @@ impl TargetAccumulator {
             };
             let raw = s.labels.raw();
             let (delta, state) = match fam.get_mut(raw) {
+                Some(st) if st.last_seen == scrape_no => {
+                    // The same series twice on one page: the second value is not a new sample.
+                    report.duplicates += 1;
+                    return;
+                }
                 Some(st) => {
                     let delta = if s.value >= st.last {
                         s.value - st.last
@@ -240,7 +305,19 @@ impl TargetAccumulator {
                     let was_wanted = prev_filter
                         .as_ref()
                         .is_some_and(|f| f.wants_sample_name(s.name));
-                    (if was_wanted { Some(s.value) } else { None }, st)
+                    let came_back = !forgotten.is_empty()
+                        && forgotten.remove(&series_key(s.name, raw)).is_some();
+                    if came_back {
+                        report.returned += 1;
+                    }
+                    (
+                        if was_wanted && !came_back {
+                            Some(s.value)
+                        } else {
+                            None
+                        },
+                        st,
+                    )
                 }
             };
             if state.routes_generation != routing.generation {
@@ -272,10 +349,19 @@ impl TargetAccumulator {
         report.error_count = parsed.error_count;
         if scrape_no % 10 == 0 {
             let ttl = self.series_ttl;
-            for fam in self.families.values_mut() {
-                fam.retain(|_, st| scrape_no - st.last_seen <= ttl);
+            let forgotten = &mut self.forgotten;
+            for (name, fam) in self.families.iter_mut() {
+                fam.retain(|labels, st| {
+                    let keep = scrape_no - st.last_seen <= ttl;
+                    if !keep {
+                        forgotten.insert(series_key(name, labels), scrape_no);
+                    }
+                    keep
+                });
             }
             self.families.retain(|_, f| !f.is_empty());
+            // Tombstones are 16 bytes; drop them after a long while so memory stays bounded.
+            forgotten.retain(|_, at| scrape_no - *at <= 50 * ttl);
         }
         report.series = self.series();
         report
@@ -619,6 +705,54 @@ mod tests {
             "push errors: exposure = every push attempt"
         );
         assert_eq!(get(&rep, 1, 1), 2.0, "push errors: the senderr series");
+    }
+
+    #[test]
+    fn duplicates_count_once_and_returning_series_do_not_count_whole() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let line = |v: u64| {
+            format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n")
+        };
+        acc.ingest(&line(100), &r);
+        let rep = acc.ingest(&(line(110) + &line(999_999)), &r);
+        assert_eq!(rep.duplicates, 1);
+        assert_eq!(get(&rep, 0, 0), 10.0, "the repeat is ignored");
+        assert_eq!(get(&acc.ingest(&line(120), &r), 0, 0), 10.0);
+        // Forgotten by the TTL (pages without it), then back: a new starting point, no delta.
+        let other = "istio_requests_total{reporter=\"destination\",response_code=\"500\"} 1\n";
+        for _ in 0..30 {
+            acc.ingest(other, &r);
+        }
+        let back = acc.ingest(&line(5000), &r);
+        assert_eq!(back.returned, 1);
+        assert_eq!(get(&back, 0, 0), 0.0, "not its whole value");
+        assert_eq!(get(&acc.ingest(&line(5007), &r), 0, 0), 7.0);
+    }
+
+    #[test]
+    fn restored_values_give_deltas_since_them() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 2, 90, 10), &r);
+        let snap = acc.export();
+        let mut again = TargetAccumulator::new(labels("new"));
+        again.restore(&snap, 1);
+        let rep = again.ingest(&page(150, 5, 130, 20), &r);
+        assert_eq!(
+            get(&rep, 0, 0),
+            53.0,
+            "the first page after a restart gives deltas"
+        );
+        assert_eq!(get(&rep, 0, 1), 3.0);
+        let mut newer = TargetAccumulator::new(labels("new"));
+        newer.restore(&snap, 0);
+        let mut r2 = routing(2);
+        r2.analyses[0].since_generation = 2;
+        assert!(
+            newer.ingest(&page(150, 5, 130, 20), &r2).deltas.is_empty(),
+            "an analysis created after the restart gets nothing from before it"
+        );
     }
 
     proptest! {

@@ -44,6 +44,10 @@ pub struct Config {
     pub topology: crate::istio::Topology,
     /// The upgrade plan (`[plan]`), if any.
     pub plan: Option<crate::istio::plan::Plan>,
+    /// Where state survives restarts.
+    pub store: StoreConfig,
+    /// Who may call the API.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
@@ -173,6 +177,15 @@ impl AlertsConfig {
         }
         out
     }
+}
+
+/// `[store]`: the embedded store; no path keeps everything in memory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// File of the redb database (created when missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[server]`
@@ -521,6 +534,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "alerts",
     "topology",
     "plan",
+    "store",
+    "auth",
 ];
 
 // === impl Config ===
@@ -599,6 +614,8 @@ impl Config {
             prometheus: optional(&table, "prometheus", &mut problems),
             topology: section(&table, "topology", &mut problems),
             plan: section(&table, "plan", &mut problems),
+            store: section(&table, "store", &mut problems),
+            auth: section(&table, "auth", &mut problems),
         };
         problems.extend(cfg.problems());
         if problems.is_empty() {
@@ -706,6 +723,7 @@ impl Config {
             let (k, v) = m.split_once(": ").unwrap_or(("plan", &m));
             out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
         }
+        out.extend(self.auth.problems());
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.analyses.iter().enumerate() {
             out.extend(a.problems(&format!("analyses[{i}]")));

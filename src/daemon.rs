@@ -15,13 +15,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::cohort::{RoutedAnalysis, Routing, Selector, Side};
+use crate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, Side};
 use crate::config::{AnalysisConfig, Config};
 use crate::discovery::{Discovery, TargetSet};
 use crate::judge::{
     Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, TickInput, Verdict,
 };
 use crate::scrape::{HealthMap, Scraper, TargetReport};
+use crate::store::{Loaded, Store, StoredAnalysis};
 use crate::telemetry::Metrics;
 
 /// What the API can ask the engine.
@@ -131,13 +132,36 @@ impl Running {
     }
 }
 
-/// Start everything on `listener`. Analyses in the config start at once.
+/// Start everything on `listener`. Analyses in the config start at once; with a `[store]`,
+/// the stored ones resume first.
 pub async fn start(
     cfg: Config,
     catalog: Catalog,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
+    let store = match &cfg.store.path {
+        Some(p) => Some(Store::open(p).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    start_with_store(cfg, catalog, listener, shutdown, store).await
+}
+
+/// [`start`] with a store already opened (so the caller can tell store errors apart).
+pub async fn start_with_store(
+    cfg: Config,
+    catalog: Catalog,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    store: Option<(Store, Loaded)>,
+) -> std::io::Result<Running> {
+    let auth = crate::auth::Auth::from_config(&cfg.auth)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+        .map(Arc::new);
+    let (store, loaded) = match store {
+        Some((s, l)) => (Some(s), Some(l)),
+        None => (None, None),
+    };
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
     let health: HealthMap = Arc::new(RwLock::new(HashMap::new()));
@@ -178,14 +202,32 @@ pub async fn start(
         wave_moved_at: Vec::new(),
         skew: None,
         plan_status: None,
+        store,
+        latest_state: HashMap::new(),
     };
+    let mut restored_targets = HashMap::new();
+    if let Some(loaded) = loaded {
+        for a in loaded.analyses {
+            engine.restore(a);
+        }
+        restored_targets = loaded.targets;
+    }
     for a in &cfg.analyses {
+        if engine.analyses.contains_key(&a.name) {
+            continue; // resumed from the store
+        }
         if let Err(e) = engine.create(a.clone()) {
             warn!(analysis = %a.name, error = %e, "configured analysis not started");
         }
     }
     engine.publish_routing();
     engine.publish_snapshot();
+    let scraper = if engine.store.is_some() {
+        let generation = engine.generation;
+        scraper.persisting(restored_targets, generation)
+    } else {
+        scraper
+    };
 
     let shared = Shared {
         commands: cmd_tx,
@@ -271,6 +313,10 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     }
     let router = crate::api::router(shared.clone());
+    let router = match auth {
+        Some(a) => a.protect(router),
+        None => router,
+    };
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(listener, router)
@@ -296,6 +342,8 @@ struct Slot {
     canary: Selector,
     since_generation: u64,
     started: Instant,
+    /// Elapsed time before this process (resumed from the store).
+    elapsed_base: Duration,
     pending: Vec<[Vec<f64>; 2]>,
     members: [HashSet<Arc<str>>; 2],
     resets: [u64; 2],
@@ -327,6 +375,9 @@ struct Engine {
     wave_moved_at: Vec<Option<Instant>>,
     skew: Option<Arc<crate::istio::SkewReport>>,
     plan_status: Option<Arc<crate::istio::plan::PlanStatus>>,
+    store: Option<Store>,
+    /// Each target's series values after the last page whose deltas were taken.
+    latest_state: HashMap<Arc<str>, Arc<SeriesSnapshot>>,
 }
 
 /// Ids double as URL path segments.
@@ -351,7 +402,10 @@ impl Engine {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.persist();
+                    return;
+                }
                 Some(cmd) = commands.recv() => self.command(cmd),
                 Some(rep) = reports.recv() => self.take(rep),
                 _ = ticker.tick() => self.tick(),
@@ -366,6 +420,7 @@ impl Engine {
                 if r.is_ok() {
                     self.publish_routing();
                     self.publish_snapshot();
+                    self.persist();
                 }
                 let _ = reply.send(r);
             }
@@ -377,6 +432,7 @@ impl Engine {
                     self.metrics.remove_analysis(&id);
                     self.publish_routing();
                     self.publish_snapshot();
+                    self.persist();
                     info!(analysis = %id, "analysis deleted");
                 }
                 let _ = reply.send(found);
@@ -479,6 +535,7 @@ impl Engine {
                 canary,
                 since_generation: self.generation,
                 started: Instant::now(),
+                elapsed_base: Duration::ZERO,
                 pending,
                 members: Default::default(),
                 resets: [0; 2],
@@ -490,9 +547,101 @@ impl Engine {
         Ok(view)
     }
 
+    /// Resume a stored analysis: its e-process state, evidence, elapsed time and pending deltas.
+    fn restore(&mut self, stored: StoredAnalysis) {
+        let id = stored.spec.name.clone();
+        if let Err(e) = self.create(stored.spec.clone()) {
+            warn!(analysis = %id, error = %e, "stored analysis cannot be resumed");
+            return;
+        }
+        let slot = self.analyses.get_mut(&id).expect("just created");
+        if stored.state.checks.len() != slot.specs.len() {
+            warn!(analysis = %id, "stored analysis has other checks than the current pack; restarted from zero");
+            return;
+        }
+        slot.elapsed_base = stored.state.elapsed;
+        if stored.pending.len() == slot.pending.len()
+            && stored
+                .pending
+                .iter()
+                .zip(&slot.pending)
+                .all(|(a, b)| a[0].len() == b[0].len() && a[1].len() == b[1].len())
+        {
+            slot.pending = stored.pending;
+        }
+        slot.members = stored.members.map(|m| {
+            m.into_iter()
+                .map(|u| Arc::<str>::from(u.as_str()))
+                .collect()
+        });
+        slot.resets = stored.resets;
+        slot.overlaps = stored.overlaps;
+        slot.analysis = stored.state;
+        slot.view = Arc::new(AnalysisView {
+            id: id.clone(),
+            spec: stored.spec,
+            created_at: stored.created_at,
+            state: slot.analysis.clone(),
+        });
+        self.metrics
+            .set_verdict(&id, slot.analysis.verdict.as_str(), slot.analysis.ln_e);
+        info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
+    }
+
+    /// Write every analysis and every target's series values in one transaction.
+    fn persist(&mut self) {
+        if self.store.is_none() {
+            return;
+        }
+        {
+            let targets = self.targets.borrow();
+            let current: HashSet<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+            self.latest_state
+                .retain(|u, _| current.contains(u.as_ref()));
+        }
+        let analyses = self.analyses.iter().map(|(id, s)| {
+            (
+                id.as_str(),
+                StoredAnalysis {
+                    spec: s.view.spec.clone(),
+                    created_at: s.view.created_at,
+                    state: s.analysis.clone(),
+                    pending: s.pending.clone(),
+                    members: s.members.clone().map(|m| {
+                        let mut v: Vec<String> = m.iter().map(|u| u.to_string()).collect();
+                        v.sort();
+                        v
+                    }),
+                    resets: s.resets,
+                    overlaps: s.overlaps,
+                },
+            )
+        });
+        let store = self.store.as_ref().expect("checked");
+        match store.write(
+            analyses,
+            self.latest_state
+                .iter()
+                .map(|(u, s)| (u.as_ref(), s.as_ref())),
+        ) {
+            Ok(st) => tracing::debug!(
+                bytes = st.bytes,
+                series = st.series,
+                seconds = st.seconds,
+                "state stored"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot write the store; state since the last write would be lost on a crash")
+            }
+        }
+    }
+
     fn take(&mut self, rep: TargetReport) {
         if !rep.deltas.is_empty() {
             self.waiting.push(rep.scraped_at);
+        }
+        if let Some(state) = &rep.state {
+            self.latest_state.insert(rep.url.clone(), state.clone());
         }
         // Deltas are attributed by analysis id, so a report computed under an older routing
         // generation still lands in the right place; deleted analyses simply drop theirs.
@@ -545,7 +694,8 @@ impl Engine {
                 q.targets += 1;
                 let fresh = h
                     .last_success_at
-                    .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after);
+                    .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after)
+                    && h.consecutive_reset_pages < crate::scrape::UNRELIABLE_RESET_PAGES;
                 if fresh {
                     q.fresh += 1;
                 } else {
@@ -617,7 +767,7 @@ impl Engine {
                 TickInput {
                     slots: &slot.pending,
                     quality,
-                    elapsed: slot.started.elapsed(),
+                    elapsed: slot.elapsed_base + slot.started.elapsed(),
                 },
             );
             for (cum, c) in slot.cumulative.iter_mut().zip(&slot.pending) {
@@ -664,6 +814,7 @@ impl Engine {
             self.publish_routing();
         }
         self.publish_snapshot();
+        self.persist();
     }
 
     fn publish_routing(&mut self) {

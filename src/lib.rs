@@ -19,6 +19,8 @@
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
 //! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
 //! - [`gate`]: the `meshgate gate` client for upgrade scripts.
+//! - [`auth`]: bearer tokens and scopes for the API.
+//! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
 //! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
@@ -26,11 +28,14 @@
 
 pub mod alert;
 pub mod api;
+pub mod auth;
 pub mod cohort;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod integrations;
 pub mod istio;
@@ -40,4 +45,5 @@ pub mod promsource;
 pub mod scale;
 pub mod scrape;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

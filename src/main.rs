@@ -548,11 +548,26 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
         }
     };
+    if let Err(e) = meshgate::auth::Auth::from_config(&cfg.auth) {
+        eprintln!("{e}");
+        return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+    }
+    let store = match &cfg.store.path {
+        Some(p) => match meshgate::store::Store::open(p) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(meshgate::store::EXIT_BAD_STORE));
+            }
+        },
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let shutdown = CancellationToken::new();
-    let running = meshgate::daemon::start(cfg, catalog, listener, shutdown.clone()).await?;
+    let running =
+        meshgate::daemon::start_with_store(cfg, catalog, listener, shutdown.clone(), store).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();

