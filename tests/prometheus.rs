@@ -346,6 +346,7 @@ async fn promql_errors_and_no_data() {
     };
     let (v, seen) = until_decided(&c, &base, Duration::from_secs(20)).await;
     assert_eq!(v["verdict"], "INCONCLUSIVE", "{v:#}");
+    assert!(!seen.iter().any(|s| s == "GO"));
     assert!(
         errors.iter().any(|e| e.contains("up{...} is empty")),
         "{targets:#}"
