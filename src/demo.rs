@@ -132,10 +132,10 @@ pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
     cfg
 }
 
-/// The simulated mesh of the demo: 3 sidecars per revision, 1,000 requests/s each.
+/// The simulated mesh of the demo: 3 sidecars per revision, 2,000 requests/s each.
 pub fn demo_mesh(seed: u64) -> SimConfig {
     let mut sim = SimConfig {
-        rps_per_pod: 1000.0,
+        rps_per_pod: 2000.0,
         error_rate: 0.001,
         seed,
         ..SimConfig::default()
@@ -187,7 +187,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
 
     println!("meshgate demo: {}", opts.scenario.describe());
     println!(
-        "  simulated mesh: {} sidecars ({} per revision, 1,000 req/s each) and {} istiod, on 127.0.0.1",
+        "  simulated mesh: {} sidecars ({} per revision, 2,000 req/s each) and {} istiod, on 127.0.0.1",
         proxies,
         proxies / 2,
         n_targets - proxies
