@@ -20,36 +20,50 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code for an invalid request.
 pub const EXIT_USAGE: u8 = 64;
 
-/// What `meshgate gate` was asked.
-#[derive(Clone, Debug)]
+/// What `meshgate gate` was asked (also its command line).
+#[derive(Clone, Debug, clap::Args)]
 pub struct GateOptions {
     /// Daemon base URL.
+    #[arg(long, env = "MESHGATE_SERVER", default_value = "http://127.0.0.1:9400")]
     pub server: String,
     /// Analysis name.
+    #[arg(long)]
     pub name: String,
-    /// Baseline selector; with `canary`, the analysis is created when missing.
+    /// Baseline selector (with --canary: create the analysis when missing).
+    #[arg(long)]
     pub baseline: Option<String>,
     /// Canary selector.
+    #[arg(long)]
     pub canary: Option<String>,
-    /// Checks (all when empty).
+    /// Checks, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
     pub checks: Vec<String>,
     /// Per-analysis alpha.
+    #[arg(long)]
     pub alpha: Option<f64>,
-    /// Per-analysis minimum duration, e.g. `5m`.
+    /// Per-analysis minimum duration (e.g. 5m).
+    #[arg(long)]
     pub min_duration: Option<String>,
-    /// Per-analysis maximum duration.
+    /// Per-analysis maximum duration (e.g. 1h).
+    #[arg(long)]
     pub max_duration: Option<String>,
     /// Per-analysis minimum exposure.
+    #[arg(long)]
     pub min_exposure: Option<f64>,
     /// Time between polls.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub poll: Duration,
-    /// Give up (exit 2) after this long while PENDING.
+    /// Exit 2 if still PENDING after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
     /// Exit 3 when the daemon keeps failing this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub unreachable_after: Duration,
-    /// Print the final verdict document as JSON on stdout.
+    /// Print the final verdict document (evidence) as JSON.
+    #[arg(long)]
     pub json: bool,
-    /// Delete the analysis after a final verdict.
+    /// Delete the analysis after its final verdict.
+    #[arg(long)]
     pub delete: bool,
 }
 

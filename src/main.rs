@@ -55,50 +55,7 @@ enum Command {
     },
     /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
     /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 64 invalid.
-    Gate {
-        /// Daemon base URL.
-        #[arg(long, env = "MESHGATE_SERVER", default_value = "http://127.0.0.1:9400")]
-        server: String,
-        /// Analysis name.
-        #[arg(long)]
-        name: String,
-        /// Baseline selector (with --canary: create the analysis when missing).
-        #[arg(long)]
-        baseline: Option<String>,
-        /// Canary selector.
-        #[arg(long)]
-        canary: Option<String>,
-        /// Checks, comma-separated (default: all).
-        #[arg(long, value_delimiter = ',')]
-        checks: Vec<String>,
-        /// Per-analysis alpha.
-        #[arg(long)]
-        alpha: Option<f64>,
-        /// Per-analysis minimum duration (e.g. 5m).
-        #[arg(long)]
-        min_duration: Option<String>,
-        /// Per-analysis maximum duration (e.g. 1h).
-        #[arg(long)]
-        max_duration: Option<String>,
-        /// Per-analysis minimum exposure.
-        #[arg(long)]
-        min_exposure: Option<f64>,
-        /// Time between polls.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        poll: std::time::Duration,
-        /// Exit 2 if still PENDING after this long.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<std::time::Duration>,
-        /// Exit 3 when the daemon keeps failing this long.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        unreachable_after: std::time::Duration,
-        /// Print the final verdict document (evidence) as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Delete the analysis after its final verdict.
-        #[arg(long)]
-        delete: bool,
-    },
+    Gate(meshgate::gate::GateOptions),
     /// Measure meshgate scraping N simulated sidecars (and Prometheus on the same targets).
     BenchScale {
         /// Sidecar counts, one table row each.
@@ -217,7 +174,7 @@ fn main() -> ExitCode {
 fn default_filter(cmd: &Command) -> EnvFilter {
     match cmd {
         // The demo draws its own progress line; only warnings from the daemon.
-        Command::Demo { .. } | Command::Gate { .. } => EnvFilter::new("warn"),
+        Command::Demo { .. } | Command::Gate(_) => EnvFilter::new("warn"),
         _ => EnvFilter::new("info"),
     }
 }
@@ -254,40 +211,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve { config } => serve(&config).await,
-        Command::Gate {
-            server,
-            name,
-            baseline,
-            canary,
-            checks,
-            alpha,
-            min_duration,
-            max_duration,
-            min_exposure,
-            poll,
-            timeout,
-            unreachable_after,
-            json,
-            delete,
-        } => Ok(ExitCode::from(
-            meshgate::gate::run(meshgate::gate::GateOptions {
-                server,
-                name,
-                baseline,
-                canary,
-                checks,
-                alpha,
-                min_duration,
-                max_duration,
-                min_exposure,
-                poll,
-                timeout,
-                unreachable_after,
-                json,
-                delete,
-            })
-            .await,
-        )),
+        Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(options).await)),
         Command::Plan { action } => plan(action).await,
         Command::Demo {
             healthy,
@@ -444,6 +368,7 @@ async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
+    use std::fmt::Write as _;
     let cfg = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -466,11 +391,18 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             }
         }
     }
+    // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
+    let mut out = String::new();
     let mut file_targets = 0;
     for p in &cfg.discovery.file_sd {
         match meshgate::discovery::read_file_sd(p) {
             Ok(t) => file_targets += t.len(),
-            Err(e) => println!("warning: {e} (the daemon would start and keep watching it)"),
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "warning: {e} (the daemon would start and keep watching it)"
+                );
+            }
         }
     }
     if !problems.is_empty() {
@@ -480,9 +412,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
         return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
-    println!("{} is valid. It would run:", file.display());
-    println!("  api on http://{}", cfg.server.listen);
-    println!(
+    let _ = writeln!(out, "{} is valid. It would run:", file.display());
+    let _ = writeln!(out, "  api on http://{}", cfg.server.listen);
+    let _ = writeln!(
+        out,
         "  scrape every {} (timeout {}, jitter {:.0}%, cap {} bytes, {} at once), stale after {}",
         humantime::format_duration(cfg.scrape.interval),
         humantime::format_duration(cfg.scrape.timeout),
@@ -491,32 +424,51 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         cfg.scrape.concurrency,
         humantime::format_duration(cfg.scrape.stale_after())
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  targets: {} static, {} from {} file_sd file(s)",
         cfg.targets.len(),
         file_targets,
         cfg.discovery.file_sd.len()
     );
-    println!("  checks: {}", catalog.names().join(", "));
-    println!(
+    let _ = writeln!(out, "  checks: {}", catalog.names().join(", "));
+    let _ = writeln!(
+        out,
         "  judge: alpha {}, min {}, max {}, tick {}",
         cfg.judge.alpha,
         humantime::format_duration(cfg.judge.min_duration),
         humantime::format_duration(cfg.judge.max_duration),
         humantime::format_duration(cfg.tick())
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  alerts: {} alertmanager(s), {} webhook(s)",
         cfg.alerts.alertmanager.len(),
         cfg.alerts.webhooks.len()
     );
     for a in &cfg.analyses {
-        println!(
+        let _ = writeln!(
+            out,
             "  analysis {}: baseline {} vs canary {}",
             a.name, a.baseline, a.canary
         );
     }
+    print_ignoring_closed_pipe(&out);
     ExitCode::SUCCESS
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+fn print_ignoring_closed_pipe(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("error: writing to stdout: {e}"),
+    }
 }
 
 fn load_catalog(cfg: &Config) -> Result<Catalog, String> {

@@ -420,9 +420,10 @@ pub fn print_header(interval: Duration) {
         humantime::format_duration(interval)
     );
     println!(
-        "{:>6} {:>7} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>14} {:>12} {:>12} {:>9}",
+        "{:>6} {:>7} {:>9} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>14} {:>12} {:>12} {:>9}",
         "N",
         "targets",
+        "series",
         "MB/cycle",
         "cpu s/cy",
         "cores",
@@ -445,9 +446,10 @@ pub fn print_row(r: &Row, interval: Duration) {
             (format!("{c:.3}"), format!("{m:.0}"))
         });
     println!(
-        "{:>6} {:>7} {:>10.1} {:>9.3} {:>8.3} {:>9.1} {:>8.2} {:>8.2} {:>7} {:>14} {:>12} {:>12} {:>9.3}",
+        "{:>6} {:>7} {:>9} {:>10.1} {:>9.3} {:>8.3} {:>9.1} {:>8.2} {:>8.2} {:>7} {:>14} {:>12} {:>12} {:>9.3}",
         r.sidecars,
         r.targets,
+        r.series,
         r.bytes_per_cycle / 1e6,
         r.cpu_per_cycle,
         r.cpu_per_cycle / interval.as_secs_f64(),
