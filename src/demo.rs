@@ -134,14 +134,7 @@ pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
 
 /// The simulated mesh of the demo: 3 sidecars per revision, 2,000 requests/s each.
 pub fn demo_mesh(seed: u64) -> SimConfig {
-    let mut sim = SimConfig {
-        rps_per_pod: 2000.0,
-        error_rate: 0.001,
-        seed,
-        ..SimConfig::default()
-    };
-    sim.baseline.pods = 3;
-    sim.canary.pods = 3;
+    let mut sim = SimConfig::small(seed, 3, 2000.0);
     // Each istiod serves 200 proxies (the scraped sidecars among them), as a real one serves
     // far more proxies than one scrapes: ~100 pushes/s and ~25 convergences/s to compare.
     sim.baseline.connected_proxies = Some(200);
@@ -167,14 +160,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         .context("starting the simulated mesh")?;
     mesh.set_fault(Cohort::Canary, opts.scenario.fault());
     mesh.set_istiod_fault(Cohort::Canary, opts.scenario.istiod_fault());
-    let targets: Vec<StaticTarget> = mesh
-        .targets()
-        .into_iter()
-        .map(|t| StaticTarget {
-            url: t.url,
-            labels: t.labels,
-        })
-        .collect();
+    let targets: Vec<StaticTarget> = mesh.targets().into_iter().map(StaticTarget::from).collect();
     let proxies = targets
         .iter()
         .filter(|t| t.labels.get("role").map(String::as_str) == Some("proxy"))

@@ -177,6 +177,15 @@ pub struct SimTarget {
     pub labels: BTreeMap<String, String>,
 }
 
+impl From<SimTarget> for crate::config::StaticTarget {
+    fn from(t: SimTarget) -> Self {
+        crate::config::StaticTarget {
+            url: t.url,
+            labels: t.labels,
+        }
+    }
+}
+
 /// Ground truth of one cohort: what the simulation generated so far (restarts do not reset it).
 ///
 /// Traffic is generated lazily, so this covers each pod up to its latest scrape (or
@@ -210,6 +219,20 @@ impl From<SimError> for io::Error {
 }
 
 impl SimConfig {
+    /// The defaults with `pods` sidecars per revision, each serving `rps_per_pod` requests/s at a
+    /// 0.1% error rate: the small mesh of the demo and the tests.
+    pub fn small(seed: u64, pods: usize, rps_per_pod: f64) -> SimConfig {
+        let mut sim = SimConfig {
+            rps_per_pod,
+            error_rate: 0.001,
+            seed,
+            ..SimConfig::default()
+        };
+        sim.baseline.pods = pods;
+        sim.canary.pods = pods;
+        sim
+    }
+
     /// Check ranges (rates finite and non-negative, probabilities in [0, 1], ...).
     pub fn validate(&self) -> Result<(), SimError> {
         let bad = |m: &str| Err(SimError::InvalidConfig(m.to_string()));

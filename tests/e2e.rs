@@ -18,14 +18,7 @@ struct Setup {
 
 async fn setup(seed: u64, fault: Fault, extra_targets: Vec<StaticTarget>) -> Setup {
     let stop = CancellationToken::new();
-    let mut sim = SimConfig {
-        rps_per_pod: 2000.0,
-        error_rate: 0.001,
-        seed,
-        ..SimConfig::default()
-    };
-    sim.baseline.pods = 2;
-    sim.canary.pods = 2;
+    let sim = SimConfig::small(seed, 2, 2000.0);
     let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
         .await
         .unwrap();
@@ -43,14 +36,7 @@ async fn setup(seed: u64, fault: Fault, extra_targets: Vec<StaticTarget>) -> Set
         "e2e",
     )
     .unwrap();
-    cfg.targets = mesh
-        .targets()
-        .into_iter()
-        .map(|t| StaticTarget {
-            url: t.url,
-            labels: t.labels,
-        })
-        .collect();
+    cfg.targets = mesh.targets().into_iter().map(StaticTarget::from).collect();
     cfg.targets.extend(extra_targets);
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await

@@ -287,14 +287,7 @@ async fn health_of(d: &Daemon, url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_matrix_keeps_running_says_why_and_never_goes() {
     let stop = CancellationToken::new();
-    let mut sim = SimConfig {
-        rps_per_pod: 2000.0,
-        error_rate: 0.001,
-        seed: 5,
-        ..SimConfig::default()
-    };
-    sim.baseline.pods = 2;
-    sim.canary.pods = 2;
+    let sim = SimConfig::small(5, 2, 2000.0);
     let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
         .await
         .unwrap();
@@ -302,10 +295,7 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
         .targets()
         .into_iter()
         .filter(|t| t.labels.get("role").is_some_and(|r| r == "proxy"))
-        .map(|t| StaticTarget {
-            url: t.url,
-            labels: t.labels,
-        })
+        .map(StaticTarget::from)
         .collect();
     let baseline_only: Vec<StaticTarget> = healthy
         .iter()

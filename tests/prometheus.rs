@@ -139,14 +139,7 @@ async fn both(
     CancellationToken,
 )> {
     let stop = CancellationToken::new();
-    let mut sim = SimConfig {
-        rps_per_pod: 1500.0,
-        error_rate: 0.001,
-        seed,
-        ..SimConfig::default()
-    };
-    sim.baseline.pods = 2;
-    sim.canary.pods = 2;
+    let sim = SimConfig::small(seed, 2, 1500.0);
     let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
         .await
         .unwrap();
@@ -155,14 +148,7 @@ async fn both(
     // Give Prometheus two scrapes of every target before the analyses start.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut direct = base_config();
-    direct.targets = mesh
-        .targets()
-        .into_iter()
-        .map(|t| StaticTarget {
-            url: t.url,
-            labels: t.labels,
-        })
-        .collect();
+    direct.targets = mesh.targets().into_iter().map(StaticTarget::from).collect();
     let mut backed = base_config();
     backed.prometheus = Some(PrometheusConfig {
         url: prom.url.clone(),

@@ -110,14 +110,7 @@ async fn wait_ready(c: &reqwest::Client, port: u16, child: &mut Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_analysis_resumes_with_its_evidence_and_same_verdict() {
     let stop = CancellationToken::new();
-    let mut sim = SimConfig {
-        rps_per_pod: 2000.0,
-        error_rate: 0.001,
-        seed: 21,
-        ..SimConfig::default()
-    };
-    sim.baseline.pods = 2;
-    sim.canary.pods = 2;
+    let sim = SimConfig::small(21, 2, 2000.0);
     let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
         .await
         .unwrap();
