@@ -198,6 +198,82 @@ pub struct ServerConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate signed by it (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (reloaded without a restart).
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ServerConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::ServerTlsFiles> {
+        Some(crate::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Problems of `[server]`, including TLS files that do not load or do not match.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => out.push(ConfigProblem::new(
+                "server.tls_key",
+                "is missing: tls_cert needs its key",
+            )),
+            (None, Some(_)) => out.push(ConfigProblem::new(
+                "server.tls_cert",
+                "is missing: tls_key needs its certificate",
+            )),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            out.push(ConfigProblem::new(
+                "server.tls_client_ca",
+                "needs tls_cert and tls_key (client certificates are a TLS feature)",
+            ));
+        }
+        if let Some(files) = self.tls_files() {
+            if let Err(e) = files.load() {
+                let key = match &e {
+                    crate::tls::TlsError::Read { path, .. }
+                    | crate::tls::TlsError::Pem { path, .. }
+                        if Some(path) == self.tls_key.as_ref() =>
+                    {
+                        "server.tls_key"
+                    }
+                    crate::tls::TlsError::Read { path, .. }
+                    | crate::tls::TlsError::Pem { path, .. }
+                        if Some(path) == self.tls_client_ca.as_ref() =>
+                    {
+                        "server.tls_client_ca"
+                    }
+                    _ => "server.tls_cert",
+                };
+                out.push(ConfigProblem::new(key, e.to_string()));
+            }
+        }
+        if self.tls_reload_interval < Duration::from_millis(100) {
+            out.push(ConfigProblem::new(
+                "server.tls_reload_interval",
+                "must be at least 100ms",
+            ));
+        }
+        out
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -212,6 +288,10 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             max_body_bytes: default_body_limit(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval: default_tls_reload(),
         }
     }
 }
@@ -630,7 +710,7 @@ impl Config {
 
     /// Semantic problems of an otherwise well-formed configuration.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.server.problems();
         let s = &self.scrape;
         if s.interval < Duration::from_millis(100) {
             out.push(ConfigProblem::new(

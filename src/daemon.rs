@@ -158,6 +158,14 @@ pub async fn start_with_store(
     let auth = crate::auth::Auth::from_config(&cfg.auth)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
         .map(Arc::new);
+    // Loaded before anything starts: a bad certificate or key is a start-up error.
+    let tls =
+        match cfg.server.tls_files() {
+            Some(f) => Some(crate::tls::ServerTls::new(f).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
+            None => None,
+        };
     let (store, loaded) = match store {
         Some((s, l)) => (Some(s), Some(l)),
         None => (None, None),
@@ -318,14 +326,33 @@ pub async fn start_with_store(
         None => router,
     };
     let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = served.await {
-            warn!(error = %e, "api server stopped");
+    match tls {
+        // TLS only: a plain-HTTP client on this port fails its handshake.
+        Some(tls) => {
+            tasks.spawn(
+                tls.clone()
+                    .watch(cfg.server.tls_reload_interval, shutdown.clone()),
+            );
+            let listener = tls.listen(listener, shutdown.clone())?;
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "api server stopped");
+                }
+            });
         }
-    });
-    info!(%addr, "meshgate listening");
+        None => {
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "api server stopped");
+                }
+            });
+        }
+    }
+    info!(%addr, tls = cfg.server.tls_cert.is_some(), "meshgate listening");
     Ok(Running {
         addr,
         shared,
