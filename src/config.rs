@@ -81,6 +81,9 @@ pub struct AlertsConfig {
     /// Extra labels on every alert (e.g. `cluster`, `team`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TLS to Alertmanager and webhooks (`[alerts.tls]`).
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
 }
 
 /// One `[[alerts.webhooks]]` entry.
@@ -122,6 +125,7 @@ impl Default for AlertsConfig {
             max_attempts: default_alert_attempts(),
             backoff: default_alert_backoff(),
             labels: BTreeMap::new(),
+            tls: Default::default(),
         }
     }
 }
@@ -129,7 +133,7 @@ impl Default for AlertsConfig {
 impl AlertsConfig {
     /// Every problem with this section, with its key path.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.tls.problems("alerts.tls");
         for (i, u) in self.alertmanager.iter().enumerate() {
             if let Err(e) = crate::discovery::check_url(u) {
                 out.push(ConfigProblem::new(format!("alerts.alertmanager[{i}]"), e));
@@ -318,6 +322,9 @@ pub struct ScrapeConfig {
     /// A target whose last good scrape is older than this is stale; default 3 x interval.
     #[serde(default, with = "humantime_serde::option")]
     pub stale_after: Option<Duration>,
+    /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
 }
 
 fn default_interval() -> Duration {
@@ -345,6 +352,7 @@ impl Default for ScrapeConfig {
             max_body_bytes: default_max_body(),
             concurrency: default_concurrency(),
             stale_after: None,
+            tls: Default::default(),
         }
     }
 }
@@ -712,6 +720,7 @@ impl Config {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = self.server.problems();
         let s = &self.scrape;
+        out.extend(s.tls.problems("scrape.tls"));
         if s.interval < Duration::from_millis(100) {
             out.push(ConfigProblem::new(
                 "scrape.interval",

@@ -272,3 +272,192 @@ async fn client_certificates_are_required_with_tls_client_ca() {
     running.shutdown.cancel();
     running.join().await;
 }
+
+/// A small https metrics target: rustls (tokio-rustls) and hyper, independent of meshgate's
+/// server code. With `client_ca`, clients must present a certificate it signed.
+async fn https_target(cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder();
+    let cfg = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(v)
+        }
+    }
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            n += 1;
+            let count = n;
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let page = format!(
+                        "# TYPE istio_requests_total counter\n\
+                         istio_requests_total{{response_code=\"200\"}} {}\n",
+                        1000 * count
+                    );
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(axum::body::Body::from(
+                        page,
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Start a daemon scraping `url` with `tls_toml` under `[scrape.tls]`; wait for the target's
+/// health to show a scrape (good or failed) and return it.
+async fn scrape_once(url: &str, tls_toml: &str) -> Value {
+    let cfg = Config::from_toml(
+        &format!(
+            "[scrape]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n[scrape.tls]\n{tls_toml}\n\
+             [[targets]]\nurl = {url:?}\nlabels = {{ role = \"proxy\" }}\n"
+        ),
+        "scrape-tls",
+    )
+    .unwrap();
+    let running = start(cfg).await;
+    let api = format!("http://{}/v1/targets", running.addr);
+    let t0 = Instant::now();
+    let health = loop {
+        let v: Value = reqwest::get(&api).await.unwrap().json().await.unwrap();
+        let h = v[0].clone();
+        if h["scrapes"].as_u64().unwrap_or(0) >= 2 {
+            break h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no scrape: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    running.shutdown.cancel();
+    running.join().await;
+    health
+}
+
+#[tokio::test]
+async fn https_targets_are_verified_against_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("target CA");
+    let (c, k, _) = ca.leaf("sidecar");
+    let port = https_target(&c, &k, None).await;
+    let url = format!("https://127.0.0.1:{port}/stats/prometheus");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+
+    // Trusted through ca_file: scraped (the whole page read), no warning.
+    let h = scrape_once(
+        &url,
+        &format!("ca_file = {:?}", ca_file.display().to_string()),
+    )
+    .await;
+    assert_eq!(h["up"], true, "{h}");
+    assert!(h["last_bytes"].as_u64().unwrap() > 70, "{h}");
+    assert!(h.get("warning").is_none(), "{h}");
+
+    // Without it: down, and the health says it is the certificate.
+    let h = scrape_once(&url, "").await;
+    assert_eq!(h["up"], false, "{h}");
+    assert_eq!(h["last_success"], Value::Null, "{h}");
+    let err = h["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // insecure_skip_verify: scraped, and /v1/targets carries the warning.
+    let h = scrape_once(&url, "insecure_skip_verify = true").await;
+    assert_eq!(h["up"], true, "{h}");
+    assert!(
+        h["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("verification is disabled")),
+        "{h}"
+    );
+}
+
+#[tokio::test]
+async fn client_certificates_for_targets_that_require_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("target CA");
+    let clients = Ca::new("client CA");
+    let (c, k, _) = ca.leaf("prometheus");
+    let port = https_target(&c, &k, Some(&clients.pem)).await;
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let (cc, ck, _) = clients.leaf("meshgate");
+    let cert = write(dir.path(), "client.crt", &cc);
+    let key = write(dir.path(), "client.key", &ck);
+    let ca_line = format!("ca_file = {:?}", ca_file.display().to_string());
+
+    let h = scrape_once(&url, &ca_line).await;
+    assert_eq!(h["up"], false, "refused without a client certificate: {h}");
+    let h = scrape_once(
+        &url,
+        &format!(
+            "{ca_line}\ncert_file = {:?}\nkey_file = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .await;
+    assert_eq!(h["up"], true, "{h}");
+
+    // A client certificate without its key, or with another key, is a config error.
+    let (_, other_key, _) = clients.leaf("other");
+    let other = write(dir.path(), "other.key", &other_key);
+    let err = Config::from_toml(
+        &format!(
+            "[prometheus]\nurl = \"https://127.0.0.1:9090\"\n[prometheus.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            other.display().to_string()
+        ),
+        "t",
+    )
+    .unwrap_err();
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.key == "prometheus.tls.cert_file" && p.message.contains("other.key")),
+        "{err}"
+    );
+    let err = Config::from_toml(
+        &format!(
+            "[alerts.tls]\ncert_file = {:?}\n",
+            cert.display().to_string()
+        ),
+        "t",
+    )
+    .unwrap_err();
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.key == "alerts.tls.key_file"),
+        "{err}"
+    );
+}
