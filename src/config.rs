@@ -432,6 +432,40 @@ pub struct JudgeConfig {
     /// Fewest requests (exposure) each cohort must have seen before a GO.
     #[serde(default = "default_min_exposure")]
     pub min_exposure: f64,
+    /// Largest share of a cohort's targets that may be stale or never scraped with a GO still
+    /// possible (0 to below 1; default 0: any missing target blocks GO).
+    #[serde(default)]
+    pub max_stale_fraction: f64,
+    /// Fewest freshly scraped targets each cohort needs before a GO (default 1).
+    #[serde(default = "default_min_fresh_targets")]
+    pub min_fresh_targets: usize,
+}
+
+fn default_min_fresh_targets() -> usize {
+    1
+}
+
+/// Problems of data-quality thresholds at `prefix` (`judge` or `analyses[i]`).
+fn check_quality(
+    out: &mut Vec<ConfigProblem>,
+    prefix: &str,
+    max_stale_fraction: Option<f64>,
+    min_fresh_targets: Option<usize>,
+) {
+    if let Some(f) = max_stale_fraction {
+        if !(0.0..1.0).contains(&f) {
+            out.push(ConfigProblem::new(
+                format!("{prefix}.max_stale_fraction"),
+                format!("{f} is outside [0, 1)"),
+            ));
+        }
+    }
+    if min_fresh_targets == Some(0) {
+        out.push(ConfigProblem::new(
+            format!("{prefix}.min_fresh_targets"),
+            "must be at least 1: a verdict is never GO without fresh data",
+        ));
+    }
 }
 
 fn default_alpha() -> f64 {
@@ -455,6 +489,8 @@ impl Default for JudgeConfig {
             max_duration: default_max_duration(),
             tick: None,
             min_exposure: default_min_exposure(),
+            max_stale_fraction: 0.0,
+            min_fresh_targets: default_min_fresh_targets(),
         }
     }
 }
@@ -484,6 +520,12 @@ pub struct AnalysisConfig {
     /// Overrides `[judge].min_exposure`.
     #[serde(default)]
     pub min_exposure: Option<f64>,
+    /// Overrides `[judge].max_stale_fraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale_fraction: Option<f64>,
+    /// Overrides `[judge].min_fresh_targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_fresh_targets: Option<usize>,
     /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
@@ -520,6 +562,12 @@ impl AnalysisConfig {
         if let Some(a) = self.alpha {
             check_alpha(&mut out, &format!("{prefix}.alpha"), a);
         }
+        check_quality(
+            &mut out,
+            prefix,
+            self.max_stale_fraction,
+            self.min_fresh_targets,
+        );
         if let (Some(min), Some(max)) = (self.min_duration, self.max_duration) {
             if min >= max {
                 out.push(ConfigProblem::new(
@@ -789,6 +837,12 @@ impl Config {
             out.extend(p.problems());
         }
         check_alpha(&mut out, "judge.alpha", self.judge.alpha);
+        check_quality(
+            &mut out,
+            "judge",
+            Some(self.judge.max_stale_fraction),
+            Some(self.judge.min_fresh_targets),
+        );
         if self.judge.min_duration >= self.judge.max_duration {
             out.push(ConfigProblem::new(
                 "judge.min_duration",

@@ -735,18 +735,37 @@ impl Engine {
                 {
                     continue;
                 }
+                // Not a member: never scraped successfully, or gone dark before it sent this
+                // analysis anything (a pod that died before the analysis started still counts).
                 if let Some(h) = health.get(&t.url) {
-                    if h.last_success_at.is_none() && h.failures > 0 {
+                    let dark = match h.last_success_at {
+                        None => h.failures > 0,
+                        Some(at) => {
+                            now.saturating_duration_since(at) > self.stale_after
+                                && h.consecutive_failures > 0
+                        }
+                    };
+                    if dark {
                         q.unreachable += 1;
                     }
                 }
             }
             q
         };
+        let spec = &slot.view.spec;
         DataQuality {
             baseline: cohort(Side::Baseline, &slot.baseline),
             canary: cohort(Side::Canary, &slot.canary),
             overlapping_series: slot.overlaps,
+            thresholds: crate::judge::QualityThresholds {
+                max_stale_fraction: spec
+                    .max_stale_fraction
+                    .unwrap_or(self.defaults.max_stale_fraction),
+                min_fresh_targets: spec
+                    .min_fresh_targets
+                    .unwrap_or(self.defaults.min_fresh_targets),
+            },
+            blocked_by: None,
         }
     }
 
