@@ -49,6 +49,7 @@ fn quality() -> DataQuality {
         baseline: q.clone(),
         canary: q,
         overlapping_series: 0,
+        ..Default::default()
     }
 }
 

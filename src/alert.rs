@@ -246,8 +246,10 @@ impl Alerter {
         tasks: &mut tokio::task::JoinSet<()>,
         shutdown: CancellationToken,
     ) -> Result<(), String> {
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+        let client = reqwest::Client::builder().timeout(cfg.timeout);
+        let client = cfg
+            .tls
+            .apply(client, "alerts")?
             .build()
             .map_err(|e| format!("alert http client: {e}"))?;
         let targets: Vec<Target> = cfg

@@ -81,6 +81,9 @@ pub struct AlertsConfig {
     /// Extra labels on every alert (e.g. `cluster`, `team`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TLS to Alertmanager and webhooks (`[alerts.tls]`).
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
 }
 
 /// One `[[alerts.webhooks]]` entry.
@@ -122,6 +125,7 @@ impl Default for AlertsConfig {
             max_attempts: default_alert_attempts(),
             backoff: default_alert_backoff(),
             labels: BTreeMap::new(),
+            tls: Default::default(),
         }
     }
 }
@@ -129,7 +133,7 @@ impl Default for AlertsConfig {
 impl AlertsConfig {
     /// Every problem with this section, with its key path.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.tls.problems("alerts.tls");
         for (i, u) in self.alertmanager.iter().enumerate() {
             if let Err(e) = crate::discovery::check_url(u) {
                 out.push(ConfigProblem::new(format!("alerts.alertmanager[{i}]"), e));
@@ -198,6 +202,82 @@ pub struct ServerConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate signed by it (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (reloaded without a restart).
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ServerConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::ServerTlsFiles> {
+        Some(crate::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Problems of `[server]`, including TLS files that do not load or do not match.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => out.push(ConfigProblem::new(
+                "server.tls_key",
+                "is missing: tls_cert needs its key",
+            )),
+            (None, Some(_)) => out.push(ConfigProblem::new(
+                "server.tls_cert",
+                "is missing: tls_key needs its certificate",
+            )),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            out.push(ConfigProblem::new(
+                "server.tls_client_ca",
+                "needs tls_cert and tls_key (client certificates are a TLS feature)",
+            ));
+        }
+        if let Some(files) = self.tls_files() {
+            if let Err(e) = files.load() {
+                let key = match &e {
+                    crate::tls::TlsError::Read { path, .. }
+                    | crate::tls::TlsError::Pem { path, .. }
+                        if Some(path) == self.tls_key.as_ref() =>
+                    {
+                        "server.tls_key"
+                    }
+                    crate::tls::TlsError::Read { path, .. }
+                    | crate::tls::TlsError::Pem { path, .. }
+                        if Some(path) == self.tls_client_ca.as_ref() =>
+                    {
+                        "server.tls_client_ca"
+                    }
+                    _ => "server.tls_cert",
+                };
+                out.push(ConfigProblem::new(key, e.to_string()));
+            }
+        }
+        if self.tls_reload_interval < Duration::from_millis(100) {
+            out.push(ConfigProblem::new(
+                "server.tls_reload_interval",
+                "must be at least 100ms",
+            ));
+        }
+        out
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -212,6 +292,10 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             max_body_bytes: default_body_limit(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval: default_tls_reload(),
         }
     }
 }
@@ -238,6 +322,9 @@ pub struct ScrapeConfig {
     /// A target whose last good scrape is older than this is stale; default 3 x interval.
     #[serde(default, with = "humantime_serde::option")]
     pub stale_after: Option<Duration>,
+    /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
 }
 
 fn default_interval() -> Duration {
@@ -265,6 +352,7 @@ impl Default for ScrapeConfig {
             max_body_bytes: default_max_body(),
             concurrency: default_concurrency(),
             stale_after: None,
+            tls: Default::default(),
         }
     }
 }
@@ -344,6 +432,40 @@ pub struct JudgeConfig {
     /// Fewest requests (exposure) each cohort must have seen before a GO.
     #[serde(default = "default_min_exposure")]
     pub min_exposure: f64,
+    /// Largest share of a cohort's targets that may be stale or never scraped with a GO still
+    /// possible (0 to below 1; default 0: any missing target blocks GO).
+    #[serde(default)]
+    pub max_stale_fraction: f64,
+    /// Fewest freshly scraped targets each cohort needs before a GO (default 1).
+    #[serde(default = "default_min_fresh_targets")]
+    pub min_fresh_targets: usize,
+}
+
+fn default_min_fresh_targets() -> usize {
+    1
+}
+
+/// Problems of data-quality thresholds at `prefix` (`judge` or `analyses[i]`).
+fn check_quality(
+    out: &mut Vec<ConfigProblem>,
+    prefix: &str,
+    max_stale_fraction: Option<f64>,
+    min_fresh_targets: Option<usize>,
+) {
+    if let Some(f) = max_stale_fraction {
+        if !(0.0..1.0).contains(&f) {
+            out.push(ConfigProblem::new(
+                format!("{prefix}.max_stale_fraction"),
+                format!("{f} is outside [0, 1)"),
+            ));
+        }
+    }
+    if min_fresh_targets == Some(0) {
+        out.push(ConfigProblem::new(
+            format!("{prefix}.min_fresh_targets"),
+            "must be at least 1: a verdict is never GO without fresh data",
+        ));
+    }
 }
 
 fn default_alpha() -> f64 {
@@ -367,6 +489,8 @@ impl Default for JudgeConfig {
             max_duration: default_max_duration(),
             tick: None,
             min_exposure: default_min_exposure(),
+            max_stale_fraction: 0.0,
+            min_fresh_targets: default_min_fresh_targets(),
         }
     }
 }
@@ -396,6 +520,12 @@ pub struct AnalysisConfig {
     /// Overrides `[judge].min_exposure`.
     #[serde(default)]
     pub min_exposure: Option<f64>,
+    /// Overrides `[judge].max_stale_fraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale_fraction: Option<f64>,
+    /// Overrides `[judge].min_fresh_targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_fresh_targets: Option<usize>,
     /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
@@ -432,6 +562,12 @@ impl AnalysisConfig {
         if let Some(a) = self.alpha {
             check_alpha(&mut out, &format!("{prefix}.alpha"), a);
         }
+        check_quality(
+            &mut out,
+            prefix,
+            self.max_stale_fraction,
+            self.min_fresh_targets,
+        );
         if let (Some(min), Some(max)) = (self.min_duration, self.max_duration) {
             if min >= max {
                 out.push(ConfigProblem::new(
@@ -630,8 +766,9 @@ impl Config {
 
     /// Semantic problems of an otherwise well-formed configuration.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.server.problems();
         let s = &self.scrape;
+        out.extend(s.tls.problems("scrape.tls"));
         if s.interval < Duration::from_millis(100) {
             out.push(ConfigProblem::new(
                 "scrape.interval",
@@ -700,6 +837,12 @@ impl Config {
             out.extend(p.problems());
         }
         check_alpha(&mut out, "judge.alpha", self.judge.alpha);
+        check_quality(
+            &mut out,
+            "judge",
+            Some(self.judge.max_stale_fraction),
+            Some(self.judge.min_fresh_targets),
+        );
         if self.judge.min_duration >= self.judge.max_duration {
             out.push(ConfigProblem::new(
                 "judge.min_duration",

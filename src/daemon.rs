@@ -158,6 +158,14 @@ pub async fn start_with_store(
     let auth = crate::auth::Auth::from_config(&cfg.auth)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
         .map(Arc::new);
+    // Loaded before anything starts: a bad certificate or key is a start-up error.
+    let tls =
+        match cfg.server.tls_files() {
+            Some(f) => Some(crate::tls::ServerTls::new(f).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
+            None => None,
+        };
     let (store, loaded) = match store {
         Some((s, l)) => (Some(s), Some(l)),
         None => (None, None),
@@ -318,14 +326,33 @@ pub async fn start_with_store(
         None => router,
     };
     let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = served.await {
-            warn!(error = %e, "api server stopped");
+    match tls {
+        // TLS only: a plain-HTTP client on this port fails its handshake.
+        Some(tls) => {
+            tasks.spawn(
+                tls.clone()
+                    .watch(cfg.server.tls_reload_interval, shutdown.clone()),
+            );
+            let listener = tls.listen(listener, shutdown.clone())?;
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "api server stopped");
+                }
+            });
         }
-    });
-    info!(%addr, "meshgate listening");
+        None => {
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "api server stopped");
+                }
+            });
+        }
+    }
+    info!(%addr, tls = cfg.server.tls_cert.is_some(), "meshgate listening");
     Ok(Running {
         addr,
         shared,
@@ -708,18 +735,37 @@ impl Engine {
                 {
                     continue;
                 }
+                // Not a member: never scraped successfully, or gone dark before it sent this
+                // analysis anything (a pod that died before the analysis started still counts).
                 if let Some(h) = health.get(&t.url) {
-                    if h.last_success_at.is_none() && h.failures > 0 {
+                    let dark = match h.last_success_at {
+                        None => h.failures > 0,
+                        Some(at) => {
+                            now.saturating_duration_since(at) > self.stale_after
+                                && h.consecutive_failures > 0
+                        }
+                    };
+                    if dark {
                         q.unreachable += 1;
                     }
                 }
             }
             q
         };
+        let spec = &slot.view.spec;
         DataQuality {
             baseline: cohort(Side::Baseline, &slot.baseline),
             canary: cohort(Side::Canary, &slot.canary),
             overlapping_series: slot.overlaps,
+            thresholds: crate::judge::QualityThresholds {
+                max_stale_fraction: spec
+                    .max_stale_fraction
+                    .unwrap_or(self.defaults.max_stale_fraction),
+                min_fresh_targets: spec
+                    .min_fresh_targets
+                    .unwrap_or(self.defaults.min_fresh_targets),
+            },
+            blocked_by: None,
         }
     }
 

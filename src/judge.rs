@@ -12,7 +12,7 @@ pub mod rate;
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
-    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, Settings, TestEvidence,
-    TickInput, Verdict,
+    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
+    Settings, TestEvidence, TickInput, Verdict,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};

@@ -22,6 +22,7 @@
 //! - [`auth`]: bearer tokens and scopes for the API.
 //! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
+//! - [`tls`]: the API over TLS (rustls, certificate reload) and outbound TLS settings.
 //! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
@@ -47,3 +48,4 @@ pub mod scrape;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -44,6 +44,9 @@ pub struct PrometheusConfig {
     /// Retries on transport errors, 429 and 5xx (never on 4xx: a PromQL error does not heal).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// TLS to the backend (`[prometheus.tls]`): extra CA, client certificate (mTLS), verification.
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
 }
 
 fn default_timeout() -> Duration {
@@ -56,7 +59,7 @@ fn default_retries() -> u32 {
 impl PrometheusConfig {
     /// Problems with this section, with key paths.
     pub fn problems(&self) -> Vec<crate::config::ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.tls.problems("prometheus.tls");
         if let Err(e) = crate::discovery::check_url(&self.url) {
             out.push(crate::config::ConfigProblem::new("prometheus.url", e));
         }
@@ -176,7 +179,11 @@ impl PromClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("meshgate/", env!("CARGO_PKG_VERSION")))
             .timeout(cfg.timeout)
-            .gzip(true)
+            .gzip(true);
+        let http = cfg
+            .tls
+            .apply(http, "prometheus")
+            .map_err(QueryError::Transport)?
             .build()
             .map_err(|e| QueryError::Transport(e.to_string()))?;
         Ok(Self { http, cfg })
@@ -442,10 +449,14 @@ impl PromSource {
             .expect("health lock")
             .entry(url.clone())
             .or_insert_with(|| {
-                TargetHealth::new(&crate::discovery::Target {
+                let mut h = TargetHealth::new(&crate::discovery::Target {
                     url: url.clone(),
                     labels: [("source".to_string(), "prometheus".to_string())].into(),
-                })
+                });
+                if self.client.cfg.tls.insecure_skip_verify {
+                    h.warning = Some(crate::tls::INSECURE_WARNING.to_owned());
+                }
+                h
             });
         let started = Instant::now();
         let result = async {

@@ -108,6 +108,9 @@ pub struct TargetHealth {
     /// Good pages in a row with a counter reset: a target whose counters keep going backwards
     /// is broken, not restarting, and its data is not fresh (see [`UNRELIABLE_RESET_PAGES`]).
     pub consecutive_reset_pages: u64,
+    /// Set when this target's TLS certificate is not verified (`insecure_skip_verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     #[serde(skip)]
     /// When the last good scrape finished (monotonic).
     pub last_success_at: Option<Instant>,
@@ -133,6 +136,7 @@ impl TargetHealth {
             last_duplicates: 0,
             last_resets: 0,
             consecutive_reset_pages: 0,
+            warning: None,
             last_success_at: None,
         }
     }
@@ -192,7 +196,11 @@ impl Scraper {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .gzip(true)
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(1);
+        let client = cfg
+            .tls
+            .apply(client, "scrape")
+            .map_err(ScrapeError::Client)?
             .build()
             .map_err(|e| ScrapeError::Client(e.to_string()))?;
         let permits = Arc::new(Semaphore::new(cfg.concurrency));
@@ -264,7 +272,13 @@ impl Scraper {
                     .health
                     .write()
                     .expect("health lock")
-                    .insert(t.url.clone(), TargetHealth::new(t));
+                    .insert(t.url.clone(), {
+                        let mut h = TargetHealth::new(t);
+                        if shared.cfg.tls.insecure_skip_verify && t.url.starts_with("https:") {
+                            h.warning = Some(crate::tls::INSECURE_WARNING.to_owned());
+                        }
+                        h
+                    });
                 let span = info_span!("scrape", target = %t.url);
                 tokio::spawn(
                     shared

@@ -156,6 +156,7 @@ async fn both(
         headers: Default::default(),
         timeout: Duration::from_secs(5),
         retries: 2,
+        tls: Default::default(),
     });
     let d = daemon(direct, &stop).await;
     let p = daemon(backed, &stop).await;
@@ -268,6 +269,7 @@ async fn promql_errors_and_no_data() {
         headers: Default::default(),
         timeout: Duration::from_secs(5),
         retries: 0,
+        tls: Default::default(),
     })
     .unwrap();
     match client.query("sum(").await {
@@ -300,6 +302,7 @@ async fn promql_errors_and_no_data() {
         headers: Default::default(),
         timeout: Duration::from_secs(5),
         retries: 0,
+        tls: Default::default(),
     });
     let (base, _running) = daemon(cfg, &stop).await;
     let c = reqwest::Client::new();
@@ -372,6 +375,7 @@ async fn auth_header_and_custom_headers_are_sent() {
         headers: [("X-Scope-OrgID".to_string(), "tenant-a".to_string())].into(),
         timeout: Duration::from_secs(5),
         retries: 0,
+        tls: Default::default(),
     })
     .unwrap();
     assert!(client.query("up").await.unwrap().is_empty());

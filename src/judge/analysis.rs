@@ -70,7 +70,8 @@ pub struct CohortQuality {
     pub fresh: usize,
     /// Of those, the ones whose last good scrape is too old.
     pub stale: usize,
-    /// Targets whose labels may belong to this cohort but that were never scraped successfully.
+    /// Targets whose labels may belong to this cohort but that sent it no data and are not
+    /// scraped successfully now (never, or not within the staleness limit).
     pub unreachable: usize,
     /// Counter resets seen in this cohort's series so far.
     pub resets: u64,
@@ -85,26 +86,109 @@ pub struct DataQuality {
     pub canary: CohortQuality,
     /// Series that matched both cohorts and were left out.
     pub overlapping_series: u64,
+    /// The thresholds this data is held to (`[judge]` or the analysis' own).
+    #[serde(default)]
+    pub thresholds: QualityThresholds,
+    /// The threshold that blocks a GO at this tick, if any (set by [`Analysis::tick`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<QualityBlock>,
+}
+
+/// How much missing data a cohort may have with a GO still possible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityThresholds {
+    /// Largest share of a cohort's targets (stale + never scraped, over all known) allowed to be
+    /// missing. 0 (the default): one stale or unreachable target blocks GO.
+    pub max_stale_fraction: f64,
+    /// Fewest freshly scraped targets each cohort needs (at least 1).
+    pub min_fresh_targets: usize,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        Self {
+            max_stale_fraction: 0.0,
+            min_fresh_targets: 1,
+        }
+    }
+}
+
+/// Which data-quality threshold blocks a GO, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityBlock {
+    /// `min_fresh_targets` or `max_stale_fraction`.
+    pub threshold: String,
+    /// `baseline` or `canary`.
+    pub cohort: String,
+    /// The measured value (fresh targets, or the missing share).
+    pub value: f64,
+    /// The threshold's value.
+    pub limit: f64,
+    /// A sentence for people.
+    pub message: String,
 }
 
 impl DataQuality {
-    /// Why the data cannot support a GO, if it cannot.
-    pub fn blocks_go(&self) -> Option<String> {
+    /// The first threshold the data fails, baseline before canary.
+    pub fn block(&self) -> Option<QualityBlock> {
+        let t = &self.thresholds;
         for (name, q) in [("baseline", &self.baseline), ("canary", &self.canary)] {
-            if q.fresh == 0 {
-                return Some(format!("{name} cohort has no freshly scraped target"));
+            let min_fresh = t.min_fresh_targets.max(1);
+            if q.fresh < min_fresh {
+                let message = if q.fresh == 0 {
+                    format!("{name} cohort has no freshly scraped target")
+                } else {
+                    format!(
+                        "{name} cohort has {} freshly scraped target(s), fewer than min_fresh_targets {min_fresh}",
+                        q.fresh
+                    )
+                };
+                return Some(QualityBlock {
+                    threshold: "min_fresh_targets".into(),
+                    cohort: name.into(),
+                    value: q.fresh as f64,
+                    limit: min_fresh as f64,
+                    message,
+                });
             }
-            if q.stale > 0 {
-                return Some(format!("{} {name} target(s) stale", q.stale));
-            }
-            if q.unreachable > 0 {
-                return Some(format!(
-                    "{} {name} target(s) never scraped successfully",
-                    q.unreachable
-                ));
+            let missing = q.stale + q.unreachable;
+            let known = q.targets + q.unreachable;
+            let share = if known == 0 {
+                0.0
+            } else {
+                missing as f64 / known as f64
+            };
+            if missing > 0 && share > t.max_stale_fraction {
+                let mut parts = Vec::new();
+                if q.stale > 0 {
+                    parts.push(format!("{} {name} target(s) stale", q.stale));
+                }
+                if q.unreachable > 0 {
+                    parts.push(format!(
+                        "{} {name} target(s) unreachable (never scraped successfully, or dark since before they sent data)",
+                        q.unreachable
+                    ));
+                }
+                return Some(QualityBlock {
+                    threshold: "max_stale_fraction".into(),
+                    cohort: name.into(),
+                    value: share,
+                    limit: t.max_stale_fraction,
+                    message: format!(
+                        "{} ({missing} of {known}, {:.0}%, above max_stale_fraction {})",
+                        parts.join(", "),
+                        share * 100.0,
+                        t.max_stale_fraction
+                    ),
+                });
             }
         }
         None
+    }
+
+    /// Why the data cannot support a GO, if it cannot.
+    pub fn blocks_go(&self) -> Option<String> {
+        self.block().map(|b| b.message)
     }
 }
 
@@ -391,6 +475,7 @@ impl Analysis {
         self.ticks += 1;
         self.elapsed = input.elapsed;
         self.quality = input.quality;
+        self.quality.blocked_by = self.quality.block();
         for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
             observe(state, spec, slots);
         }
@@ -1024,6 +1109,7 @@ mod tests {
             baseline: q.clone(),
             canary: q,
             overlapping_series: 0,
+            ..Default::default()
         }
     }
 
@@ -1083,6 +1169,42 @@ mod tests {
             Some(fresh),
             Some(a.checks[0].tests[0].process.upper_bound(0.05)).filter(|u| u.is_finite())
         );
+    }
+
+    #[test]
+    fn quality_thresholds_name_the_blocking_one() {
+        let mut q = good_quality();
+        q.canary = CohortQuality {
+            targets: 4,
+            fresh: 3,
+            stale: 1,
+            unreachable: 1,
+            resets: 0,
+        };
+        // Default: any missing target blocks.
+        let b = q.block().unwrap();
+        assert_eq!(
+            (b.threshold.as_str(), b.cohort.as_str()),
+            ("max_stale_fraction", "canary")
+        );
+        assert_eq!(b.value, 2.0 / 5.0);
+        // 2 of 5 missing is 40%: allowed at 0.4, not at 0.39.
+        q.thresholds.max_stale_fraction = 0.4;
+        assert_eq!(q.block(), None);
+        q.thresholds.max_stale_fraction = 0.39;
+        assert_eq!(q.block().unwrap().threshold, "max_stale_fraction");
+        // Fresh targets are checked first.
+        q.thresholds.max_stale_fraction = 0.5;
+        q.thresholds.min_fresh_targets = 4;
+        let b = q.block().unwrap();
+        assert_eq!(
+            (b.threshold.as_str(), b.value, b.limit),
+            ("min_fresh_targets", 3.0, 4.0)
+        );
+        // min_fresh_targets 0 (refused by config) still means at least one.
+        q.canary.fresh = 0;
+        q.thresholds.min_fresh_targets = 0;
+        assert!(q.blocks_go().unwrap().contains("no freshly scraped"));
     }
 
     #[test]
