@@ -2,7 +2,8 @@
 //! running daemon, shows a progress line, and exits with the verdict.
 //!
 //! Exit codes: 0 GO, 1 NO-GO, 2 INCONCLUSIVE (or `--timeout` passed while PENDING), 3 the daemon
-//! cannot be reached (or keeps failing for `--unreachable-after`), 64 the request is invalid.
+//! cannot be reached (or keeps failing for `--unreachable-after`), 64 the request is invalid or
+//! the daemon refuses the token. `--ca-file` and `--token-file` reach a daemon with TLS and `[auth]`.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -26,6 +27,13 @@ pub struct GateOptions {
     /// Daemon base URL.
     #[arg(long, env = "MESHGATE_SERVER", default_value = "http://127.0.0.1:9400")]
     pub server: String,
+    /// Extra trusted CA certificates (PEM) for an `https://` daemon with a private CA.
+    #[arg(long, env = "MESHGATE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// File holding the bearer token to send (the daemon's `[auth]`); surrounding whitespace
+    /// is ignored.
+    #[arg(long, env = "MESHGATE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Analysis name.
     #[arg(long)]
     pub name: String,
@@ -85,14 +93,11 @@ fn exit_for(verdict: &str) -> Option<u8> {
 /// Run the gate; returns the exit code. Progress goes to stderr, the result to stdout.
 pub async fn run(o: GateOptions) -> u8 {
     let base = o.server.trim_end_matches('/').to_owned();
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match client(&o) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("meshgate gate: cannot build an http client: {e}");
-            return EXIT_UNREACHABLE;
+            eprintln!("meshgate gate: {e}");
+            return EXIT_USAGE;
         }
     };
     let started = Instant::now();
@@ -141,6 +146,39 @@ pub async fn run(o: GateOptions) -> u8 {
     }
 }
 
+/// The HTTP client: 10 s per request, the extra CA and the bearer token when given.
+fn client(o: &GateOptions) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if o.ca_file.is_some() {
+        let tls = crate::tls::ClientTls {
+            ca_file: o.ca_file.clone(),
+            ..Default::default()
+        };
+        b = tls
+            .apply(b, "gate")
+            .map_err(|e| format!("--ca-file: {e}"))?;
+    }
+    if let Some(path) = &o.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!(
+                "--token-file {}: the file is empty",
+                path.display()
+            ));
+        }
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| format!("--token-file {}: not a valid token", path.display()))?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        b = b.default_headers(headers);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build an http client: {e}"))
+}
+
 async fn poll_once(
     client: &reqwest::Client,
     base: &str,
@@ -153,9 +191,15 @@ async fn poll_once(
     let url = format!("{base}/v1/analyses/{}/verdict", o.name);
     let r = match client.get(&url).send().await {
         Ok(r) => r,
-        Err(e) => return Step::Transient(format!("GET {url}: {e}")),
+        Err(e) => return Step::Transient(format!("GET {url}: {}", crate::tls::error_chain(&e))),
     };
     let status = r.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        eprintln!(
+            "meshgate gate: the daemon refused the token ({status}); pass --token-file with a token of the right scope"
+        );
+        return Step::Done(EXIT_USAGE);
+    }
     if status == reqwest::StatusCode::NOT_FOUND && !*created {
         let (Some(b), Some(c)) = (&o.baseline, &o.canary) else {
             eprintln!(
@@ -184,7 +228,12 @@ async fn poll_once(
             .await
         {
             Ok(r) => r,
-            Err(e) => return Step::Transient(format!("POST {base}/v1/analyses: {e}")),
+            Err(e) => {
+                return Step::Transient(format!(
+                    "POST {base}/v1/analyses: {}",
+                    crate::tls::error_chain(&e)
+                ))
+            }
         };
         let s = r.status();
         if s.is_success() || s == reqwest::StatusCode::CONFLICT {

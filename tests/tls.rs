@@ -461,3 +461,90 @@ async fn client_certificates_for_targets_that_require_them() {
         "{err}"
     );
 }
+
+/// Runs `meshgate gate` (the real binary) with `args`: (exit code, stderr).
+async fn gate(args: Vec<String>) -> (i32, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .arg("gate")
+            .args(args)
+            .env_remove("MESHGATE_CA_FILE")
+            .env_remove("MESHGATE_TOKEN_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_reaches_a_tls_daemon_with_auth_through_ca_file_and_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("meshgate gate CA");
+    let (cert, key, _) = ca.leaf("meshgate");
+    let cert = write(dir.path(), "server.crt", &cert);
+    let key = write(dir.path(), "server.key", &key);
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        "admin gate-admin-0123456789abcdef\nread gate-read-0123456789abcdef\n",
+    );
+    let admin = write(dir.path(), "admin.token", "gate-admin-0123456789abcdef\n");
+    let read = write(dir.path(), "read.token", "gate-read-0123456789abcdef\n");
+    let cfg = tls_config(
+        &cert,
+        &key,
+        &format!("[auth]\ntokens_file = {:?}\n", tokens.display().to_string()),
+    );
+    let running = start(cfg).await;
+    let server = format!("https://127.0.0.1:{}", running.addr.port());
+    let args = |extra: &[&std::path::Path]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--server",
+            &server,
+            "--name",
+            "tls-gate",
+            "--baseline",
+            "{revision=\"none-a\"}",
+            "--canary",
+            "{revision=\"none-b\"}",
+            "--min-duration",
+            "1s",
+            "--max-duration",
+            "2s",
+            "--poll",
+            "200ms",
+            "--unreachable-after",
+            "1s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (flag, p) in ["--ca-file", "--token-file"].iter().zip(extra) {
+            v.push(flag.to_string());
+            v.push(p.display().to_string());
+        }
+        v
+    };
+    // No CA: the certificate is not trusted, the daemon is unreachable (exit 3).
+    let (code, err) = gate(args(&[])).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    // CA but a read-only token: creating the analysis is refused (exit 64, naming the token).
+    let (code, err) = gate(args(&[&ca_file, &read])).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("refused"), "{err}");
+    // CA and an admin token: the analysis is created and runs to INCONCLUSIVE (no targets).
+    let (code, err) = gate(args(&[&ca_file, &admin])).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("analysis tls-gate started"), "{err}");
+    // A missing CA file is a usage error naming the flag.
+    let (code, err) = gate(args(&[Path::new("/nonexistent/ca.pem")])).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--ca-file"), "{err}");
+}
