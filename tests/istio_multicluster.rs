@@ -19,3 +19,17 @@ async fn remote_before_primary_is_no_go_naming_the_upgrade_order() {
     assert_eq!(Scenario::Multicluster.expected(), "NO-GO");
     assert_eq!(Scenario::MulticlusterHealthy.expected(), "GO");
 }
+
+/// Upgraded in order (the primary's new istiod first, then sidecars in both clusters): GO for
+/// each cluster's analysis and for the one over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_first_is_go_per_cluster_and_overall() {
+    let ok = meshgate::demo::run(DemoOptions {
+        scenario: Scenario::MulticlusterHealthy,
+        seed: 22,
+        json: false,
+    })
+    .await
+    .unwrap();
+    assert!(ok, "see the demo output above");
+}
