@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use meshgate::cohort::{RoutedAnalysis, Routing, Selector, TargetAccumulator};
+use meshgate::discovery::Target;
+use meshgate::istio::observe::{self, PageReader};
+use meshgate::istio::Observer;
 use meshgate::judge::Catalog;
 use meshgate::sim::{SimConfig, SimMesh};
 use tokio_util::sync::CancellationToken;
@@ -102,6 +105,56 @@ fn bench_ingest(c: &mut Criterion) {
                 })
             },
         );
+    }
+    // The Istio observer on (the daemon's default): its gauges (`istio_build`, `pilot_xds`,
+    // process/go gauges) read from the same pages. "separate_parse" is how it was done before
+    // (a second parse of each page after the ingest); "single_pass" is the scrape loop's path.
+    let r = routing(1);
+    let targets: Vec<Target> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Target {
+            url: format!("http://127.0.0.1:{}/stats/prometheus", 20000 + i),
+            labels: l.clone(),
+        })
+        .collect();
+    for single_pass in [false, true] {
+        let mut accs: Vec<TargetAccumulator> = labels
+            .iter()
+            .map(|l| TargetAccumulator::new(l.clone()))
+            .collect();
+        for (a, p) in accs.iter_mut().zip(&first) {
+            a.ingest(p, &r);
+        }
+        let observer = Observer::new();
+        let mut flip = false;
+        let name = if single_pass {
+            "observer_single_pass"
+        } else {
+            "observer_separate_parse"
+        };
+        group.bench_with_input(BenchmarkId::new(name, 1), &1, |b, _| {
+            b.iter(|| {
+                flip = !flip;
+                let round = if flip { &second } else { &first };
+                let mut deltas = 0;
+                for ((a, p), t) in accs.iter_mut().zip(round).zip(&targets) {
+                    let p = black_box(p);
+                    if single_pass {
+                        let mut page = PageReader::default();
+                        deltas += a
+                            .ingest_observing(p, &r, observe::filter(), |s| page.take(s))
+                            .deltas
+                            .len();
+                        observer.commit(t, page);
+                    } else {
+                        observer.observe(t, p);
+                        deltas += a.ingest(p, &r).deltas.len();
+                    }
+                }
+                black_box(deltas)
+            })
+        });
     }
     group.finish();
     println!(

@@ -247,6 +247,28 @@ impl TargetAccumulator {
     /// since Istio creates series lazily on their first event, unless its family was not wanted
     /// in the previous scrape (then its history is unknown, as on a first page).
     pub fn ingest(&mut self, page: &str, routing: &Routing) -> IngestReport {
+        self.ingest_split(page, routing, None, |_| {})
+    }
+
+    /// [`ingest`](Self::ingest), and in the same parse pass hand every sample of the families
+    /// `extra` wants to `on_extra` (the Istio observer's gauges), so a page is parsed once.
+    pub fn ingest_observing<'p>(
+        &mut self,
+        page: &'p str,
+        routing: &Routing,
+        extra: &FamilyFilter,
+        on_extra: impl FnMut(&parse::Sample<'p>),
+    ) -> IngestReport {
+        self.ingest_split(page, routing, Some(extra), on_extra)
+    }
+
+    fn ingest_split<'p>(
+        &mut self,
+        page: &'p str,
+        routing: &Routing,
+        extra: Option<&FamilyFilter>,
+        mut on_extra: impl FnMut(&parse::Sample<'p>),
+    ) -> IngestReport {
         let mut report = IngestReport::default();
         let prev_filter = self.prev_filter.replace(routing.filter.clone());
         self.scrapes += 1;
@@ -255,7 +277,13 @@ impl TargetAccumulator {
         let families = &mut self.families;
         let le_sets = &mut self.le_sets;
         let forgotten = &mut self.forgotten;
-        let parsed = parse::parse(page, &routing.filter, |s| {
+        let parsed = parse::parse_split(page, &routing.filter, extra, |s, wanted| {
+            if wanted.extra {
+                on_extra(&s);
+            }
+            if !wanted.main {
+                return;
+            }
             report.samples += 1;
             if !s.value.is_finite() {
                 return;

@@ -210,6 +210,7 @@ pub async fn start_with_store(
         wave_moved_at: Vec::new(),
         skew: None,
         plan_status: None,
+        plan_labels: Default::default(),
         store,
         latest_state: HashMap::new(),
     };
@@ -219,6 +220,7 @@ pub async fn start_with_store(
             engine.restore(a);
         }
         restored_targets = loaded.targets;
+        engine.plan_labels = loaded.plan_labels.unwrap_or_default();
     }
     for a in &cfg.analyses {
         if engine.analyses.contains_key(&a.name) {
@@ -402,6 +404,8 @@ struct Engine {
     wave_moved_at: Vec<Option<Instant>>,
     skew: Option<Arc<crate::istio::SkewReport>>,
     plan_status: Option<Arc<crate::istio::plan::PlanStatus>>,
+    /// Namespace labels recorded before each namespace of the plan moved (the rollback).
+    plan_labels: crate::istio::plan::RecordedLabels,
     store: Option<Store>,
     /// Each target's series values after the last page whose deltas were taken.
     latest_state: HashMap<Arc<str>, Arc<SeriesSnapshot>>,
@@ -905,6 +909,17 @@ impl Engine {
         let targets = self.targets.borrow().clone();
         let refs: Vec<&crate::discovery::Target> = targets.iter().map(|t| t.as_ref()).collect();
         let counts = plan::namespace_counts(&plan, &refs);
+        match plan::record_labels(&plan, &mut self.plan_labels, &refs, &counts) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.write_plan_labels(&self.plan_labels) {
+                        warn!(error = %e, "cannot store the plan's namespace labels");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "namespace labels not recorded"),
+        }
         self.wave_moved_at.resize(plan.waves.len(), None);
         let now = Instant::now();
         let mut runtime = Vec::new();
@@ -931,7 +946,12 @@ impl Engine {
                 moved_for: self.wave_moved_at[i].map(|at| now.saturating_duration_since(at)),
             });
         }
-        self.plan_status = Some(Arc::new(plan::status(&plan, &counts, &runtime)));
+        self.plan_status = Some(Arc::new(plan::status(
+            &plan,
+            &counts,
+            &runtime,
+            &self.plan_labels,
+        )));
     }
 }
 

@@ -13,6 +13,8 @@ use crate::config::{Config, StaticTarget};
 use crate::judge::Catalog;
 use crate::sim::{Cohort, Fault, IstiodFault, SimConfig, SimMesh};
 
+mod multicluster;
+
 /// Which regression the demo injects into the canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -26,13 +28,19 @@ pub enum Scenario {
     ControlPlane,
     /// The canary sidecars run 1.26.0 while their istiod runs 1.25.0: data plane ahead.
     Skew,
+    /// Primary-remote clusters; the remote's sidecars run the new revision before the primary
+    /// serves it: NO-GO naming the upgrade-order rule.
+    Multicluster,
+    /// Primary-remote clusters upgraded in order (primary's istiod first): GO per cluster and
+    /// overall.
+    MulticlusterHealthy,
 }
 
 impl Scenario {
     /// The verdict the demo must reach.
     pub fn expected(self) -> &'static str {
         match self {
-            Scenario::Healthy => "GO",
+            Scenario::Healthy | Scenario::MulticlusterHealthy => "GO",
             _ => "NO-GO",
         }
     }
@@ -47,7 +55,11 @@ impl Scenario {
                 error_rate: None,
                 latency_factor: 1.6,
             },
-            Scenario::Healthy | Scenario::ControlPlane | Scenario::Skew => Fault {
+            Scenario::Healthy
+            | Scenario::ControlPlane
+            | Scenario::Skew
+            | Scenario::Multicluster
+            | Scenario::MulticlusterHealthy => Fault {
                 error_rate: None,
                 latency_factor: 1.0,
             },
@@ -60,6 +72,7 @@ impl Scenario {
             Scenario::ControlPlane => IstiodFault {
                 rejects_per_min: 60.0,
                 convergence_factor: 4.0,
+                ..Default::default()
             },
             _ => IstiodFault::default(),
         }
@@ -95,6 +108,8 @@ impl Scenario {
                 "canary istiod: 60 xDS rejects/min and convergence 4x slower (istiod against istiod)"
             }
             Scenario::Skew => "canary sidecars run 1.26.0 while their istiod runs 1.25.0 (data plane ahead)",
+            Scenario::Multicluster => "primary-remote clusters: the remote's sidecars run 1-25-0 before the primary runs its istiod",
+            Scenario::MulticlusterHealthy => "primary-remote clusters upgraded in order: the primary's 1-25-0 istiod first, then sidecars in both",
         }
     }
 }
@@ -144,6 +159,12 @@ pub fn demo_mesh(seed: u64) -> SimConfig {
 
 /// Run the demo; true when the verdict is the expected one.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
+    if matches!(
+        opts.scenario,
+        Scenario::Multicluster | Scenario::MulticlusterHealthy
+    ) {
+        return multicluster::run(opts).await;
+    }
     let started = Instant::now();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();

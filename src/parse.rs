@@ -466,10 +466,41 @@ pub fn parse<'a>(
     filter: &FamilyFilter,
     mut on_sample: impl FnMut(Sample<'a>),
 ) -> ParseReport {
+    parse_split(page, filter, None, |s, wanted| {
+        if wanted.main {
+            on_sample(s)
+        }
+    })
+}
+
+/// Which of the two filters of [`parse_split`] wanted a sample (at least one did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// The main filter wants it.
+    pub main: bool,
+    /// The extra filter wants it.
+    pub extra: bool,
+}
+
+/// One pass over a page for two consumers: `on_sample` gets every sample wanted by `filter` or
+/// by `extra`, with which of them wanted it. The report counts as [`parse`] with `filter` alone
+/// (`samples` and `skipped` are about the main filter), except that malformed lines of families
+/// only `extra` wants are errors too.
+pub fn parse_split<'a>(
+    page: &'a str,
+    filter: &FamilyFilter,
+    extra: Option<&FamilyFilter>,
+    mut on_sample: impl FnMut(Sample<'a>, Wanted),
+) -> ParseReport {
     let mut parser = Parser {
         filter,
+        extra,
         types: HashMap::new(),
         cache: None,
+        wanted: Wanted {
+            main: false,
+            extra: false,
+        },
         report: ParseReport::default(),
     };
     let bytes = page.as_bytes();
@@ -487,8 +518,13 @@ pub fn parse<'a>(
         pos = end + 1;
         match parser.line(line) {
             Ok(Some(sample)) => {
-                parser.report.samples += 1;
-                on_sample(sample);
+                let wanted = parser.wanted;
+                if wanted.main {
+                    parser.report.samples += 1;
+                } else {
+                    parser.report.skipped += 1;
+                }
+                on_sample(sample, wanted);
             }
             Ok(None) => {}
             Err(Stop::Eof) => {
@@ -512,9 +548,13 @@ enum Stop {
 
 struct Parser<'a, 'f> {
     filter: &'f FamilyFilter,
+    /// A second consumer's filter ([`parse_split`]).
+    extra: Option<&'f FamilyFilter>,
     types: HashMap<&'a str, Decl>,
-    /// The last classified metric name, with its kind and whether it is wanted.
-    cache: Option<(&'a str, MetricType, bool)>,
+    /// The last classified metric name, with its kind and who wants it.
+    cache: Option<(&'a str, MetricType, Wanted)>,
+    /// Who wanted the sample just returned by `sample`.
+    wanted: Wanted,
     report: ParseReport,
 }
 
@@ -530,9 +570,9 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    /// The kind of a metric name and whether it is wanted.
+    /// The kind of a metric name and who wants it.
     #[inline]
-    fn classify(&mut self, name: &'a str) -> (MetricType, bool) {
+    fn classify(&mut self, name: &'a str) -> (MetricType, Wanted) {
         if let Some((cached, kind, wanted)) = self.cache {
             if cached == name {
                 return (kind, wanted);
@@ -540,7 +580,12 @@ impl<'a> Parser<'a, '_> {
         }
         let resolved = self.resolve(name);
         let kind = resolved.map_or(MetricType::Untyped, |(_, decl)| decl.kind);
-        let wanted = self.filter.decide(name, resolved, &self.types);
+        let wanted = Wanted {
+            main: self.filter.decide(name, resolved, &self.types),
+            extra: self
+                .extra
+                .is_some_and(|f| f.decide(name, resolved, &self.types)),
+        };
         self.cache = Some((name, kind, wanted));
         (kind, wanted)
     }
@@ -631,10 +676,11 @@ impl<'a> Parser<'a, '_> {
         }
         let name = line.get(start..i).unwrap_or("");
         let (kind, wanted) = self.classify(name);
-        if !wanted {
+        if !wanted.main && !wanted.extra {
             self.report.skipped += 1;
             return Ok(None);
         }
+        self.wanted = wanted;
 
         i = skip_blanks(b, i);
         let mut raw = "";

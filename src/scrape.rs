@@ -347,10 +347,21 @@ impl Scraper {
                                 Err(ScrapeError::Truncated(text.len()))
                             }
                             Ok(text) => {
-                                if let Some(o) = &self.observer {
-                                    o.observe(&target, text);
-                                }
-                                let rep = acc.ingest(text, &routing);
+                                // One parse pass feeds both the cohorts and the observer.
+                                let rep = match &self.observer {
+                                    Some(o) => {
+                                        let mut page = crate::istio::observe::PageReader::default();
+                                        let rep = acc.ingest_observing(
+                                            text,
+                                            &routing,
+                                            crate::istio::observe::filter(),
+                                            |s| page.take(s),
+                                        );
+                                        o.commit(&target, page);
+                                        rep
+                                    }
+                                    None => acc.ingest(text, &routing),
+                                };
                                 if rep.samples == 0 && rep.error_count > 0 {
                                     Err(ScrapeError::Garbage {
                                         count: rep.error_count,

@@ -8,6 +8,7 @@
 //! one revision share (the page shows no pod name), so thousands of pods stay cheap.
 
 pub mod istiod;
+pub mod multicluster;
 pub mod page;
 pub mod traffic;
 
@@ -115,6 +116,14 @@ pub struct RevisionSpec {
     /// scraped pods (a real istiod serves far more proxies than one scrapes); `None`: `pods`.
     #[serde(default)]
     pub connected_proxies: Option<u64>,
+    /// Whether this mesh runs the revision's istiod (false in a remote cluster, whose proxies
+    /// its primary's istiod serves, or before the revision's control plane is installed).
+    #[serde(default = "yes")]
+    pub istiod: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl RevisionSpec {
@@ -126,6 +135,7 @@ impl RevisionSpec {
             pods,
             proxy_version: None,
             connected_proxies: None,
+            istiod: true,
         }
     }
 
@@ -567,6 +577,9 @@ impl SimMesh {
                     .with_state(pod.clone());
                 spawn_server(&tracker, listener, app, shutdown.clone());
                 pods.push(pod);
+            }
+            if !rev.istiod {
+                continue;
             }
             // The istiod of this revision.
             let iseed = mix64(cseed ^ 0x0015_710D);
@@ -1119,6 +1132,7 @@ mod tests {
             IstiodFault {
                 rejects_per_min: 30.0,
                 convergence_factor: 5.0,
+                ..Default::default()
             },
         );
         assert_eq!(mesh.istiod_fault(Cohort::Canary).rejects_per_min, 30.0);

@@ -26,6 +26,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ANALYSES: TableDefinition<&str, &[u8]> = TableDefinition::new("analyses");
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
+/// The upgrade plan's namespace labels recorded before each namespace moved (one row).
+const PLAN: TableDefinition<&str, &[u8]> = TableDefinition::new("plan");
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,8 @@ pub struct Loaded {
     pub analyses: Vec<StoredAnalysis>,
     /// Series values per target URL.
     pub targets: HashMap<String, SeriesSnapshot>,
+    /// The upgrade plan's recorded namespace labels, if any were stored.
+    pub plan_labels: Option<crate::istio::plan::RecordedLabels>,
 }
 
 /// What one write cost.
@@ -183,6 +187,7 @@ impl Store {
             }
             tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
             tx.open_table(TARGETS).map_err(|e| self.io(e))?;
+            tx.open_table(PLAN).map_err(|e| self.io(e))?;
         }
         tx.commit().map_err(|e| self.io(e))
     }
@@ -208,7 +213,26 @@ impl Store {
                 .map_err(|e| corrupt(format!("series of target {:?}: {e}", k.value())))?;
             loaded.targets.insert(k.value().to_owned(), s);
         }
+        let t = tx.open_table(PLAN).map_err(|e| self.io(e))?;
+        if let Some(v) = t.get("labels").map_err(|e| self.io(e))? {
+            let r = ciborium::from_reader(v.value())
+                .map_err(|e| corrupt(format!("plan labels: {e}")))?;
+            loaded.plan_labels = Some(r);
+        }
         Ok(loaded)
+    }
+
+    /// Replace the upgrade plan's recorded namespace labels.
+    pub fn write_plan_labels(
+        &self,
+        labels: &crate::istio::plan::RecordedLabels,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        tx.open_table(PLAN)
+            .map_err(|e| self.io(e))?
+            .insert("labels", encode(labels).as_slice())
+            .map_err(|e| self.io(e))?;
+        tx.commit().map_err(|e| self.io(e))
     }
 
     /// Replace the whole state in one transaction: these analyses and these targets' series,

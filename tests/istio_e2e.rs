@@ -116,6 +116,7 @@ async fn sick_canary_istiod_is_no_go_naming_control_plane_checks() {
         IstiodFault {
             rejects_per_min: 120.0,
             convergence_factor: 4.0,
+            ..Default::default()
         },
     );
     let v = follow(
@@ -321,5 +322,75 @@ async fn plan_status_follows_discovery_and_starts_wave_analyses() {
         .await
         .unwrap();
     assert_eq!(a.status(), 200);
+    s.stop.cancel();
+}
+
+/// "Any certificate signing error on the canary istiod": a rollback trigger on
+/// `istiod-csr-sign-errors` stays quiet while istiod is healthy and turns the analysis NO-GO,
+/// naming the trigger, once the canary's CA fails to sign CSRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_signing_errors_fire_the_mtls_rollback_trigger() {
+    let (s, mesh) = setup(sim(15), "", |_| {}).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/v1/analyses", s.base))
+        .json(&json!({
+            "name": "certs",
+            "baseline": "{role=\"istiod\", revision=\"1-24-2\"}",
+            "canary": "{role=\"istiod\", revision=\"1-25-0\"}",
+            "checks": ["istiod-xds-rejects", "istiod-csr-sign-errors"],
+            "rollback": [{"name": "no-cert-signing-errors-on-canary", "check": "istiod-csr-sign-errors", "when": "canary_events"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let url = format!("{}/v1/analyses/certs/verdict", s.base);
+    let verdict = |c: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Healthy for a few seconds (several ticks): no trigger.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let v = verdict(c.clone()).await;
+    assert_ne!(v["verdict"], "NO-GO", "healthy istiod: {v}");
+    mesh.set_istiod_fault(
+        Cohort::Canary,
+        IstiodFault {
+            csr_sign_errors_per_min: 120.0,
+            ..Default::default()
+        },
+    );
+    let start = Instant::now();
+    let v = loop {
+        let v = verdict(c.clone()).await;
+        if v["decided"] == true {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "undecided: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(v["verdict"], "NO-GO", "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("rollback trigger \"no-cert-signing-errors-on-canary\" fired"),
+        "{reason}"
+    );
+    assert!(reason.contains("CSR sign errors"), "{reason}");
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "istiod-csr-sign-errors")
+        .unwrap();
+    assert_eq!(check["tests"][0]["baseline"]["events"], 0.0, "{check}");
     s.stop.cancel();
 }

@@ -198,6 +198,16 @@ impl KubeState {
                 ("cluster".to_string(), cluster.to_string()),
             ]);
             if let Some(n) = ns_obj {
+                // The namespace's Istio labels as written (tags unresolved), present whenever the
+                // namespace is known: what an upgrade plan restores on rollback.
+                labels.insert(
+                    "namespace_labels".into(),
+                    crate::istio::plan::NamespaceLabels {
+                        istio_injection: label(n, "istio-injection").map(str::to_owned),
+                        rev: label(n, "istio.io/rev").map(str::to_owned),
+                    }
+                    .to_string(),
+                );
                 if let Some(v) = label(n, "istio-injection") {
                     labels.insert("namespace_istio_injection".into(), v.into());
                 }

@@ -102,6 +102,137 @@ impl Plan {
     }
 }
 
+/// A namespace's Istio injection labels as written on the namespace (a revision tag stays a
+/// tag): what a wave's rollback restores.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceLabels {
+    /// `istio-injection` (e.g. `enabled`), if set.
+    pub istio_injection: Option<String>,
+    /// `istio.io/rev` (a revision or a tag), if set.
+    pub rev: Option<String>,
+}
+
+/// `istio-injection=enabled,istio.io/rev=1-24-2` (only the labels set; empty when none): the
+/// form of the `namespace_labels` target label that Kubernetes discovery sets.
+impl std::fmt::Display for NamespaceLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        if let Some(v) = &self.istio_injection {
+            write!(f, "istio-injection={v}")?;
+            sep = ",";
+        }
+        if let Some(v) = &self.rev {
+            write!(f, "{sep}istio.io/rev={v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for NamespaceLabels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = NamespaceLabels::default();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("istio-injection", v)) => out.istio_injection = Some(v.to_owned()),
+                Some(("istio.io/rev", v)) => out.rev = Some(v.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "namespace_labels {s:?}: {part:?} is not istio-injection=... or istio.io/rev=..."
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl NamespaceLabels {
+    /// The `kubectl` command that puts these labels back on namespace `ns` (a label that was
+    /// not set is removed).
+    pub fn kubectl(&self, ns: &str) -> String {
+        let inj = match &self.istio_injection {
+            Some(v) => format!("istio-injection={v}"),
+            None => "istio-injection-".into(),
+        };
+        let rev = match &self.rev {
+            Some(v) => format!("istio.io/rev={v}"),
+            None => "istio.io/rev-".into(),
+        };
+        format!("kubectl label namespace {ns} {inj} {rev} --overwrite")
+    }
+}
+
+/// The namespace labels recorded before each namespace moved, for one plan (persisted with the
+/// store, so a restart after the relabel still knows what to restore).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordedLabels {
+    /// [`Plan::key`] of the plan they belong to (a record of another plan is not used).
+    pub plan: String,
+    /// Per namespace.
+    pub namespaces: BTreeMap<String, NamespaceLabels>,
+}
+
+impl Plan {
+    /// Identifies the plan for its recorded labels: name and revisions.
+    pub fn key(&self) -> String {
+        format!(
+            "{}: {} -> {}",
+            self.name, self.from_revision, self.to_revision
+        )
+    }
+}
+
+/// Record the namespace labels of the plan's namespaces from the discovered targets (the
+/// `namespace_labels` label of Kubernetes discovery; `namespace_rev` is the tag-resolved
+/// revision). A namespace's record follows its labels until it starts moving: once a proxy in
+/// it runs the new revision, or its labels already point at the new revision (relabelled, pods
+/// not restarted yet), the record is frozen. Returns whether the record changed. Targets
+/// without `namespace_labels` (static or file_sd) record nothing.
+pub fn record_labels(
+    plan: &Plan,
+    recorded: &mut RecordedLabels,
+    targets: &[&Target],
+    counts: &BTreeMap<String, [usize; 3]>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    if recorded.plan != plan.key() {
+        *recorded = RecordedLabels {
+            plan: plan.key(),
+            namespaces: BTreeMap::new(),
+        };
+        changed = true;
+    }
+    let wanted: std::collections::HashSet<&str> = plan
+        .waves
+        .iter()
+        .flat_map(|w| w.namespaces.iter().map(String::as_str))
+        .collect();
+    let mut seen: BTreeMap<&str, (NamespaceLabels, Option<&str>)> = BTreeMap::new();
+    for t in targets {
+        let (Some(ns), Some(raw)) = (t.label("namespace"), t.label("namespace_labels")) else {
+            continue;
+        };
+        if t.label("role") != Some("proxy") || !wanted.contains(ns) || seen.contains_key(ns) {
+            continue;
+        }
+        let labels: NamespaceLabels = raw.parse()?;
+        seen.insert(ns, (labels, t.label("namespace_rev")));
+    }
+    for (ns, (labels, resolved)) in seen {
+        let moving = counts.get(ns).is_some_and(|c| c[1] > 0);
+        let relabelled = resolved == Some(plan.to_revision.as_str())
+            || labels.rev.as_deref() == Some(plan.to_revision.as_str());
+        if moving || relabelled || recorded.namespaces.get(ns) == Some(&labels) {
+            continue;
+        }
+        recorded.namespaces.insert(ns.to_owned(), labels);
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Where one namespace stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +264,9 @@ pub struct WaveStatus {
     pub soak_left_seconds: Option<f64>,
     /// What to run to roll this wave back (advice; meshgate never relabels).
     pub rollback: Vec<String>,
+    /// Per namespace, the labels the rollback restores: as recorded before the namespace moved,
+    /// or `null` when none were recorded (then `istio.io/rev=<from_revision>` is assumed).
+    pub rollback_labels: BTreeMap<String, Option<NamespaceLabels>>,
 }
 
 /// The plan's status (`GET /v1/plan/status`).
@@ -220,7 +354,9 @@ pub fn status(
     plan: &Plan,
     counts: &BTreeMap<String, [usize; 3]>,
     runtime: &[WaveRuntime],
+    recorded: &RecordedLabels,
 ) -> PlanStatus {
+    let recorded = (recorded.plan == plan.key()).then_some(&recorded.namespaces);
     let mut waves = Vec::new();
     let mut current: Option<usize> = None;
     for (i, w) in plan.waves.iter().enumerate() {
@@ -250,15 +386,22 @@ pub fn status(
         if phase != "done" && current.is_none() {
             current = Some(i);
         }
-        let rollback = w
+        let rollback_labels: BTreeMap<String, Option<NamespaceLabels>> = w
             .namespaces
             .iter()
-            .flat_map(|n| {
+            .map(|n| (n.clone(), recorded.and_then(|r| r.get(n)).cloned()))
+            .collect();
+        let rollback = rollback_labels
+            .iter()
+            .flat_map(|(n, labels)| {
                 [
-                    format!(
-                        "kubectl label namespace {n} istio.io/rev={} --overwrite",
-                        plan.from_revision
-                    ),
+                    match labels {
+                        Some(l) => l.kubectl(n),
+                        None => format!(
+                            "kubectl label namespace {n} istio.io/rev={} --overwrite",
+                            plan.from_revision
+                        ),
+                    },
                     format!("kubectl rollout restart deployment -n {n}"),
                 ]
             })
@@ -271,6 +414,7 @@ pub fn status(
             reason: rt.verdict.map(|(_, r)| r),
             soak_left_seconds: if phase == "soaking" { soak_left } else { None },
             rollback,
+            rollback_labels,
         });
     }
     let (may, advice) = match current {
@@ -370,7 +514,12 @@ mod tests {
             t("pay", "1-24-2", 0),
         ];
         let refs: Vec<&Target> = targets.iter().collect();
-        let s = status(&p, &namespace_counts(&p, &refs), &[]);
+        let s = status(
+            &p,
+            &namespace_counts(&p, &refs),
+            &[],
+            &RecordedLabels::default(),
+        );
         assert_eq!(s.current_wave.as_deref(), Some("staging"));
         assert!(s.next_wave_may_start, "{}", s.advice);
         // Staging half moved: moving.
@@ -381,7 +530,7 @@ mod tests {
         ];
         let refs: Vec<&Target> = targets.iter().collect();
         let c = namespace_counts(&p, &refs);
-        let s = status(&p, &c, &[]);
+        let s = status(&p, &c, &[], &RecordedLabels::default());
         assert_eq!(s.waves[0].phase, "moving");
         assert!(!s.next_wave_may_start);
         // Staging moved, GO, soak not over: soaking; then done and the next may start.
@@ -392,7 +541,12 @@ mod tests {
             verdict: Some(("GO".into(), "ok".into())),
             moved_for: Some(Duration::from_secs(30)),
         };
-        let s = status(&p, &c, std::slice::from_ref(&go));
+        let s = status(
+            &p,
+            &c,
+            std::slice::from_ref(&go),
+            &RecordedLabels::default(),
+        );
         assert_eq!(s.waves[0].phase, "soaking");
         assert_eq!(s.waves[0].soak_left_seconds, Some(30.0));
         assert!(!s.next_wave_may_start);
@@ -400,7 +554,7 @@ mod tests {
             moved_for: Some(Duration::from_secs(61)),
             ..go
         };
-        let s = status(&p, &c, &[done]);
+        let s = status(&p, &c, &[done], &RecordedLabels::default());
         assert_eq!(s.waves[0].phase, "done");
         assert_eq!(s.current_wave.as_deref(), Some("critical"));
         assert!(s.next_wave_may_start, "{}", s.advice);
@@ -409,7 +563,7 @@ mod tests {
             verdict: Some(("NO-GO".into(), "5xx up".into())),
             moved_for: Some(Duration::from_secs(10)),
         };
-        let s = status(&p, &c, &[bad]);
+        let s = status(&p, &c, &[bad], &RecordedLabels::default());
         assert_eq!(s.waves[0].phase, "failed");
         assert!(!s.next_wave_may_start);
         assert!(
@@ -418,6 +572,100 @@ mod tests {
             "{}",
             s.advice
         );
+    }
+
+    fn with_ns_labels(mut t: Target, raw: &str, resolved: Option<&str>) -> Target {
+        t.labels.insert("namespace_labels".into(), raw.into());
+        if let Some(r) = resolved {
+            t.labels.insert("namespace_rev".into(), r.into());
+        }
+        t
+    }
+
+    #[test]
+    fn rollback_restores_the_labels_recorded_before_the_move() {
+        let p = plan();
+        let mut rec = RecordedLabels::default();
+        // Before: staging injects the default way, shop through a tag; pay is not known.
+        let before = [
+            with_ns_labels(t("staging", "1-24-2", 0), "istio-injection=enabled", None),
+            with_ns_labels(
+                t("shop", "1-24-2", 0),
+                "istio.io/rev=stable",
+                Some("1-24-2"),
+            ),
+        ];
+        let refs: Vec<&Target> = before.iter().collect();
+        let c = namespace_counts(&p, &refs);
+        assert!(record_labels(&p, &mut rec, &refs, &c).unwrap());
+        assert!(
+            !record_labels(&p, &mut rec, &refs, &c).unwrap(),
+            "no change"
+        );
+        // Staging relabelled to the new revision, pods not restarted: the record stays.
+        let relabelled = [with_ns_labels(
+            t("staging", "1-24-2", 0),
+            "istio.io/rev=1-25-0",
+            Some("1-25-0"),
+        )];
+        let refs: Vec<&Target> = relabelled.iter().collect();
+        let c = namespace_counts(&p, &refs);
+        assert!(!record_labels(&p, &mut rec, &refs, &c).unwrap());
+        // Pods moved, and the namespace's labels say something else again: still frozen.
+        let moved = [with_ns_labels(t("staging", "1-25-0", 1), "", None)];
+        let refs: Vec<&Target> = moved.iter().collect();
+        let c = namespace_counts(&p, &refs);
+        assert!(!record_labels(&p, &mut rec, &refs, &c).unwrap());
+        assert_eq!(
+            rec.namespaces["staging"],
+            NamespaceLabels {
+                istio_injection: Some("enabled".into()),
+                rev: None
+            }
+        );
+        let bad = WaveRuntime {
+            verdict: Some(("NO-GO".into(), "5xx up".into())),
+            moved_for: None,
+        };
+        let s = status(&p, &c, std::slice::from_ref(&bad), &rec);
+        assert_eq!(
+            s.waves[0].rollback[0],
+            "kubectl label namespace staging istio-injection=enabled istio.io/rev- --overwrite"
+        );
+        assert!(
+            s.advice.contains("istio-injection=enabled istio.io/rev-"),
+            "{}",
+            s.advice
+        );
+        // shop's tag comes back as the tag; pay, never seen, falls back to from_revision.
+        assert_eq!(
+            s.waves[1].rollback,
+            vec![
+                "kubectl label namespace pay istio.io/rev=1-24-2 --overwrite".to_string(),
+                "kubectl rollout restart deployment -n pay".into(),
+                "kubectl label namespace shop istio-injection- istio.io/rev=stable --overwrite"
+                    .into(),
+                "kubectl rollout restart deployment -n shop".into(),
+            ]
+        );
+        assert_eq!(s.waves[1].rollback_labels["pay"], None);
+        // A record of another plan is not used, and is replaced.
+        let mut other = p.clone();
+        other.to_revision = "1-26-0".into();
+        let s = status(&other, &c, &[bad], &rec);
+        assert!(s.waves[0].rollback[0].ends_with("istio.io/rev=1-24-2 --overwrite"));
+        assert!(record_labels(&other, &mut rec, &refs, &c).unwrap());
+        assert!(rec.namespaces.is_empty());
+        // The target label form round-trips; a foreign label is a clear error.
+        for l in [
+            "",
+            "istio-injection=enabled",
+            "istio-injection=disabled,istio.io/rev=canary",
+        ] {
+            assert_eq!(l.parse::<NamespaceLabels>().unwrap().to_string(), l);
+        }
+        let e = "app=x".parse::<NamespaceLabels>().unwrap_err();
+        assert!(e.contains("\"app=x\""), "{e}");
     }
 
     #[test]

@@ -24,6 +24,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../queries/istiod-convergence.toml"),
     ),
     (
+        "queries/istiod-csr-sign-errors.toml",
+        include_str!("../../queries/istiod-csr-sign-errors.toml"),
+    ),
+    (
         "queries/istiod-expired-nonces.toml",
         include_str!("../../queries/istiod-expired-nonces.toml"),
     ),

@@ -43,6 +43,11 @@ pub struct IstiodFault {
     /// Multiplier on convergence, queue and push times (1 = none; 0 is treated as 1). Above 1
     /// it also causes `pilot_xds_write_timeout`.
     pub convergence_factor: f64,
+    /// Workload certificate signing requests that istiod's CA fails to sign, per minute
+    /// (`citadel_server_csr_sign_err_count`; each is also a CSR received): the proxies of the
+    /// revision cannot renew their mTLS certificates.
+    #[serde(default)]
+    pub csr_sign_errors_per_min: f64,
 }
 
 impl IstiodFault {
@@ -159,8 +164,10 @@ pub struct IstiodModel {
     pub push_triggers: [u64; 4],
     /// `pilot_inbound_updates{type}` for config, eds, svc.
     pub inbound_updates: [u64; 3],
-    /// CSRs signed (`citadel_server_csr_count`): workload certs rotate every ~12 h.
+    /// CSRs received (`citadel_server_csr_count`): workload certs rotate every ~12 h.
     pub csr_count: u64,
+    /// CSRs that failed to be signed (`citadel_server_csr_sign_err_count`, absent while 0).
+    pub csr_sign_errors: u64,
 }
 
 impl IstiodModel {
@@ -189,6 +196,7 @@ impl IstiodModel {
             push_triggers: [0; 4],
             inbound_updates: [0; 3],
             csr_count: proxies,
+            csr_sign_errors: 0,
         }
     }
 
@@ -249,6 +257,9 @@ impl IstiodModel {
             *a += b;
         }
         self.csr_count += sample_poisson(rng, n * dt / 43_200.0);
+        let sign_err = sample_poisson(rng, p.fault.csr_sign_errors_per_min.max(0.0) / 60.0 * dt);
+        self.csr_sign_errors += sign_err;
+        self.csr_count += sign_err;
     }
 }
 
@@ -292,6 +303,7 @@ mod tests {
             IstiodFault {
                 rejects_per_min: 6.0,
                 convergence_factor: 10.0,
+                csr_sign_errors_per_min: 30.0,
             },
             1800.0,
         );
@@ -349,6 +361,7 @@ mod tests {
             IstiodFault {
                 rejects_per_min: 60.0,
                 convergence_factor: 1.0,
+                csr_sign_errors_per_min: 6.0,
             },
             600.0,
         );
@@ -356,5 +369,31 @@ mod tests {
         render_istiod(&sick, &info(), 600.0, 1.7e9, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("pilot_total_xds_rejects{type=\"cds\"} "));
+        // About 60 sign errors, each also a CSR received; issuances are the rest.
+        assert!(
+            (30..100).contains(&sick.csr_sign_errors),
+            "{}",
+            sick.csr_sign_errors
+        );
+        assert!(text.contains(&format!(
+            "# TYPE citadel_server_csr_sign_err_count counter\ncitadel_server_csr_sign_err_count {}\n",
+            sick.csr_sign_errors
+        )));
+        assert!(text.contains(&format!(
+            "\ncitadel_server_success_cert_issuance_count {}\n",
+            sick.csr_count - sick.csr_sign_errors
+        )));
+        let mut out = Vec::new();
+        render_istiod(
+            &run(IstiodFault::default(), 600.0),
+            &info(),
+            600.0,
+            1.7e9,
+            &mut out,
+        );
+        assert!(
+            !String::from_utf8(out).unwrap().contains("csr_sign_err"),
+            "absent while 0"
+        );
     }
 }

@@ -1387,6 +1387,14 @@ pub fn render_istiod(
         "The number of CSRs received by Citadel server.",
         m.csr_count as f64,
     );
+    if m.csr_sign_errors > 0 {
+        w.scalar(
+            "citadel_server_csr_sign_err_count",
+            "counter",
+            "The number of errors occurred when signing the CSR.",
+            m.csr_sign_errors as f64,
+        );
+    }
     w.scalar("citadel_server_root_cert_expiry_seconds", "gauge", "The time remaining, in seconds, before the root cert will expire. A negative value indicates the cert is expired.", (root_expiry - now).round());
     w.scalar(
         "citadel_server_root_cert_expiry_timestamp",
@@ -1398,7 +1406,7 @@ pub fn render_istiod(
         "citadel_server_success_cert_issuance_count",
         "counter",
         "The number of certificates issuances that have succeeded.",
-        m.csr_count as f64,
+        (m.csr_count - m.csr_sign_errors) as f64,
     );
     w.scalar(
         "endpoint_no_pod",
