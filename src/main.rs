@@ -55,7 +55,7 @@ enum Command {
     },
     /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
     /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 64 invalid.
-    Gate(meshgate::gate::GateOptions),
+    Gate(Box<meshgate::gate::GateOptions>),
     /// Measure meshgate scraping N simulated sidecars (and Prometheus on the same targets).
     BenchScale {
         /// Sidecar counts, one table row each.
@@ -211,7 +211,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve { config } => serve(&config).await,
-        Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(options).await)),
+        Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(*options).await)),
         Command::Plan { action } => plan(action).await,
         Command::Demo {
             healthy,
