@@ -301,4 +301,75 @@ mod tests {
         // alpha = 0.05; the binomial sd at 2000 runs is 0.5%.
         assert!((crossed as f64) / (runs as f64) <= 0.05, "{crossed}");
     }
+
+    /// `robust = true` in a check file: the analysis decides on this test's e-value, certifies
+    /// only through its GO wealth (not the Poisson SLO bound), and refuses `sided = "two"`.
+    #[test]
+    fn check_option_drives_the_analysis() {
+        use crate::judge::{Analysis, CheckSpec, CohortQuality, DataQuality, Settings, TickInput};
+        use std::time::Duration;
+        let spec = |extra: &str| {
+            CheckSpec::from_toml(
+                &format!(
+                    "name='r'\nkind='ratio'\nmetric='m'\nbad='{{code=\"5\"}}'\nslo=0.5\n{extra}"
+                ),
+                "r.toml",
+            )
+        };
+        let err = spec("robust=true\nsided='two'").unwrap_err();
+        assert!(format!("{err:?}").contains("robust"), "{err:?}");
+        let robust = spec("robust=true").unwrap();
+        let plain = spec("").unwrap();
+        assert!(robust.robust && !plain.robust);
+        let settings = Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(36_000),
+            min_exposure: 100.0,
+        };
+        let q = CohortQuality {
+            targets: 3,
+            fresh: 3,
+            ..Default::default()
+        };
+        let quality = DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            overlapping_series: 0,
+        };
+        let mut a = Analysis::new(settings.clone(), &[&robust]);
+        let mut b = Analysis::new(settings, &[&plain]);
+        let mut shadow = RobustEProcess::new(p(0.25));
+        let mut rng = SmallRng::seed_from_u64(5);
+        // Baseline 10% errors, canary 20%, 1000 requests per tick each.
+        for i in 1..=600u64 {
+            let binom = |rng: &mut SmallRng, q: f64| {
+                (0..1000).filter(|_| rng.random::<f64>() < q).count() as f64
+            };
+            let (ea, eb) = (binom(&mut rng, 0.1), binom(&mut rng, 0.2));
+            shadow.observe(ea, eb, 1000.0, 1000.0);
+            let slots = [[vec![1000.0, ea], vec![1000.0, eb]]];
+            let input = |slots| TickInput {
+                slots,
+                quality: quality.clone(),
+                elapsed: Duration::from_secs(15 * i),
+            };
+            let v = a.tick(&[&robust], input(&slots));
+            b.tick(&[&plain], input(&slots));
+            let got = a.evidence[0].e_value;
+            assert!(
+                (got.ln() - shadow.ln_e()).abs() < 1e-9,
+                "tick {i}: {got} vs {}",
+                shadow.ln_e().exp()
+            );
+            if v.is_final() {
+                assert_eq!(v, crate::judge::Verdict::NoGo);
+                assert!(shadow.rejects());
+                // The Poisson test, on the same data, decided long before.
+                assert!(b.verdict.is_final());
+                return;
+            }
+        }
+        panic!("robust check never decided: ln E {}", shadow.ln_e());
+    }
 }
