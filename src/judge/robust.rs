@@ -145,10 +145,8 @@ impl RobustEProcess {
     /// A unit where a cohort has no exposure carries no information and is skipped (counted).
     pub fn observe(&mut self, events_a: f64, events_b: f64, exposure_a: f64, exposure_b: f64) {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !(ok(events_a) && ok(events_b) && exposure_a > 0.0 && exposure_b > 0.0)
-            || !exposure_a.is_finite()
-            || !exposure_b.is_finite()
-        {
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        if !(ok(events_a) && ok(events_b) && pos(exposure_a) && pos(exposure_b)) {
             self.skipped += 1;
             return;
         }
