@@ -314,6 +314,9 @@ mod tests {
                 "r.toml",
             )
         };
+        // The README's example parses.
+        let readme = "name = \"error-rate-robust\"\nkind = \"ratio\"\nmetric = \"istio_requests_total\"\nselect = '{reporter=\"destination\"}'\nbad = '{response_code=~\"5..\"}'\nmargin = 0.25\nrobust = true\n";
+        assert!(CheckSpec::from_toml(readme, "readme.toml").unwrap().robust);
         let err = spec("robust=true\nsided='two'").unwrap_err();
         assert!(format!("{err:?}").contains("robust"), "{err:?}");
         let robust = spec("robust=true").unwrap();
