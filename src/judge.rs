@@ -9,6 +9,7 @@ mod check;
 pub mod explain;
 pub mod mixture;
 pub mod rate;
+pub mod robust;
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,

@@ -11,6 +11,7 @@ use super::check::{CheckKind, CheckSpec};
 use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
 use super::mixture::{RatioEProcess, RatioParams};
 use super::rate::rate_upper_bound;
+use super::robust::{RobustEProcess, RobustParams};
 
 /// The answer of an analysis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +221,9 @@ pub struct TestState {
     pub boundary: Option<f64>,
     /// The e-process.
     pub process: RatioEProcess,
+    /// `robust = true` checks: the distribution-free test that decides instead of `process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustEProcess>,
 }
 
 /// The evidence of one test at the last tick.
@@ -425,12 +429,14 @@ impl Analysis {
                 };
                 let tests = match &c.kind {
                     CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => vec![TestState {
+                        robust: robust_test(settings.alpha, c),
                         boundary: None,
                         process: RatioEProcess::new(params),
                     }],
                     CheckKind::HistogramTail { boundaries } => boundaries
                         .iter()
                         .map(|b| TestState {
+                            robust: robust_test(settings.alpha, c),
                             boundary: Some(*b),
                             process: RatioEProcess::new(params.clone()),
                         })
@@ -738,6 +744,16 @@ impl Analysis {
     }
 }
 
+/// The distribution-free test of a `robust = true` check.
+fn robust_test(alpha: f64, c: &CheckSpec) -> Option<RobustEProcess> {
+    c.robust.then(|| {
+        RobustEProcess::new(RobustParams {
+            alpha,
+            margin: c.margin,
+        })
+    })
+}
+
 fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     match &spec.kind {
@@ -748,6 +764,9 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
             state.exposure[0] += xa;
             state.exposure[1] += xb;
             state.tests[0].process.observe(ea, eb, xa, xb);
+            if let Some(r) = &mut state.tests[0].robust {
+                r.observe(ea, eb, xa, xb);
+            }
         }
         CheckKind::HistogramTail { boundaries } => {
             let n = boundaries.len();
@@ -758,6 +777,9 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
                 let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
                 let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
                 t.process.observe(ea, eb, xa, xb);
+                if let Some(r) = &mut t.robust {
+                    r.observe(ea, eb, xa, xb);
+                }
             }
             for side in 0..2 {
                 let total = v(side, 0);
@@ -799,7 +821,10 @@ fn test_evidence(
         None => (p.upper_bound(alpha), p.lower_bound(alpha)),
     };
     let canary_rate_upper_bound = rate_upper_bound(tot.events_b, tot.exposure_b, alpha);
-    let certified_by = if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
+    let certified_by = if let Some(r) = &t.robust {
+        // Robust: only its own distribution-free certificate (the SLO bound assumes Poisson).
+        r.certifies_not_worse().then_some(Certificate::Ratio)
+    } else if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
         Some(Certificate::Ratio)
     } else if spec
         .slo
@@ -809,7 +834,9 @@ fn test_evidence(
     } else {
         None
     };
-    let (e_value, e_value_drop) = if spec.two_sided {
+    let (e_value, e_value_drop) = if let Some(r) = &t.robust {
+        (r.ln_e().exp(), None)
+    } else if spec.two_sided {
         (p.ln_e_two_sided().exp(), Some(p.ln_e_drop().exp()))
     } else {
         (p.ln_e().exp(), None)

@@ -20,6 +20,7 @@ use rand_distr::{Beta, Binomial, Distribution, Poisson};
 
 use super::mixture::{RatioEProcess, RatioParams};
 use super::rate::rate_upper_bound;
+use super::robust::{RobustEProcess, RobustParams};
 
 /// Scrape interval of the simulation, seconds.
 const SCRAPE_S: f64 = 15.0;
@@ -132,6 +133,13 @@ pub fn scenarios() -> Vec<Scenario> {
             ..aa("aa-bursty", "A/A, traffic bursts x5, Beta error rate")
         },
         Scenario {
+            noisy_pod: true,
+            ..aa(
+                "aa-noisy-pod",
+                "A/A, one baseline pod with a noisy error rate (Beta, concentration 20)",
+            )
+        },
+        Scenario {
             p_canary: 0.005,
             ..Scenario::base("err-0.5-50rps", "errors 0.1% -> 0.5%, 50 rps")
         },
@@ -197,9 +205,11 @@ enum Decision {
 }
 
 /// The judges compared, in table order.
-pub const JUDGES: [&str; 6] = [
+pub const JUDGES: [&str; 8] = [
     "meshgate",
     "meshgate-robust",
+    "meshgate-phi",
+    "meshgate-tail-tuned",
     "kayenta",
     "kayenta-calibrated",
     "flagger",
@@ -209,9 +219,10 @@ pub const JUDGES: [&str; 6] = [
 /// What one run yields per judge.
 #[derive(Clone, Debug)]
 struct RunResult {
-    decisions: [Decision; 6],
-    /// meshgate (plain, robust): first time the NO-GO test crossed, ignoring any earlier GO.
-    first_cross: [Option<f64>; 2],
+    decisions: [Decision; 8],
+    /// meshgate (plain, robust, phi, tail-tuned): first time the NO-GO test crossed, ignoring
+    /// any earlier GO.
+    first_cross: [Option<f64>; 4],
     /// Kayenta: largest z (canary greater, effect beyond tolerance) by 30 min and by the end.
     kayenta_max_z: [f64; 2],
     /// Flagger: per minute, the canary's worst metric as a "badness" pair (1 - SR, p99).
@@ -465,12 +476,66 @@ impl Dispersion {
     }
 }
 
+/// Which test meshgate runs per check.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// The Poisson e-process ([`RatioEProcess`]), as deployed by default.
+    Plain,
+    /// The distribution-free betting e-process ([`RobustEProcess`], `robust = true`): one unit
+    /// per scrape interval of the cohorts, as the daemon feeds it.
+    Robust,
+    /// The Poisson e-process on counts divided by a Pearson dispersion factor phi measured on
+    /// the baseline's pods (predictably). Approximate: not a proven e-process.
+    Phi,
+    /// The Poisson e-process with the latency-tail check tuned to the p99 (still valid: fixed
+    /// weights and targets): boundary weights [0, 1, 1, 0] over 100/250/500/1000 ms and target
+    /// events [100, 150, 20, 100] (about two minutes of tail events at 50 rps).
+    TailTuned,
+}
+
+/// [`Mode::TailTuned`]: weights and target events of the tail boundaries.
+const TUNED_WEIGHTS: [f64; 4] = [0.0, 0.5, 0.5, 0.0];
+const TUNED_TARGETS: [f64; 4] = [100.0, 150.0, 20.0, 100.0];
+
+/// One test of a check in one of the modes (a handful per run: the size difference is moot).
+#[allow(clippy::large_enum_variant)]
+enum Test {
+    Ratio(RatioEProcess),
+    Robust(RobustEProcess),
+}
+
+impl Test {
+    fn ln_e(&self) -> f64 {
+        match self {
+            Test::Ratio(p) => p.ln_e(),
+            Test::Robust(p) => p.ln_e(),
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        match self {
+            Test::Ratio(p) => {
+                let t = p.totals();
+                t.exposure_a + t.exposure_b > 0.0
+            }
+            Test::Robust(p) => p.unit_counts().0 > 0,
+        }
+    }
+
+    fn certifies_not_worse(&self) -> bool {
+        match self {
+            Test::Ratio(p) => p.certifies_not_worse(),
+            Test::Robust(p) => p.certifies_not_worse(),
+        }
+    }
+}
+
 /// meshgate's judge on the stream: error-rate and latency-tail checks of the default pack.
 struct Mesh {
     /// [0] error rate (or xDS rejects), [1..] tail boundaries.
-    tests: Vec<RatioEProcess>,
+    tests: Vec<Test>,
     disp: Vec<Dispersion>,
-    robust: bool,
+    mode: Mode,
     exposure: [f64; 2],
     /// Raw canary (events, exposure) per test, for the SLO certificate.
     canary: Vec<(f64, f64)>,
@@ -479,24 +544,35 @@ struct Mesh {
 }
 
 impl Mesh {
-    fn new(xds: bool, robust: bool) -> Mesh {
-        let mut tests = vec![RatioEProcess::new(RatioParams {
-            alpha: ALPHA,
-            margin: 0.25,
-            target_events: if xds { 10.0 } else { 50.0 },
-        })];
+    fn new(xds: bool, mode: Mode) -> Mesh {
+        let test = |target_events: f64| {
+            if mode == Mode::Robust {
+                Test::Robust(RobustEProcess::new(RobustParams {
+                    alpha: ALPHA,
+                    margin: 0.25,
+                }))
+            } else {
+                Test::Ratio(RatioEProcess::new(RatioParams {
+                    alpha: ALPHA,
+                    margin: 0.25,
+                    target_events,
+                }))
+            }
+        };
+        let mut tests = vec![test(if xds { 10.0 } else { 50.0 })];
         if !xds {
-            let p = RatioParams {
-                alpha: ALPHA,
-                margin: 0.25,
-                target_events: 100.0,
-            };
-            tests.extend(TAIL_BOUNDS.iter().map(|_| RatioEProcess::new(p.clone())));
+            tests.extend((0..TAIL_BOUNDS.len()).map(|j| {
+                test(if mode == Mode::TailTuned {
+                    TUNED_TARGETS[j]
+                } else {
+                    100.0
+                })
+            }));
         }
         Mesh {
-            disp: vec![Dispersion::default(); tests.len()],
+            disp: (0..tests.len()).map(|_| Dispersion::default()).collect(),
             tests,
-            robust,
+            mode,
             exposure: [0.0; 2],
             canary: vec![(0.0, 0.0); TAIL_BOUNDS.len() + 1],
             first_cross: None,
@@ -524,14 +600,17 @@ impl Mesh {
                 self.canary[i].0 += eb;
                 self.canary[i].1 += b[0];
             }
-            if self.robust {
-                // Widen by the dispersion measured on the baseline's pods up to the last tick
-                // (predictable), then take this tick in. Approximate, not a proven e-process.
-                let phi = self.disp[i].phi();
-                test.observe(ea / phi, eb / phi, a[0], b[0]);
-                self.disp[i].add(tick.pods[0].iter().map(|p| (Self::events(i, p), p[0])));
-            } else {
-                test.observe(ea, eb, a[0], b[0]);
+            match (self.mode, test) {
+                (Mode::Phi, Test::Ratio(test)) => {
+                    // Widen by the dispersion measured on the baseline's pods up to the last
+                    // tick (predictable), then take this tick in. Approximate, not a proven
+                    // e-process.
+                    let phi = self.disp[i].phi();
+                    test.observe(ea / phi, eb / phi, a[0], b[0]);
+                    self.disp[i].add(tick.pods[0].iter().map(|p| (Self::events(i, p), p[0])));
+                }
+                (_, Test::Ratio(test)) => test.observe(ea, eb, a[0], b[0]),
+                (_, Test::Robust(test)) => test.observe(ea, eb, a[0], b[0]),
             }
         }
         // The verdict rule of Analysis::tick: weighted average of the checks' e-values
@@ -539,8 +618,16 @@ impl Mesh {
         // boundaries).
         let e_err = self.tests[0].ln_e().exp();
         let e = if self.tests.len() > 1 {
-            let tail = self.tests[1..].iter().map(|p| p.ln_e().exp()).sum::<f64>()
-                / (self.tests.len() - 1) as f64;
+            let tail = if self.mode == Mode::TailTuned {
+                self.tests[1..]
+                    .iter()
+                    .zip(TUNED_WEIGHTS)
+                    .map(|(p, w)| w * p.ln_e().exp())
+                    .sum::<f64>()
+            } else {
+                self.tests[1..].iter().map(|p| p.ln_e().exp()).sum::<f64>()
+                    / (self.tests.len() - 1) as f64
+            };
             0.5 * (e_err + tail)
         } else {
             e_err
@@ -548,17 +635,19 @@ impl Mesh {
         if self.first_cross.is_none() && e >= 1.0 / ALPHA {
             self.first_cross = Some(t);
         }
+        // The SLO certificate (Robbins' Poisson mixture) assumes Poisson counts: the robust
+        // mode certifies only through its own distribution-free GO test.
+        let slo_ok = self.mode != Mode::Robust && self.tests.len() > 1;
         if self.go.is_none()
             && self.first_cross.is_none()
             && t >= MIN_DURATION_S
             && self.exposure.iter().all(|&x| x >= MIN_EXPOSURE)
             && self.tests.iter().zip(&self.canary).all(|(p, &(eb, xb))| {
-                let tot = p.totals();
                 // As in Analysis: certified by the ratio bound or by the SLO (xDS: no SLO); a
                 // test without data does not block.
-                tot.exposure_a + tot.exposure_b == 0.0
+                !p.has_data()
                     || p.certifies_not_worse()
-                    || (self.tests.len() > 1 && xb > 0.0 && rate_upper_bound(eb, xb, ALPHA) < SLO)
+                    || (slo_ok && xb > 0.0 && rate_upper_bound(eb, xb, ALPHA) < SLO)
             })
         {
             self.go = Some(t);
@@ -718,7 +807,12 @@ impl Flagger {
 
 fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
     let mut stream = Stream::new(sc, seed);
-    let mut mesh = [Mesh::new(sc.xds, false), Mesh::new(sc.xds, true)];
+    let mut mesh = [
+        Mesh::new(sc.xds, Mode::Plain),
+        Mesh::new(sc.xds, Mode::Robust),
+        Mesh::new(sc.xds, Mode::Phi),
+        Mesh::new(sc.xds, Mode::TailTuned),
+    ];
     let mut kay = Kayenta::default();
     let mut flag = Flagger::default();
     let ticks = (sc.horizon_s / SCRAPE_S).round() as usize;
@@ -775,12 +869,19 @@ fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
         decisions: [
             mesh[0].decision(),
             mesh[1].decision(),
+            mesh[2].decision(),
+            mesh[3].decision(),
             nogo(kay.default_at),
             nogo(kay.calibrated_at),
             nogo(flag.at[0]),
             nogo(flag.at[1]),
         ],
-        first_cross: [mesh[0].first_cross, mesh[1].first_cross],
+        first_cross: [
+            mesh[0].first_cross,
+            mesh[1].first_cross,
+            mesh[2].first_cross,
+            mesh[3].first_cross,
+        ],
         kayenta_max_z: [kay.max_z_30, kay.max_z],
         flagger_minutes: flag.minutes,
     }
@@ -879,7 +980,7 @@ fn summarise(sc: &Scenario, results: &[RunResult]) -> Vec<Row> {
                 // False alarms: for meshgate the crossing time of its NO-GO test, even after a
                 // GO (the stricter count); peers have no GO.
                 let cross = match j {
-                    0 | 1 => r.first_cross[j],
+                    0..=3 => r.first_cross[j],
                     _ => match r.decisions[j] {
                         Decision::NoGo(t) => Some(t),
                         _ => None,
@@ -926,14 +1027,14 @@ fn summarise(sc: &Scenario, results: &[RunResult]) -> Vec<Row> {
 /// what each run recorded (Kayenta's largest z by 30 min and 2 h, Flagger's minutes).
 fn posthoc(mut aa: Vec<RunResult>, cal: &Calibration) -> Vec<RunResult> {
     for r in &mut aa {
-        r.decisions[3] = if r.kayenta_max_z[0] > cal.kayenta_z {
+        r.decisions[5] = if r.kayenta_max_z[0] > cal.kayenta_z {
             Decision::NoGo(1800.0)
         } else if r.kayenta_max_z[1] > cal.kayenta_z {
             Decision::NoGo(7200.0)
         } else {
             Decision::None
         };
-        r.decisions[5] = flagger_at(r, cal).map_or(Decision::None, Decision::NoGo);
+        r.decisions[7] = flagger_at(r, cal).map_or(Decision::None, Decision::NoGo);
     }
     aa
 }
@@ -1239,6 +1340,29 @@ mod tests {
         );
     }
 
+    /// The same benchmark as `meshgate bench-judge`, from the test profile (meshgate at
+    /// opt-level 2), for a machine where a release build does not fit:
+    /// `MESHGATE_BENCH="aa_runs runs seed [scenario,...]" cargo test --lib bench_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "long: the decision benchmark; set MESHGATE_BENCH"]
+    fn bench_table() {
+        let spec = std::env::var("MESHGATE_BENCH").unwrap_or_else(|_| "100 10 1".into());
+        let f: Vec<&str> = spec.split_whitespace().collect();
+        let opts = Options {
+            aa_runs: f[0].parse().expect("aa_runs"),
+            runs: f[1].parse().expect("runs"),
+            seed: f[2].parse().expect("seed"),
+            scenarios: f
+                .get(3)
+                .map(|s| s.split(',').map(String::from).collect())
+                .unwrap_or_default(),
+            threads: 2,
+        };
+        let r = run(&opts);
+        println!("{r}");
+        assert!(r.total_runs > 0);
+    }
+
     #[test]
     fn small_benchmark_orders_the_judges() {
         let opts = Options {
@@ -1265,5 +1389,11 @@ mod tests {
         assert_eq!(n, 40);
         assert!(fa <= 6, "{fa}");
         assert!(r.table().contains("| aa-poisson | meshgate | 40 |"));
+        // The distribution-free variant never crosses on these A/A runs and its row is there.
+        assert_eq!(
+            r.aa_false_alarms("aa-poisson", "meshgate-robust"),
+            Some((0, 40))
+        );
+        assert!(r.table().contains("| aa-poisson | meshgate-phi | 40 |"));
     }
 }

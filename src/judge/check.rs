@@ -112,6 +112,9 @@ pub struct CheckSpec {
     /// Histogram checks: weight of each boundary in the check's e-value (normalised; empty =
     /// equal weights).
     pub boundary_weights: Vec<f64>,
+    /// `robust = true`: the NO-GO e-value and the GO certificate come from the distribution-free
+    /// betting e-process of [`super::robust`] (valid without the Poisson assumption, slower).
+    pub robust: bool,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +160,8 @@ struct CheckFile {
     veto: bool,
     #[serde(default)]
     boundary_weights: Option<Vec<f64>>,
+    #[serde(default)]
+    robust: bool,
     /// PromQL that yields the same counts on a Prometheus backend (documentation for now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -337,8 +342,15 @@ impl CheckSpec {
                 )),
             }
         }
+        if file.robust && two_sided {
+            problems.push(ConfigProblem::new(
+                key("robust"),
+                "the robust test is one-sided: use it with sided = \"one\"",
+            ));
+        }
         match (problems.is_empty(), kind) {
             (true, Some(kind)) => Ok(CheckSpec {
+                robust: file.robust,
                 two_sided,
                 zero_baseline_rule: file.zero_baseline_rule,
                 veto: file.veto,
