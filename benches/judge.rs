@@ -2,13 +2,15 @@
 //!
 //! `tick/full` is `Analysis::tick` as the daemon calls it: e-values, verdict rules and the whole
 //! evidence document (anytime-valid confidence bounds and fixed-horizon statistics per test);
-//! `tick/decision` is the part the verdict needs (observe, NO-GO e-value, GO certificate).
+//! `tick/decision` is the part the verdict needs (observe, NO-GO rule on the mean e-value, GO
+//! certificates) with the bracket shortcuts of `mixture`; `tick/decision_exact` the same
+//! decisions from the exact e-values.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use meshgate::judge::mixture::{RatioEProcess, RatioParams};
+use meshgate::judge::mixture::{weighted_e_reaches, RatioEProcess, RatioParams};
 use meshgate::judge::{Analysis, CheckSpec, CohortQuality, DataQuality, Settings, TickInput};
 
 /// Slot deltas of one tick for a 4-boundary histogram check: 750 requests per cohort, a tail
@@ -114,7 +116,29 @@ fn bench(c: &mut Criterion) {
         }
     }
     let [a, b] = slots(41);
+    // The verdict's rule: NO-GO when the mean of the 40 e-values (10 checks of equal weight,
+    // 4 boundaries of equal weight each) reaches 1/alpha; GO needs every certificate.
+    let level = 1.0 / 0.05;
     g.bench_function("decision", |bch| {
+        bch.iter_batched(
+            || procs.clone(),
+            |mut ps| {
+                for (j, p) in ps.iter_mut().enumerate() {
+                    let k = j % 4;
+                    p.observe(a[0] - a[1 + k], b[0] - b[1 + k], a[0], b[0]);
+                }
+                let w = 1.0 / ps.len() as f64;
+                let nogo = weighted_e_reaches(ps.iter().map(|p| (p, w)), level);
+                let go = ps.iter().all(|p| p.certifies_not_worse());
+                black_box((nogo, go))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The same decisions from the exact e-values (what `decision` measured before the
+    // shortcuts): the difference is what the brackets save.
+    let thr = level.ln();
+    g.bench_function("decision_exact", |bch| {
         bch.iter_batched(
             || procs.clone(),
             |mut ps| {
@@ -124,9 +148,9 @@ fn bench(c: &mut Criterion) {
                     let k = j % 4;
                     p.observe(a[0] - a[1 + k], b[0] - b[1 + k], a[0], b[0]);
                     e += p.ln_e().exp();
-                    go &= p.certifies_not_worse();
+                    go &= p.ln_e_not_worse() >= thr;
                 }
-                black_box((e, go))
+                black_box((e / ps.len() as f64 >= level, go))
             },
             BatchSize::SmallInput,
         )
