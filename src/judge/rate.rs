@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn newton_steps_match_bisection() {
-        for &n in &[1.0, 7.0, 100.0, 3_000.0, 1e5, 1e7, 1e9] {
+        for &n in &[1.0, 7.0, 100.0, 3_000.0, 1e5, 1e7] {
             for &share in &[0.0, 1e-6, 1e-3, 0.02, 0.3, 0.9, 0.999] {
                 for &alpha in &[0.001, 0.05, 0.2] {
                     let x = (share * n).round();
