@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn newton_steps_match_bisection() {
-        for &n in &[1.0, 7.0, 100.0, 3_000.0, 1e5, 1e7] {
-            for &share in &[0.0, 1e-6, 1e-3, 0.02, 0.3, 0.9, 0.999] {
+        for &n in &[1.0f64, 7.0, 100.0, 3_000.0, 1e5, 1e7] {
+            for &share in &[0.0f64, 1e-6, 1e-3, 0.02, 0.3, 0.9, 0.999] {
                 for &alpha in &[0.001, 0.05, 0.2] {
                     let x = (share * n).round();
                     let b = rate_upper_bound(x, n, alpha);
