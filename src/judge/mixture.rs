@@ -159,6 +159,9 @@ pub struct RatioEProcess {
     i_drop: usize,
     /// Log-weights of the drop test (alternatives psi_j <= psi_{i_drop}), for j = 0..=i_drop.
     drop_ln_w: Vec<f64>,
+    /// ln of the sum of each weight vector's weights (1 up to rounding), for the brackets of
+    /// `ln_e_bracket`: NO-GO, GO, drop.
+    ln_w_sums: [f64; 3],
 }
 
 /// Which side of psi0 the alternatives lie on.
@@ -287,6 +290,7 @@ impl RatioEProcess {
             go_ln_w: Vec::new(),
             i_drop: 0,
             drop_ln_w: Vec::new(),
+            ln_w_sums: [0.0; 3],
         };
         let k = p.k_for(p.state.params.alpha);
         p.nogo_ln_w = p.ln_weights(i_null, Side::Above, k);
@@ -300,6 +304,7 @@ impl RatioEProcess {
             .rposition(|&v| v <= low * (1.0 + 1e-12))
             .unwrap_or(0);
         p.drop_ln_w = p.ln_weights(p.i_drop, Side::Below, k);
+        p.ln_w_sums = [&p.nogo_ln_w, &p.go_ln_w, &p.drop_ln_w].map(|w| ln_sum_exp_all(w));
         p
     }
 
@@ -346,15 +351,22 @@ impl RatioEProcess {
         let rho = exposure_b / (exposure_a + exposure_b);
         // ln LR(psi vs 1) = E_B ln(theta/rho) + E_A ln((1-theta)/(1-rho))
         //                 = E_B ln psi - (E_A + E_B) ln(1 + rho (psi - 1)).
-        for ((l, &lp), &pm1) in self
-            .state
-            .ln_lik
-            .iter_mut()
-            .zip(&self.ln_psi)
-            .zip(&self.psi_m1)
-        {
-            *l += events_b * lp - events * (rho * pm1).ln_1p();
-        }
+        // The last factor depends on the scrape only through rho: every boundary of a histogram
+        // check, and usually every check on the same cohorts, shares it, so it is computed once
+        // per grid and share (`ExposureTerms`) and this loop is a multiply-add per grid point.
+        let key = TermKey {
+            margin: self.state.params.margin.to_bits(),
+            grid: self.state.grid,
+            rho: rho.to_bits(),
+        };
+        let (ln_lik, ln_psi, psi_m1) = (&mut self.state.ln_lik, &self.ln_psi, &self.psi_m1);
+        EXPOSURE_TERMS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let terms = cache.get(key, rho, psi_m1);
+            for ((l, &lp), &c) in ln_lik.iter_mut().zip(ln_psi).zip(terms) {
+                *l += events_b * lp - events * c;
+            }
+        });
     }
 
     /// ln of the e-process against H0: rate ratio psi <= 1 + margin (canary not worse beyond
@@ -384,8 +396,34 @@ impl RatioEProcess {
     }
 
     /// True when the test of H0: psi >= 1 + margin rejects at alpha: the GO certificate of §3.
+    ///
+    /// Decided from [`Self::ln_e_not_worse_bounds`] when they settle it (one pass over the
+    /// grid, no `exp`), from the exact e-value otherwise: always the same answer as
+    /// `ln_e_not_worse() >= ln(1/alpha)`.
     pub fn certifies_not_worse(&self) -> bool {
-        self.ln_e_not_worse() >= -self.state.params.alpha.ln()
+        let thr = -self.state.params.alpha.ln();
+        let (lo, hi) = self.ln_e_not_worse_bounds();
+        if lo >= thr {
+            true
+        } else if hi < thr {
+            false
+        } else {
+            self.ln_e_not_worse() >= thr
+        }
+    }
+
+    /// Bounds (lower, upper) on [`Self::ln_e`] from one pass over the grid without `exp`: the
+    /// largest term of its log-sum-exp below, the largest log-likelihood plus the log of the
+    /// weights' sum above (minus a rounding allowance). The upper bound is what a NO-GO
+    /// shortcut needs: the weighted average of e-values cannot reach 1/alpha while the
+    /// weighted average of these bounds stays below it.
+    pub fn ln_e_bounds(&self) -> (f64, f64) {
+        self.ln_e_bracket(self.i_null, Side::Above, &self.nogo_ln_w, self.ln_w_sums[0])
+    }
+
+    /// Bounds (lower, upper) on [`Self::ln_e_not_worse`], as in [`Self::ln_e_bounds`].
+    pub fn ln_e_not_worse_bounds(&self) -> (f64, f64) {
+        self.ln_e_bracket(self.i_null, Side::Below, &self.go_ln_w, self.ln_w_sums[1])
     }
 
     /// Anytime-valid upper confidence bound on psi at level alpha: the smallest grid psi0 such
@@ -494,6 +532,19 @@ impl RatioEProcess {
     /// dominated by an e-process crosses 1/alpha no more often.
     fn ln_e_test(&self, i0: usize, side: Side, ln_w: &[f64]) -> f64 {
         let l = &self.state.ln_lik;
+        let (alt, at, half) = self.alternatives(i0, side);
+        let terms = alt
+            .iter()
+            .zip(ln_w)
+            .enumerate()
+            .map(|(j, (a, w))| if j == at { half + w } else { a + w });
+        log_sum_exp(terms) - l[i0]
+    }
+
+    /// The alternatives' log-likelihoods of the test at i0, the index among them of psi0 itself,
+    /// and the value that stands for psi0's half cell (see `ln_e_test`).
+    fn alternatives(&self, i0: usize, side: Side) -> (&[f64], usize, f64) {
+        let l = &self.state.ln_lik;
         let (alt, at, neighbour) = match side {
             Side::Above => (&l[i0..], 0, l.get(i0 + 1)),
             Side::Below => (&l[..=i0], i0, i0.checked_sub(1).map(|j| &l[j])),
@@ -502,12 +553,32 @@ impl RatioEProcess {
             Some(&ln) => l[i0] + ln_mean_exp_half(ln - l[i0]),
             None => l[i0],
         };
-        let terms = alt
-            .iter()
-            .zip(ln_w)
-            .enumerate()
-            .map(|(j, (a, w))| if j == at { half + w } else { a + w });
-        log_sum_exp(terms) - l[i0]
+        (alt, at, half)
+    }
+
+    /// Bounds (lower, upper) on what `ln_e_test(i0, side, ln_w)` returns, from one pass without
+    /// `exp`. With terms t_j = a_j + w_j (a_j = L_j, or the half-cell value at psi0) and
+    /// M = max t_j: the log-sum-exp is M + ln(s) with s >= 1 (the largest term contributes
+    /// e^0, the others are >= 0), so M - L_i0 is below the returned value, rounding included
+    /// (each operation rounds monotonically). Above: sum e^{t_j} <= e^A sum e^{w_j} with
+    /// A = max a_j, so A + ln W - L_i0 bounds it, W the weights' sum; rounding in the exact
+    /// path (a few ulps of the magnitudes involved) is covered by a margin of 1e-9 plus
+    /// 1e-12 of those magnitudes, far above it and far below any evidence that matters.
+    fn ln_e_bracket(&self, i0: usize, side: Side, ln_w: &[f64], ln_w_sum: f64) -> (f64, f64) {
+        let base = self.state.ln_lik[i0];
+        let (alt, at, half) = self.alternatives(i0, side);
+        // Every alternative but psi0 itself, whose place the half cell takes.
+        let (rest, rest_w) = match side {
+            Side::Above => (&alt[1..], &ln_w[1..]),
+            Side::Below => (&alt[..at], &ln_w[..at]),
+        };
+        let (mut max_t, mut max_a) = (half + ln_w[at], half);
+        for (&a, &w) in rest.iter().zip(rest_w) {
+            max_t = max_t.max(a + w);
+            max_a = max_a.max(a);
+        }
+        let slack = 1e-9 + 1e-12 * (max_a.abs() + base.abs() + ln_w_sum.abs());
+        (max_t - base, max_a + ln_w_sum - base + slack)
     }
 
     /// Whether the test at grid index i0 rejects at threshold `thr` (= ln(1/alpha)), given the
@@ -692,6 +763,92 @@ impl RatioEProcess {
     }
 }
 
+/// Whether the weighted sum of NO-GO e-values, sum_i w_i exp(`ln_e`_i) with nonnegative
+/// weights, reaches `level`: the verdict rule's "weighted average >= 1/alpha".
+///
+/// Decided from [`RatioEProcess::ln_e_bounds`] when they settle it (no `exp` per grid point),
+/// from the exact e-values otherwise. Every term of the lower sum is at most the exact one and
+/// every term of the upper sum at least it, and floating-point sums in the same order are
+/// monotone in their terms, so the answer is always that of the exact sum in this order
+/// (`tests::shortcuts_agree_with_exact`).
+pub fn weighted_e_reaches<'a, I>(tests: I, level: f64) -> bool
+where
+    I: IntoIterator<Item = (&'a RatioEProcess, f64)> + Clone,
+{
+    let (mut lo, mut hi) = (0.0, 0.0);
+    for (p, w) in tests.clone() {
+        let (l, h) = p.ln_e_bounds();
+        lo += w * l.exp();
+        hi += w * h.exp();
+    }
+    if hi < level {
+        return false;
+    }
+    if lo >= level {
+        return true;
+    }
+    let mut exact = 0.0;
+    for (p, w) in tests {
+        exact += w * p.ln_e().exp();
+    }
+    exact >= level
+}
+
+/// What the exposure term ln(1 + rho (psi_j - 1)) of a scrape depends on: the grid (built from
+/// the margin and the layout alone) and the share rho, all compared bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TermKey {
+    margin: u64,
+    grid: GridSpec,
+    rho: u64,
+}
+
+/// Memo of the exposure terms of the last few (grid, share) pairs seen on this thread.
+///
+/// A pure cache: the terms are computed by the same expression `observe` used inline before,
+/// so results are bit for bit the same whether or not an entry is reused. In one analysis tick
+/// every e-process over the same cohorts meets the same share, so one entry serves them all;
+/// a few entries cover analyses interleaved on one thread. Entries are recycled round-robin and
+/// their buffers reused, so a steady state allocates nothing.
+struct ExposureTerms {
+    entries: Vec<(TermKey, Vec<f64>)>,
+    next: usize,
+}
+
+/// Entries kept per thread (each holds one grid's worth of f64, ~5 KB).
+const TERM_ENTRIES: usize = 8;
+
+impl ExposureTerms {
+    /// ln(1 + rho (psi_j - 1)) for every grid point of `key`'s grid, given its psi_j - 1.
+    fn get(&mut self, key: TermKey, rho: f64, psi_m1: &[f64]) -> &[f64] {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|(k, v)| *k == key && v.len() == psi_m1.len())
+        {
+            return &self.entries[i].1;
+        }
+        let i = if self.entries.len() < TERM_ENTRIES {
+            self.entries.push((key, Vec::with_capacity(psi_m1.len())));
+            self.entries.len() - 1
+        } else {
+            let i = self.next;
+            self.next = (self.next + 1) % TERM_ENTRIES;
+            i
+        };
+        let (k, v) = &mut self.entries[i];
+        *k = key;
+        v.clear();
+        v.extend(psi_m1.iter().map(|&pm1| (rho * pm1).ln_1p()));
+        v
+    }
+}
+
+thread_local! {
+    static EXPOSURE_TERMS: std::cell::RefCell<ExposureTerms> =
+        const { std::cell::RefCell::new(ExposureTerms { entries: Vec::new(), next: 0 }) };
+}
+
 /// ln of 2 int_0^{1/2} e^{t d} dt, the mean of e^{l} over the half cell when ln L rises by d
 /// from psi0 to its neighbour; written as ln(expm1(x) / x) with x = d / 2 in forms that neither
 /// overflow nor cancel.
@@ -704,6 +861,15 @@ fn ln_mean_exp_half(d: f64) -> f64 {
     } else {
         (-x.exp_m1()).ln() - (-x).ln()
     }
+}
+
+/// ln sum e^v over every value (no terms dropped), shifted by the maximum.
+fn ln_sum_exp_all(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max.is_infinite() {
+        return max;
+    }
+    max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
 /// ln(e^hi - e^lo) for hi >= lo.
@@ -1034,6 +1200,82 @@ mod tests {
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["grid", "ln_lik", "params", "totals"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// The shortcuts decide exactly as the exact computations, scrape after scrape of random
+        /// streams: the brackets contain the exact e-values, the GO certificate equals the
+        /// exact comparison, and the weighted NO-GO rule equals the exact weighted average.
+        #[test]
+        fn shortcuts_agree_with_exact(
+            scrapes in proptest::collection::vec((0u32..120, 0u32..120, 0.05f64..0.95), 1..30),
+            margin in proptest::prop_oneof![proptest::strategy::Just(0.0), proptest::strategy::Just(0.25), 0.0f64..2.0],
+            alpha in 0.01f64..0.3,
+            target in 10.0f64..1000.0,
+        ) {
+            let thr = -alpha.ln();
+            let mut p = RatioEProcess::new(RatioParams { alpha, margin, target_events: target });
+            let mut q = p.clone();
+            for &(a, b, share) in &scrapes {
+                p.observe(f64::from(a), f64::from(b), 1.0 - share, share);
+                // A second process on the same stream with the cohorts' counts swapped.
+                q.observe(f64::from(b), f64::from(a), 1.0 - share, share);
+                for r in [&p, &q] {
+                    let (e, (lo, hi)) = (r.ln_e(), r.ln_e_bounds());
+                    proptest::prop_assert!(lo <= e && e <= hi, "{} <= {} <= {}", lo, e, hi);
+                    let (g, (lo, hi)) = (r.ln_e_not_worse(), r.ln_e_not_worse_bounds());
+                    proptest::prop_assert!(lo <= g && g <= hi, "{} <= {} <= {}", lo, g, hi);
+                    proptest::prop_assert_eq!(r.certifies_not_worse(), g >= thr);
+                }
+                for w in [0.5, 0.9] {
+                    let exact = w * p.ln_e().exp() + (1.0 - w) * q.ln_e().exp();
+                    for level in [1.0, 1.0 / alpha, exact, exact * (1.0 + 1e-15)] {
+                        proptest::prop_assert_eq!(
+                            weighted_e_reaches([(&p, w), (&q, 1.0 - w)], level),
+                            exact >= level
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `observe` with the shared exposure terms gives bit for bit the log-likelihoods of the
+    /// direct formula, across processes with different grids and more distinct shares than the
+    /// memo holds (so entries are evicted and reused).
+    #[test]
+    fn shared_exposure_terms_are_exact() {
+        let mut rng = SmallRng::seed_from_u64(23);
+        let mut ps: Vec<RatioEProcess> = [0.0, 0.25, 0.25, 1.0]
+            .iter()
+            .map(|&m| RatioEProcess::new(params(m, 100.0)))
+            .collect();
+        let mut direct: Vec<Vec<f64>> = ps.iter().map(|p| vec![0.0; p.grid().len()]).collect();
+        for s in 0..300 {
+            // Shares repeat for a while, then move on: hits, misses and evictions.
+            let share = 0.1 + 0.8 * f64::from((s / 3) % 13) / 13.0;
+            let (xa, xb) = (1.0 - share, share);
+            for (p, d) in ps.iter_mut().zip(&mut direct) {
+                let (ea, eb) = (poisson(&mut rng, 5.0), poisson(&mut rng, 6.0));
+                p.observe(ea, eb, xa, xb);
+                if ea + eb > 0.0 {
+                    let rho = xb / (xa + xb);
+                    for ((l, &lp), &pm1) in d.iter_mut().zip(&p.ln_psi).zip(&p.psi_m1) {
+                        *l += eb * lp - (ea + eb) * (rho * pm1).ln_1p();
+                    }
+                }
+            }
+        }
+        for (p, d) in ps.iter().zip(&direct) {
+            assert!(p
+                .state
+                .ln_lik
+                .iter()
+                .zip(d)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
     }
 
     #[test]
