@@ -389,13 +389,14 @@ impl Bench {
         m
     }
 
-    /// Drive the mix at `rate` for `duration`; `tick` is called about once a second.
+    /// Drive the mix at `rate` for `duration`; `tick` is called about once a second with the
+    /// time since the start and the most requests in flight at once since the previous call.
     async fn drive(
         &mut self,
         rate: f64,
         duration: Duration,
         max_in_flight: usize,
-        mut tick: impl FnMut(&mut Self, Duration) -> anyhow::Result<()>,
+        mut tick: impl FnMut(&mut Self, Duration, usize) -> anyhow::Result<()>,
     ) -> anyhow::Result<LoadRow> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -420,12 +421,14 @@ impl Bench {
         let start = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_tick = Duration::from_secs(1);
+        let mut peak = 0usize;
         for i in 0..n {
             let due = start + period.mul_f64(i as f64);
             tokio::time::sleep_until(due).await;
             let since = start.elapsed();
+            peak = peak.max(max_in_flight - in_flight.available_permits());
             if since >= next_tick {
-                tick(self, since)?;
+                tick(self, since, std::mem::take(&mut peak))?;
                 next_tick += Duration::from_secs(1);
                 // Reap finished tasks so the set does not grow for the whole run.
                 while tasks.try_join_next().is_some() {}
@@ -620,7 +623,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<Vec<LoadRow>> {
                 humantime::format_duration(opts.duration)
             );
             let row = bench
-                .drive(rate, opts.duration, opts.max_in_flight, |b, _| b.alive())
+                .drive(rate, opts.duration, opts.max_in_flight, |b, _, _| b.alive())
                 .await?;
             print_row(&row);
             rows.push(row);
@@ -646,16 +649,31 @@ pub async fn soak(opts: &LoadOptions) -> anyhow::Result<SoakReport> {
     let mut rss: Vec<(f64, f64)> = Vec::new();
     let first = status_kb(bench.daemon.pid(), "VmRSS")? as f64 / 1024.0;
     rss.push((0.0, first));
-    println!("{:>8} {:>9}", "t s", "RSS MB");
+    // RSS, the most requests in flight in the period (each holds a connection to the daemon),
+    // and the daemon's open file descriptors (its sockets) at the sample.
+    println!(
+        "{:>8} {:>9} {:>10} {:>6}",
+        "t s", "RSS MB", "in flight", "fds"
+    );
     println!("{:>8.0} {:>9.1}", 0.0, first);
     let mut next = opts.sample;
+    let mut peak = 0;
     let load = bench
-        .drive(rate, total, opts.max_in_flight, |b, since| {
+        .drive(rate, total, opts.max_in_flight, |b, since, p| {
             b.alive()?;
+            peak = peak.max(p);
             if since >= next {
                 let mb = status_kb(b.daemon.pid(), "VmRSS")? as f64 / 1024.0;
+                let fds = std::fs::read_dir(format!("/proc/{}/fd", b.daemon.pid()))
+                    .map_or(0, |d| d.count());
                 rss.push((since.as_secs_f64(), mb));
-                println!("{:>8.0} {:>9.1}", since.as_secs_f64(), mb);
+                println!(
+                    "{:>8.0} {:>9.1} {:>10} {:>6}",
+                    since.as_secs_f64(),
+                    mb,
+                    std::mem::take(&mut peak),
+                    fds
+                );
                 let _ = std::io::stdout().flush();
                 next += opts.sample;
             }
