@@ -118,6 +118,10 @@ pub struct Delta {
 #[derive(Debug)]
 struct SeriesState {
     last: f64,
+    /// The value before a decrease still to be told apart (NaN when none): a restarted counter
+    /// grows from its new value, a glitch goes back above the old one. The decrease's count
+    /// waits for the next page.
+    held_from: f64,
     last_generation: u64,
     last_seen: u64,
     routes_generation: u64,
@@ -228,6 +232,7 @@ impl TargetAccumulator {
                     labels.as_str().into(),
                     SeriesState {
                         last: *last,
+                        held_from: f64::NAN,
                         last_generation: generation,
                         last_seen: self.scrapes,
                         routes_generation: u64::MAX,
@@ -313,18 +318,34 @@ impl TargetAccumulator {
                     return;
                 }
                 Some(st) => {
-                    let delta = if s.value >= st.last {
-                        s.value - st.last
-                    } else {
+                    // A decrease is a reset (delta = the new value), but only once the next
+                    // page confirms it: a restarted counter grows on from its new value. A
+                    // counter back above its old value had only dipped (a broken exporter, two
+                    // pods behind one address): it counts from the old value, so its whole
+                    // value is never added. Decreases page after page add nothing.
+                    let delta = if s.value < st.last {
                         report.resets += 1;
-                        s.value
+                        st.held_from = st.last;
+                        // Zero, not nothing: the target still sent data to its cohorts, so it
+                        // counts in their data quality (and its resets with it).
+                        Some(0.0)
+                    } else if st.held_from.is_nan() {
+                        Some(s.value - st.last)
+                    } else {
+                        let from = std::mem::replace(&mut st.held_from, f64::NAN);
+                        Some(if s.value >= from {
+                            s.value - from
+                        } else {
+                            s.value
+                        })
                     };
-                    (Some(delta), st)
+                    (delta, st)
                 }
                 None => {
                     report.new_series += 1;
                     let st = fam.entry(raw.into()).or_insert(SeriesState {
                         last: 0.0,
+                        held_from: f64::NAN,
                         last_generation: routing.generation,
                         last_seen: 0,
                         routes_generation: u64::MAX,
@@ -636,10 +657,17 @@ mod tests {
         acc.ingest(&page(100, 2, 90, 10), &r);
         let after_restart = acc.ingest(&page(10, 1, 9, 2), &r);
         assert!(after_restart.resets >= 2);
-        assert_eq!(get(&after_restart, 0, 0), 11.0);
-        assert_eq!(get(&after_restart, 0, 1), 1.0);
+        assert_eq!(get(&after_restart, 0, 0), 0.0, "held until the next page");
+        let confirmed = acc.ingest(&page(12, 1, 10, 3), &r);
+        assert_eq!(confirmed.resets, 0);
+        assert_eq!(
+            get(&confirmed, 0, 0),
+            13.0,
+            "a restart counts everything since it: 12 + 1"
+        );
+        assert_eq!(get(&confirmed, 0, 1), 1.0);
         let extra = "istio_requests_total{response_code=\"500\",reporter=\"destination\"} 4\n";
-        let p = page(10, 1, 9, 2) + extra;
+        let p = page(12, 1, 10, 3) + extra;
         let with_new = acc.ingest(&p, &r);
         assert_eq!(with_new.new_series, 1);
         assert_eq!(
@@ -647,6 +675,34 @@ mod tests {
             4.0,
             "a new 5xx series counts from zero"
         );
+    }
+
+    #[test]
+    fn a_dip_without_restart_adds_no_jump_and_steady_decreases_add_nothing() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("old"));
+        acc.ingest(&page(1_000_000, 1000, 900_000, 100_000), &r);
+        // The exporter reports a lower value once, then the counter goes on: a dip, not a
+        // restart; counting the dipped value whole would add a million requests.
+        let dip = acc.ingest(&page(999_000, 999, 899_000, 100_000), &r);
+        assert!(dip.resets >= 2, "{dip:?}");
+        assert!(dip.deltas.iter().all(|d| d.value == 0.0), "{dip:?}");
+        let on = acc.ingest(&page(1_000_100, 1001, 900_100, 100_000), &r);
+        assert_eq!(on.resets, 0);
+        assert_eq!(
+            get(&on, 0, 0),
+            101.0,
+            "counted from the value before the dip"
+        );
+        assert_eq!(get(&on, 0, 1), 1.0);
+        // Lower on every page: nothing is added, every page counts its resets.
+        let mut v = 1_000_000u64;
+        for _ in 0..5 {
+            v -= 1000;
+            let rep = acc.ingest(&page(v, v / 1000, v - 100_000, 100_000), &r);
+            assert!(rep.resets >= 2, "{rep:?}");
+            assert!(rep.deltas.iter().all(|d| d.value == 0.0), "{rep:?}");
+        }
     }
 
     #[test]
@@ -785,13 +841,16 @@ mod tests {
 
     proptest! {
         /// Whatever the sequence of counter values (growth, resets, repeats), deltas are never
-        /// negative, and without resets they sum to last - first: order of scrapes respected.
+        /// negative, without resets they sum to last - first (order of scrapes respected), and
+        /// a decrease counts only once the next page tells a restart (grows from the new value:
+        /// counts it whole) from a dip (back above the old value: counts from the old one).
         #[test]
         fn deltas_never_negative_and_telescoping(values in proptest::collection::vec(0u32..1000, 2..40)) {
             let r = routing(1);
             let mut acc = TargetAccumulator::new(labels("new"));
             let mut total = 0.0;
             let mut expected = 0.0;
+            let mut held: Option<u32> = None;
             for (i, v) in values.iter().enumerate() {
                 let p = format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n");
                 let rep = acc.ingest(&p, &r);
@@ -801,7 +860,15 @@ mod tests {
                 total += get(&rep, 0, 0);
                 if i > 0 {
                     let prev = values[i - 1];
-                    expected += if *v >= prev { (*v - prev) as f64 } else { *v as f64 };
+                    if *v < prev {
+                        held = Some(prev);
+                    } else {
+                        expected += match held.take() {
+                            None => (*v - prev) as f64,
+                            Some(from) if *v >= from => (*v - from) as f64,
+                            Some(_) => *v as f64,
+                        };
+                    }
                 }
             }
             prop_assert_eq!(total, expected);

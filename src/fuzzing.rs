@@ -28,6 +28,24 @@ pub fn parse_and_ingest(page: &str) {
         assert!(d.value >= 0.0 && d.value.is_finite(), "bad delta {d:?}");
     }
     let _ = crate::parse::parse(page, &routing.filter, |_| {});
+    // Pages separated by NUL bytes: successive scrapes of one target, so values going up,
+    // down (resets, dips) and back reach the reset logic; then the same in reverse.
+    if page.contains('\0') {
+        for order in [false, true] {
+            let mut acc =
+                TargetAccumulator::new([("revision".to_string(), "new".to_string())].into());
+            let pages: Vec<&str> = if order {
+                page.rsplit('\0').collect()
+            } else {
+                page.split('\0').collect()
+            };
+            for p in pages {
+                for d in &acc.ingest(p, &routing).deltas {
+                    assert!(d.value >= 0.0 && d.value.is_finite(), "bad delta {d:?}");
+                }
+            }
+        }
+    }
 }
 
 /// Decode and validate an analysis body as `POST /v1/analyses` does: must not panic.

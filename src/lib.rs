@@ -14,6 +14,7 @@
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
 //! - [`scale`]: the scale harness (`meshgate bench-scale`): N simulated sidecars, meshgate and Prometheus measured side by side.
+//! - [`loadtest`]: the API load and soak harness (`meshgate bench-api`).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
@@ -41,6 +42,7 @@ pub mod gate;
 pub mod integrations;
 pub mod istio;
 pub mod judge;
+pub mod loadtest;
 pub mod parse;
 pub mod promsource;
 pub mod scale;

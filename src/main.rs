@@ -77,6 +77,33 @@ enum Command {
         #[arg(long)]
         no_prometheus: bool,
     },
+    /// Load-test the verdict API at fixed open-loop rates while the daemon scrapes (or soak it).
+    BenchApi {
+        /// Request rates, requests/s (a soak uses the first).
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        rates: Vec<f64>,
+        /// How long each rate runs.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Auth modes: off, on, or both.
+        #[arg(long, default_value = "both")]
+        auth: String,
+        /// Sidecars per revision in the simulated mesh.
+        #[arg(long, default_value_t = 10)]
+        pods: usize,
+        /// Scrape interval (= analysis tick).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Analyses in the daemon.
+        #[arg(long, default_value_t = 3)]
+        analyses: usize,
+        /// Soak: run the first rate this long and sample the daemon's RSS.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        soak: Option<std::time::Duration>,
+        /// RSS sampling period of the soak.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        sample: std::time::Duration,
+    },
     /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
     Plan {
         #[command(subcommand)]
@@ -252,6 +279,59 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let rows = meshgate::scale::run(&opts).await?;
             let missed: u64 = rows.iter().map(|r| r.missed).sum();
             Ok(if missed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::BenchApi {
+            rates,
+            duration,
+            auth,
+            pods,
+            interval,
+            analyses,
+            soak,
+            sample,
+        } => {
+            let auth_modes = match auth.as_str() {
+                "off" => vec![false],
+                "on" => vec![true],
+                "both" => vec![false, true],
+                other => anyhow::bail!("--auth {other:?}: expected off, on or both"),
+            };
+            let opts = meshgate::loadtest::LoadOptions {
+                rates,
+                duration,
+                auth_modes,
+                pods,
+                interval,
+                analyses,
+                soak,
+                sample,
+                ..Default::default()
+            };
+            if opts.soak.is_some() {
+                let r = meshgate::loadtest::soak(&opts).await?;
+                let first = r.rss.first().map_or(f64::NAN, |p| p.1);
+                let last = r.rss.last().map_or(f64::NAN, |p| p.1);
+                meshgate::loadtest::print_header(&opts);
+                meshgate::loadtest::print_row(&r.load);
+                println!(
+                    "soak RSS: start {first:.1} MB, end {last:.1} MB, slope {:.2} MB/h (second half {:.2} MB/h), {} samples",
+                    r.slope_mb_per_h,
+                    r.slope_second_half_mb_per_h,
+                    r.rss.len()
+                );
+                return Ok(if r.load.healthy() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
+            meshgate::loadtest::print_header(&opts);
+            let rows = meshgate::loadtest::run(&opts).await?;
+            Ok(if rows.iter().all(|r| r.healthy()) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -23,6 +23,8 @@ struct FaultServer {
     hits: AtomicU64,
     /// Set to make `/vanishing` targets refuse from then on.
     vanished: AtomicBool,
+    /// Scrapes per full request target (path and query), for counters of their own.
+    per_url: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn page(n: u64) -> String {
@@ -64,6 +66,13 @@ async fn serve_one(srv: Arc<FaultServer>, mut s: TcpStream) {
         return;
     };
     let n = srv.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    // This URL's own scrape number k (1, 2, ...) for the counters below.
+    let k = {
+        let mut m = srv.per_url.lock().unwrap();
+        let c = m.entry(path.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
     match path.split('?').next().unwrap_or_default() {
         "/timeout" => {
             // Never answer; hold the connection until the client gives up.
@@ -139,6 +148,19 @@ async fn serve_one(srv: Arc<FaultServer>, mut s: TcpStream) {
             let body = page(1_000_000_000_000 - n * 1000);
             respond(&mut s, "200 OK", body.as_bytes()).await
         }
+        // Counters of a pod up long before (1,000 units at the first scrape), one unit per
+        // scrape: `page(u)` is 1,000 x u requests answered 200 and u answered 503.
+        "/steady" => respond(&mut s, "200 OK", page(1000 + k).as_bytes()).await,
+        // The process restarts before its 6th scrape: counters start again from zero.
+        "/restarting" => {
+            let u = if k < 6 { 1000 + k } else { k - 5 };
+            respond(&mut s, "200 OK", page(u).as_bytes()).await
+        }
+        // Lower once, without a restart (a broken exporter, two pods behind one address).
+        "/dip" => {
+            let u = if k == 6 { 1000 + k - 3 } else { 1000 + k };
+            respond(&mut s, "200 OK", page(u).as_bytes()).await
+        }
         "/vanishing" => {
             if srv.vanished.load(Ordering::Relaxed) {
                 #[allow(deprecated)]
@@ -161,6 +183,7 @@ async fn fault_server(stop: CancellationToken) -> Arc<FaultServer> {
         addr: l.local_addr().unwrap(),
         hits: AtomicU64::new(0),
         vanished: AtomicBool::new(false),
+        per_url: Default::default(),
     });
     let s2 = srv.clone();
     std::thread::spawn(move || {
@@ -423,10 +446,23 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
         "duplicates inflated the evidence: {dup_x} vs control {control_x}"
     );
 
-    // Counters going backwards (daemons[n + 2]): NOT asserted yet. On the last run the target's
-    // health showed `last_resets: 0` although the unit test
-    // `cohort::tests::resets_count_from_zero_and_new_series_count_whole` sees resets; open, see
-    // the issue-7 report.
+    // Counters lower on every page (daemons[n + 2]): every page is a reset of both series, the
+    // target is up but not fresh, and none of its (huge) values reaches the evidence.
+    let back = &daemons[n + 2];
+    let h = health_of(back, &furl("/backwards")).await;
+    eprintln!("/backwards health: {h:#}");
+    assert!(!back.seen.iter().any(|v| v == "GO"), "{:#}", back.last);
+    assert_eq!(h["up"], true, "{h:#}");
+    assert_eq!(h["last_resets"], 2, "both series went down: {h:#}");
+    assert!(h["consecutive_reset_pages"].as_u64().unwrap() >= 3, "{h:#}");
+    let back_x = back.last["checks"][0]["tests"][0]["canary"]["exposure"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        back_x < 3.0 * control_x,
+        "values going down inflated the evidence: {back_x} vs control {control_x}"
+    );
+    assert_eq!(back.last["verdict"], "PENDING", "{:#}", back.last);
     // The vanished cohort: its targets are down, the canary has no fresh target, no GO.
     let van = &daemons[n + 3];
     assert!(!van.seen.iter().any(|v| v == "GO"), "{:#}", van.last);
@@ -448,6 +484,124 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
         d.running.shutdown.cancel();
         d.running.join().await;
     }
+    stop.cancel();
+}
+
+fn fault_target(url: String, revision: &str, pod: &str) -> StaticTarget {
+    let mut t = canary_target(url, pod);
+    t.labels.insert("revision".into(), revision.into());
+    t
+}
+
+/// Counters going backwards mid-analysis, on real sockets and one daemon: a pod whose process
+/// restarts (counters from zero) and a pod whose counter is lower on one page without a restart,
+/// in the canary; two steady pods in the baseline. Every target gains one unit (1,001 requests)
+/// per scrape, so each cohort's exposure must stay within its targets' scrapes: no jump (the old
+/// rule added a dip's whole value, 1,003 units), never lower than before (no negative delta),
+/// and both resets show in `GET /v1/targets` and the reset counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_going_backwards_are_reset_aware() {
+    const UNIT: f64 = 1001.0;
+    let stop = CancellationToken::new();
+    let fs = fault_server(stop.clone()).await;
+    let furl = |p: &str| format!("http://{}{p}", fs.addr);
+    let targets = vec![
+        fault_target(furl("/steady?b1"), "1-24-2", "b1"),
+        fault_target(furl("/steady?b2"), "1-24-2", "b2"),
+        fault_target(furl("/dip"), CANARY, "dip"),
+        fault_target(furl("/restarting"), CANARY, "restarting"),
+    ];
+    let canary_sel = format!("{{role=\"proxy\", revision=\"{CANARY}\"}}");
+    let d = daemon_with("backwards", targets, &canary_sel, "60s").await;
+    let scrapes = |all: &Value, urls: &[String]| -> f64 {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| urls.iter().any(|u| t["url"] == u.as_str()))
+            .map(|t| t["scrapes"].as_f64().unwrap())
+            .sum()
+    };
+    let canary_urls = [furl("/dip"), furl("/restarting")];
+    let baseline_urls = [furl("/steady?b1"), furl("/steady?b2")];
+    let mut resets_seen = std::collections::BTreeMap::<String, u64>::new();
+    let mut last_x = [0.0f64; 2];
+    let t0 = Instant::now();
+    loop {
+        // Evidence first, then the scrape counts: the counts can only have grown since.
+        let v = get(&format!("{}/v1/analyses/a/verdict", d.base)).await;
+        let all = get(&format!("{}/v1/targets", d.base)).await;
+        for t in all.as_array().unwrap() {
+            let r = t["last_resets"].as_u64().unwrap();
+            let e = resets_seen
+                .entry(t["url"].as_str().unwrap().to_owned())
+                .or_default();
+            *e = (*e).max(r);
+        }
+        assert_ne!(v["verdict"], "GO", "{v:#}");
+        let test = &v["checks"][0]["tests"][0];
+        for (i, (side, urls)) in [("baseline", &baseline_urls), ("canary", &canary_urls)]
+            .into_iter()
+            .enumerate()
+        {
+            let x = test[side]["exposure"].as_f64().unwrap_or(0.0);
+            // Each target's first page only sets its starting point.
+            let bound = (scrapes(&all, urls) - 2.0).max(0.0) * UNIT;
+            assert!(
+                x <= bound,
+                "{side}: exposure {x} above its scrapes allow ({bound}): {v:#}"
+            );
+            assert!(
+                x >= last_x[i],
+                "{side}: exposure went down from {} to {x}",
+                last_x[i]
+            );
+            last_x[i] = x;
+        }
+        let canary_scrapes = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| canary_urls.iter().any(|u| t["url"] == u.as_str()))
+            .map(|t| t["scrapes"].as_u64().unwrap())
+            .min()
+            .unwrap();
+        if canary_scrapes >= 10 {
+            // Both past their reset by 4 scrapes: the evidence is within a few pages of the
+            // full count (ticks lag scrapes by up to a page, the held page adds one).
+            let lower = (scrapes(&all, &canary_urls) - 2.0 - 2.0 * 3.0) * UNIT;
+            assert!(
+                last_x[1] >= lower,
+                "canary exposure {} below {lower}: counts were lost at the reset",
+                last_x[1]
+            );
+            let h = health_of(&d, &furl("/restarting")).await;
+            assert_eq!(h["consecutive_reset_pages"], 0, "{h:#}");
+            assert_eq!(h["up"], true, "{h:#}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the canary targets were not scraped 10 times in 90 s: {all:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(resets_seen[&furl("/restarting")], 2, "{resets_seen:?}");
+    assert_eq!(resets_seen[&furl("/dip")], 2, "{resets_seen:?}");
+    assert_eq!(resets_seen[&furl("/steady?b1")], 0, "{resets_seen:?}");
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resets: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("meshgate_counter_resets_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no meshgate_counter_resets_total in\n{metrics}"));
+    assert_eq!(resets, 4.0, "two series on each of two targets");
+    d.running.shutdown.cancel();
+    d.running.join().await;
     stop.cancel();
 }
 

@@ -337,6 +337,7 @@ mod tests {
             baseline: q.clone(),
             canary: q,
             overlapping_series: 0,
+            ..Default::default()
         };
         let mut a = Analysis::new(settings.clone(), &[&robust]);
         let mut b = Analysis::new(settings, &[&plain]);

@@ -1,0 +1,160 @@
+//! The store's write per tick: every analysis (3, all built-in checks) and the last value of
+//! every wanted series of every target, in one redb transaction with its fsync, as the daemon
+//! writes after each tick. Series come from real-shaped sidecar pages of the simulated mesh run
+//! through the accumulator, so their label text and count per target are what the daemon keeps.
+//!
+//! `cargo bench --bench store -- --warm-up-time 1 --measurement-time 5`
+//! (prints the bytes written per tick for each size before the timings).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use meshgate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, TargetAccumulator};
+use meshgate::config::AnalysisConfig;
+use meshgate::judge::{Analysis, Catalog, Settings};
+use meshgate::sim::{SimConfig, SimMesh};
+use meshgate::store::{Store, StoredAnalysis};
+use tokio_util::sync::CancellationToken;
+
+/// One page per simulated sidecar (8 distinct pods), and their target labels.
+fn pages() -> Vec<(String, BTreeMap<String, String>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stop = CancellationToken::new();
+        let mut cfg = SimConfig::default();
+        cfg.baseline.pods = 4;
+        cfg.canary.pods = 4;
+        let mesh = SimMesh::start(cfg, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+            .await
+            .unwrap();
+        let out = mesh
+            .targets()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, t)| t.labels["role"] == "proxy")
+            .map(|(i, t)| {
+                (
+                    String::from_utf8(mesh.render(i).unwrap()).unwrap(),
+                    t.labels,
+                )
+            })
+            .collect();
+        stop.cancel();
+        out
+    })
+}
+
+fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
+    let cat = Catalog::builtin();
+    let checks: Vec<_> = cat.iter().collect();
+    (0..3)
+        .map(|i| {
+            let spec = AnalysisConfig {
+                name: format!("bench-{i}"),
+                baseline: r#"{revision="1-24-2"}"#.into(),
+                canary: r#"{revision="1-25-0"}"#.into(),
+                ..Default::default()
+            };
+            let settings = Settings {
+                alpha: 0.05,
+                min_duration: Duration::from_secs(600),
+                max_duration: Duration::from_secs(3600),
+                min_exposure: 1000.0,
+            };
+            let urls = |side: &str| -> Vec<String> {
+                (0..n_targets / 2)
+                    .map(|t| {
+                        format!(
+                            "http://10.0.{}.{}:15090/stats/prometheus#{side}",
+                            t / 250,
+                            t % 250
+                        )
+                    })
+                    .collect()
+            };
+            let a = StoredAnalysis {
+                spec,
+                created_at: 1.7e9,
+                state: Analysis::new(settings, &checks),
+                pending: checks
+                    .iter()
+                    .map(|c| [vec![1.0; c.slots()], vec![1.0; c.slots()]])
+                    .collect(),
+                members: [urls("b"), urls("c")],
+                resets: [0, 0],
+                overlaps: 0,
+            };
+            (format!("bench-{i}"), a)
+        })
+        .collect()
+}
+
+fn bench_store(c: &mut Criterion) {
+    let pages = pages();
+    let cat = Catalog::builtin();
+    let checks: Vec<_> = cat.iter().map(|c| Arc::new(c.clone())).collect();
+    let routing = Routing::new(
+        1,
+        (0..3)
+            .map(|i| RoutedAnalysis {
+                id: i + 1,
+                since_generation: 0,
+                baseline: Selector::parse(r#"{revision="1-24-2"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="1-25-0"}"#).unwrap(),
+                checks: checks.clone(),
+            })
+            .collect(),
+    );
+    let snaps: Vec<SeriesSnapshot> = pages
+        .iter()
+        .map(|(page, labels)| {
+            let mut acc = TargetAccumulator::new(labels.clone());
+            acc.ingest(page, &routing);
+            acc.export()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("store_write_per_tick");
+    group.sample_size(10);
+    for n in [100usize, 1000] {
+        let path = dir.path().join(format!("bench-{n}.redb"));
+        let (store, _) = Store::open(&path).unwrap();
+        let urls: Vec<String> = (0..n)
+            .map(|t| format!("http://10.1.{}.{}:15090/stats/prometheus", t / 250, t % 250))
+            .collect();
+        let analyses = analyses(n);
+        let write = |store: &Store| {
+            store
+                .write(
+                    analyses.iter().map(|(id, a)| (id.as_str(), a.clone())),
+                    urls.iter()
+                        .enumerate()
+                        .map(|(i, u)| (u.as_str(), &snaps[i % snaps.len()])),
+                )
+                .unwrap()
+        };
+        let st = write(&store);
+        let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "store write, 3 analyses, {n} targets: {} series, {} bytes of records per tick ({} per target), file {} bytes, one write {:.1} ms",
+            st.series,
+            st.bytes,
+            st.bytes / n,
+            file,
+            st.seconds * 1e3
+        );
+        group.bench_with_input(BenchmarkId::new("targets", n), &n, |b, _| {
+            b.iter(|| write(&store))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_store);
+criterion_main!(benches);
