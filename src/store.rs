@@ -1,16 +1,24 @@
 //! The embedded store (redb): analyses with their evidence, and the last counter value of every
 //! series per target, written in one transaction per tick so a restart resumes where it was.
 //!
+//! Layout 2 keeps a target's series keys (family and label text, ~600 bytes per Istio series)
+//! apart from its values (8 bytes each): the keys are rewritten only when the target's set of
+//! series changes, the values every tick. Layout 1 (one record of keys and values per target,
+//! rewritten every tick: ~35 KB per sidecar per tick) is still read, and replaced at the first
+//! write.
+//!
 //! Records are CBOR (self-describing like JSON, but keeps the infinities an e-process holds).
 //! The evidence and the series values are written together: every delta already folded into the
 //! stored evidence came from a page whose values are the stored ones, so after a crash the next
 //! page gives exactly the deltas not yet counted (or a reset), never one twice.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::cohort::SeriesSnapshot;
@@ -21,11 +29,16 @@ use crate::judge::Analysis;
 pub const EXIT_BAD_STORE: u8 = 65;
 
 /// Layout version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ANALYSES: TableDefinition<&str, &[u8]> = TableDefinition::new("analyses");
+/// Layout 1: per target, CBOR `SeriesSnapshot` (keys and values). Read, then emptied.
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
+/// Per target, CBOR `Vec<(family, label text)>`: written when the target's series change.
+const SERIES_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("series_keys");
+/// Per target, the values in the order of its `SERIES_KEYS` row, little-endian f64.
+const SERIES_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("series_values");
 /// The upgrade plan's namespace labels recorded before each namespace moved (one row).
 const PLAN: TableDefinition<&str, &[u8]> = TableDefinition::new("plan");
 
@@ -103,8 +116,10 @@ pub struct Loaded {
 pub struct WriteStats {
     /// Bytes of records written.
     pub bytes: usize,
-    /// Series written.
+    /// Series written (their values).
     pub series: usize,
+    /// Targets whose series keys were (re)written, their set of series having changed.
+    pub key_rows: usize,
     /// Wall time of encode + commit (fsync included).
     pub seconds: f64,
 }
@@ -113,6 +128,19 @@ pub struct WriteStats {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Per target: hash of the series keys in the store (as last committed).
+    keys_written: Mutex<HashMap<String, u64>>,
+}
+
+/// Hash of a snapshot's keys, in order (the values row follows that order).
+fn keys_hash(s: &SeriesSnapshot) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.series.len().hash(&mut h);
+    for (family, labels, _) in &s.series {
+        family.hash(&mut h);
+        labels.hash(&mut h);
+    }
+    h.finish()
 }
 
 impl std::fmt::Debug for Store {
@@ -145,7 +173,11 @@ impl Store {
         let db = std::panic::catch_unwind(|| Database::create(&path))
             .map_err(|_| open_err("not a meshgate store (the file is damaged)".into()))?
             .map_err(|e| open_err(e.to_string()))?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            keys_written: Mutex::new(HashMap::new()),
+        };
         store.init_and_check_version()?;
         let loaded = store.load()?;
         Ok((store, loaded))
@@ -187,6 +219,8 @@ impl Store {
             }
             tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
             tx.open_table(TARGETS).map_err(|e| self.io(e))?;
+            tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+            tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
             tx.open_table(PLAN).map_err(|e| self.io(e))?;
         }
         tx.commit().map_err(|e| self.io(e))
@@ -206,6 +240,7 @@ impl Store {
                 .map_err(|e| corrupt(format!("analysis {:?}: {e}", k.value())))?;
             loaded.analyses.push(a);
         }
+        // Layout 1 rows (a store written before layout 2), then layout 2 rows over them.
         let t = tx.open_table(TARGETS).map_err(|e| self.io(e))?;
         for row in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
@@ -213,6 +248,40 @@ impl Store {
                 .map_err(|e| corrupt(format!("series of target {:?}: {e}", k.value())))?;
             loaded.targets.insert(k.value().to_owned(), s);
         }
+        let keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+        let values = tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
+        let mut written = HashMap::new();
+        for row in keys.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let url = k.value();
+            let names: Vec<(String, String)> = ciborium::from_reader(v.value())
+                .map_err(|e| corrupt(format!("series keys of target {url:?}: {e}")))?;
+            let raw = values
+                .get(url)
+                .map_err(|e| self.io(e))?
+                .ok_or_else(|| corrupt(format!("target {url:?} has series keys but no values")))?;
+            let raw = raw.value();
+            if raw.len() != names.len() * 8 {
+                return Err(corrupt(format!(
+                    "target {url:?}: {} bytes of values for {} series",
+                    raw.len(),
+                    names.len()
+                )));
+            }
+            let snap = SeriesSnapshot {
+                series: names
+                    .into_iter()
+                    .zip(raw.chunks_exact(8))
+                    .map(|((family, labels), b)| {
+                        let v = f64::from_le_bytes(b.try_into().expect("chunks of 8"));
+                        (family, labels, v)
+                    })
+                    .collect(),
+            };
+            written.insert(url.to_owned(), keys_hash(&snap));
+            loaded.targets.insert(url.to_owned(), snap);
+        }
+        *self.keys_written.lock().expect("store lock") = written;
         let t = tx.open_table(PLAN).map_err(|e| self.io(e))?;
         if let Some(v) = t.get("labels").map_err(|e| self.io(e))? {
             let r = ciborium::from_reader(v.value())
@@ -244,6 +313,10 @@ impl Store {
     ) -> Result<WriteStats, StoreError> {
         let started = Instant::now();
         let mut stats = WriteStats::default();
+        // What the store holds now; only replaced once this transaction has committed, so a
+        // failed write rewrites the keys next time.
+        let mut committed = self.keys_written.lock().expect("store lock");
+        let mut next: HashMap<String, u64> = HashMap::with_capacity(committed.len());
         let tx = self.db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut t = tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
@@ -253,16 +326,46 @@ impl Store {
                 stats.bytes += bytes.len();
                 t.insert(id, bytes.as_slice()).map_err(|e| self.io(e))?;
             }
+            // Layout 1 rows are replaced by this write.
             let mut t = tx.open_table(TARGETS).map_err(|e| self.io(e))?;
-            t.retain(|_, _| false).map_err(|e| self.io(e))?;
-            for (url, s) in targets {
-                let bytes = encode(s);
-                stats.bytes += bytes.len();
-                stats.series += s.series.len();
-                t.insert(url, bytes.as_slice()).map_err(|e| self.io(e))?;
+            if !t.is_empty().map_err(|e| self.io(e))? {
+                t.retain(|_, _| false).map_err(|e| self.io(e))?;
             }
+            let mut keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+            let mut values = tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
+            let mut raw = Vec::new();
+            for (url, s) in targets {
+                let h = keys_hash(s);
+                if committed.get(url) != Some(&h) {
+                    let names: Vec<(&str, &str)> = s
+                        .series
+                        .iter()
+                        .map(|(f, l, _)| (f.as_str(), l.as_str()))
+                        .collect();
+                    let bytes = encode(&names);
+                    stats.bytes += bytes.len();
+                    stats.key_rows += 1;
+                    keys.insert(url, bytes.as_slice()).map_err(|e| self.io(e))?;
+                }
+                raw.clear();
+                raw.extend(s.series.iter().flat_map(|(_, _, v)| v.to_le_bytes()));
+                stats.bytes += raw.len();
+                stats.series += s.series.len();
+                values.insert(url, raw.as_slice()).map_err(|e| self.io(e))?;
+                next.insert(url.to_owned(), h);
+            }
+            // Targets gone since the last write.
+            for url in committed.keys().filter(|u| !next.contains_key(*u)) {
+                keys.remove(url.as_str()).map_err(|e| self.io(e))?;
+                values.remove(url.as_str()).map_err(|e| self.io(e))?;
+            }
+            tx.open_table(META)
+                .map_err(|e| self.io(e))?
+                .insert("schema_version", SCHEMA_VERSION)
+                .map_err(|e| self.io(e))?;
         }
         tx.commit().map_err(|e| self.io(e))?;
+        *committed = next;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
     }
@@ -327,7 +430,127 @@ mod tests {
         drop(s);
         let e = Store::open(&p).unwrap_err();
         assert!(
-            matches!(e, StoreError::NewerVersion { found: 2, .. }),
+            matches!(e, StoreError::NewerVersion { found: 3, .. }),
+            "{e}"
+        );
+    }
+
+    fn snap(values: &[(&str, f64)]) -> SeriesSnapshot {
+        SeriesSnapshot {
+            series: values
+                .iter()
+                .map(|(l, v)| ("istio_requests_total".to_string(), l.to_string(), *v))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn keys_are_written_once_and_values_every_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let (s, _) = Store::open(&p).unwrap();
+        let a = snap(&[
+            ("code=\"200\",pod=\"a\"", 10.0),
+            ("code=\"503\",pod=\"a\"", 1.0),
+        ]);
+        let b = snap(&[("code=\"200\",pod=\"b\"", 7.0)]);
+        let first = s
+            .write(std::iter::empty(), [("http://a", &a), ("http://b", &b)])
+            .unwrap();
+        assert_eq!((first.key_rows, first.series), (2, 3));
+        // Same series, new values: only 8 bytes per value.
+        let a2 = snap(&[
+            ("code=\"200\",pod=\"a\"", 25.0),
+            ("code=\"503\",pod=\"a\"", 2.0),
+        ]);
+        let b2 = snap(&[("code=\"200\",pod=\"b\"", 9.5)]);
+        let steady = s
+            .write(std::iter::empty(), [("http://a", &a2), ("http://b", &b2)])
+            .unwrap();
+        assert_eq!(steady.key_rows, 0);
+        assert_eq!(steady.bytes, 3 * 8);
+        drop(s);
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets["http://a"], a2);
+        assert_eq!(loaded.targets["http://b"], b2);
+        // After a restart the keys on disk are known: still values only.
+        let again = s
+            .write(std::iter::empty(), [("http://a", &a2), ("http://b", &b2)])
+            .unwrap();
+        assert_eq!(again.key_rows, 0);
+        // A new series on a: its keys are rewritten; b is gone: both its rows go.
+        let a3 = snap(&[
+            ("code=\"200\",pod=\"a\"", 30.0),
+            ("code=\"503\",pod=\"a\"", 2.0),
+            ("code=\"504\",pod=\"a\"", 1.0),
+        ]);
+        let changed = s.write(std::iter::empty(), [("http://a", &a3)]).unwrap();
+        assert_eq!((changed.key_rows, changed.series), (1, 3));
+        drop(s);
+        let (_, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets.len(), 1);
+        assert_eq!(loaded.targets["http://a"], a3);
+    }
+
+    #[test]
+    fn a_layout_1_store_is_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.redb");
+        let old = snap(&[("code=\"200\"", 42.0)]);
+        {
+            // What a layout-1 meshgate wrote: version 1, one CBOR snapshot per target.
+            let db = Database::create(&p).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            tx.open_table(ANALYSES).unwrap();
+            tx.open_table(TARGETS)
+                .unwrap()
+                .insert("http://old", encode(&old).as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets["http://old"], old);
+        let w = s.write(std::iter::empty(), [("http://old", &old)]).unwrap();
+        assert_eq!(w.key_rows, 1);
+        drop(s);
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets["http://old"], old);
+        let tx = s.db.begin_read().unwrap();
+        assert!(tx.open_table(TARGETS).unwrap().is_empty().unwrap());
+        let v = tx
+            .open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn values_without_keys_are_a_clear_corruption_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.redb");
+        let (s, _) = Store::open(&p).unwrap();
+        let a = snap(&[("x=\"1\"", 1.0), ("x=\"2\"", 2.0)]);
+        s.write(std::iter::empty(), [("http://a", &a)]).unwrap();
+        {
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(SERIES_VALUES)
+                .unwrap()
+                .insert("http://a", [0u8; 8].as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        drop(s);
+        let e = Store::open(&p).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(
+            e.to_string().contains("8 bytes of values for 2 series"),
             "{e}"
         );
     }
