@@ -12,8 +12,8 @@
 //! seconds; it prints the series and its least-squares slope.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
-use crate::scale::{cpu_seconds, status_kb};
+use crate::scale::{cpu_seconds, free_port, spawn, status_kb, Proc, TempDir};
 
 /// Harness options.
 #[derive(Clone, Debug)]
@@ -131,61 +131,6 @@ pub struct SoakReport {
     pub slope_second_half_mb_per_h: f64,
 }
 
-struct Proc {
-    child: Child,
-    name: &'static str,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
-        let out = std::fs::File::create(log)?;
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Proc {
-            child,
-            name,
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect();
-            bail!(
-                "{} exited early: {status}; its last lines:\n{}",
-                self.name,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        Ok(())
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The daemon under load, with the mesh it scrapes.
 struct Bench {
     _dir: TempDir,
@@ -208,12 +153,6 @@ struct Snapshot {
     delay_buckets: Vec<(f64, f64)>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
-}
-
 /// A random token of 32 hex digits.
 fn token() -> String {
     use rand::Rng;
@@ -233,7 +172,7 @@ impl Bench {
         std::fs::create_dir_all(&dir_path)?;
         let dir = TempDir(dir_path);
         let sd = dir.0.join("targets.json");
-        let mut sim = Proc::spawn(
+        let mut sim = spawn(
             "simulate",
             Command::new(exe).args([
                 "simulate",
@@ -285,7 +224,7 @@ impl Bench {
         }
         let cfg_path = dir.0.join("meshgate.toml");
         std::fs::write(&cfg_path, cfg)?;
-        let mut daemon = Proc::spawn(
+        let mut daemon = spawn(
             "meshgate serve",
             Command::new(exe)
                 .args(["serve", "--config", &cfg_path.display().to_string()])

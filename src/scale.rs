@@ -58,7 +58,8 @@ pub struct Row {
     pub sim_cpu_per_cycle: f64,
 }
 
-struct Proc {
+/// A child process (simulator, daemon, Prometheus) killed on drop; its stderr goes to `log`.
+pub(crate) struct Proc {
     child: Child,
     name: &'static str,
     log: PathBuf,
@@ -72,11 +73,11 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(10).collect();
@@ -112,13 +113,13 @@ pub fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port())
 }
 
-fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
     let out = std::fs::File::create(log)?;
     let child = cmd
         .stdout(Stdio::null())
@@ -466,7 +467,7 @@ pub fn print_row(r: &Row, interval: Duration) {
 }
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     fn path(&self) -> &Path {
