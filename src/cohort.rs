@@ -325,7 +325,13 @@ impl TargetAccumulator {
                     // value is never added. Decreases page after page add nothing.
                     let delta = if s.value < st.last {
                         report.resets += 1;
-                        st.held_from = st.last;
+                        // Keep the highest value seen before the decreases: a counter that falls
+                        // twice and then comes back counts only what it gained above it.
+                        st.held_from = if st.held_from.is_nan() {
+                            st.last
+                        } else {
+                            st.held_from.max(st.last)
+                        };
                         // Zero, not nothing: the target still sent data to its cohorts, so it
                         // counts in their data quality (and its resets with it).
                         Some(0.0)
@@ -703,6 +709,11 @@ mod tests {
             assert!(rep.resets >= 2, "{rep:?}");
             assert!(rep.deltas.iter().all(|d| d.value == 0.0), "{rep:?}");
         }
+        // Back above the highest value before the run of decreases (1,000,100 requests, 1,001
+        // errors): only the gain above it counts (50 + 1), not the depth of the last dip.
+        let back = acc.ingest(&page(1_000_150, 1002, 900_150, 100_000), &r);
+        assert_eq!(back.resets, 0);
+        assert_eq!(get(&back, 0, 0), 51.0, "{back:?}");
     }
 
     #[test]
@@ -861,7 +872,7 @@ mod tests {
                 if i > 0 {
                     let prev = values[i - 1];
                     if *v < prev {
-                        held = Some(prev);
+                        held = Some(held.map_or(prev, |h| h.max(prev)));
                     } else {
                         expected += match held.take() {
                             None => (*v - prev) as f64,
