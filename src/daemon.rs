@@ -741,9 +741,11 @@ impl Engine {
                 }
                 // Not a member: never scraped successfully, or gone dark before it sent this
                 // analysis anything (a pod that died before the analysis started still counts).
+                // A target whose first scrape has not ended yet counts too: its data is missing
+                // (a hung first scrape on a starved machine once let a GO through without it).
                 if let Some(h) = health.get(&t.url) {
                     let dark = match h.last_success_at {
-                        None => h.failures > 0,
+                        None => true,
                         Some(at) => {
                             now.saturating_duration_since(at) > self.stale_after
                                 && h.consecutive_failures > 0
