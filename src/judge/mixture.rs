@@ -23,6 +23,8 @@
 //! events the exact conditional is hypergeometric.)
 
 use super::betabinom::{choose_k, ln_1m_exp, ln_beta, ln_beta_reg_tails};
+use std::sync::{Arc, Weak};
+
 use serde::{Deserialize, Serialize};
 
 /// Grid points per doubling of psi (steps of 1.45%), chosen by measuring this mixture at a fixed
@@ -135,6 +137,17 @@ struct RatioState {
 #[serde(try_from = "RatioState", into = "RatioState")]
 pub struct RatioEProcess {
     state: RatioState,
+    /// The grid and the prior weights, shared by every process with the same parameters and
+    /// layout (they depend on nothing else): per process only the log-likelihoods are kept.
+    g: Arc<Grid>,
+}
+
+/// What a process's parameters and grid layout determine: grid points, cell edges and the
+/// tests' prior weights. Built once per distinct (parameters, layout) and shared.
+#[derive(Debug, PartialEq)]
+struct Grid {
+    /// The parameters it was built for (alpha and target events set the prior).
+    params: RatioParams,
     /// Grid of psi values, increasing.
     psi: Vec<f64>,
     /// ln psi_j.
@@ -190,11 +203,11 @@ impl TryFrom<RatioState> for RatioEProcess {
             return Err(format!("unsupported grid layout {g:?}"));
         }
         let mut p = RatioEProcess::build(state.params.clone(), g);
-        if state.ln_lik.len() != p.psi.len() {
+        if state.ln_lik.len() != p.g.psi.len() {
             return Err(format!(
                 "state has {} grid values, the grid has {} points",
                 state.ln_lik.len(),
-                p.psi.len()
+                p.g.psi.len()
             ));
         }
         if state.ln_lik.iter().any(|v| !v.is_finite()) {
@@ -230,82 +243,16 @@ impl RatioEProcess {
     }
 
     fn build(params: RatioParams, spec: GridSpec) -> Self {
-        let null = 1.0 + params.margin;
-        let s = f64::from(spec.per_octave);
-        let step = std::f64::consts::LN_2 / s;
-        // Uniform in ln psi with step ln 2 / s below 1 and above 1 + m (anchored at each, so
-        // both are exact grid points and the cells of the NO-GO alternatives are centred on
-        // their points), and [1, 1 + m] cut into the fewest equal steps no longer than that.
-        // Inserting 1 + m into one lattice instead leaves a sliver cell beside it whose point
-        // sits off its cell's centre; that showed up as ln E errors of ~0.5 at 1,000 events.
-        let below = i64::from(spec.octaves_below) * i64::from(spec.per_octave);
-        let above = i64::from(spec.octaves_above) * i64::from(spec.per_octave);
-        let mut psi: Vec<f64> = (-below..=0).map(|i| (i as f64 / s).exp2()).collect();
-        let ln_null = params.margin.ln_1p();
-        let n_mid = (ln_null / step - 1e-9).ceil().max(0.0) as i64;
-        psi.extend((1..n_mid).map(|j| (ln_null * j as f64 / n_mid as f64).exp()));
-        if n_mid > 0 {
-            psi.push(null);
-        }
-        let i_null = psi.len() - 1;
-        psi.extend((1..=above).map(|i| null * (i as f64 / s).exp2()));
-        let ln_psi = psi.iter().map(|v| v.ln()).collect();
-        let psi_m1 = psi.iter().map(|v| v - 1.0).collect();
-        let edges: Vec<f64> = psi.windows(2).map(|w| (w[0] * w[1]).sqrt()).collect();
-        let edge_theta: Vec<(f64, f64)> = edges
-            .iter()
-            .map(|&e| (e / (1.0 + e), 1.0 / (1.0 + e)))
-            .collect();
-        let n = psi.len();
-        let edge_ln = edge_theta
-            .iter()
-            .map(|&(t, u): &(f64, f64)| (t.ln(), u.ln()))
-            .collect();
-        // theta_2 - theta_1 = (e2 - e1) / ((1 + e1)(1 + e2)): no cancellation.
-        let cell_ln_width = (0..n)
-            .map(|j| {
-                if j == 0 || j + 1 == n {
-                    f64::NEG_INFINITY
-                } else {
-                    let (e1, e2) = (edges[j - 1], edges[j]);
-                    ((e2 - e1) / ((1.0 + e1) * (1.0 + e2))).ln()
-                }
-            })
-            .collect();
-        let mut p = RatioEProcess {
+        let g = Grid::shared(&params, spec);
+        RatioEProcess {
             state: RatioState {
                 params,
                 grid: spec,
-                ln_lik: vec![0.0; n],
+                ln_lik: vec![0.0; g.psi.len()],
                 totals: Totals::default(),
             },
-            psi,
-            ln_psi,
-            psi_m1,
-            edge_theta,
-            edge_ln,
-            cell_ln_width,
-            i_null,
-            nogo_ln_w: Vec::new(),
-            go_ln_w: Vec::new(),
-            i_drop: 0,
-            drop_ln_w: Vec::new(),
-            ln_w_sums: [0.0; 3],
-        };
-        let k = p.k_for(p.state.params.alpha);
-        p.nogo_ln_w = p.ln_weights(i_null, Side::Above, k);
-        p.go_ln_w = p.ln_weights(i_null, Side::Below, k);
-        // The drop test's null psi >= 1 / (1 + m) sits inside psi >= psi_{i_drop}: testing the
-        // wider null at a grid point is conservative and keeps the exact cell weights.
-        let low = 1.0 / (1.0 + p.state.params.margin);
-        p.i_drop = p
-            .psi
-            .iter()
-            .rposition(|&v| v <= low * (1.0 + 1e-12))
-            .unwrap_or(0);
-        p.drop_ln_w = p.ln_weights(p.i_drop, Side::Below, k);
-        p.ln_w_sums = [&p.nogo_ln_w, &p.go_ln_w, &p.drop_ln_w].map(|w| ln_sum_exp_all(w));
-        p
+            g,
+        }
     }
 
     /// Parameters this process was built with.
@@ -315,7 +262,7 @@ impl RatioEProcess {
 
     /// The grid of psi values (increasing; contains 1 and 1 + margin).
     pub fn grid(&self) -> &[f64] {
-        &self.psi
+        &self.g.psi
     }
 
     /// One scrape interval: events and exposure per cohort (A = baseline, B = canary).
@@ -359,7 +306,7 @@ impl RatioEProcess {
             grid: self.state.grid,
             rho: rho.to_bits(),
         };
-        let (ln_lik, ln_psi, psi_m1) = (&mut self.state.ln_lik, &self.ln_psi, &self.psi_m1);
+        let (ln_lik, ln_psi, psi_m1) = (&mut self.state.ln_lik, &self.g.ln_psi, &self.g.psi_m1);
         EXPOSURE_TERMS.with(|cache| {
             let mut cache = cache.borrow_mut();
             let terms = cache.get(key, rho, psi_m1);
@@ -372,14 +319,14 @@ impl RatioEProcess {
     /// ln of the e-process against H0: rate ratio psi <= 1 + margin (canary not worse beyond
     /// the margin). NO-GO when >= ln(1/alpha).
     pub fn ln_e(&self) -> f64 {
-        self.ln_e_test(self.i_null, Side::Above, &self.nogo_ln_w)
+        self.ln_e_test(self.g.i_null, Side::Above, &self.g.nogo_ln_w)
     }
 
     /// ln of the e-process against H0: psi >= 1 / (1 + margin) (canary not lower beyond the
     /// margin): the other half of a two-sided check, for metrics where a drop is also bad
     /// (the null is widened to the nearest grid point below 1 / (1 + margin), conservatively).
     pub fn ln_e_drop(&self) -> f64 {
-        self.ln_e_test(self.i_drop, Side::Below, &self.drop_ln_w)
+        self.ln_e_test(self.g.i_drop, Side::Below, &self.g.drop_ln_w)
     }
 
     /// ln of the two-sided e-process against H0: 1 / (1 + m) <= psi <= 1 + m: the average of
@@ -392,7 +339,7 @@ impl RatioEProcess {
 
     /// ln of the e-process against H0: psi >= 1 + margin; the GO certificate tests it.
     pub fn ln_e_not_worse(&self) -> f64 {
-        self.ln_e_test(self.i_null, Side::Below, &self.go_ln_w)
+        self.ln_e_test(self.g.i_null, Side::Below, &self.g.go_ln_w)
     }
 
     /// True when the test of H0: psi >= 1 + margin rejects at alpha: the GO certificate of §3.
@@ -418,12 +365,32 @@ impl RatioEProcess {
     /// shortcut needs: the weighted average of e-values cannot reach 1/alpha while the
     /// weighted average of these bounds stays below it.
     pub fn ln_e_bounds(&self) -> (f64, f64) {
-        self.ln_e_bracket(self.i_null, Side::Above, &self.nogo_ln_w, self.ln_w_sums[0])
+        self.ln_e_bracket(
+            self.g.i_null,
+            Side::Above,
+            &self.g.nogo_ln_w,
+            self.g.ln_w_sums[0],
+        )
+    }
+
+    /// Bounds (lower, upper) on [`Self::ln_e_drop`], as in [`Self::ln_e_bounds`].
+    pub fn ln_e_drop_bounds(&self) -> (f64, f64) {
+        self.ln_e_bracket(
+            self.g.i_drop,
+            Side::Below,
+            &self.g.drop_ln_w,
+            self.g.ln_w_sums[2],
+        )
     }
 
     /// Bounds (lower, upper) on [`Self::ln_e_not_worse`], as in [`Self::ln_e_bounds`].
     pub fn ln_e_not_worse_bounds(&self) -> (f64, f64) {
-        self.ln_e_bracket(self.i_null, Side::Below, &self.go_ln_w, self.ln_w_sums[1])
+        self.ln_e_bracket(
+            self.g.i_null,
+            Side::Below,
+            &self.g.go_ln_w,
+            self.g.ln_w_sums[1],
+        )
     }
 
     /// Anytime-valid upper confidence bound on psi at level alpha: the smallest grid psi0 such
@@ -455,11 +422,11 @@ impl RatioEProcess {
                 return if i0 + 1 == n {
                     f64::INFINITY
                 } else {
-                    self.psi[i0 + 1]
+                    self.g.psi[i0 + 1]
                 };
             }
         }
-        self.psi[0]
+        self.g.psi[0]
     }
 
     /// Anytime-valid lower confidence bound on psi at level alpha: the largest grid psi0 such
@@ -483,10 +450,10 @@ impl RatioEProcess {
         }
         for (i0, &b) in best.iter().enumerate() {
             if !self.rejects(i0, Side::Above, k, thr, b) {
-                return if i0 == 0 { 0.0 } else { self.psi[i0 - 1] };
+                return if i0 == 0 { 0.0 } else { self.g.psi[i0 - 1] };
             }
         }
-        *self.psi.last().expect("grid is never empty")
+        *self.g.psi.last().expect("grid is never empty")
     }
 
     /// Exposure-weighted point estimate of psi, (N_B / X_B) / (N_A / X_A) over all usable
@@ -516,7 +483,7 @@ impl RatioEProcess {
 
     /// Prior concentration for one-sided tests at `alpha`, at the nominal share 0.5.
     fn k_for(&self, alpha: f64) -> f64 {
-        choose_k(alpha, 0.5, self.state.params.target_events, true)
+        self.g.k_for(alpha)
     }
 
     /// ln E of the test at grid index i0 with the given alternatives and their log-weights.
@@ -602,7 +569,7 @@ impl RatioEProcess {
             return false;
         }
         let n = l.len();
-        let p0 = self.psi[i0];
+        let p0 = self.g.psi[i0];
         let (a, b) = (k * p0 / (1.0 + p0), k / (1.0 + p0));
         let lb = ln_beta(a, b);
         // O(1): the best alternative's cell alone, then the cells around it, with Z <= 1. Far
@@ -646,17 +613,17 @@ impl RatioEProcess {
     /// ln of the smallest and largest Beta(a, b) mass interior cell j can have, from its width
     /// and the density's extremes at its edges.
     fn cell_density_bounds(&self, j: usize, a: f64, b: f64, lb: f64) -> (f64, f64) {
-        let (lt1, lu1) = self.edge_ln[j - 1];
-        let (lt2, lu2) = self.edge_ln[j];
+        let (lt1, lu1) = self.g.edge_ln[j - 1];
+        let (lt2, lu2) = self.g.edge_ln[j];
         let (x1, x2) = ((a - 1.0) * lt1, (a - 1.0) * lt2);
         let (y1, y2) = ((b - 1.0) * lu1, (b - 1.0) * lu2);
-        let c = self.cell_ln_width[j] - lb;
+        let c = self.g.cell_ln_width[j] - lb;
         (x1.min(x2) + y1.min(y2) + c, x1.max(x2) + y1.max(y2) + c)
     }
 
     /// The exact test at grid index i0 (weights from incomplete betas).
     fn rejects_exact(&self, i0: usize, side: Side, k: f64, thr: f64) -> bool {
-        let w = self.ln_weights(i0, side, k);
+        let w = self.g.ln_weights(i0, side, k);
         self.ln_e_test(i0, side, &w) >= thr
     }
 
@@ -672,8 +639,8 @@ impl RatioEProcess {
         b: f64,
         lb: f64,
     ) -> Vec<(usize, f64, f64, Option<f64>)> {
-        let n = self.psi.len();
-        let p0 = self.psi[i0];
+        let n = self.g.psi.len();
+        let p0 = self.g.psi[i0];
         let (t0, u0) = (p0 / (1.0 + p0), 1.0 / (1.0 + p0));
         let tails = |(t, u): (f64, f64)| ln_beta_reg_tails(a, b, t, u, lb);
         let (f0, q0) = tails((t0, u0));
@@ -688,13 +655,13 @@ impl RatioEProcess {
                 // Half cell between theta0 and the edge towards the neighbour (or the whole tail).
                 Some(match (side, neighbour < n) {
                     (_, false) => 0.0,
-                    (Side::Above, true) => ln_diff(q0, tails(self.edge_theta[i0]).1) - ln_z,
-                    (Side::Below, true) => ln_diff(f0, tails(self.edge_theta[i0 - 1]).0) - ln_z,
+                    (Side::Above, true) => ln_diff(q0, tails(self.g.edge_theta[i0]).1) - ln_z,
+                    (Side::Below, true) => ln_diff(f0, tails(self.g.edge_theta[i0 - 1]).0) - ln_z,
                 })
             } else if j == outer {
                 Some(match side {
-                    Side::Above => tails(self.edge_theta[n - 2]).1 - ln_z,
-                    Side::Below => tails(self.edge_theta[0]).0 - ln_z,
+                    Side::Above => tails(self.g.edge_theta[n - 2]).1 - ln_z,
+                    Side::Below => tails(self.g.edge_theta[0]).0 - ln_z,
                 })
             } else {
                 None
@@ -713,6 +680,116 @@ impl RatioEProcess {
             out.push((j, lo, hi, value));
         }
         out
+    }
+}
+
+/// Live shared grids, by parameters (compared bit for bit) and layout; dead ones are dropped
+/// when a new grid is added, so the list holds at most the grids of live processes.
+static GRIDS: std::sync::Mutex<Vec<GridEntry>> = std::sync::Mutex::new(Vec::new());
+
+/// A live grid: (alpha, margin, target events) as bits, the layout, and the grid.
+type GridEntry = ([u64; 3], GridSpec, Weak<Grid>);
+
+impl Grid {
+    /// The grid for `params` and `spec`: an existing one when a live process uses it, else a
+    /// new one (its prior weights cost some 100 incomplete betas).
+    fn shared(params: &RatioParams, spec: GridSpec) -> Arc<Grid> {
+        let key = [
+            params.alpha.to_bits(),
+            params.margin.to_bits(),
+            params.target_events.to_bits(),
+        ];
+        let mut grids = GRIDS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = grids
+            .iter()
+            .filter(|(k, s, _)| *k == key && *s == spec)
+            .find_map(|(_, _, w)| w.upgrade())
+        {
+            return g;
+        }
+        let g = Arc::new(Grid::build(params, spec));
+        grids.retain(|(_, _, w)| w.strong_count() > 0);
+        grids.push((key, spec, Arc::downgrade(&g)));
+        g
+    }
+
+    fn build(params: &RatioParams, spec: GridSpec) -> Grid {
+        let null = 1.0 + params.margin;
+        let s = f64::from(spec.per_octave);
+        let step = std::f64::consts::LN_2 / s;
+        // Uniform in ln psi with step ln 2 / s below 1 and above 1 + m (anchored at each, so
+        // both are exact grid points and the cells of the NO-GO alternatives are centred on
+        // their points), and [1, 1 + m] cut into the fewest equal steps no longer than that.
+        // Inserting 1 + m into one lattice instead leaves a sliver cell beside it whose point
+        // sits off its cell's centre; that showed up as ln E errors of ~0.5 at 1,000 events.
+        let below = i64::from(spec.octaves_below) * i64::from(spec.per_octave);
+        let above = i64::from(spec.octaves_above) * i64::from(spec.per_octave);
+        let mut psi: Vec<f64> = (-below..=0).map(|i| (i as f64 / s).exp2()).collect();
+        let ln_null = params.margin.ln_1p();
+        let n_mid = (ln_null / step - 1e-9).ceil().max(0.0) as i64;
+        psi.extend((1..n_mid).map(|j| (ln_null * j as f64 / n_mid as f64).exp()));
+        if n_mid > 0 {
+            psi.push(null);
+        }
+        let i_null = psi.len() - 1;
+        psi.extend((1..=above).map(|i| null * (i as f64 / s).exp2()));
+        let ln_psi = psi.iter().map(|v| v.ln()).collect();
+        let psi_m1 = psi.iter().map(|v| v - 1.0).collect();
+        let edges: Vec<f64> = psi.windows(2).map(|w| (w[0] * w[1]).sqrt()).collect();
+        let edge_theta: Vec<(f64, f64)> = edges
+            .iter()
+            .map(|&e| (e / (1.0 + e), 1.0 / (1.0 + e)))
+            .collect();
+        let n = psi.len();
+        let edge_ln = edge_theta
+            .iter()
+            .map(|&(t, u): &(f64, f64)| (t.ln(), u.ln()))
+            .collect();
+        // theta_2 - theta_1 = (e2 - e1) / ((1 + e1)(1 + e2)): no cancellation.
+        let cell_ln_width = (0..n)
+            .map(|j| {
+                if j == 0 || j + 1 == n {
+                    f64::NEG_INFINITY
+                } else {
+                    let (e1, e2) = (edges[j - 1], edges[j]);
+                    ((e2 - e1) / ((1.0 + e1) * (1.0 + e2))).ln()
+                }
+            })
+            .collect();
+        let mut p = Grid {
+            params: params.clone(),
+            psi,
+            ln_psi,
+            psi_m1,
+            edge_theta,
+            edge_ln,
+            cell_ln_width,
+            i_null,
+            nogo_ln_w: Vec::new(),
+            go_ln_w: Vec::new(),
+            i_drop: 0,
+            drop_ln_w: Vec::new(),
+            ln_w_sums: [0.0; 3],
+        };
+        let k = p.k_for(p.params.alpha);
+        p.nogo_ln_w = p.ln_weights(i_null, Side::Above, k);
+        p.go_ln_w = p.ln_weights(i_null, Side::Below, k);
+        // The drop test's null psi >= 1 / (1 + m) sits inside psi >= psi_{i_drop}: testing the
+        // wider null at a grid point is conservative and keeps the exact cell weights.
+        let low = 1.0 / (1.0 + p.params.margin);
+        p.i_drop = p
+            .psi
+            .iter()
+            .rposition(|&v| v <= low * (1.0 + 1e-12))
+            .unwrap_or(0);
+        p.drop_ln_w = p.ln_weights(p.i_drop, Side::Below, k);
+        p.ln_w_sums = [&p.nogo_ln_w, &p.go_ln_w, &p.drop_ln_w].map(|w| ln_sum_exp_all(w));
+        p
+    }
+
+    /// Prior concentration for one-sided tests at `alpha`, at the nominal share 0.5.
+    fn k_for(&self, alpha: f64) -> f64 {
+        choose_k(alpha, 0.5, self.params.target_events, true)
     }
 
     /// Log prior weights of the alternatives of the test at grid index i0.
@@ -917,7 +994,7 @@ mod tests {
         // one-sided closed form with margin 1 / psi_{i_drop} - 1 (share 0.5 is symmetric).
         for &(margin, target) in &[(0.25, 100.0), (0.0, 50.0), (1.0, 200.0)] {
             let base = RatioEProcess::new(params(margin, target));
-            let psi0 = base.psi[base.i_drop];
+            let psi0 = base.g.psi[base.g.i_drop];
             assert!(psi0 <= 1.0 / (1.0 + margin) + 1e-12 && psi0 > 0.98 / (1.0 + margin));
             let k = choose_k(0.05, 0.5, target, true);
             for &n in &[10.0, 100.0, 1e3, 1e4] {
@@ -1184,6 +1261,24 @@ mod tests {
         assert!(p.ln_e() < 0.0);
     }
 
+    /// The grid and prior weights are built once per parameters and layout: processes share
+    /// them (a process holds only its log-likelihoods, ~5 KB instead of ~50 KB), a restored
+    /// process joins the live grid, and a grid nobody uses any more is dropped.
+    #[test]
+    fn processes_with_the_same_parameters_share_one_grid() {
+        let a = RatioEProcess::new(params(0.25, 100.0));
+        let b = RatioEProcess::new(params(0.25, 100.0));
+        let c = RatioEProcess::new(params(0.5, 100.0));
+        assert!(Arc::ptr_eq(&a.g, &b.g));
+        assert!(!Arc::ptr_eq(&a.g, &c.g));
+        let d: RatioEProcess = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&a.g, &d.g));
+        assert_eq!(a, d);
+        let weak = Arc::downgrade(&c.g);
+        drop(c);
+        assert!(weak.upgrade().is_none(), "an unused grid is freed");
+    }
+
     #[test]
     fn serde_round_trip() {
         let mut rng = SmallRng::seed_from_u64(5);
@@ -1228,6 +1323,8 @@ mod tests {
                     let (g, (lo, hi)) = (r.ln_e_not_worse(), r.ln_e_not_worse_bounds());
                     proptest::prop_assert!(lo <= g && g <= hi, "{} <= {} <= {}", lo, g, hi);
                     proptest::prop_assert_eq!(r.certifies_not_worse(), g >= thr);
+                    let (d, (lo, hi)) = (r.ln_e_drop(), r.ln_e_drop_bounds());
+                    proptest::prop_assert!(lo <= d && d <= hi, "{} <= {} <= {}", lo, d, hi);
                 }
                 for w in [0.5, 0.9] {
                     let exact = w * p.ln_e().exp() + (1.0 - w) * q.ln_e().exp();
@@ -1262,7 +1359,7 @@ mod tests {
                 p.observe(ea, eb, xa, xb);
                 if ea + eb > 0.0 {
                     let rho = xb / (xa + xb);
-                    for ((l, &lp), &pm1) in d.iter_mut().zip(&p.ln_psi).zip(&p.psi_m1) {
+                    for ((l, &lp), &pm1) in d.iter_mut().zip(&p.g.ln_psi).zip(&p.g.psi_m1) {
                         *l += eb * lp - (ea + eb) * (rho * pm1).ln_1p();
                     }
                 }
