@@ -23,6 +23,7 @@
 //! - [`auth`]: bearer tokens and scopes for the API.
 //! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
+//! - [`heap`]: heap accounting behind the memory metrics (the binary's counting allocator).
 //! - [`tls`]: the API over TLS (rustls, certificate reload) and outbound TLS settings.
 //! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
@@ -39,6 +40,7 @@ pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod heap;
 pub mod integrations;
 pub mod istio;
 pub mod judge;
@@ -47,6 +49,7 @@ pub mod parse;
 pub mod promsource;
 pub mod scale;
 pub mod scrape;
+mod selfmetrics;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -22,6 +22,8 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
+use crate::selfmetrics::{histogram_buckets, metric_sum, quantile_upper};
+
 use crate::scale::{cpu_seconds, free_port, spawn, status_kb, Proc, TempDir};
 
 /// Harness options.
@@ -129,6 +131,70 @@ pub struct SoakReport {
     pub slope_mb_per_h: f64,
     /// Same over the second half of the samples (after warm-up growth), MB per hour.
     pub slope_second_half_mb_per_h: f64,
+    /// (seconds since start, live heap MB) samples (NaN when the daemon does not count).
+    pub heap: Vec<(f64, f64)>,
+    /// Least-squares slope of the live heap over all samples, MB per hour.
+    pub heap_slope_mb_per_h: f64,
+    /// Same over the second half of the samples, MB per hour.
+    pub heap_slope_second_half_mb_per_h: f64,
+}
+
+/// One memory sample of the daemon during a soak.
+struct MemSample {
+    /// Seconds since the soak began.
+    t: f64,
+    rss_mb: f64,
+    /// `meshgate_heap_live_bytes` in MB.
+    heap_mb: f64,
+    /// `meshgate_malloc_free_bytes` in MB.
+    malloc_free_mb: f64,
+    /// `meshgate_malloc_mapped_bytes` in MB.
+    malloc_mapped_mb: f64,
+    fds: usize,
+}
+
+impl MemSample {
+    async fn take(
+        client: &reqwest::Client,
+        api: &str,
+        pid: u32,
+        since: Duration,
+    ) -> anyhow::Result<Self> {
+        let metrics = client
+            .get(format!("{api}/metrics"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let mb = |name: &str| match metric_sum(&metrics, name) {
+            0.0 => f64::NAN,
+            v => v / (1024.0 * 1024.0),
+        };
+        Ok(MemSample {
+            t: since.as_secs_f64(),
+            rss_mb: status_kb(pid, "VmRSS")? as f64 / 1024.0,
+            heap_mb: mb("meshgate_heap_live_bytes"),
+            malloc_free_mb: mb("meshgate_malloc_free_bytes"),
+            malloc_mapped_mb: mb("meshgate_malloc_mapped_bytes"),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
+        })
+    }
+
+    fn print(&self, in_flight: u64) {
+        println!(
+            "{:>8.0} {:>9.1} {:>10.2} {:>12.2} {:>13.2} {:>10} {:>6}",
+            self.t,
+            self.rss_mb,
+            self.heap_mb,
+            self.malloc_free_mb,
+            self.malloc_mapped_mb,
+            in_flight,
+            self.fds
+        );
+        let _ = std::io::stdout().flush();
+    }
 }
 
 /// The daemon under load, with the mesh it scrapes.
@@ -304,7 +370,7 @@ impl Bench {
             cpu: cpu_seconds(self.daemon.pid())?,
             targets,
             ticks: metric_sum(&metrics, "meshgate_analysis_ticks_total"),
-            delay_buckets: buckets(&metrics, "meshgate_scrape_to_verdict_seconds"),
+            delay_buckets: histogram_buckets(&metrics, "meshgate_scrape_to_verdict_seconds"),
         })
     }
 
@@ -472,57 +538,6 @@ impl Bench {
     }
 }
 
-/// Sum of a metric's samples over all label sets.
-fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Cumulative buckets (le, count) of a histogram, summed over label sets.
-fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{");
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    for line in metrics.lines().filter(|l| l.starts_with(&prefix)) {
-        let Some(i) = line.find("le=\"") else {
-            continue;
-        };
-        let rest = &line[i + 4..];
-        let Some(j) = rest.find('"') else { continue };
-        let le = if &rest[..j] == "+Inf" {
-            f64::INFINITY
-        } else {
-            match rest[..j].parse() {
-                Ok(v) => v,
-                Err(_) => continue,
-            }
-        };
-        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        match out.iter_mut().find(|(l, _)| *l == le) {
-            Some(b) => b.1 += v,
-            None => out.push((le, v)),
-        }
-    }
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
-}
-
-/// The upper bound of the bucket holding quantile `q` (NaN without observations).
-fn quantile_upper(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total <= 0.0 {
-        return f64::NAN;
-    }
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= q * total)
-        .map_or(f64::NAN, |(le, _)| *le)
-}
-
 /// Least-squares slope of y over x (NaN with fewer than 2 distinct x).
 pub fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -585,48 +600,74 @@ pub async fn soak(opts: &LoadOptions) -> anyhow::Result<SoakReport> {
     );
     let mut bench = Bench::start(&exe, opts, auth).await?;
     tokio::time::sleep(opts.warmup).await;
-    let mut rss: Vec<(f64, f64)> = Vec::new();
-    let first = status_kb(bench.daemon.pid(), "VmRSS")? as f64 / 1024.0;
-    rss.push((0.0, first));
-    // RSS, the most requests in flight in the period (each holds a connection to the daemon),
-    // and the daemon's open file descriptors (its sockets) at the sample.
+    // Every sample: RSS, the daemon's live heap bytes and what glibc's allocator keeps free
+    // (from its /metrics: live bytes flat while RSS grows is allocator retention, not a leak),
+    // the most requests in flight in the period (each holds a connection to the daemon), and
+    // the daemon's open file descriptors (its sockets). Sampled by a task of its own so that a
+    // slow /metrics answer does not hold up the load.
     println!(
-        "{:>8} {:>9} {:>10} {:>6}",
-        "t s", "RSS MB", "in flight", "fds"
+        "{:>8} {:>9} {:>10} {:>12} {:>13} {:>10} {:>6}",
+        "t s", "RSS MB", "heap MB", "malloc free", "malloc mapped", "in flight", "fds"
     );
-    println!("{:>8.0} {:>9.1}", 0.0, first);
-    let mut next = opts.sample;
-    let mut peak = 0;
-    let load = bench
-        .drive(rate, total, opts.max_in_flight, |b, since, p| {
-            b.alive()?;
-            peak = peak.max(p);
-            if since >= next {
-                let mb = status_kb(b.daemon.pid(), "VmRSS")? as f64 / 1024.0;
-                let fds = std::fs::read_dir(format!("/proc/{}/fd", b.daemon.pid()))
-                    .map_or(0, |d| d.count());
-                rss.push((since.as_secs_f64(), mb));
-                println!(
-                    "{:>8.0} {:>9.1} {:>10} {:>6}",
-                    since.as_secs_f64(),
-                    mb,
-                    std::mem::take(&mut peak),
-                    fds
-                );
-                let _ = std::io::stdout().flush();
-                next += opts.sample;
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (pid, api, peak) = (bench.daemon.pid(), bench.api.clone(), peak.clone());
+        let (period, start) = (opts.sample, Instant::now());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut samples: Vec<MemSample> = Vec::new();
+            let mut next = start;
+            loop {
+                tokio::time::sleep_until(next.into()).await;
+                let s = MemSample::take(&client, &api, pid, start.elapsed()).await;
+                match s {
+                    Ok(s) => {
+                        s.print(peak.swap(0, Ordering::Relaxed));
+                        samples.push(s);
+                    }
+                    // The daemon is gone or not answering: `drive` reports why.
+                    Err(e) => eprintln!("soak sample failed: {e:#}"),
+                }
+                next += period;
+                if next.duration_since(start) > total {
+                    break samples;
+                }
             }
+        })
+    };
+    let load = bench
+        .drive(rate, total, opts.max_in_flight, |b, _since, p| {
+            b.alive()?;
+            peak.fetch_max(p as u64, Ordering::Relaxed);
             Ok(())
         })
-        .await?;
-    let last = status_kb(bench.daemon.pid(), "VmRSS")? as f64 / 1024.0;
-    rss.push((total.as_secs_f64(), last));
-    println!("{:>8.0} {:>9.1}", total.as_secs_f64(), last);
-    let half = &rss[rss.len() / 2..];
+        .await;
+    if load.is_err() {
+        sampler.abort();
+    }
+    let load = load?;
+    let mut samples = sampler.await.context("soak sampler")?;
+    let last = MemSample::take(
+        &reqwest::Client::new(),
+        &bench.api,
+        bench.daemon.pid(),
+        total,
+    )
+    .await?;
+    last.print(0);
+    samples.push(last);
+    let series = |f: fn(&MemSample) -> f64| -> Vec<(f64, f64)> {
+        samples.iter().map(|s| (s.t, f(s))).collect()
+    };
+    let (rss, heap) = (series(|s| s.rss_mb), series(|s| s.heap_mb));
+    let half = |v: &[(f64, f64)]| slope(&v[v.len() / 2..]) * 3600.0;
     Ok(SoakReport {
         slope_mb_per_h: slope(&rss) * 3600.0,
-        slope_second_half_mb_per_h: slope(half) * 3600.0,
+        slope_second_half_mb_per_h: half(&rss),
+        heap_slope_mb_per_h: slope(&heap) * 3600.0,
+        heap_slope_second_half_mb_per_h: half(&heap),
         rss,
+        heap,
         load,
     })
 }
@@ -697,21 +738,5 @@ mod tests {
         let flat = [(0.0, 1.0), (1.0, 2.0), (2.0, 1.0), (3.0, 2.0)];
         assert!((slope(&flat) - 0.2).abs() < 1e-12);
         assert!(slope(&[(1.0, 1.0)]).is_nan());
-    }
-
-    #[test]
-    fn histogram_buckets_summed_over_labels_and_differenced() {
-        let m = "meshgate_scrape_to_verdict_seconds_bucket{analysis=\"a\",le=\"1.0\"} 2\n\
-                 meshgate_scrape_to_verdict_seconds_bucket{analysis=\"a\",le=\"+Inf\"} 4\n\
-                 meshgate_scrape_to_verdict_seconds_bucket{analysis=\"b\",le=\"1.0\"} 1\n\
-                 meshgate_scrape_to_verdict_seconds_bucket{analysis=\"b\",le=\"+Inf\"} 1\n\
-                 meshgate_analysis_ticks_total{analysis=\"a\"} 7\n\
-                 meshgate_analysis_ticks_total{analysis=\"b\"} 5\n";
-        let b = buckets(m, "meshgate_scrape_to_verdict_seconds");
-        assert_eq!(b, vec![(1.0, 3.0), (f64::INFINITY, 5.0)]);
-        assert_eq!(quantile_upper(&b, 0.5), 1.0);
-        assert_eq!(quantile_upper(&b, 0.99), f64::INFINITY);
-        assert_eq!(metric_sum(m, "meshgate_analysis_ticks_total"), 12.0);
-        assert!(quantile_upper(&[], 0.5).is_nan());
     }
 }

@@ -14,6 +14,10 @@ use meshgate::demo::{DemoOptions, Scenario};
 use meshgate::judge::Catalog;
 use meshgate::sim::{Fault, SimConfig, SimMesh};
 
+/// Counts live heap bytes for `meshgate_heap_live_bytes` (two relaxed atomic adds per allocation).
+#[global_allocator]
+static GLOBAL: meshgate::heap::CountingAlloc = meshgate::heap::CountingAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "meshgate",
@@ -322,6 +326,12 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     r.slope_mb_per_h,
                     r.slope_second_half_mb_per_h,
                     r.rss.len()
+                );
+                let h0 = r.heap.first().map_or(f64::NAN, |p| p.1);
+                let h1 = r.heap.last().map_or(f64::NAN, |p| p.1);
+                println!(
+                    "soak live heap: start {h0:.2} MB, end {h1:.2} MB, slope {:.2} MB/h (second half {:.2} MB/h)",
+                    r.heap_slope_mb_per_h, r.heap_slope_second_half_mb_per_h,
                 );
                 return Ok(if r.load.healthy() {
                     ExitCode::SUCCESS

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::selfmetrics::{histogram_buckets, metric_sum, quantile_upper};
+
 /// Harness options.
 #[derive(Clone, Debug)]
 pub struct ScaleOptions {
@@ -141,39 +143,6 @@ async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> 
         .error_for_status()?
         .json()
         .await?)
-}
-
-/// Histogram quantile as the upper bound of the bucket holding it, from text exposition.
-fn histogram_quantile_upper(metrics: &str, name: &str, q: f64) -> f64 {
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in metrics.lines() {
-        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
-            let (le, v) = rest.split_once("\"} ").unwrap_or(("", ""));
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap_or(f64::NAN)
-            };
-            buckets.push((le, v.trim().parse().unwrap_or(0.0)));
-        }
-    }
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total == 0.0 {
-        return f64::NAN;
-    }
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= q * total)
-        .map_or(f64::NAN, |(le, _)| *le)
-}
-
-fn metric_value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {
@@ -360,6 +329,7 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         .await?
         .text()
         .await?;
+    let m1_delay = histogram_buckets(&m1, "meshgate_scrape_to_verdict_seconds");
     let targets1 = get_json(&client, &format!("{api}/v1/targets")).await?;
     let t1 = snapshot(&targets1);
 
@@ -389,8 +359,8 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
             missed += (cycles - 1.0) as u64 - done;
         }
     }
-    let bytes = metric_value(&m1, "meshgate_scrape_bytes_total")
-        - metric_value(&m0, "meshgate_scrape_bytes_total");
+    let bytes = metric_sum(&m1, "meshgate_scrape_bytes_total")
+        - metric_sum(&m0, "meshgate_scrape_bytes_total");
     let row = Row {
         sidecars: n,
         targets,
@@ -401,8 +371,8 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         scrape_p50_ms: percentile(&mut durations, 0.5),
         scrape_p99_ms: percentile(&mut durations, 0.99),
         missed,
-        delay_p50_s: histogram_quantile_upper(&m1, "meshgate_scrape_to_verdict_seconds", 0.5),
-        delay_p99_s: histogram_quantile_upper(&m1, "meshgate_scrape_to_verdict_seconds", 0.99),
+        delay_p50_s: quantile_upper(&m1_delay, 0.5),
+        delay_p99_s: quantile_upper(&m1_delay, 0.99),
         prometheus: prom_cpu0
             .zip(prom_cpu1)
             .map(|(a, b)| ((b - a) / cycles, prom_peak as f64 / 1024.0)),

@@ -67,6 +67,16 @@ pub struct Metrics {
     pub ticks: Counter,
     /// Delay from reading a page to the tick that judged its deltas.
     pub ingest_delay: Histogram,
+    /// Heap gauges, set at each encode: Rust's live bytes (when the binary counts them) and
+    /// glibc's mapped and free bytes (when it is glibc).
+    heap: HeapGauges,
+}
+
+#[derive(Default)]
+struct HeapGauges {
+    live: Option<Gauge>,
+    mapped: Option<Gauge>,
+    free: Option<Gauge>,
 }
 
 // === impl Metrics ===
@@ -89,6 +99,7 @@ impl Metrics {
             e_value: Family::default(),
             ticks: Counter::default(),
             ingest_delay: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            heap: HeapGauges::default(),
         };
         registry.register("scrapes", "Scrapes by outcome", m.scrapes.clone());
         registry.register(
@@ -142,12 +153,46 @@ impl Metrics {
             "Delay from reading a page to the analysis tick that judged its deltas",
             m.ingest_delay.clone(),
         );
+        let mut m = m;
+        if crate::heap::stats().is_some() {
+            let g = Gauge::default();
+            registry.register(
+                "heap_live_bytes",
+                "Bytes the daemon has allocated and not freed",
+                g.clone(),
+            );
+            m.heap.live = Some(g);
+        }
+        if crate::heap::malloc_info().is_some() {
+            let (mapped, free) = (Gauge::default(), Gauge::default());
+            registry.register(
+                "malloc_mapped_bytes",
+                "Bytes the C allocator has obtained from the system (arenas and mmapped blocks)",
+                mapped.clone(),
+            );
+            registry.register(
+                "malloc_free_bytes",
+                "Bytes in free chunks the C allocator keeps for reuse",
+                free.clone(),
+            );
+            (m.heap.mapped, m.heap.free) = (Some(mapped), Some(free));
+        }
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
 
     /// Text exposition of every metric.
     pub fn encode(&self) -> String {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let (Some(g), Some(s)) = (&self.heap.live, crate::heap::stats()) {
+            g.set(as_i64(s.live_bytes));
+        }
+        if let Some(i) = crate::heap::malloc_info() {
+            if let (Some(mapped), Some(free)) = (&self.heap.mapped, &self.heap.free) {
+                mapped.set(as_i64(i.mapped_bytes));
+                free.set(as_i64(i.free_bytes));
+            }
+        }
         let mut out = String::new();
         let reg = self.registry.lock().expect("registry lock");
         prometheus_client::encoding::text::encode(&mut out, &reg)
@@ -166,7 +211,7 @@ impl Metrics {
     }
 
     /// Set the verdict gauge of an analysis (1 for the current verdict, series for others removed).
-    pub fn set_verdict(&self, analysis: &str, verdict: &str, ln_e: f64) {
+    pub fn set_verdict(&self, analysis: &str, verdict: &str) {
         for v in ["PENDING", "GO", "NO-GO", "INCONCLUSIVE"] {
             let l = VerdictLabels {
                 analysis: analysis.to_owned(),
@@ -178,6 +223,11 @@ impl Metrics {
                 self.verdict.remove(&l);
             }
         }
+    }
+
+    /// Set the combined e-value gauge of an analysis (the API sets it from the analyses'
+    /// current state when `/metrics` is read).
+    pub fn set_e_value(&self, analysis: &str, ln_e: f64) {
         self.e_value
             .get_or_create(&AnalysisLabels {
                 analysis: analysis.to_owned(),
@@ -217,7 +267,8 @@ mod tests {
                 outcome: "ok".into(),
             })
             .inc();
-        m.set_verdict("wave-1", "NO-GO", 3.0);
+        m.set_verdict("wave-1", "NO-GO");
+        m.set_e_value("wave-1", 3.0);
         let text = m.encode();
         assert!(
             text.contains("meshgate_scrapes_total{outcome=\"ok\"} 1"),
@@ -227,7 +278,11 @@ mod tests {
             text.contains("meshgate_analysis_verdict{analysis=\"wave-1\",verdict=\"NO-GO\"} 1"),
             "{text}"
         );
-        m.set_verdict("wave-1", "PENDING", 0.0);
+        assert!(
+            text.contains("meshgate_analysis_e_value{analysis=\"wave-1\"} 20.08"),
+            "{text}"
+        );
+        m.set_verdict("wave-1", "PENDING");
         assert!(!m.encode().contains("verdict=\"NO-GO\""));
     }
 }

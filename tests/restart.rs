@@ -198,6 +198,30 @@ async fn sigkill_mid_analysis_resumes_with_its_evidence_and_same_verdict() {
     assert_eq!(fb["verdict"], "GO", "{fb:#}");
     assert!(fb["decided_after_seconds"].as_f64().unwrap() >= 10.0);
 
+    // The binary counts its heap: /metrics has the live bytes (a running daemon holds at least
+    // its runtime, routes and analyses, and far less than a GiB here) and glibc's view.
+    let page = c
+        .get(format!("http://127.0.0.1:{pa}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut heap = std::collections::HashMap::new();
+    meshgate::parse::parse(&page, &meshgate::parse::FamilyFilter::all(), |s| {
+        if s.name.starts_with("meshgate_heap_") || s.name.starts_with("meshgate_malloc_") {
+            heap.insert(s.name.to_owned(), s.value);
+        }
+    });
+    let live = heap["meshgate_heap_live_bytes"];
+    assert!((1e5..1e9).contains(&live), "live heap {live} B");
+    assert!(
+        heap["meshgate_malloc_mapped_bytes"] >= live,
+        "glibc maps at least what is live: {heap:?}"
+    );
+    assert!(heap.contains_key("meshgate_malloc_free_bytes"), "{heap:?}");
+
     // SIGTERM: graceful shutdown flushes; the store reopens with the final verdict in it.
     let pid = b.id().to_string();
     let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
