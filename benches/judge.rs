@@ -1,8 +1,11 @@
 //! One tick of an analysis with 10 histogram checks over Envoy's 20-bucket latency histograms.
 //!
-//! `tick/full` is `Analysis::tick` as the daemon calls it: e-values, verdict rules and the whole
-//! evidence document (anytime-valid confidence bounds and fixed-horizon statistics per test);
-//! `tick/decision` is the part the verdict needs (observe, NO-GO rule on the mean e-value, GO
+//! `tick/full` is `Analysis::tick` as the daemon calls it on a tick that ends PENDING (most
+//! ticks): observe, verdict rules, GO certificates, with the evidence document left for its
+//! first reader; `tick/with_evidence` is that tick plus `Analysis::refresh`, the evidence
+//! document (anytime-valid confidence bounds, fixed-horizon statistics, reasons) as the first
+//! API read after the tick builds it, and as every deciding tick does;
+//! `tick/decision` is the e-process part alone (observe, NO-GO rule on the mean e-value, GO
 //! certificates) with the bracket shortcuts of `mixture`; `tick/decision_exact` the same
 //! decisions from the exact e-values.
 
@@ -78,23 +81,58 @@ fn bench(c: &mut Criterion) {
         );
     }
     let input: Vec<[Vec<f64>; 2]> = (0..10).map(|_| slots(41)).collect();
+    // The measured tick is a PENDING one that leaves the evidence to its reader.
+    {
+        let mut a = warm.clone();
+        let v = a.tick(
+            &specs,
+            TickInput {
+                slots: &input,
+                quality: quality(),
+                elapsed: Duration::from_secs(615),
+            },
+        );
+        assert_eq!(v, meshgate::judge::Verdict::Pending, "{}", a.reason);
+        assert!(!a.is_current(), "the measured tick builds no evidence");
+    }
     let mut g = c.benchmark_group("tick");
     g.measurement_time(Duration::from_secs(5));
     g.sample_size(30);
+    // A fresh copy of the warm analysis per iteration, made and dropped outside the timing.
+    // `full` takes it from a batch of copies made beforehand, so its state is mostly out of
+    // the cache, as in the daemon, which ticks an analysis once per interval among other
+    // work; `full_hot` gets a copy made just before, like `decision` below.
+    let tick = |a: &mut meshgate::judge::Analysis| {
+        a.tick(
+            &specs,
+            TickInput {
+                slots: &input,
+                quality: quality(),
+                elapsed: Duration::from_secs(615),
+            },
+        )
+    };
     g.bench_function("full", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || warm.clone(),
-            |mut a| {
-                // A fresh (non-final) copy each time: the warm-up must not have decided.
-                a.verdict = meshgate::judge::Verdict::Pending;
-                black_box(a.tick(
-                    &specs,
-                    TickInput {
-                        slots: &input,
-                        quality: quality(),
-                        elapsed: Duration::from_secs(615),
-                    },
-                ))
+            |a| black_box(tick(a)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("full_hot", |b| {
+        b.iter_batched_ref(
+            || warm.clone(),
+            |a| black_box(tick(a)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("with_evidence", |b| {
+        b.iter_batched_ref(
+            || warm.clone(),
+            |a| {
+                tick(a);
+                a.refresh(&specs);
+                black_box(a.ln_e)
             },
             BatchSize::SmallInput,
         )

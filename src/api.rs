@@ -84,6 +84,12 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
+    // The e-value gauges from each analysis' current state (built here when no API read has
+    // since the last tick).
+    let snapshot = s.snapshot.borrow().clone();
+    for v in snapshot.analyses.values() {
+        s.metrics.set_e_value(&v.id, v.state().ln_e);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -112,9 +118,9 @@ async fn list(State(s): State<Shared>) -> Json<Vec<Summary>> {
             .values()
             .map(|v| Summary {
                 id: v.id.clone(),
-                verdict: v.state.verdict,
-                reason: v.state.reason.clone(),
-                elapsed_seconds: v.state.elapsed.as_secs_f64(),
+                verdict: v.state().verdict,
+                reason: v.state().reason.clone(),
+                elapsed_seconds: v.state().elapsed.as_secs_f64(),
                 baseline: v.spec.baseline.clone(),
                 canary: v.spec.canary.clone(),
             })
@@ -182,7 +188,7 @@ pub struct VerdictDoc<'a> {
 
 async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let v = s.get(&id).ok_or(ApiError::NotFound(id))?;
-    let st = &v.state;
+    let st = &v.state();
     let doc = VerdictDoc {
         id: &v.id,
         verdict: st.verdict,

@@ -49,7 +49,11 @@ pub enum CreateError {
 }
 
 /// An analysis as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+///
+/// Holds the analysis as of its last tick. A tick that cannot decide leaves the evidence to
+/// be built by whoever reads it: [`AnalysisView::state`] builds it on the first read, once per
+/// tick, however many readers there are.
+#[derive(Clone, Debug)]
 pub struct AnalysisView {
     /// Id (the name).
     pub id: String,
@@ -57,8 +61,54 @@ pub struct AnalysisView {
     pub spec: AnalysisConfig,
     /// Unix time of creation.
     pub created_at: f64,
-    /// State, verdict and evidence.
-    pub state: Analysis,
+    state: Analysis,
+    specs: Vec<Arc<CheckSpec>>,
+    current: std::sync::OnceLock<Analysis>,
+}
+
+impl AnalysisView {
+    /// A view of `state`, whose checks are `specs`.
+    pub fn new(
+        id: String,
+        spec: AnalysisConfig,
+        created_at: f64,
+        state: Analysis,
+        specs: Vec<Arc<CheckSpec>>,
+    ) -> Self {
+        AnalysisView {
+            id,
+            spec,
+            created_at,
+            state,
+            specs,
+            current: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// State, verdict and evidence, current to the last tick.
+    pub fn state(&self) -> &Analysis {
+        if self.state.is_current() {
+            return &self.state;
+        }
+        self.current.get_or_init(|| {
+            let mut a = self.state.clone();
+            let specs: Vec<&CheckSpec> = self.specs.iter().map(|s| s.as_ref()).collect();
+            a.refresh(&specs);
+            a
+        })
+    }
+}
+
+impl Serialize for AnalysisView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("AnalysisView", 4)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("spec", &self.spec)?;
+        st.serialize_field("created_at", &self.created_at)?;
+        st.serialize_field("state", self.state())?;
+        st.end()
+    }
 }
 
 /// What happened to an analysis, for alert sinks and other listeners.
@@ -534,12 +584,13 @@ impl Engine {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let view = Arc::new(AnalysisView {
-            id: spec.name.clone(),
-            spec: spec.clone(),
+        let view = Arc::new(AnalysisView::new(
+            spec.name.clone(),
+            spec.clone(),
             created_at,
-            state: analysis.clone(),
-        });
+            analysis.clone(),
+            specs.clone(),
+        ));
         self.generation += 1;
         let pending = specs
             .iter()
@@ -547,7 +598,7 @@ impl Engine {
             .collect();
         info!(analysis = %spec.name, baseline = %spec.baseline, canary = %spec.canary, checks = ?names, "analysis started");
         self.metrics
-            .set_verdict(&spec.name, Verdict::Pending.as_str(), 0.0);
+            .set_verdict(&spec.name, Verdict::Pending.as_str());
         let _ = self.events.send(VerdictEvent::Changed {
             view: view.clone(),
             previous: None,
@@ -608,14 +659,15 @@ impl Engine {
         slot.resets = stored.resets;
         slot.overlaps = stored.overlaps;
         slot.analysis = stored.state;
-        slot.view = Arc::new(AnalysisView {
-            id: id.clone(),
-            spec: stored.spec,
-            created_at: stored.created_at,
-            state: slot.analysis.clone(),
-        });
+        slot.view = Arc::new(AnalysisView::new(
+            id.clone(),
+            stored.spec,
+            stored.created_at,
+            slot.analysis.clone(),
+            slot.specs.clone(),
+        ));
         self.metrics
-            .set_verdict(&id, slot.analysis.verdict.as_str(), slot.analysis.ln_e);
+            .set_verdict(&id, slot.analysis.verdict.as_str());
         info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
     }
 
@@ -845,14 +897,14 @@ impl Engine {
                 }
             }
             self.metrics.ticks.inc();
-            self.metrics
-                .set_verdict(&id, v.as_str(), slot.analysis.ln_e);
-            slot.view = Arc::new(AnalysisView {
-                id: slot.view.id.clone(),
-                spec: slot.view.spec.clone(),
-                created_at: slot.view.created_at,
-                state: slot.analysis.clone(),
-            });
+            self.metrics.set_verdict(&id, v.as_str());
+            slot.view = Arc::new(AnalysisView::new(
+                slot.view.id.clone(),
+                slot.view.spec.clone(),
+                slot.view.created_at,
+                slot.analysis.clone(),
+                slot.specs.clone(),
+            ));
             if v != before {
                 info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
                 routing_changed |= v.is_final();

@@ -14,6 +14,6 @@ pub mod robust;
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
     CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
-    Settings, TestEvidence, TickInput, Verdict,
+    RobustEvidence, Settings, TestEvidence, TickInput, Verdict,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};

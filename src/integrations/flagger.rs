@@ -238,7 +238,7 @@ async fn hook(
     let (status, verdict, resp) = match g {
         Gate::Event | Gate::PostRollout => (
             StatusCode::ACCEPTED,
-            s.get(&analysis_id(&p)).map(|v| v.state.verdict),
+            s.get(&analysis_id(&p)).map(|v| v.state().verdict),
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"accepted": true, "analysis": analysis_id(&p)})),
@@ -281,14 +281,14 @@ async fn hook(
 }
 
 fn answer(g: Gate, v: &AnalysisView) -> (StatusCode, Option<Verdict>, Response) {
-    let verdict = v.state.verdict;
+    let verdict = v.state().verdict;
     let status = if g.passes(verdict) {
         StatusCode::OK
     } else {
         StatusCode::PRECONDITION_FAILED
     };
     let body = json!({
-        "analysis": v.id, "gate": g, "verdict": verdict, "reason": v.state.reason,
+        "analysis": v.id, "gate": g, "verdict": verdict, "reason": v.state().reason,
         "pass": status == StatusCode::OK, "evidence": format!("/v1/analyses/{}/verdict", v.id),
     });
     (status, Some(verdict), (status, Json(body)).into_response())

@@ -172,7 +172,7 @@ async fn start(
 /// person); PENDING has no score (`complete` is false). `check_score` per check is 100 when
 /// certified, 0 on a regression, 50 while still collecting, weighted by the check weights.
 pub fn score(v: &AnalysisView, marginal: f64) -> Option<f64> {
-    match v.state.verdict {
+    match v.state().verdict {
         Verdict::Go => Some(100.0),
         Verdict::NoGo => Some(0.0),
         Verdict::Inconclusive => Some(marginal),
@@ -182,7 +182,7 @@ pub fn score(v: &AnalysisView, marginal: f64) -> Option<f64> {
 
 fn check_scores(v: &AnalysisView) -> Value {
     let mut m = serde_json::Map::new();
-    for c in &v.state.evidence {
+    for c in &v.state().evidence {
         let s = match c.status.as_str() {
             "certified" => 100.0,
             "regression" => 0.0,
@@ -211,12 +211,12 @@ async fn execution(
         .copied()
         .ok_or_else(|| ApiError::NotFound(id.clone()))?;
     let v = s.get(&id).ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    let complete = v.state.verdict.is_final();
+    let complete = v.state().verdict.is_final();
     let mut doc = json!({
         "id": id,
         "complete": complete,
         "status": if complete { "succeeded" } else { "running" },
-        "meshgate": { "verdict": v.state.verdict, "reason": v.state.reason, "evidence": format!("/v1/analyses/{id}/verdict") },
+        "meshgate": { "verdict": v.state().verdict, "reason": v.state().reason, "evidence": format!("/v1/analyses/{id}/verdict") },
     });
     if let Some(score) = score(&v, t.marginal) {
         let classification = if score >= t.pass {
@@ -231,7 +231,7 @@ async fn execution(
                 "score": {
                     "score": score,
                     "classification": classification,
-                    "classificationReason": format!("meshgate {}: {}", v.state.verdict.as_str(), v.state.reason),
+                    "classificationReason": format!("meshgate {}: {}", v.state().verdict.as_str(), v.state().reason),
                 },
                 "checkScores": check_scores(&v),
             }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::betabinom::{choose_k, ln_e_two_sided};
 use super::check::{CheckKind, CheckSpec};
 use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
-use super::mixture::{RatioEProcess, RatioParams};
+use super::mixture::{RatioEProcess, RatioParams, Totals};
 use super::rate::rate_upper_bound;
 use super::robust::{RobustEProcess, RobustParams};
 
@@ -255,6 +255,27 @@ pub struct TestEvidence {
     pub canary_rate_upper_bound: f64,
     /// Certified not worse: by the ratio bound, by the SLO, or not at all.
     pub certified_by: Option<Certificate>,
+    /// `robust = true` checks: the distribution-free test that decides. Its scale is the
+    /// per-scrape difference, so the Poisson test's ratio and rate bounds are not reported
+    /// for it (lower bound 0, upper bounds unbounded): they would not hold without Poisson.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustEvidence>,
+}
+
+/// What the robust (betting) test of a test has seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustEvidence {
+    /// What it tests: the mean of Z = r_canary / (1 + margin) - r_baseline per scrape.
+    pub statistic: String,
+    /// Its NO-GO e-value (H0: mean Z <= 0) is `e_value`; this is the GO e-value
+    /// (H0: canary worse beyond the margin).
+    pub e_value_not_worse: f64,
+    /// Scrapes used (both cohorts had requests).
+    pub units: u64,
+    /// Scrapes skipped (a cohort had no requests).
+    pub skipped_units: u64,
+    /// Mean of Z over the units used.
+    pub mean_difference: Option<f64>,
 }
 
 /// How a test was certified for GO.
@@ -384,7 +405,7 @@ pub struct Analysis {
     pub verdict: Verdict,
     /// Why.
     pub reason: String,
-    /// ln of the combined e-value.
+    /// ln of the combined e-value at tick `bounds_tick`.
     pub ln_e: f64,
     /// Ticks taken.
     pub ticks: u64,
@@ -394,12 +415,12 @@ pub struct Analysis {
     /// When the verdict became final, since start.
     #[serde(with = "humantime_serde::option")]
     pub decided_after: Option<Duration>,
-    /// Evidence at the last tick.
+    /// Evidence at tick `bounds_tick` (current after [`Analysis::refresh`]).
     pub evidence: Vec<CheckEvidence>,
     /// Data quality at the last tick.
     pub quality: DataQuality,
-    /// The tick at which the ratio confidence bounds of the evidence were computed (they are
-    /// refreshed every few ticks and on every deciding tick).
+    /// The tick at which the evidence, `ln_e` and a PENDING `reason` were computed: every
+    /// deciding tick, and otherwise when someone reads them ([`Analysis::refresh`]).
     #[serde(default)]
     pub bounds_tick: u64,
 }
@@ -469,12 +490,17 @@ impl Analysis {
             quality: DataQuality::default(),
             bounds_tick: 0,
         };
-        a.evidence = a.build_evidence(checks, true);
+        a.evidence = a.build_evidence(checks);
         a
     }
 
     /// Take in one tick and decide. A final verdict never changes.
     pub fn tick(&mut self, specs: &[&CheckSpec], input: TickInput<'_>) -> Verdict {
+        self.tick_with(specs, input, true)
+    }
+
+    /// `tick`; without `shortcut` every tick builds its evidence (the tests compare the two).
+    fn tick_with(&mut self, specs: &[&CheckSpec], input: TickInput<'_>, shortcut: bool) -> Verdict {
         if self.verdict.is_final() {
             return self.verdict;
         }
@@ -485,28 +511,17 @@ impl Analysis {
         for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
             observe(state, spec, slots);
         }
-        // The ratio's confidence bounds only explain (the GO certificate and the NO-GO test do
-        // not use them) and cost most of a tick: recompute them every BOUNDS_EVERY ticks, and
-        // on any tick that decides, so a final verdict's evidence is always exact.
-        let fresh = self.ticks <= 1 || self.ticks % BOUNDS_EVERY == 0;
-        self.evidence = self.build_evidence(specs, fresh);
-        let alpha = combined_alpha(self.settings.alpha, specs);
-        // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
-        self.ln_e = log_sum_exp(self.evidence.iter().map(|e| e.weight.ln() + e.e_value.ln()));
-        if !fresh {
-            let decisive = self.ln_e >= (1.0 / alpha).ln()
-                || self.elapsed >= self.settings.max_duration
-                || self.evidence.iter().any(|e| {
-                    e.policy.is_some() || e.veto_threshold.is_some_and(|t| e.e_value >= t)
-                })
-                || self.go_blocker(specs).is_none();
-            if decisive {
-                self.evidence = self.build_evidence(specs, true);
-                self.bounds_tick = self.ticks;
-            }
-        } else {
-            self.bounds_tick = self.ticks;
+        // Most ticks end PENDING, and the evidence document (confidence bounds, fixed-horizon
+        // statistics, reasons) costs ten times the decision. When bounds that need no evidence
+        // prove that this tick cannot decide, the evidence is left for `refresh`, which whoever
+        // reads it calls; a deciding tick always builds it, so a final verdict's evidence is
+        // that of its own tick.
+        if let Some(why) = shortcut.then(|| self.surely_pending(specs)).flatten() {
+            self.reason = why;
+            return Verdict::Pending;
         }
+        self.refresh_evidence(specs);
+        let alpha = combined_alpha(self.settings.alpha, specs);
         // Policy first: it is not statistics and is reported as such.
         if let Some(e) = self.evidence.iter().find(|e| e.policy.is_some()) {
             let why = format!(
@@ -623,8 +638,112 @@ impl Analysis {
         v
     }
 
+    /// Whether the evidence, the combined e-value and the reason are those of the last tick
+    /// (a tick that cannot decide leaves them to [`Self::refresh`]).
+    pub fn is_current(&self) -> bool {
+        self.bounds_tick == self.ticks
+    }
+
+    /// Bring the evidence, the combined e-value and a PENDING verdict's reason up to date
+    /// with the last tick: what the API shows. Does nothing when they are current.
+    pub fn refresh(&mut self, specs: &[&CheckSpec]) {
+        if self.is_current() {
+            return;
+        }
+        self.refresh_evidence(specs);
+        if self.verdict == Verdict::Pending {
+            if let Some(why) = self.go_blocker(specs) {
+                self.reason = why;
+            }
+        }
+    }
+
+    fn refresh_evidence(&mut self, specs: &[&CheckSpec]) {
+        self.evidence = self.build_evidence(specs);
+        // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
+        self.ln_e = log_sum_exp(self.evidence.iter().map(|e| e.weight.ln() + e.e_value.ln()));
+        self.bounds_tick = self.ticks;
+    }
+
+    /// `Some(reason)` when this tick certainly ends PENDING, shown without building the
+    /// evidence: no policy rule fires, upper brackets on the e-values (`ln_e_bounds`, no `exp`
+    /// per grid point) keep every veto check and the combined e-value below their thresholds,
+    /// the maximum duration is not reached, and something blocks a GO (data quality, exposure,
+    /// duration, or a critical check whose certificate does not hold; certificates are
+    /// decided exactly, see `RatioEProcess::certifies_not_worse`). `None` means the tick may
+    /// decide, and the full path runs: the verdict is the same either way.
+    fn surely_pending(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if self.elapsed >= self.settings.max_duration {
+            return None;
+        }
+        let alpha = self.settings.alpha;
+        let n_veto = specs.iter().filter(|c| c.veto).count();
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        let mut combined = 0.0;
+        for (state, spec) in self.checks.iter().zip(specs) {
+            let first = state.tests.first().map(|t| t.process.totals());
+            if zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure).is_some() {
+                return None;
+            }
+            let bw = boundary_weights(spec, state.tests.len());
+            let e: f64 = state
+                .tests
+                .iter()
+                .zip(&bw)
+                .map(|(t, w)| w * test_e_value_upper(t, spec))
+                .sum();
+            if spec.veto && e >= 2.0 * n_veto as f64 / alpha {
+                return None;
+            }
+            combined += spec.weight / total_weight * e;
+        }
+        // The brackets carry a rounding allowance already; this covers the different order of
+        // the exact path's sums.
+        if combined * (1.0 + 1e-9) >= 1.0 / combined_alpha(alpha, specs) {
+            return None;
+        }
+        if let Some(why) = self.go_blocker_before_certificates(specs) {
+            return Some(why);
+        }
+        self.checks
+            .iter()
+            .zip(specs)
+            .filter(|(_, spec)| spec.critical)
+            .find(|(state, spec)| {
+                let observable: Vec<&TestState> = state
+                    .tests
+                    .iter()
+                    .filter(|t| {
+                        let tot = t.process.totals();
+                        tot.exposure_a + tot.exposure_b > 0.0
+                    })
+                    .collect();
+                observable.is_empty()
+                    || observable
+                        .iter()
+                        .any(|t| certification(t, spec, alpha).is_none())
+            })
+            .map(|(_, spec)| format!("{} not yet certified", spec.name))
+    }
+
     /// What stands between the current state and a GO.
     fn go_blocker(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if let Some(why) = self.go_blocker_before_certificates(specs) {
+            return Some(why);
+        }
+        let uncertified: Vec<&CheckEvidence> = self
+            .evidence
+            .iter()
+            .filter(|e| e.critical && e.status != "certified")
+            .collect();
+        if let Some(e) = uncertified.first() {
+            return Some(format!("{} not yet certified: {}", e.name, e.reason));
+        }
+        None
+    }
+
+    /// Data quality, exposure and duration: the GO blockers that need no evidence.
+    fn go_blocker_before_certificates(&self, specs: &[&CheckSpec]) -> Option<String> {
         if let Some(q) = self.quality.blocks_go() {
             return Some(q);
         }
@@ -645,18 +764,10 @@ impl Analysis {
                 humantime::format_duration(self.settings.min_duration)
             ));
         }
-        let uncertified: Vec<&CheckEvidence> = self
-            .evidence
-            .iter()
-            .filter(|e| e.critical && e.status != "certified")
-            .collect();
-        if let Some(e) = uncertified.first() {
-            return Some(format!("{} not yet certified: {}", e.name, e.reason));
-        }
         None
     }
 
-    fn build_evidence(&self, specs: &[&CheckSpec], fresh_bounds: bool) -> Vec<CheckEvidence> {
+    fn build_evidence(&self, specs: &[&CheckSpec]) -> Vec<CheckEvidence> {
         let alpha = self.settings.alpha;
         let alpha_combined = combined_alpha(alpha, specs);
         let n_veto = specs.iter().filter(|c| c.veto).count();
@@ -664,20 +775,15 @@ impl Analysis {
         self.checks
             .iter()
             .zip(specs)
-            .enumerate()
-            .map(|(ci, (state, spec))| {
+            .map(|(state, spec)| {
                 let weight = spec.weight / total_weight;
                 let bw = boundary_weights(spec, state.tests.len());
                 let tests: Vec<TestEvidence> = state
                     .tests
                     .iter()
                     .zip(&bw)
-                    .enumerate()
-                    .map(|(ti, (t, w))| {
-                        let prev = (!fresh_bounds)
-                            .then(|| self.evidence.get(ci).and_then(|e| e.tests.get(ti)))
-                            .flatten();
-                        let mut e = test_evidence(t, spec, alpha, prev);
+                    .map(|(t, w)| {
+                        let mut e = test_evidence(t, spec, alpha);
                         e.weight = spec.is_histogram().then_some(*w);
                         e
                     })
@@ -696,7 +802,9 @@ impl Analysis {
                     !observable.is_empty() && observable.iter().all(|t| t.certified_by.is_some());
                 let threshold = 1.0 / (weight * alpha_combined);
                 let veto_threshold = spec.veto.then(|| 2.0 * n_veto as f64 / alpha);
-                let policy = zero_baseline_violation(spec, &tests, self.settings.min_exposure);
+                let first = state.tests.first().map(|t| t.process.totals());
+                let policy =
+                    zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure);
                 let regression = e_value >= threshold;
                 let status = if policy.is_some() {
                     "policy"
@@ -805,35 +913,63 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
     }
 }
 
-fn test_evidence(
-    t: &TestState,
-    spec: &CheckSpec,
-    alpha: f64,
-    prev: Option<&TestEvidence>,
-) -> TestEvidence {
+/// How a test is certified for GO, if it is.
+fn certification(t: &TestState, spec: &CheckSpec, alpha: f64) -> Option<Certificate> {
     let p = &t.process;
     let tot = p.totals();
-    let (upper, lower) = match prev {
-        Some(e) => (
-            e.ratio_upper_bound.unwrap_or(f64::INFINITY),
-            e.ratio_lower_bound,
-        ),
-        None => (p.upper_bound(alpha), p.lower_bound(alpha)),
-    };
-    let canary_rate_upper_bound = rate_upper_bound(tot.events_b, tot.exposure_b, alpha);
-    let certified_by = if let Some(r) = &t.robust {
+    if let Some(r) = &t.robust {
         // Robust: only its own distribution-free certificate (the SLO bound assumes Poisson).
         r.certifies_not_worse().then_some(Certificate::Ratio)
     } else if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
         Some(Certificate::Ratio)
-    } else if spec
-        .slo
-        .is_some_and(|slo| tot.exposure_b > 0.0 && canary_rate_upper_bound < slo)
-    {
+    } else if spec.slo.is_some_and(|slo| {
+        tot.exposure_b > 0.0 && rate_upper_bound(tot.events_b, tot.exposure_b, alpha) < slo
+    }) {
         Some(Certificate::Slo)
     } else {
         None
+    }
+}
+
+/// An upper bound on the e-value `test_evidence` reports for the test, without `exp` per grid
+/// point (robust tests: their exact e-value, which is O(1)).
+fn test_e_value_upper(t: &TestState, spec: &CheckSpec) -> f64 {
+    let p = &t.process;
+    if let Some(r) = &t.robust {
+        r.ln_e().exp()
+    } else if spec.two_sided {
+        0.5 * (p.ln_e_bounds().1.exp() + p.ln_e_drop_bounds().1.exp())
+    } else {
+        p.ln_e_bounds().1.exp()
+    }
+}
+
+fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
+    let p = &t.process;
+    let tot = p.totals();
+    let (upper, lower, canary_rate_upper_bound) = if t.robust.is_some() {
+        (f64::INFINITY, 0.0, f64::INFINITY)
+    } else {
+        (
+            p.upper_bound(alpha),
+            p.lower_bound(alpha),
+            rate_upper_bound(tot.events_b, tot.exposure_b, alpha),
+        )
     };
+    let robust = t.robust.as_ref().map(|r| {
+        let (units, skipped, _) = r.unit_counts();
+        RobustEvidence {
+            statistic: format!(
+                "r_canary / {:.2} - r_baseline per scrape",
+                1.0 + r.params().margin
+            ),
+            e_value_not_worse: r.ln_e_not_worse().exp(),
+            units,
+            skipped_units: skipped,
+            mean_difference: r.mean_difference(),
+        }
+    });
+    let certified_by = certification(t, spec, alpha);
     let (e_value, e_value_drop) = if let Some(r) = &t.robust {
         (r.ln_e().exp(), None)
     } else if spec.two_sided {
@@ -853,6 +989,7 @@ fn test_evidence(
         ratio_upper_bound: Some(upper).filter(|u| u.is_finite()),
         canary_rate_upper_bound,
         certified_by,
+        robust,
     }
 }
 
@@ -875,6 +1012,9 @@ fn check_reason(
         Some(b) => format!("share > {b}{}", spec.boundary_unit()),
         None => format!("{} rate", spec.unit_label),
     };
+    if tests.iter().any(|t| t.robust.is_some()) {
+        return robust_reason(spec, tests, alpha, regression, certified, &what);
+    }
     if regression {
         // Name the test with the strongest evidence.
         let t = tests
@@ -936,6 +1076,61 @@ fn check_reason(
     )
 }
 
+/// `check_reason` for a `robust = true` check: what its own test says, on its own scale.
+fn robust_reason(
+    spec: &CheckSpec,
+    tests: &[TestEvidence],
+    alpha: f64,
+    regression: bool,
+    certified: bool,
+    what: &dyn Fn(&TestEvidence) -> String,
+) -> String {
+    let level = 1.0 / alpha;
+    let pick = |t: &&TestEvidence| t.robust.is_some();
+    let t = if regression {
+        tests
+            .iter()
+            .filter(pick)
+            .max_by(|a, b| a.e_value.total_cmp(&b.e_value))
+    } else {
+        tests
+            .iter()
+            .filter(pick)
+            .find(|t| t.certified_by.is_none())
+            .or(tests.iter().find(pick))
+    }
+    .expect("a robust check has robust tests");
+    let r = t.robust.as_ref().expect("picked");
+    let rates = format!(
+        "canary {} {} vs baseline {}",
+        what(t),
+        pct(t.canary.rate),
+        pct(t.baseline.rate)
+    );
+    if regression {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): e-value {:.1} >= {level:.0} against canary <= {:.2}x baseline",
+            r.units,
+            t.e_value,
+            1.0 + spec.margin
+        )
+    } else if certified {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): GO e-value {:.1} >= {level:.0}, canary not above {:.2}x baseline",
+            r.units,
+            r.e_value_not_worse,
+            1.0 + spec.margin
+        )
+    } else if r.units == 0 {
+        "no data yet".into()
+    } else {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): GO e-value {:.2} and NO-GO e-value {:.2}, each needs {level:.0}",
+            r.units, r.e_value_not_worse, t.e_value
+        )
+    }
+}
+
 fn resolution_note(boundaries: &[f64], tests: &[TestEvidence], unbucketed: f64) -> String {
     let missing: Vec<String> = tests
         .iter()
@@ -978,9 +1173,6 @@ fn resolution_note(boundaries: &[f64], tests: &[TestEvidence], unbucketed: f64) 
     s
 }
 
-/// Ticks between recomputations of the ratio confidence bounds in the evidence.
-const BOUNDS_EVERY: u64 = 4;
-
 /// The level of the combined test: alpha, or alpha / 2 when veto checks take the other half.
 fn combined_alpha(alpha: f64, specs: &[&CheckSpec]) -> f64 {
     if specs.iter().any(|c| c.veto) {
@@ -1003,20 +1195,19 @@ fn boundary_weights(spec: &CheckSpec, n: usize) -> Vec<f64> {
 /// The zero-baseline rule: canary events while the baseline, with enough requests, has none.
 fn zero_baseline_violation(
     spec: &CheckSpec,
-    tests: &[TestEvidence],
+    first_test: Option<&Totals>,
     min_exposure: f64,
 ) -> Option<String> {
     if !spec.zero_baseline_rule {
         return None;
     }
-    let t = tests.first()?;
-    (t.baseline.events == 0.0 && t.baseline.exposure >= min_exposure && t.canary.events > 0.0)
-        .then(|| {
-            format!(
-                "{:.0} canary {} while the baseline had none in {:.0} (policy, not a statistical test)",
-                t.canary.events, spec.unit_label, t.baseline.exposure
-            )
-        })
+    let t = first_test?;
+    (t.events_a == 0.0 && t.exposure_a >= min_exposure && t.events_b > 0.0).then(|| {
+        format!(
+            "{:.0} canary {} while the baseline had none in {:.0} (policy, not a statistical test)",
+            t.events_b, spec.unit_label, t.exposure_a
+        )
+    })
 }
 
 /// Fixed-horizon statistics and, for histograms, the per-bucket evidence.
@@ -1432,6 +1623,10 @@ mod tests {
         let ratio = cat.get("error-rate").unwrap();
         let mut a = Analysis::new(settings(), &[ratio]);
         run(&mut a, ratio, 3, 1000.0, 0.001, 0.004, good_quality());
+        // Three PENDING ticks leave the evidence to whoever reads it.
+        assert!(!a.is_current());
+        a.refresh(&[ratio]);
+        assert!(a.is_current());
         let f = &a.evidence[0].fixed_horizon;
         // 3 vs 12 in 3000 each: scipy fisher_exact([[3,2997],[12,2988]], 'less') = 0.0175...
         let p = f.fisher_p_greater.unwrap();
@@ -1458,6 +1653,7 @@ mod tests {
                 elapsed: Duration::from_secs(15),
             },
         );
+        h.refresh(&[&spec]);
         let e = &h.evidence[0];
         // Only the first boundary counts: the check's e-value is that test's.
         assert!((e.e_value - e.tests[0].e_value).abs() < 1e-12 * e.e_value.max(1.0));
@@ -1478,5 +1674,110 @@ mod tests {
     fn log_sum_exp_is_stable() {
         assert!((log_sum_exp([1000.0, 1000.0].into_iter()) - (1000.0 + 2f64.ln())).abs() < 1e-12);
         assert_eq!(log_sum_exp(std::iter::empty()), f64::NEG_INFINITY);
+    }
+
+    /// The shortcut of `tick` (evidence left for `refresh` when a tick surely ends PENDING)
+    /// decides exactly as building the evidence every tick: same verdict at the same tick, and
+    /// after `refresh` the same reason, combined e-value and evidence, on random streams with
+    /// regressions, drops, clean canaries, two-sided, veto and zero-baseline checks, SLO
+    /// certificates and data-quality blocks.
+    #[test]
+    fn shortcut_ticks_decide_as_full_ticks() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let cat = Catalog::builtin();
+        let ratio = |extra: &str| ratio_spec(extra);
+        let specs_sets: Vec<Vec<CheckSpec>> = vec![
+            vec![cat.get("error-rate").unwrap().clone()],
+            vec![cat.get("latency-tail").unwrap().clone()],
+            vec![ratio("sided='two'\nmargin=0.1")],
+            vec![ratio("veto=true"), cat.get("latency-tail").unwrap().clone()],
+            vec![ratio("zero_baseline_rule=true\nslo=0.01")],
+        ];
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut decided = [0usize; 4];
+        let mut shortcuts = 0u64;
+        for run in 0..120 {
+            let owned = &specs_sets[run % specs_sets.len()];
+            let specs: Vec<&CheckSpec> = owned.iter().collect();
+            let mut settings = settings();
+            settings.min_duration = Duration::from_secs(rng.random_range(0..200));
+            let mut fast = Analysis::new(settings.clone(), &specs);
+            let mut full = Analysis::new(settings, &specs);
+            // Per run: base error rate, canary multiplier (drop, equal, rise), traffic.
+            let base = [0.0, 0.001, 0.01, 0.05][rng.random_range(0..4)];
+            let mult = [0.3, 1.0, 1.0, 1.3, 3.0][rng.random_range(0..5)];
+            let n = [50.0, 500.0, 3000.0][rng.random_range(0..3)];
+            for i in 0..60u64 {
+                let mut input = Vec::new();
+                for spec in &specs {
+                    let mut side = |p: f64| -> Vec<f64> {
+                        let req = (n * rng.random_range(0.8..1.2f64)).round();
+                        let mut ev = |q: f64| {
+                            let mean = req * q.min(1.0);
+                            (mean + rng.random_range(-1.0..1.0) * mean.sqrt())
+                                .round()
+                                .clamp(0.0, req)
+                        };
+                        if spec.is_histogram() {
+                            let k = spec.boundaries().len();
+                            let mut v = vec![req];
+                            let mut above = Vec::new();
+                            for b in 0..k {
+                                above.push(ev(p * 20.0 / (b as f64 + 1.0)));
+                            }
+                            v.extend(above.iter().map(|a| req - a));
+                            v.extend((0..k).map(|_| req));
+                            v
+                        } else {
+                            vec![req, ev(p)]
+                        }
+                    };
+                    input.push([side(base), side(base * mult)]);
+                }
+                let mut quality = good_quality();
+                if rng.random_range(0..10) == 0 {
+                    quality.canary.stale = 1;
+                }
+                let tick = |a: &mut Analysis, shortcut: bool| {
+                    a.tick_with(
+                        &specs,
+                        TickInput {
+                            slots: &input,
+                            quality: quality.clone(),
+                            elapsed: Duration::from_secs(15 * (i + 1)),
+                        },
+                        shortcut,
+                    )
+                };
+                let (vf, vs) = (tick(&mut full, false), tick(&mut fast, true));
+                assert_eq!(
+                    vs, vf,
+                    "run {run} tick {i}: {} / {}",
+                    fast.reason, full.reason
+                );
+                shortcuts += u64::from(!fast.is_current());
+                fast.refresh(&specs);
+                assert!(full.is_current() && fast.is_current());
+                assert_eq!(fast.reason, full.reason, "run {run} tick {i}");
+                assert_eq!(
+                    fast.ln_e.to_bits(),
+                    full.ln_e.to_bits(),
+                    "run {run} tick {i}"
+                );
+                assert_eq!(fast.evidence, full.evidence, "run {run} tick {i}");
+                if vf.is_final() {
+                    break;
+                }
+            }
+            decided[fast.verdict as usize] += 1;
+        }
+        eprintln!(
+            "verdicts [PENDING, GO, NO-GO, INCONCLUSIVE]: {decided:?}; {shortcuts} shortcut ticks"
+        );
+        assert!(
+            decided[1] > 0 && decided[2] > 0 && decided[3] > 0,
+            "{decided:?}"
+        );
+        assert!(shortcuts > 1000, "{shortcuts}");
     }
 }

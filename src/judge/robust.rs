@@ -358,15 +358,36 @@ mod tests {
             };
             let v = a.tick(&[&robust], input(&slots));
             b.tick(&[&plain], input(&slots));
+            a.refresh(&[&robust]);
             let got = a.evidence[0].e_value;
             assert!(
                 (got.ln() - shadow.ln_e()).abs() < 1e-9,
                 "tick {i}: {got} vs {}",
                 shadow.ln_e().exp()
             );
+            // The evidence is the robust test's own: no Poisson bounds, its scale and counts.
+            let t = &a.evidence[0].tests[0];
+            let r = t.robust.as_ref().expect("robust evidence");
+            assert_eq!(r.units, i);
+            assert_eq!(t.ratio_upper_bound, None);
+            assert_eq!(t.ratio_lower_bound, 0.0);
+            assert!(
+                (r.e_value_not_worse.ln() - shadow.ln_e_not_worse()).abs() < 1e-9,
+                "{r:?}"
+            );
+            assert!(
+                a.evidence[0].reason.contains("robust test"),
+                "{}",
+                a.evidence[0].reason
+            );
             if v.is_final() {
                 assert_eq!(v, crate::judge::Verdict::NoGo);
                 assert!(shadow.rejects());
+                assert!(
+                    a.reason.contains("robust test (distribution-free"),
+                    "{}",
+                    a.reason
+                );
                 // The Poisson test, on the same data, decided long before.
                 assert!(b.verdict.is_final());
                 return;
