@@ -793,19 +793,11 @@ impl Engine {
                 }
                 // Not a member: never scraped successfully, or gone dark before it sent this
                 // analysis anything (a pod that died before the analysis started still counts).
-                // A target whose first scrape has not ended yet counts too: its data is missing
-                // (a hung first scrape on a starved machine once let a GO through without it).
-                if let Some(h) = health.get(&t.url) {
-                    let dark = match h.last_success_at {
-                        None => true,
-                        Some(at) => {
-                            now.saturating_duration_since(at) > self.stale_after
-                                && h.consecutive_failures > 0
-                        }
-                    };
-                    if dark {
-                        q.unreachable += 1;
-                    }
+                if health
+                    .get(&t.url)
+                    .is_some_and(|h| is_dark(h, now, self.stale_after))
+                {
+                    q.unreachable += 1;
                 }
             }
             q
@@ -1011,6 +1003,17 @@ impl Engine {
 
 /// The version skew NO-GO that concerns an analysis: a blocking skew problem about a target its
 /// baseline or canary selector may select.
+/// Whether a target that sent an analysis no data counts as unreachable for it: never scraped
+/// successfully, including a target whose first scrape has not ended yet (its data is missing;
+/// a hung first scrape on a starved machine once let a GO through without it), or failing since
+/// before the staleness limit.
+fn is_dark(h: &crate::scrape::TargetHealth, now: Instant, stale_after: Duration) -> bool {
+    match h.last_success_at {
+        None => true,
+        Some(at) => now.saturating_duration_since(at) > stale_after && h.consecutive_failures > 0,
+    }
+}
+
 fn skew_reason(
     skew: &crate::istio::SkewReport,
     targets: &TargetSet,
@@ -1065,5 +1068,35 @@ impl Shared {
     /// The current view of an analysis.
     pub fn get(&self, id: &str) -> Option<Arc<AnalysisView>> {
         self.snapshot.borrow().analyses.get(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::TargetHealth;
+
+    #[test]
+    fn a_target_without_a_good_scrape_is_dark_even_before_its_first_failure() {
+        let t = crate::discovery::Target {
+            url: "http://10.0.0.9:15020/stats/prometheus".into(),
+            labels: Default::default(),
+        };
+        let stale = Duration::from_secs(30);
+        let now = Instant::now();
+        let mut h = TargetHealth::new(&t);
+        // First scrape still in flight: no success, no failure yet.
+        assert!(is_dark(&h, now, stale));
+        h.failures = 1;
+        h.consecutive_failures = 1;
+        assert!(is_dark(&h, now, stale));
+        // Scraped recently: not dark, even while failing now (it is a stale member instead).
+        h.last_success_at = Some(now - Duration::from_secs(5));
+        assert!(!is_dark(&h, now, stale));
+        // Failing since before the staleness limit: dark; succeeding again: not dark.
+        h.last_success_at = Some(now - Duration::from_secs(60));
+        assert!(is_dark(&h, now, stale));
+        h.consecutive_failures = 0;
+        assert!(!is_dark(&h, now, stale));
     }
 }

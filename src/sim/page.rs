@@ -611,16 +611,7 @@ pub fn sidecar_template(
         b.text(&format!("{full}{{{XDS}}} {v}\n"));
     }
     let cm = |b: &mut Builder, name: &str, slot: Option<usize>, v: u64| {
-        let full = format!("envoy_cluster_manager_{name}");
-        b.envoy_type(&full, "counter");
-        match slot {
-            Some(s) => {
-                b.text(&format!("{full}{{}} "));
-                b.u64(s);
-                b.text("\n");
-            }
-            None => b.text(&format!("{full}{{}} {v}\n")),
-        }
+        unlabelled_counter(b, &format!("envoy_cluster_manager_{name}"), slot, v)
     };
     cm(&mut b, "cds_init_fetch_timeout", None, 0);
     cm(
@@ -667,16 +658,7 @@ pub fn sidecar_template(
     }
 
     let lm = |b: &mut Builder, name: &str, slot: Option<usize>, v: u64| {
-        let full = format!("envoy_listener_manager_{name}");
-        b.envoy_type(&full, "counter");
-        match slot {
-            Some(s) => {
-                b.text(&format!("{full}{{}} "));
-                b.u64(s);
-                b.text("\n");
-            }
-            None => b.text(&format!("{full}{{}} {v}\n")),
-        }
+        unlabelled_counter(b, &format!("envoy_listener_manager_{name}"), slot, v)
     };
     lm(&mut b, "lds_init_fetch_timeout", None, 0);
     lm(
@@ -1798,6 +1780,19 @@ pub fn render_istiod(
         "Current size of xds cache",
         (info.services * 6 + proxies) as f64,
     );
+}
+
+/// An Envoy counter without labels: a layout slot (the value changes per scrape) or a constant.
+fn unlabelled_counter(b: &mut Builder, full: &str, slot: Option<usize>, v: u64) {
+    b.envoy_type(full, "counter");
+    match slot {
+        Some(s) => {
+            b.text(&format!("{full}{{}} "));
+            b.u64(s);
+            b.text("\n");
+        }
+        None => b.text(&format!("{full}{{}} {v}\n")),
+    }
 }
 
 #[cfg(test)]
