@@ -84,11 +84,10 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    // The e-value gauges from each analysis' current state (built here when no API read has
-    // since the last tick).
+    // The e-value gauges from each analysis' e-processes as of its last tick.
     let snapshot = s.snapshot.borrow().clone();
     for v in snapshot.analyses.values() {
-        s.metrics.set_e_value(&v.id, v.state().ln_e);
+        s.metrics.set_e_value(&v.id, v.ln_e());
     }
     (
         [(

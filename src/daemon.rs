@@ -99,6 +99,20 @@ impl AnalysisView {
     }
 }
 
+impl AnalysisView {
+    /// ln of the combined e-value now: from the current state when it is built, computed
+    /// without the evidence document otherwise (so `/metrics` does not build it every tick).
+    pub fn ln_e(&self) -> f64 {
+        match self.current.get() {
+            Some(a) => a.ln_e,
+            None => {
+                let specs: Vec<&CheckSpec> = self.specs.iter().map(|s| s.as_ref()).collect();
+                self.state.current_ln_e(&specs)
+            }
+        }
+    }
+}
+
 impl Serialize for AnalysisView {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;

@@ -658,6 +658,25 @@ impl Analysis {
         }
     }
 
+    /// ln of the combined e-value now, without building the evidence (what `/metrics`
+    /// exports): the same number [`Self::refresh`] puts in `ln_e`.
+    pub fn current_ln_e(&self, specs: &[&CheckSpec]) -> f64 {
+        if self.is_current() {
+            return self.ln_e;
+        }
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        log_sum_exp(self.checks.iter().zip(specs).map(|(state, spec)| {
+            let bw = boundary_weights(spec, state.tests.len());
+            let e: f64 = state
+                .tests
+                .iter()
+                .zip(&bw)
+                .map(|(t, w)| w * test_e_value(t, spec))
+                .sum();
+            (spec.weight / total_weight).ln() + e.ln()
+        }))
+    }
+
     fn refresh_evidence(&mut self, specs: &[&CheckSpec]) {
         self.evidence = self.build_evidence(specs);
         // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
@@ -931,6 +950,18 @@ fn certification(t: &TestState, spec: &CheckSpec, alpha: f64) -> Option<Certific
     }
 }
 
+/// The e-value of a test that counts in its check's: the robust test's for `robust = true`,
+/// the mean of the rise and drop tests for two-sided checks, the rise test's otherwise.
+fn test_e_value(t: &TestState, spec: &CheckSpec) -> f64 {
+    if let Some(r) = &t.robust {
+        r.ln_e().exp()
+    } else if spec.two_sided {
+        t.process.ln_e_two_sided().exp()
+    } else {
+        t.process.ln_e().exp()
+    }
+}
+
 /// An upper bound on the e-value `test_evidence` reports for the test, without `exp` per grid
 /// point (robust tests: their exact e-value, which is O(1)).
 fn test_e_value_upper(t: &TestState, spec: &CheckSpec) -> f64 {
@@ -970,13 +1001,8 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
         }
     });
     let certified_by = certification(t, spec, alpha);
-    let (e_value, e_value_drop) = if let Some(r) = &t.robust {
-        (r.ln_e().exp(), None)
-    } else if spec.two_sided {
-        (p.ln_e_two_sided().exp(), Some(p.ln_e_drop().exp()))
-    } else {
-        (p.ln_e().exp(), None)
-    };
+    let e_value = test_e_value(t, spec);
+    let e_value_drop = (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp());
     TestEvidence {
         boundary: t.boundary,
         baseline: Counts::new(tot.events_a, tot.exposure_a),
@@ -1756,7 +1782,13 @@ mod tests {
                     fast.reason, full.reason
                 );
                 shortcuts += u64::from(!fast.is_current());
+                let ln_e_now = fast.current_ln_e(&specs);
                 fast.refresh(&specs);
+                assert_eq!(
+                    ln_e_now.to_bits(),
+                    fast.ln_e.to_bits(),
+                    "run {run} tick {i}"
+                );
                 assert!(full.is_current() && fast.is_current());
                 assert_eq!(fast.reason, full.reason, "run {run} tick {i}");
                 assert_eq!(
