@@ -12,10 +12,10 @@
 //! ratios LR(psi_j vs psi0) with every psi_j on the alternative side of psi0, or is dominated by
 //! one, see `ln_e_test`): for one event of
 //! scrape s with label y (1 = canary), write t = theta_s(true psi), t0 = theta_s(psi0),
-//! tj = theta_s(psi_j). Then E[LR] = t tj/t0 + (1 - t)(1 - tj)/(1 - t0), which is linear in t,
+//! tj = theta_s(psi_j). Then E\[LR\] = t tj/t0 + (1 - t)(1 - tj)/(1 - t0), which is linear in t,
 //! equals 1 at t = t0, and has slope tj/t0 - (1 - tj)/(1 - t0), positive iff tj > t0 iff
 //! psi_j > psi0 (theta_s is increasing in psi for every rho_s in (0, 1): monotone likelihood
-//! ratio). So for psi_j > psi0, E[LR] <= 1 whenever psi <= psi0, and symmetrically for
+//! ratio). So for psi_j > psi0, E\[LR\] <= 1 whenever psi <= psi0, and symmetrically for
 //! psi_j < psi0 whenever psi >= psi0. The product over events is then a nonnegative
 //! supermartingale under every null psi, whatever the (predictable) shares rho_s; so is a fixed
 //! mixture of them, and Ville's inequality bounds the chance of ever crossing 1/alpha by alpha.

@@ -17,7 +17,7 @@
 //! # Why it is valid (the argument)
 //!
 //! H0 (canary not worse beyond the margin m): for every unit, given everything observed before
-//! it (and the unit's exposures), E[r_B,i] <= (1 + m) E[r_A,i], i.e. E[Z_i | past] <= 0. Nothing
+//! it (and the unit's exposures), E\[r_B,i\] <= (1 + m) E\[r_A,i\], i.e. E[Z_i | past] <= 0. Nothing
 //! else is assumed: the events may be overdispersed, clumped by retries, bursty, come from one
 //! noisy pod, follow any per-interval error-rate distribution; the only requirement is that a
 //! unit's expected difference given the past is <= 0 (e.g. units conditionally independent with
@@ -43,7 +43,7 @@
 //!
 //! The factor must stay non-negative for a unit where every baseline request failed (r_A = 1),
 //! which nothing rules out without a model; so lambda can never exceed 1, and the wealth grows by
-//! at most about lambda E[Z] per unit. For rare events (0.1% errors) E[Z] is of the order of the
+//! at most about lambda E\[Z\] per unit. For rare events (0.1% errors) E\[Z\] is of the order of the
 //! rates themselves (0.003 for 0.1% -> 0.5% at margin 0.25), so about ln(1/alpha) / 0.003 ~ 1,000
 //! units are needed, where the Poisson test needs ~30 events. This is not a weakness of the bets:
 //! any test of a *mean* that holds alpha whatever the distribution of per-unit rates must allow
@@ -64,7 +64,7 @@ pub const PRIOR_SECOND_MOMENT: f64 = 1e-4;
 pub struct RobustParams {
     /// Level of the NO-GO test and of the GO certificate, in (0, 0.5).
     pub alpha: f64,
-    /// Tolerated relative regression m: H0 is E[r_B] <= (1 + m) E[r_A].
+    /// Tolerated relative regression m: H0 is E\[r_B\] <= (1 + m) E\[r_A\].
     pub margin: f64,
 }
 
