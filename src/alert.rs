@@ -329,10 +329,10 @@ impl Alerter {
     }
 
     fn observe(&mut self, v: &AnalysisView) {
-        if v.state().verdict == Verdict::NoGo {
+        if v.verdict() == Verdict::NoGo {
             self.fire(v);
         } else if self.firing.contains_key(&v.id) {
-            let why = format!("verdict is now {}", v.state().verdict.as_str());
+            let why = format!("verdict is now {}", v.verdict().as_str());
             self.resolve(&v.id, &why);
         }
     }

@@ -85,6 +85,11 @@ impl AnalysisView {
         }
     }
 
+    /// The verdict (always current: ticks never defer it), without building the evidence.
+    pub fn verdict(&self) -> Verdict {
+        self.state.verdict
+    }
+
     /// State, verdict and evidence, current to the last tick.
     pub fn state(&self) -> &Analysis {
         if self.state.is_current() {

@@ -238,7 +238,7 @@ async fn hook(
     let (status, verdict, resp) = match g {
         Gate::Event | Gate::PostRollout => (
             StatusCode::ACCEPTED,
-            s.get(&analysis_id(&p)).map(|v| v.state().verdict),
+            s.get(&analysis_id(&p)).map(|v| v.verdict()),
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"accepted": true, "analysis": analysis_id(&p)})),
@@ -281,7 +281,7 @@ async fn hook(
 }
 
 fn answer(g: Gate, v: &AnalysisView) -> (StatusCode, Option<Verdict>, Response) {
-    let verdict = v.state().verdict;
+    let verdict = v.verdict();
     let status = if g.passes(verdict) {
         StatusCode::OK
     } else {

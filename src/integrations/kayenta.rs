@@ -172,7 +172,7 @@ async fn start(
 /// person); PENDING has no score (`complete` is false). `check_score` per check is 100 when
 /// certified, 0 on a regression, 50 while still collecting, weighted by the check weights.
 pub fn score(v: &AnalysisView, marginal: f64) -> Option<f64> {
-    match v.state().verdict {
+    match v.verdict() {
         Verdict::Go => Some(100.0),
         Verdict::NoGo => Some(0.0),
         Verdict::Inconclusive => Some(marginal),
@@ -211,7 +211,7 @@ async fn execution(
         .copied()
         .ok_or_else(|| ApiError::NotFound(id.clone()))?;
     let v = s.get(&id).ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    let complete = v.state().verdict.is_final();
+    let complete = v.verdict().is_final();
     let mut doc = json!({
         "id": id,
         "complete": complete,

@@ -139,7 +139,7 @@ fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64
         }
         m
     };
-    let verdict = v.state().verdict;
+    let verdict = v.verdict();
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut out = Vec::new();
     match name {
@@ -150,7 +150,7 @@ fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64
         "meshgate_go" => out.push(sample(base(&[]), flag(verdict == Verdict::Go))),
         "meshgate_no_go" => out.push(sample(base(&[]), flag(verdict == Verdict::NoGo))),
         "meshgate_decided" => out.push(sample(base(&[]), flag(verdict.is_final()))),
-        "meshgate_e_value" => out.push(sample(base(&[]), v.state().ln_e.exp())),
+        "meshgate_e_value" => out.push(sample(base(&[]), v.ln_e().exp())),
         _ => {
             for c in &v.state().evidence {
                 if name == "meshgate_check_e_value" {
