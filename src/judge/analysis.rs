@@ -512,7 +512,7 @@ impl Analysis {
             observe(state, spec, slots);
         }
         // Most ticks end PENDING, and the evidence document (confidence bounds, fixed-horizon
-        // statistics, reasons) costs ten times the decision. When bounds that need no evidence
+        // statistics, reasons) costs a hundred times the decision. When bounds that need no evidence
         // prove that this tick cannot decide, the evidence is left for `refresh`, which whoever
         // reads it calls; a deciding tick always builds it, so a final verdict's evidence is
         // that of its own tick.
