@@ -666,13 +666,7 @@ impl Analysis {
         }
         let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
         log_sum_exp(self.checks.iter().zip(specs).map(|(state, spec)| {
-            let bw = boundary_weights(spec, state.tests.len());
-            let e: f64 = state
-                .tests
-                .iter()
-                .zip(&bw)
-                .map(|(t, w)| w * test_e_value(t, spec))
-                .sum();
+            let e = weighted_over_boundaries(state, spec, |t| test_e_value(t, spec));
             (spec.weight / total_weight).ln() + e.ln()
         }))
     }
@@ -704,13 +698,7 @@ impl Analysis {
             if zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure).is_some() {
                 return None;
             }
-            let bw = boundary_weights(spec, state.tests.len());
-            let e: f64 = state
-                .tests
-                .iter()
-                .zip(&bw)
-                .map(|(t, w)| w * test_e_value_upper(t, spec))
-                .sum();
+            let e = weighted_over_boundaries(state, spec, |t| test_e_value_upper(t, spec));
             if spec.veto && e >= 2.0 * n_veto as f64 / alpha {
                 return None;
             }
@@ -960,6 +948,18 @@ fn test_e_value(t: &TestState, spec: &CheckSpec) -> f64 {
     } else {
         t.process.ln_e().exp()
     }
+}
+
+/// A check's e-value from its tests' (or bounds on them): the average over boundaries with the
+/// check's boundary weights, itself an e-process (statistics.md, section 2). The evidence sums
+/// the same terms in the same order, so the results agree bit for bit.
+fn weighted_over_boundaries(
+    state: &CheckState,
+    spec: &CheckSpec,
+    e: impl Fn(&TestState) -> f64,
+) -> f64 {
+    let bw = boundary_weights(spec, state.tests.len());
+    state.tests.iter().zip(&bw).map(|(t, w)| w * e(t)).sum()
 }
 
 /// An upper bound on the e-value `test_evidence` reports for the test, without `exp` per grid

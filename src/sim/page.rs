@@ -611,7 +611,13 @@ pub fn sidecar_template(
         b.text(&format!("{full}{{{XDS}}} {v}\n"));
     }
     let cm = |b: &mut Builder, name: &str, slot: Option<usize>, v: u64| {
-        unlabelled_counter(b, &format!("envoy_cluster_manager_{name}"), slot, v)
+        unlabelled(
+            b,
+            &format!("envoy_cluster_manager_{name}"),
+            "counter",
+            slot,
+            v,
+        )
     };
     cm(&mut b, "cds_init_fetch_timeout", None, 0);
     cm(
@@ -658,7 +664,13 @@ pub fn sidecar_template(
     }
 
     let lm = |b: &mut Builder, name: &str, slot: Option<usize>, v: u64| {
-        unlabelled_counter(b, &format!("envoy_listener_manager_{name}"), slot, v)
+        unlabelled(
+            b,
+            &format!("envoy_listener_manager_{name}"),
+            "counter",
+            slot,
+            v,
+        )
     };
     lm(&mut b, "lds_init_fetch_timeout", None, 0);
     lm(
@@ -737,15 +749,7 @@ pub fn sidecar_template(
         b.text(&format!("{full}{{{XDS}}} {v}\n"));
     }
     let gauge = |b: &mut Builder, full: &str, slot: Option<usize>, v: u64| {
-        b.envoy_type(full, "gauge");
-        match slot {
-            Some(s) => {
-                b.text(&format!("{full}{{}} "));
-                b.u64(s);
-                b.text("\n");
-            }
-            None => b.text(&format!("{full}{{}} {v}\n")),
-        }
+        unlabelled(b, full, "gauge", slot, v)
     };
     gauge(
         &mut b,
@@ -1782,9 +1786,10 @@ pub fn render_istiod(
     );
 }
 
-/// An Envoy counter without labels: a layout slot (the value changes per scrape) or a constant.
-fn unlabelled_counter(b: &mut Builder, full: &str, slot: Option<usize>, v: u64) {
-    b.envoy_type(full, "counter");
+/// An Envoy metric of type `kind` without labels: a layout slot (the value changes per scrape)
+/// or a constant.
+fn unlabelled(b: &mut Builder, full: &str, kind: &str, slot: Option<usize>, v: u64) {
+    b.envoy_type(full, kind);
     match slot {
         Some(s) => {
             b.text(&format!("{full}{{}} "));
