@@ -6,7 +6,6 @@
 //! run of `meshgate check-config` shows all of them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cohort::Selector;
+use crate::judge::Catalog;
 
 /// Exit code for a bad configuration (EX_CONFIG is 78; sysexits' EX_USAGE 64 is what the design asks).
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -602,30 +602,7 @@ fn fmt_dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// One problem in a configuration, with the key it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ConfigProblem {
-    /// Dotted key path, e.g. `scrape.interval` or `targets[2].url`.
-    pub key: String,
-    /// What is wrong, lowercase.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    /// A problem at `key`.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
+pub use meshgate_core::ConfigProblem;
 
 /// A configuration that cannot be used, with every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -952,6 +929,52 @@ fn list<T: DeserializeOwned>(
                 format!("expected an array of tables, found {other}"),
             ));
             Vec::new()
+        }
+    }
+}
+
+impl From<meshgate_sim::SimTarget> for StaticTarget {
+    fn from(t: meshgate_sim::SimTarget) -> Self {
+        StaticTarget {
+            url: t.url,
+            labels: t.labels,
+        }
+    }
+}
+
+/// Load every `*.toml` in `dir`, reporting all problems at once.
+pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![ConfigProblem::new(
+            "queries.dir",
+            format!("cannot read {}: {e}", dir.display()),
+        )]
+    })?;
+    let mut texts = Vec::new();
+    let mut problems = Vec::new();
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+    {
+        match std::fs::read_to_string(&p) {
+            Ok(t) => texts.push((p.display().to_string(), t)),
+            Err(e) => problems.push(ConfigProblem::new(p.display().to_string(), e.to_string())),
+        }
+    }
+    if texts.is_empty() && problems.is_empty() {
+        problems.push(ConfigProblem::new(
+            "queries.dir",
+            format!("no *.toml check in {}", dir.display()),
+        ));
+    }
+    match Catalog::from_sources(texts) {
+        Ok(c) if problems.is_empty() => Ok(c),
+        Ok(_) => Err(problems),
+        Err(mut p) => {
+            problems.append(&mut p);
+            Err(problems)
         }
     }
 }

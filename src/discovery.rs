@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -14,21 +14,7 @@ use crate::config::{DiscoveryConfig, StaticTarget};
 
 pub mod kubernetes;
 
-/// Something to scrape: an URL plus labels.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Target {
-    /// Full URL of the metrics page; also the target's identity.
-    pub url: String,
-    /// Labels: `role` (istiod | proxy | gateway), `namespace`, `pod`, `revision`, `cluster`, others.
-    pub labels: BTreeMap<String, String>,
-}
-
-impl Target {
-    /// A label's value.
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.get(name).map(String::as_str)
-    }
-}
+pub use meshgate_core::Target;
 
 /// The current target set, shared cheaply.
 pub type TargetSet = Arc<Vec<Arc<Target>>>;

@@ -1,5 +1,8 @@
 //! Istio upgrade intelligence: what meshgate knows about revisions beyond two sets of numbers.
 //!
+//! The rules ([`observe`], [`skew`], [`trigger`]) live in `meshgate-core`; this module adds the
+//! plan and the routes.
+//!
 //! - [`observe`]: the gauges of each scraped page that say which versions run where
 //!   (`istio_build`, istiod's `pilot_xds{version}`) and what istiod costs (CPU, memory).
 //! - [`skew`]: the version skew guard, per cluster, with the primary-remote topology.
@@ -8,10 +11,7 @@
 //! - [`api`]: their HTTP routes.
 
 pub mod api;
-pub mod observe;
 pub mod plan;
-pub mod skew;
-pub mod trigger;
 
-pub use observe::{Observer, TargetObservation};
-pub use skew::{SkewReport, Topology, Version};
+pub use meshgate_core::istio::{observe, skew, trigger};
+pub use meshgate_core::istio::{Observer, SkewReport, TargetObservation, Topology, Version};

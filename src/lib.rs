@@ -13,8 +13,6 @@
 //! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
-//! - [`scale`]: the scale harness (`meshgate bench-scale`): N simulated sidecars, meshgate and Prometheus measured side by side.
-//! - [`loadtest`]: the API load and soak harness (`meshgate bench-api`).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
@@ -32,7 +30,6 @@
 pub mod alert;
 pub mod api;
 pub mod auth;
-pub mod cohort;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -43,14 +40,14 @@ pub mod gate;
 pub mod heap;
 pub mod integrations;
 pub mod istio;
-pub mod judge;
-pub mod loadtest;
-pub mod parse;
 pub mod promsource;
-pub mod scale;
 pub mod scrape;
-mod selfmetrics;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+
+// The pure stages and the simulator live in crates of their own (a DAG: expo, stats <- core <-
+// sim <- this crate <- bench); their modules are re-exported under the names they had here.
+pub use meshgate_core::{cohort, judge};
+pub use meshgate_expo as parse;
+pub use meshgate_sim as sim;

@@ -60,54 +60,6 @@ enum Command {
     /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
     /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 64 invalid.
     Gate(Box<meshgate::gate::GateOptions>),
-    /// Measure meshgate scraping N simulated sidecars (and Prometheus on the same targets).
-    BenchScale {
-        /// Sidecar counts, one table row each.
-        #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
-        sizes: Vec<usize>,
-        /// Scrape interval.
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-        interval: std::time::Duration,
-        /// Cycles measured per size.
-        #[arg(long, default_value_t = 4)]
-        cycles: u32,
-        /// Cycles skipped before measuring.
-        #[arg(long, default_value_t = 2)]
-        warmup_cycles: u32,
-        /// Analyses running in the daemon.
-        #[arg(long, default_value_t = 3)]
-        analyses: usize,
-        /// Do not run Prometheus beside meshgate.
-        #[arg(long)]
-        no_prometheus: bool,
-    },
-    /// Load-test the verdict API at fixed open-loop rates while the daemon scrapes (or soak it).
-    BenchApi {
-        /// Request rates, requests/s (a soak uses the first).
-        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
-        rates: Vec<f64>,
-        /// How long each rate runs.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// Auth modes: off, on, or both.
-        #[arg(long, default_value = "both")]
-        auth: String,
-        /// Sidecars per revision in the simulated mesh.
-        #[arg(long, default_value_t = 10)]
-        pods: usize,
-        /// Scrape interval (= analysis tick).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        interval: std::time::Duration,
-        /// Analyses in the daemon.
-        #[arg(long, default_value_t = 3)]
-        analyses: usize,
-        /// Soak: run the first rate this long and sample the daemon's RSS.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        soak: Option<std::time::Duration>,
-        /// RSS sampling period of the soak.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        sample: std::time::Duration,
-    },
     /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
     Plan {
         #[command(subcommand)]
@@ -133,28 +85,6 @@ enum Command {
         /// Write the targets as a Prometheus file_sd JSON file.
         #[arg(long)]
         file_sd: Option<PathBuf>,
-    },
-    /// Benchmark the judge's decisions against Kayenta- and Flagger-style judges on simulated streams.
-    BenchJudge {
-        /// Runs per A/A scenario.
-        #[arg(long, default_value_t = 10_000)]
-        aa_runs: usize,
-        /// Runs per regression scenario.
-        #[arg(long, default_value_t = 1_000)]
-        runs: usize,
-        /// Seed of the simulated streams.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Comma-separated scenario names (default: all).
-        #[arg(long, value_delimiter = ',')]
-        scenarios: Vec<String>,
-        /// Worker threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Exit 1 when meshgate's A/A false-alarm rate at 2 h (plain Poisson) is clearly above
-        /// this: the lower end of its Wilson 95% interval exceeds it.
-        #[arg(long)]
-        fail_above: Option<f64>,
     },
 }
 
@@ -213,34 +143,6 @@ fn default_filter(cmd: &Command) -> EnvFilter {
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::CheckConfig { file } => Ok(check_config(&file)),
-        Command::BenchJudge {
-            aa_runs,
-            runs,
-            seed,
-            scenarios,
-            threads,
-            fail_above,
-        } => {
-            let report = meshgate::judge::bench::run(&meshgate::judge::bench::Options {
-                aa_runs,
-                runs,
-                seed,
-                scenarios,
-                threads,
-            });
-            println!("{report}");
-            let (fa, n) = report
-                .aa_false_alarms("aa-poisson", "meshgate")
-                .unwrap_or((0, 0));
-            let lower = meshgate::judge::bench::wilson(fa, n).0;
-            Ok(match fail_above {
-                Some(limit) if lower > limit => {
-                    eprintln!("error: meshgate A/A false alarms {fa}/{n}: Wilson lower bound {lower:.4} > {limit}");
-                    ExitCode::from(1)
-                }
-                _ => ExitCode::SUCCESS,
-            })
-        }
         Command::Serve { config } => serve(&config).await,
         Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(*options).await)),
         Command::Plan { action } => plan(action).await,
@@ -258,90 +160,6 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
             .await?;
             Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Command::BenchScale {
-            sizes,
-            interval,
-            cycles,
-            warmup_cycles,
-            analyses,
-            no_prometheus,
-        } => {
-            let opts = meshgate::scale::ScaleOptions {
-                sizes,
-                interval,
-                cycles,
-                warmup_cycles,
-                analyses,
-                prometheus: !no_prometheus,
-            };
-            meshgate::scale::print_header(interval);
-            let rows = meshgate::scale::run(&opts).await?;
-            let missed: u64 = rows.iter().map(|r| r.missed).sum();
-            Ok(if missed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Command::BenchApi {
-            rates,
-            duration,
-            auth,
-            pods,
-            interval,
-            analyses,
-            soak,
-            sample,
-        } => {
-            let auth_modes = match auth.as_str() {
-                "off" => vec![false],
-                "on" => vec![true],
-                "both" => vec![false, true],
-                other => anyhow::bail!("--auth {other:?}: expected off, on or both"),
-            };
-            let opts = meshgate::loadtest::LoadOptions {
-                rates,
-                duration,
-                auth_modes,
-                pods,
-                interval,
-                analyses,
-                soak,
-                sample,
-                ..Default::default()
-            };
-            if opts.soak.is_some() {
-                let r = meshgate::loadtest::soak(&opts).await?;
-                let first = r.rss.first().map_or(f64::NAN, |p| p.1);
-                let last = r.rss.last().map_or(f64::NAN, |p| p.1);
-                meshgate::loadtest::print_header(&opts);
-                meshgate::loadtest::print_row(&r.load);
-                println!(
-                    "soak RSS: start {first:.1} MB, end {last:.1} MB, slope {:.2} MB/h (second half {:.2} MB/h), {} samples",
-                    r.slope_mb_per_h,
-                    r.slope_second_half_mb_per_h,
-                    r.rss.len()
-                );
-                let h0 = r.heap.first().map_or(f64::NAN, |p| p.1);
-                let h1 = r.heap.last().map_or(f64::NAN, |p| p.1);
-                println!(
-                    "soak live heap: start {h0:.2} MB, end {h1:.2} MB, slope {:.2} MB/h (second half {:.2} MB/h)",
-                    r.heap_slope_mb_per_h, r.heap_slope_second_half_mb_per_h,
-                );
-                return Ok(if r.load.healthy() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                });
-            }
-            meshgate::loadtest::print_header(&opts);
-            let rows = meshgate::loadtest::run(&opts).await?;
-            Ok(if rows.iter().all(|r| r.healthy()) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -564,7 +382,7 @@ fn print_ignoring_closed_pipe(text: &str) {
 fn load_catalog(cfg: &Config) -> Result<Catalog, String> {
     match &cfg.queries.dir {
         None => Ok(Catalog::builtin()),
-        Some(dir) => Catalog::load_dir(dir).map_err(|problems| {
+        Some(dir) => meshgate::config::load_checks_dir(dir).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             format!(
                 "{} problem(s) in the checks:\n{}",

@@ -1,0 +1,452 @@
+//! The scale harness (`meshgate bench-scale`): a simulated mesh of N sidecars in one process,
+//! meshgate scraping all of them in another (and a real Prometheus server in a third, scraping
+//! the same targets), each measured from /proc so the simulator's CPU is kept apart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::selfmetrics::{histogram_buckets, metric_sum, quantile_upper};
+
+/// Harness options.
+#[derive(Clone, Debug)]
+pub struct ScaleOptions {
+    /// Sidecar counts to run, one row each.
+    pub sizes: Vec<usize>,
+    /// Scrape interval (meshgate and Prometheus).
+    pub interval: Duration,
+    /// Cycles measured per size.
+    pub cycles: u32,
+    /// Cycles left out before measuring.
+    pub warmup_cycles: u32,
+    /// Analyses running in the daemon.
+    pub analyses: usize,
+    /// Also run a Prometheus server on the same targets, when its binary exists.
+    pub prometheus: bool,
+}
+
+/// One row of the table.
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    /// Sidecars.
+    pub sidecars: usize,
+    /// Targets scraped (sidecars plus istiods).
+    pub targets: usize,
+    /// Page bytes read per cycle, after decompression.
+    pub bytes_per_cycle: f64,
+    /// meshgate CPU seconds per cycle.
+    pub cpu_per_cycle: f64,
+    /// meshgate peak RSS, MB.
+    pub peak_rss_mb: f64,
+    /// Series tracked in all.
+    pub series: u64,
+    /// Scrape duration percentiles over targets (their last scrape), ms.
+    pub scrape_p50_ms: f64,
+    /// Same, p99.
+    pub scrape_p99_ms: f64,
+    /// Scrapes that failed or did not happen in the window.
+    pub missed: u64,
+    /// Scrape-to-verdict delay, p50 and p99 upper bucket bounds, s.
+    pub delay_p50_s: f64,
+    /// Same, p99.
+    pub delay_p99_s: f64,
+    /// Prometheus CPU seconds per cycle and peak RSS, MB, when it ran.
+    pub prometheus: Option<(f64, f64)>,
+    /// Simulator CPU seconds per cycle (kept apart, for reference).
+    pub sim_cpu_per_cycle: f64,
+}
+
+/// A child process (simulator, daemon, Prometheus) killed on drop; its stderr goes to `log`.
+pub(crate) struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            bail!(
+                "{} exited early: {status}; its last lines:\n{}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// CPU seconds (user + system) of a process, from /proc/PID/stat (USER_HZ = 100 on Linux).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields start after the closing parenthesis.
+    let rest = &stat[stat.rfind(')').context("bad /proc stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f[11].parse()?;
+    let stime: f64 = f[12].parse()?;
+    Ok((utime + stime) / 100.0)
+}
+
+/// A field of /proc/PID/status in kB (VmRSS, VmHWM).
+pub fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Proc {
+        child,
+        name,
+        log: log.to_path_buf(),
+    })
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    Ok(client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Run every size and return the rows.
+pub async fn run(opts: &ScaleOptions) -> anyhow::Result<Vec<Row>> {
+    let exe = crate::meshgate_exe()?;
+    let mut rows = Vec::new();
+    for &n in &opts.sizes {
+        let row = run_one(&exe, n, opts)
+            .await
+            .with_context(|| format!("size {n}"))?;
+        print_row(&row, opts.interval);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Row> {
+    let dir_path = std::env::temp_dir().join(format!("meshgate-scale-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir_path)?;
+    let dir = TempDir(dir_path);
+    let sd = dir.path().join("targets.json");
+    eprintln!("== {n} sidecars: starting the simulated mesh");
+    let mut sim = spawn(
+        "simulate",
+        Command::new(exe).args([
+            "simulate",
+            "--pods",
+            &(n / 2).max(1).to_string(),
+            "--rps",
+            "20",
+            "--file-sd",
+            &sd.display().to_string(),
+        ]),
+        &dir.path().join("sim.log"),
+    )?;
+    let started = Instant::now();
+    while !sd.exists() {
+        sim.alive()?;
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("the simulator did not write its targets within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let targets = meshgate::discovery::read_file_sd(&sd)?.len();
+
+    let port = free_port()?;
+    let cfg_path = dir.path().join("meshgate.toml");
+    let mut cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[scrape]\ninterval = \"{}\"\ntimeout = \"{}\"\nconcurrency = 64\n[discovery]\nfile_sd = [\"{}\"]\n[judge]\nmin_duration = \"1h\"\nmax_duration = \"2h\"\n",
+        humantime::format_duration(opts.interval),
+        humantime::format_duration(opts.interval.mul_f64(0.66)),
+        sd.display()
+    );
+    for i in 0..opts.analyses {
+        cfg.push_str(&format!(
+            "[[analyses]]\nname = \"scale-{i}\"\nbaseline = '{{role=\"proxy\", revision=\"1-24-2\"}}'\ncanary = '{{role=\"proxy\", revision=\"1-25-0\"}}'\n"
+        ));
+    }
+    std::fs::write(&cfg_path, cfg)?;
+    eprintln!(
+        "   starting meshgate ({targets} targets, {} analyses)",
+        opts.analyses
+    );
+    let mut daemon = spawn(
+        "meshgate serve",
+        Command::new(exe)
+            .args(["serve", "--config", &cfg_path.display().to_string()])
+            .env("MESHGATE_LOG", "warn"),
+        &dir.path().join("meshgate.log"),
+    )?;
+
+    let prom_bin = Path::new("/usr/bin/prometheus");
+    let mut prom = None;
+    if opts.prometheus && prom_bin.exists() {
+        let pport = free_port()?;
+        let pcfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &pcfg,
+            format!(
+                "global:\n  scrape_interval: {}ms\n  scrape_timeout: {}ms\nscrape_configs:\n  - job_name: mesh\n    file_sd_configs:\n      - files: [\"{}\"]\n",
+                opts.interval.as_millis(),
+                opts.interval.mul_f64(0.66).as_millis(),
+                sd.display()
+            ),
+        )?;
+        eprintln!("   starting prometheus");
+        prom = Some(spawn(
+            "prometheus",
+            Command::new(prom_bin).args([
+                format!("--config.file={}", pcfg.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+                format!("--web.listen-address=127.0.0.1:{pport}"),
+            ]),
+            &dir.path().join("prometheus.log"),
+        )?);
+    }
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let api = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        daemon.alive()?;
+        if client
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("meshgate did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("   warming up for {} cycle(s)", opts.warmup_cycles);
+    tokio::time::sleep(opts.interval * opts.warmup_cycles).await;
+
+    let snapshot = |targets: &Value| -> Vec<(String, u64, u64)> {
+        targets
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["url"].as_str().unwrap_or("").to_owned(),
+                    t["scrapes"].as_u64().unwrap_or(0),
+                    t["failures"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let cpu0 = cpu_seconds(daemon.pid())?;
+    let sim_cpu0 = cpu_seconds(sim.pid())?;
+    let prom_cpu0 = prom.as_ref().map(|p| cpu_seconds(p.pid())).transpose()?;
+    let m0 = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let t0 = snapshot(&get_json(&client, &format!("{api}/v1/targets")).await?);
+    let window = opts.interval * opts.cycles;
+    eprintln!(
+        "   measuring {} cycle(s) ({})",
+        opts.cycles,
+        humantime::format_duration(window)
+    );
+    let mut peak_rss = 0u64;
+    let mut prom_peak = 0u64;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        daemon.alive()?;
+        peak_rss = peak_rss.max(status_kb(daemon.pid(), "VmRSS")?);
+        sim.alive()?;
+        if let Some(p) = &mut prom {
+            p.alive()?;
+            prom_peak = prom_peak.max(status_kb(p.pid(), "VmRSS")?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cpu1 = cpu_seconds(daemon.pid())?;
+    let sim_cpu1 = cpu_seconds(sim.pid())?;
+    let prom_cpu1 = prom.as_ref().map(|p| cpu_seconds(p.pid())).transpose()?;
+    peak_rss = peak_rss.max(status_kb(daemon.pid(), "VmHWM")?);
+    if let Some(p) = &mut prom {
+        p.alive()?;
+        prom_peak = prom_peak.max(status_kb(p.pid(), "VmHWM")?);
+    }
+    let m1 = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let m1_delay = histogram_buckets(&m1, "meshgate_scrape_to_verdict_seconds");
+    let targets1 = get_json(&client, &format!("{api}/v1/targets")).await?;
+    let t1 = snapshot(&targets1);
+
+    let cycles = opts.cycles as f64;
+    let mut durations: Vec<f64> = targets1
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["last_duration_ms"].as_f64())
+        .collect();
+    let series: u64 = targets1
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["series"].as_u64())
+        .sum();
+    // A target should be scraped `cycles` times in the window (one more or less with jitter).
+    let mut missed = 0;
+    for (url, s1, f1) in &t1 {
+        let (s0, f0) = t0
+            .iter()
+            .find(|(u, _, _)| u == url)
+            .map_or((0, 0), |(_, s, f)| (*s, *f));
+        missed += f1 - f0;
+        let done = s1 - s0;
+        if (done as f64) < cycles - 1.0 {
+            missed += (cycles - 1.0) as u64 - done;
+        }
+    }
+    let bytes = metric_sum(&m1, "meshgate_scrape_bytes_total")
+        - metric_sum(&m0, "meshgate_scrape_bytes_total");
+    let row = Row {
+        sidecars: n,
+        targets,
+        bytes_per_cycle: bytes / cycles,
+        cpu_per_cycle: (cpu1 - cpu0) / cycles,
+        peak_rss_mb: peak_rss as f64 / 1024.0,
+        series,
+        scrape_p50_ms: percentile(&mut durations, 0.5),
+        scrape_p99_ms: percentile(&mut durations, 0.99),
+        missed,
+        delay_p50_s: quantile_upper(&m1_delay, 0.5),
+        delay_p99_s: quantile_upper(&m1_delay, 0.99),
+        prometheus: prom_cpu0
+            .zip(prom_cpu1)
+            .map(|(a, b)| ((b - a) / cycles, prom_peak as f64 / 1024.0)),
+        sim_cpu_per_cycle: (sim_cpu1 - sim_cpu0) / cycles,
+    };
+    drop(prom);
+    drop(daemon);
+    drop(sim);
+    Ok(row)
+}
+
+/// The table header.
+pub fn print_header(interval: Duration) {
+    println!(
+        "\nscrape interval {}; CPU s per cycle from /proc (user+sys); RSS peak from VmHWM and 2 Hz VmRSS samples",
+        humantime::format_duration(interval)
+    );
+    println!(
+        "{:>6} {:>7} {:>9} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>14} {:>12} {:>12} {:>9}",
+        "N",
+        "targets",
+        "series",
+        "MB/cycle",
+        "cpu s/cy",
+        "cores",
+        "RSS MB",
+        "p50 ms",
+        "p99 ms",
+        "missed",
+        "delay p50/p99",
+        "prom cpu s",
+        "prom RSS MB",
+        "sim cpu"
+    );
+}
+
+/// One line of the table.
+pub fn print_row(r: &Row, interval: Duration) {
+    let (pc, pr) = r
+        .prometheus
+        .map_or(("-".to_string(), "-".to_string()), |(c, m)| {
+            (format!("{c:.3}"), format!("{m:.0}"))
+        });
+    println!(
+        "{:>6} {:>7} {:>9} {:>10.1} {:>9.3} {:>8.3} {:>9.1} {:>8.2} {:>8.2} {:>7} {:>14} {:>12} {:>12} {:>9.3}",
+        r.sidecars,
+        r.targets,
+        r.series,
+        r.bytes_per_cycle / 1e6,
+        r.cpu_per_cycle,
+        r.cpu_per_cycle / interval.as_secs_f64(),
+        r.peak_rss_mb,
+        r.scrape_p50_ms,
+        r.scrape_p99_ms,
+        r.missed,
+        format!("<={}s/<={}s", r.delay_p50_s, r.delay_p99_s),
+        pc,
+        pr,
+        r.sim_cpu_per_cycle
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// A directory removed on drop.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

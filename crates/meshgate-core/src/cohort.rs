@@ -1,0 +1,888 @@
+//! Cohorts and accumulation: which series belong to which analysis, check and cohort, and the
+//! reset-aware per-series deltas that feed the judge.
+//!
+//! Each target has its own [`TargetAccumulator`], owned by that target's scrape loop, so the
+//! ingest path runs on all cores without locks. It remembers the last value of every wanted
+//! series and, per scrape, emits the deltas routed to (analysis, check, cohort, slot). Routes are
+//! computed once per series and cached until the set of analyses changes.
+
+mod selector;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+
+use crate::judge::{CheckKind, CheckSpec};
+use meshgate_expo::{self as parse, FamilyFilter, ParseError};
+
+/// Baseline or canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The old revision / not yet migrated.
+    Baseline,
+    /// The new revision / migrated.
+    Canary,
+}
+
+impl Side {
+    /// 0 for baseline, 1 for canary.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Baseline => 0,
+            Side::Canary => 1,
+        }
+    }
+}
+
+/// What the ingest path needs to know about one analysis.
+#[derive(Clone, Debug)]
+pub struct RoutedAnalysis {
+    /// Analysis id.
+    pub id: u64,
+    /// Routing generation at which the analysis was added: older last values are not its data.
+    pub since_generation: u64,
+    /// Baseline selector.
+    pub baseline: Selector,
+    /// Canary selector.
+    pub canary: Selector,
+    /// Its checks, in order.
+    pub checks: Vec<Arc<CheckSpec>>,
+}
+
+/// The analyses and families the ingest path serves; replaced whenever analyses change.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// Increases with every change.
+    pub generation: u64,
+    /// Families some check reads.
+    pub filter: Arc<FamilyFilter>,
+    /// Analyses.
+    pub analyses: Vec<RoutedAnalysis>,
+}
+
+impl Routing {
+    /// No analyses: nothing is materialised.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            filter: Arc::new(FamilyFilter::new(Vec::<String>::new())),
+            analyses: Vec::new(),
+        }
+    }
+
+    /// Build from analyses; the filter covers every family their checks read.
+    pub fn new(generation: u64, analyses: Vec<RoutedAnalysis>) -> Self {
+        let mut families: Vec<String> = analyses
+            .iter()
+            .flat_map(|a| a.checks.iter().flat_map(|c| c.families()))
+            .collect();
+        families.sort();
+        families.dedup();
+        Self {
+            generation,
+            filter: Arc::new(FamilyFilter::new(families)),
+            analyses,
+        }
+    }
+}
+
+/// Where one series' delta goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Route {
+    analysis: u32,
+    check: u16,
+    side: Side,
+    slot: u16,
+}
+
+/// A delta for one analysis, check, cohort and slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Delta {
+    /// Analysis id.
+    pub analysis: u64,
+    /// Check index within the analysis.
+    pub check: u16,
+    /// Cohort.
+    pub side: Side,
+    /// Slot within the check (see [`CheckSpec::slots`]).
+    pub slot: u16,
+    /// Sum of series deltas.
+    pub value: f64,
+}
+
+#[derive(Debug)]
+struct SeriesState {
+    last: f64,
+    /// The value before a decrease still to be told apart (NaN when none): a restarted counter
+    /// grows from its new value, a glitch goes back above the old one. The decrease's count
+    /// waits for the next page.
+    held_from: f64,
+    last_generation: u64,
+    last_seen: u64,
+    routes_generation: u64,
+    routes: Vec<Route>,
+}
+
+/// What one scrape's page gave.
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    /// Deltas, merged per destination.
+    pub deltas: Vec<Delta>,
+    /// Wanted samples on the page.
+    pub samples: usize,
+    /// Series tracked for this target after the scrape.
+    pub series: usize,
+    /// Counter resets seen (a value below the previous one).
+    pub resets: usize,
+    /// Series seen for the first time.
+    pub new_series: usize,
+    /// Series matching both cohorts of an analysis (left out of it).
+    pub overlaps: usize,
+    /// Malformed lines (first few kept).
+    pub errors: Vec<ParseError>,
+    /// Number of malformed lines.
+    pub error_count: usize,
+    /// Sample lines skipped without materialising (families no check reads).
+    pub skipped: usize,
+    /// Repeats of a series already seen on this page (ignored: only the first value counts).
+    pub duplicates: usize,
+    /// Series forgotten earlier (not seen for the TTL) that came back: their history is unknown,
+    /// so they only set a new starting point.
+    pub returned: usize,
+}
+
+/// The last value of every series of one target, as kept by the store across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    /// `(family, raw label text, last value)`.
+    pub series: Vec<(String, String, f64)>,
+}
+
+/// Per-target series memory and routing cache.
+#[derive(Debug)]
+pub struct TargetAccumulator {
+    target_labels: BTreeMap<String, String>,
+    families: HashMap<Box<str>, HashMap<Box<str>, SeriesState>>,
+    le_sets: HashMap<Box<str>, Vec<f64>>,
+    scrapes: u64,
+    series_ttl: u64,
+    /// The family filter of the previous scrape: a series new to a family that was already
+    /// wanted then was created since (count from zero); one from a newly wanted family was not.
+    prev_filter: Option<Arc<FamilyFilter>>,
+    /// Hashes of series dropped by the TTL, with the scrape they were dropped at: a series that
+    /// comes back must not count its whole value as new (a run of partial pages is no birth).
+    forgotten: HashMap<u64, u64>,
+}
+
+fn series_key(family: &str, labels: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    family.hash(&mut h);
+    labels.hash(&mut h);
+    h.finish()
+}
+
+/// Series not seen for this many scrapes are forgotten (a pod that dropped a series).
+const DEFAULT_SERIES_TTL: u64 = 20;
+
+// === impl TargetAccumulator ===
+
+impl TargetAccumulator {
+    /// A fresh accumulator for a target with these labels.
+    pub fn new(target_labels: BTreeMap<String, String>) -> Self {
+        Self {
+            target_labels,
+            families: HashMap::new(),
+            le_sets: HashMap::new(),
+            scrapes: 0,
+            series_ttl: DEFAULT_SERIES_TTL,
+            prev_filter: None,
+            forgotten: HashMap::new(),
+        }
+    }
+
+    /// The last value of every remembered series, for the store.
+    pub fn export(&self) -> SeriesSnapshot {
+        let mut series = Vec::with_capacity(self.series());
+        for (fam, m) in &self.families {
+            for (labels, st) in m {
+                series.push((fam.to_string(), labels.to_string(), st.last));
+            }
+        }
+        SeriesSnapshot { series }
+    }
+
+    /// Take back series values stored before a restart. The next page gives deltas against
+    /// them (or a reset), as if the daemon had never stopped; analyses whose routing generation
+    /// is above `generation` (created after the restart) get nothing from that first interval.
+    pub fn restore(&mut self, snap: &SeriesSnapshot, generation: u64) {
+        for (fam, labels, last) in &snap.series {
+            if !last.is_finite() {
+                continue;
+            }
+            self.families
+                .entry(fam.as_str().into())
+                .or_default()
+                .insert(
+                    labels.as_str().into(),
+                    SeriesState {
+                        last: *last,
+                        held_from: f64::NAN,
+                        last_generation: generation,
+                        last_seen: self.scrapes,
+                        routes_generation: u64::MAX,
+                        routes: Vec::new(),
+                    },
+                );
+        }
+    }
+
+    /// Number of series remembered.
+    pub fn series(&self) -> usize {
+        self.families.values().map(HashMap::len).sum()
+    }
+
+    /// Take in one page. The first page of a target only records values (the counts before it
+    /// cannot be placed in time); after that, a series seen for the first time counts from zero,
+    /// since Istio creates series lazily on their first event, unless its family was not wanted
+    /// in the previous scrape (then its history is unknown, as on a first page).
+    pub fn ingest(&mut self, page: &str, routing: &Routing) -> IngestReport {
+        self.ingest_split(page, routing, None, |_| {})
+    }
+
+    /// [`ingest`](Self::ingest), and in the same parse pass hand every sample of the families
+    /// `extra` wants to `on_extra` (the Istio observer's gauges), so a page is parsed once.
+    pub fn ingest_observing<'p>(
+        &mut self,
+        page: &'p str,
+        routing: &Routing,
+        extra: &FamilyFilter,
+        on_extra: impl FnMut(&parse::Sample<'p>),
+    ) -> IngestReport {
+        self.ingest_split(page, routing, Some(extra), on_extra)
+    }
+
+    fn ingest_split<'p>(
+        &mut self,
+        page: &'p str,
+        routing: &Routing,
+        extra: Option<&FamilyFilter>,
+        mut on_extra: impl FnMut(&parse::Sample<'p>),
+    ) -> IngestReport {
+        let mut report = IngestReport::default();
+        let prev_filter = self.prev_filter.replace(routing.filter.clone());
+        self.scrapes += 1;
+        let scrape_no = self.scrapes;
+        let target_labels = &self.target_labels;
+        let families = &mut self.families;
+        let le_sets = &mut self.le_sets;
+        let forgotten = &mut self.forgotten;
+        let parsed = parse::parse_split(page, &routing.filter, extra, |s, wanted| {
+            if wanted.extra {
+                on_extra(&s);
+            }
+            if !wanted.main {
+                return;
+            }
+            report.samples += 1;
+            if !s.value.is_finite() {
+                return;
+            }
+            if s.name.ends_with("_bucket") {
+                if let Some(le) = s.labels.get("le").and_then(|v| parse_le(&v)) {
+                    if le.is_finite() {
+                        let set = match le_sets.get_mut(s.name) {
+                            Some(v) => v,
+                            None => le_sets.entry(s.name.into()).or_default(),
+                        };
+                        if !set.contains(&le) {
+                            set.push(le);
+                        }
+                    }
+                }
+            }
+            let fam = match families.get_mut(s.name) {
+                Some(f) => f,
+                None => families.entry(s.name.into()).or_default(),
+            };
+            let raw = s.labels.raw();
+            let (delta, state) = match fam.get_mut(raw) {
+                Some(st) if st.last_seen == scrape_no => {
+                    // The same series twice on one page: the second value is not a new sample.
+                    report.duplicates += 1;
+                    return;
+                }
+                Some(st) => {
+                    // A decrease is a reset (delta = the new value), but only once the next
+                    // page confirms it: a restarted counter grows on from its new value. A
+                    // counter back above its old value had only dipped (a broken exporter, two
+                    // pods behind one address): it counts from the old value, so its whole
+                    // value is never added. Decreases page after page add nothing.
+                    let delta = if s.value < st.last {
+                        report.resets += 1;
+                        // Keep the highest value seen before the decreases: a counter that falls
+                        // twice and then comes back counts only what it gained above it.
+                        st.held_from = if st.held_from.is_nan() {
+                            st.last
+                        } else {
+                            st.held_from.max(st.last)
+                        };
+                        // Zero, not nothing: the target still sent data to its cohorts, so it
+                        // counts in their data quality (and its resets with it).
+                        Some(0.0)
+                    } else if st.held_from.is_nan() {
+                        Some(s.value - st.last)
+                    } else {
+                        let from = std::mem::replace(&mut st.held_from, f64::NAN);
+                        Some(if s.value >= from {
+                            s.value - from
+                        } else {
+                            s.value
+                        })
+                    };
+                    (delta, st)
+                }
+                None => {
+                    report.new_series += 1;
+                    let st = fam.entry(raw.into()).or_insert(SeriesState {
+                        last: 0.0,
+                        held_from: f64::NAN,
+                        last_generation: routing.generation,
+                        last_seen: 0,
+                        routes_generation: u64::MAX,
+                        routes: Vec::new(),
+                    });
+                    let was_wanted = prev_filter
+                        .as_ref()
+                        .is_some_and(|f| f.wants_sample_name(s.name));
+                    let came_back = !forgotten.is_empty()
+                        && forgotten.remove(&series_key(s.name, raw)).is_some();
+                    if came_back {
+                        report.returned += 1;
+                    }
+                    (
+                        if was_wanted && !came_back {
+                            Some(s.value)
+                        } else {
+                            None
+                        },
+                        st,
+                    )
+                }
+            };
+            if state.routes_generation != routing.generation {
+                state.routes = compute_routes(
+                    s.name,
+                    &s.labels,
+                    target_labels,
+                    le_sets,
+                    routing,
+                    &mut report.overlaps,
+                );
+                state.routes_generation = routing.generation;
+            }
+            if let Some(d) = delta {
+                for r in &state.routes {
+                    let a = &routing.analyses[r.analysis as usize];
+                    if state.last_generation < a.since_generation {
+                        continue;
+                    }
+                    add_delta(&mut report.deltas, a.id, r, d);
+                }
+            }
+            state.last = s.value;
+            state.last_generation = routing.generation;
+            state.last_seen = scrape_no;
+        });
+        report.skipped = parsed.skipped;
+        report.errors = parsed.errors;
+        report.error_count = parsed.error_count;
+        if scrape_no % 10 == 0 {
+            let ttl = self.series_ttl;
+            let forgotten = &mut self.forgotten;
+            for (name, fam) in self.families.iter_mut() {
+                fam.retain(|labels, st| {
+                    let keep = scrape_no - st.last_seen <= ttl;
+                    if !keep {
+                        forgotten.insert(series_key(name, labels), scrape_no);
+                    }
+                    keep
+                });
+            }
+            self.families.retain(|_, f| !f.is_empty());
+            // Tombstones are 16 bytes; drop them after a long while so memory stays bounded.
+            forgotten.retain(|_, at| scrape_no - *at <= 50 * ttl);
+        }
+        report.series = self.series();
+        report
+    }
+}
+
+fn add_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
+    if let Some(d) = out.iter_mut().find(|d| {
+        d.analysis == analysis && d.check == r.check && d.side == r.side && d.slot == r.slot
+    }) {
+        d.value += value;
+    } else {
+        out.push(Delta {
+            analysis,
+            check: r.check,
+            side: r.side,
+            slot: r.slot,
+            value,
+        });
+    }
+}
+
+/// Parse an `le` label value (`0.5`, `1e+06`, `+Inf`).
+pub fn parse_le(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        _ => v.parse::<f64>().ok(),
+    }
+}
+
+fn compute_routes(
+    name: &str,
+    labels: &parse::Labels<'_>,
+    target_labels: &BTreeMap<String, String>,
+    le_sets: &HashMap<Box<str>, Vec<f64>>,
+    routing: &Routing,
+    overlaps: &mut usize,
+) -> Vec<Route> {
+    let series: Vec<(&str, Cow<'_, str>)> = labels.iter().collect();
+    // Target labels take precedence over series labels, as in Prometheus without honor_labels.
+    let get = |n: &str| -> Option<&str> {
+        target_labels.get(n).map(String::as_str).or_else(|| {
+            series
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_ref())
+        })
+    };
+    let mut routes = Vec::new();
+    for (ai, a) in routing.analyses.iter().enumerate() {
+        for (ci, c) in a.checks.iter().enumerate() {
+            // Events from another family: the events series go to slot 1, exposure to slot 0.
+            if let CheckKind::EventsRatio {
+                events_metric,
+                events_select,
+            } = &c.kind
+            {
+                // One family may give both (pushes, and the `_senderr` pushes among them).
+                let exposure = name == c.metric && c.select.matches(get);
+                let events = name == events_metric && events_select.matches(get);
+                if !exposure && !events {
+                    continue;
+                }
+                let side = match (a.baseline.matches(get), a.canary.matches(get)) {
+                    (true, false) => Side::Baseline,
+                    (false, true) => Side::Canary,
+                    (true, true) => {
+                        *overlaps += 1;
+                        continue;
+                    }
+                    (false, false) => continue,
+                };
+                for (slot, wanted) in [(0u16, exposure), (1, events)] {
+                    if wanted {
+                        routes.push(Route {
+                            analysis: ai as u32,
+                            check: ci as u16,
+                            side,
+                            slot,
+                        });
+                    }
+                }
+                continue;
+            }
+            let bucket = match &c.kind {
+                CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
+                    if name != c.metric {
+                        continue;
+                    }
+                    false
+                }
+                CheckKind::HistogramTail { .. } => {
+                    if name.len() != c.metric.len() + 7
+                        || !name.starts_with(&c.metric)
+                        || !name.ends_with("_bucket")
+                    {
+                        continue;
+                    }
+                    true
+                }
+            };
+            if !c.select.matches(get) {
+                continue;
+            }
+            let side = match (a.baseline.matches(get), a.canary.matches(get)) {
+                (true, false) => Side::Baseline,
+                (false, true) => Side::Canary,
+                (true, true) => {
+                    *overlaps += 1;
+                    continue;
+                }
+                (false, false) => continue,
+            };
+            let mut push = |slot: usize| {
+                routes.push(Route {
+                    analysis: ai as u32,
+                    check: ci as u16,
+                    side,
+                    slot: slot as u16,
+                });
+            };
+            match &c.kind {
+                CheckKind::Ratio { bad } => {
+                    push(0);
+                    if bad.matches(get) {
+                        push(1);
+                    }
+                }
+                CheckKind::EventsRatio { .. } => {}
+                CheckKind::HistogramTail { boundaries } => {
+                    debug_assert!(bucket);
+                    let Some(le) = get("le").and_then(parse_le) else {
+                        continue;
+                    };
+                    let n = boundaries.len();
+                    if le == f64::INFINITY {
+                        push(0);
+                        let set = le_sets.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                        for (i, b) in boundaries.iter().enumerate() {
+                            if set.contains(b) {
+                                push(1 + n + i);
+                            }
+                        }
+                    } else if let Some(i) = boundaries.iter().position(|b| *b == le) {
+                        push(1 + i);
+                    }
+                }
+            }
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Catalog;
+    use proptest::prelude::*;
+
+    fn routing(generation: u64) -> Routing {
+        let cat = Catalog::builtin();
+        Routing::new(
+            generation,
+            vec![RoutedAnalysis {
+                id: 7,
+                since_generation: 1,
+                baseline: Selector::parse(r#"{revision="old"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="new"}"#).unwrap(),
+                checks: vec![
+                    Arc::new(cat.get("error-rate").unwrap().clone()),
+                    Arc::new(cat.get("latency-tail").unwrap().clone()),
+                ],
+            }],
+        )
+    }
+
+    fn labels(rev: &str) -> BTreeMap<String, String> {
+        [("revision".to_string(), rev.to_string())].into()
+    }
+
+    fn page(ok: u64, err: u64, fast: u64, slow: u64) -> String {
+        format!(
+            "# TYPE istio_requests_total counter\n\
+             istio_requests_total{{response_code=\"200\",reporter=\"destination\",response_flags=\"-\"}} {ok}\n\
+             istio_requests_total{{response_code=\"503\",reporter=\"destination\",response_flags=\"UF,URX\"}} {err}\n\
+             istio_requests_total{{response_code=\"503\",reporter=\"source\",response_flags=\"-\"}} 999\n\
+             # TYPE istio_request_duration_milliseconds histogram\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"100\"}} {fast}\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"250\"}} {fast}\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",le=\"+Inf\"}} {}\n\
+             istio_request_duration_milliseconds_count{{reporter=\"destination\"}} {}\n\
+             envoy_server_uptime{{}} 5\n",
+            fast + slow,
+            fast + slow,
+        )
+    }
+
+    fn get(report: &IngestReport, check: u16, slot: u16) -> f64 {
+        report
+            .deltas
+            .iter()
+            .filter(|d| d.check == check && d.slot == slot)
+            .map(|d| d.value)
+            .sum()
+    }
+
+    #[test]
+    fn first_scrape_records_then_deltas_flow() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let first = acc.ingest(&page(100, 2, 90, 10), &r);
+        assert!(first.deltas.is_empty());
+        assert_eq!(first.samples, 7, "envoy_server_uptime is not wanted");
+        assert_eq!(first.skipped, 1);
+        let second = acc.ingest(&page(150, 5, 130, 20), &r);
+        assert!(second
+            .deltas
+            .iter()
+            .all(|d| d.side == Side::Canary && d.analysis == 7));
+        assert_eq!(
+            get(&second, 0, 0),
+            53.0,
+            "exposure: destination requests only"
+        );
+        assert_eq!(get(&second, 0, 1), 3.0, "events: 5xx");
+        // latency-tail boundaries [100, 250, 500, 1000]: slot 0 = +Inf, 1..=4 below b, 5..=8 count with b.
+        assert_eq!(get(&second, 1, 0), 50.0);
+        assert_eq!(get(&second, 1, 1), 40.0);
+        assert_eq!(get(&second, 1, 2), 40.0);
+        assert_eq!(
+            get(&second, 1, 3),
+            0.0,
+            "500 is not a bound of this histogram"
+        );
+        assert_eq!(get(&second, 1, 5), 50.0);
+        assert_eq!(get(&second, 1, 6), 50.0);
+        assert_eq!(get(&second, 1, 7), 0.0, "no exposure for a missing bound");
+    }
+
+    #[test]
+    fn resets_count_from_zero_and_new_series_count_whole() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("old"));
+        acc.ingest(&page(100, 2, 90, 10), &r);
+        let after_restart = acc.ingest(&page(10, 1, 9, 2), &r);
+        assert!(after_restart.resets >= 2);
+        assert_eq!(get(&after_restart, 0, 0), 0.0, "held until the next page");
+        let confirmed = acc.ingest(&page(12, 1, 10, 3), &r);
+        assert_eq!(confirmed.resets, 0);
+        assert_eq!(
+            get(&confirmed, 0, 0),
+            13.0,
+            "a restart counts everything since it: 12 + 1"
+        );
+        assert_eq!(get(&confirmed, 0, 1), 1.0);
+        let extra = "istio_requests_total{response_code=\"500\",reporter=\"destination\"} 4\n";
+        let p = page(12, 1, 10, 3) + extra;
+        let with_new = acc.ingest(&p, &r);
+        assert_eq!(with_new.new_series, 1);
+        assert_eq!(
+            get(&with_new, 0, 1),
+            4.0,
+            "a new 5xx series counts from zero"
+        );
+    }
+
+    #[test]
+    fn a_dip_without_restart_adds_no_jump_and_steady_decreases_add_nothing() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("old"));
+        acc.ingest(&page(1_000_000, 1000, 900_000, 100_000), &r);
+        // The exporter reports a lower value once, then the counter goes on: a dip, not a
+        // restart; counting the dipped value whole would add a million requests.
+        let dip = acc.ingest(&page(999_000, 999, 899_000, 100_000), &r);
+        assert!(dip.resets >= 2, "{dip:?}");
+        assert!(dip.deltas.iter().all(|d| d.value == 0.0), "{dip:?}");
+        let on = acc.ingest(&page(1_000_100, 1001, 900_100, 100_000), &r);
+        assert_eq!(on.resets, 0);
+        assert_eq!(
+            get(&on, 0, 0),
+            101.0,
+            "counted from the value before the dip"
+        );
+        assert_eq!(get(&on, 0, 1), 1.0);
+        // Lower on every page: nothing is added, every page counts its resets.
+        let mut v = 1_000_000u64;
+        for _ in 0..5 {
+            v -= 1000;
+            let rep = acc.ingest(&page(v, v / 1000, v - 100_000, 100_000), &r);
+            assert!(rep.resets >= 2, "{rep:?}");
+            assert!(rep.deltas.iter().all(|d| d.value == 0.0), "{rep:?}");
+        }
+        // Back above the highest value before the run of decreases (1,000,100 requests, 1,001
+        // errors): only the gain above it counts (50 + 1), not the depth of the last dip.
+        let back = acc.ingest(&page(1_000_150, 1002, 900_150, 100_000), &r);
+        assert_eq!(back.resets, 0);
+        assert_eq!(get(&back, 0, 0), 51.0, "{back:?}");
+    }
+
+    #[test]
+    fn analysis_added_later_gets_no_delta_from_before_it() {
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 2, 90, 10), &Routing::empty());
+        let mut r = routing(2);
+        r.analyses[0].since_generation = 2;
+        let first_with = acc.ingest(&page(150, 5, 130, 20), &r);
+        assert!(
+            first_with.deltas.is_empty(),
+            "the interval straddles the analysis start"
+        );
+        let next = acc.ingest(&page(160, 6, 140, 20), &r);
+        assert_eq!(get(&next, 0, 0), 11.0);
+    }
+
+    #[test]
+    fn series_in_both_cohorts_are_left_out() {
+        let mut r = routing(1);
+        r.analyses[0].canary = Selector::parse(r#"{reporter="destination"}"#).unwrap();
+        r.analyses[0].baseline = Selector::parse(r#"{revision="new"}"#).unwrap();
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let rep = acc.ingest(&page(1, 1, 1, 1), &r);
+        assert!(rep.overlaps > 0);
+        assert!(acc.ingest(&page(2, 2, 2, 2), &r).deltas.is_empty());
+    }
+
+    #[test]
+    fn unrelated_target_contributes_nothing() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("other"));
+        acc.ingest(&page(1, 1, 1, 1), &r);
+        assert!(acc.ingest(&page(5, 5, 5, 5), &r).deltas.is_empty());
+    }
+
+    #[test]
+    fn events_from_another_family_and_from_the_same_family() {
+        let cat = Catalog::builtin();
+        let r = Routing::new(
+            1,
+            vec![RoutedAnalysis {
+                id: 3,
+                since_generation: 1,
+                baseline: Selector::parse(r#"{revision="old"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="new"}"#).unwrap(),
+                checks: vec![
+                    Arc::new(cat.get("istiod-xds-rejects").unwrap().clone()),
+                    Arc::new(cat.get("istiod-push-errors").unwrap().clone()),
+                ],
+            }],
+        );
+        let page = |pushes: u64, senderr: u64, rejects: Option<u64>| {
+            let mut p = format!(
+                "# TYPE pilot_xds_pushes counter\n\
+                 pilot_xds_pushes{{type=\"cds\"}} {pushes}\n\
+                 pilot_xds_pushes{{type=\"cds_senderr\"}} {senderr}\n"
+            );
+            if let Some(r) = rejects {
+                p.push_str(&format!(
+                    "# TYPE pilot_total_xds_rejects counter\npilot_total_xds_rejects{{type=\"cds\"}} {r}\n"
+                ));
+            }
+            p
+        };
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 1, None), &r);
+        // The rejects family appears after the first reject: it counts from zero.
+        let rep = acc.ingest(&page(160, 3, Some(4)), &r);
+        assert!(rep.deltas.iter().all(|d| d.side == Side::Canary));
+        assert_eq!(
+            get(&rep, 0, 0),
+            60.0,
+            "rejects: exposure = pushes without senderr"
+        );
+        assert_eq!(
+            get(&rep, 0, 1),
+            4.0,
+            "rejects: events from the other family"
+        );
+        assert_eq!(
+            get(&rep, 1, 0),
+            62.0,
+            "push errors: exposure = every push attempt"
+        );
+        assert_eq!(get(&rep, 1, 1), 2.0, "push errors: the senderr series");
+    }
+
+    #[test]
+    fn duplicates_count_once_and_returning_series_do_not_count_whole() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        let line = |v: u64| {
+            format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n")
+        };
+        acc.ingest(&line(100), &r);
+        let rep = acc.ingest(&(line(110) + &line(999_999)), &r);
+        assert_eq!(rep.duplicates, 1);
+        assert_eq!(get(&rep, 0, 0), 10.0, "the repeat is ignored");
+        assert_eq!(get(&acc.ingest(&line(120), &r), 0, 0), 10.0);
+        // Forgotten by the TTL (pages without it), then back: a new starting point, no delta.
+        let other = "istio_requests_total{reporter=\"destination\",response_code=\"500\"} 1\n";
+        for _ in 0..30 {
+            acc.ingest(other, &r);
+        }
+        let back = acc.ingest(&line(5000), &r);
+        assert_eq!(back.returned, 1);
+        assert_eq!(get(&back, 0, 0), 0.0, "not its whole value");
+        assert_eq!(get(&acc.ingest(&line(5007), &r), 0, 0), 7.0);
+    }
+
+    #[test]
+    fn restored_values_give_deltas_since_them() {
+        let r = routing(1);
+        let mut acc = TargetAccumulator::new(labels("new"));
+        acc.ingest(&page(100, 2, 90, 10), &r);
+        let snap = acc.export();
+        let mut again = TargetAccumulator::new(labels("new"));
+        again.restore(&snap, 1);
+        let rep = again.ingest(&page(150, 5, 130, 20), &r);
+        assert_eq!(
+            get(&rep, 0, 0),
+            53.0,
+            "the first page after a restart gives deltas"
+        );
+        assert_eq!(get(&rep, 0, 1), 3.0);
+        let mut newer = TargetAccumulator::new(labels("new"));
+        newer.restore(&snap, 0);
+        let mut r2 = routing(2);
+        r2.analyses[0].since_generation = 2;
+        assert!(
+            newer.ingest(&page(150, 5, 130, 20), &r2).deltas.is_empty(),
+            "an analysis created after the restart gets nothing from before it"
+        );
+    }
+
+    proptest! {
+        /// Whatever the sequence of counter values (growth, resets, repeats), deltas are never
+        /// negative, without resets they sum to last - first (order of scrapes respected), and
+        /// a decrease counts only once the next page tells a restart (grows from the new value:
+        /// counts it whole) from a dip (back above the old value: counts from the old one).
+        #[test]
+        fn deltas_never_negative_and_telescoping(values in proptest::collection::vec(0u32..1000, 2..40)) {
+            let r = routing(1);
+            let mut acc = TargetAccumulator::new(labels("new"));
+            let mut total = 0.0;
+            let mut expected = 0.0;
+            let mut held: Option<u32> = None;
+            for (i, v) in values.iter().enumerate() {
+                let p = format!("istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {v}\n");
+                let rep = acc.ingest(&p, &r);
+                for d in &rep.deltas {
+                    prop_assert!(d.value >= 0.0);
+                }
+                total += get(&rep, 0, 0);
+                if i > 0 {
+                    let prev = values[i - 1];
+                    if *v < prev {
+                        held = Some(held.map_or(prev, |h| h.max(prev)));
+                    } else {
+                        expected += match held.take() {
+                            None => (*v - prev) as f64,
+                            Some(from) if *v >= from => (*v - from) as f64,
+                            Some(_) => *v as f64,
+                        };
+                    }
+                }
+            }
+            prop_assert_eq!(total, expected);
+        }
+    }
+}

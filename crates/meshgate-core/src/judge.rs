@@ -1,0 +1,15 @@
+//! The judge: check definitions, the sequential tests, and the verdict of each analysis.
+//!
+//! Pure statistics and rules, no tokio: the daemon feeds per-tick deltas in and reads verdicts out.
+
+mod analysis;
+mod check;
+
+pub use meshgate_stats::{betabinom, explain, mixture, rate, robust};
+
+pub use analysis::{
+    distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
+    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
+    RobustEvidence, Settings, TestEvidence, TickInput, Verdict,
+};
+pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};

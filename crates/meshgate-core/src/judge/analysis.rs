@@ -1,0 +1,1922 @@
+//! One analysis: its checks' e-processes, the combined e-value, and the verdict rules.
+//!
+//! Pure: the daemon hands in each tick's per-cohort deltas and data quality; this decides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::betabinom::{choose_k, ln_e_two_sided};
+use super::check::{CheckKind, CheckSpec};
+use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
+use super::mixture::{RatioEProcess, RatioParams, Totals};
+use super::rate::rate_upper_bound;
+use super::robust::{RobustEProcess, RobustParams};
+
+/// The answer of an analysis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Still collecting evidence.
+    #[serde(rename = "PENDING")]
+    Pending,
+    /// The canary is certified not worse than the baseline (within margins or SLOs).
+    #[serde(rename = "GO")]
+    Go,
+    /// The canary is worse than the baseline beyond a margin, at the analysis' alpha.
+    #[serde(rename = "NO-GO")]
+    NoGo,
+    /// The maximum duration passed without a decision.
+    #[serde(rename = "INCONCLUSIVE")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// GO, NO-GO and INCONCLUSIVE end the analysis.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Verdict::Pending)
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pending => "PENDING",
+            Verdict::Go => "GO",
+            Verdict::NoGo => "NO-GO",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// The settings an analysis runs with, resolved from its request and the `[judge]` defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// False-alarm budget.
+    pub alpha: f64,
+    /// No GO before this.
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// INCONCLUSIVE after this.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Fewest requests per cohort before a GO.
+    pub min_exposure: f64,
+}
+
+/// Data quality of one cohort at a tick, measured by the daemon.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CohortQuality {
+    /// Targets that have sent this analysis data for this cohort and are still discovered.
+    pub targets: usize,
+    /// Of those, the ones scraped successfully within the staleness limit.
+    pub fresh: usize,
+    /// Of those, the ones whose last good scrape is too old.
+    pub stale: usize,
+    /// Targets whose labels may belong to this cohort but that sent it no data and are not
+    /// scraped successfully now (never, or not within the staleness limit).
+    pub unreachable: usize,
+    /// Counter resets seen in this cohort's series so far.
+    pub resets: u64,
+}
+
+/// Data quality of both cohorts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    /// Baseline.
+    pub baseline: CohortQuality,
+    /// Canary.
+    pub canary: CohortQuality,
+    /// Series that matched both cohorts and were left out.
+    pub overlapping_series: u64,
+    /// The thresholds this data is held to (`[judge]` or the analysis' own).
+    #[serde(default)]
+    pub thresholds: QualityThresholds,
+    /// The threshold that blocks a GO at this tick, if any (set by [`Analysis::tick`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<QualityBlock>,
+}
+
+/// How much missing data a cohort may have with a GO still possible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityThresholds {
+    /// Largest share of a cohort's targets (stale + never scraped, over all known) allowed to be
+    /// missing. 0 (the default): one stale or unreachable target blocks GO.
+    pub max_stale_fraction: f64,
+    /// Fewest freshly scraped targets each cohort needs (at least 1).
+    pub min_fresh_targets: usize,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        Self {
+            max_stale_fraction: 0.0,
+            min_fresh_targets: 1,
+        }
+    }
+}
+
+/// Which data-quality threshold blocks a GO, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityBlock {
+    /// `min_fresh_targets` or `max_stale_fraction`.
+    pub threshold: String,
+    /// `baseline` or `canary`.
+    pub cohort: String,
+    /// The measured value (fresh targets, or the missing share).
+    pub value: f64,
+    /// The threshold's value.
+    pub limit: f64,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl DataQuality {
+    /// The first threshold the data fails, baseline before canary.
+    pub fn block(&self) -> Option<QualityBlock> {
+        let t = &self.thresholds;
+        for (name, q) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            let min_fresh = t.min_fresh_targets.max(1);
+            if q.fresh < min_fresh {
+                let message = if q.fresh == 0 {
+                    format!("{name} cohort has no freshly scraped target")
+                } else {
+                    format!(
+                        "{name} cohort has {} freshly scraped target(s), fewer than min_fresh_targets {min_fresh}",
+                        q.fresh
+                    )
+                };
+                return Some(QualityBlock {
+                    threshold: "min_fresh_targets".into(),
+                    cohort: name.into(),
+                    value: q.fresh as f64,
+                    limit: min_fresh as f64,
+                    message,
+                });
+            }
+            let missing = q.stale + q.unreachable;
+            let known = q.targets + q.unreachable;
+            let share = if known == 0 {
+                0.0
+            } else {
+                missing as f64 / known as f64
+            };
+            if missing > 0 && share > t.max_stale_fraction {
+                let mut parts = Vec::new();
+                if q.stale > 0 {
+                    parts.push(format!("{} {name} target(s) stale", q.stale));
+                }
+                if q.unreachable > 0 {
+                    parts.push(format!(
+                        "{} {name} target(s) unreachable (never scraped successfully, or dark since before they sent data)",
+                        q.unreachable
+                    ));
+                }
+                return Some(QualityBlock {
+                    threshold: "max_stale_fraction".into(),
+                    cohort: name.into(),
+                    value: share,
+                    limit: t.max_stale_fraction,
+                    message: format!(
+                        "{} ({missing} of {known}, {:.0}%, above max_stale_fraction {})",
+                        parts.join(", "),
+                        share * 100.0,
+                        t.max_stale_fraction
+                    ),
+                });
+            }
+        }
+        None
+    }
+
+    /// Why the data cannot support a GO, if it cannot.
+    pub fn blocks_go(&self) -> Option<String> {
+        self.block().map(|b| b.message)
+    }
+}
+
+/// Per-cohort counts of one test.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Events (errors, slow requests).
+    pub events: f64,
+    /// Exposure (requests).
+    pub exposure: f64,
+    /// events / exposure, when defined.
+    pub rate: Option<f64>,
+}
+
+impl Counts {
+    fn new(events: f64, exposure: f64) -> Self {
+        Self {
+            events,
+            exposure,
+            rate: (exposure > 0.0).then(|| events / exposure),
+        }
+    }
+}
+
+/// The state of one sequential test (one ratio, or one histogram boundary).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestState {
+    /// For histogram checks: the boundary.
+    pub boundary: Option<f64>,
+    /// The e-process.
+    pub process: RatioEProcess,
+    /// `robust = true` checks: the distribution-free test that decides instead of `process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustEProcess>,
+}
+
+/// The evidence of one test at the last tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestEvidence {
+    /// For histogram checks: the boundary (events are observations above it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<f64>,
+    /// Baseline counts.
+    pub baseline: Counts,
+    /// Canary counts.
+    pub canary: Counts,
+    /// e-value against "canary not worse beyond the margin" (two-sided checks: the mean of the
+    /// rise and drop tests).
+    pub e_value: f64,
+    /// Two-sided checks: the drop test's e-value alone (H0: ratio >= 1 / (1 + margin)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e_value_drop: Option<f64>,
+    /// Histogram checks: this boundary's normalised weight in the check's e-value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Point estimate of the canary/baseline rate ratio.
+    pub ratio_estimate: Option<f64>,
+    /// Anytime-valid lower confidence bound on the ratio.
+    pub ratio_lower_bound: f64,
+    /// Anytime-valid upper confidence bound on the ratio (`null` when unbounded).
+    pub ratio_upper_bound: Option<f64>,
+    /// Anytime-valid upper bound on the canary's absolute rate.
+    pub canary_rate_upper_bound: f64,
+    /// Certified not worse: by the ratio bound, by the SLO, or not at all.
+    pub certified_by: Option<Certificate>,
+    /// `robust = true` checks: the distribution-free test that decides. Its scale is the
+    /// per-scrape difference, so the Poisson test's ratio and rate bounds are not reported
+    /// for it (lower bound 0, upper bounds unbounded): they would not hold without Poisson.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustEvidence>,
+}
+
+/// What the robust (betting) test of a test has seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustEvidence {
+    /// What it tests: the mean of Z = r_canary / (1 + margin) - r_baseline per scrape.
+    pub statistic: String,
+    /// Its NO-GO e-value (H0: mean Z <= 0) is `e_value`; this is the GO e-value
+    /// (H0: canary worse beyond the margin).
+    pub e_value_not_worse: f64,
+    /// Scrapes used (both cohorts had requests).
+    pub units: u64,
+    /// Scrapes skipped (a cohort had no requests).
+    pub skipped_units: u64,
+    /// Mean of Z over the units used.
+    pub mean_difference: Option<f64>,
+}
+
+/// How a test was certified for GO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Certificate {
+    /// Upper bound on the ratio below 1 + margin.
+    Ratio,
+    /// Upper bound on the canary's rate below the SLO.
+    Slo,
+}
+
+/// State of one check within an analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckState {
+    /// Check name.
+    pub name: String,
+    /// One test for ratio checks, one per boundary for histogram checks.
+    pub tests: Vec<TestState>,
+    /// Exposure seen per cohort (for histogram checks: all requests).
+    pub exposure: [f64; 2],
+    /// Histogram checks: requests per bucket per cohort, buckets cut at the tested boundaries
+    /// ([0, b1], (b1, b2], ..., (bn, +Inf)), from ticks where every histogram had every boundary.
+    #[serde(default)]
+    pub buckets: [Vec<f64>; 2],
+    /// Histogram checks: requests of ticks left out of `buckets` (a histogram lacked a boundary).
+    #[serde(default)]
+    pub unbucketed: f64,
+}
+
+/// Fixed-horizon statistics of a check (statistics.md §5): for explanation only, never for the
+/// decision (repeated every scrape they would raise false alarms far above alpha).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FixedHorizon {
+    /// Ratio checks: pooled two-proportion z (canary minus baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_proportion_z: Option<f64>,
+    /// Its one-sided p-value (canary rate greater).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_proportion_p: Option<f64>,
+    /// Ratio checks: Fisher exact one-sided p (canary rate greater).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_p_greater: Option<f64>,
+    /// Ratio checks: Fisher exact two-sided p.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_p_two_sided: Option<f64>,
+    /// Histogram checks: binned Mann-Whitney z (canary greater), tie-corrected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mann_whitney_z: Option<f64>,
+    /// Its one-sided p-value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mann_whitney_p: Option<f64>,
+    /// Common-language effect size: P(canary slower) + P(same bucket) / 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cles: Option<f64>,
+    /// Histogram checks: chi-square p on the 2 x buckets table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chi_square_p: Option<f64>,
+}
+
+/// Per-bucket counts of a histogram check, with the whole-distribution detector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketEvidence {
+    /// Upper bound of each bucket (`le`; the last is +Inf, serialized as null).
+    pub le: Vec<Option<f64>>,
+    /// Baseline requests per bucket.
+    pub baseline: Vec<f64>,
+    /// Canary requests per bucket.
+    pub canary: Vec<f64>,
+    /// ln of the per-bucket product of two-sided Beta-binomial e-values (equality in
+    /// distribution). Secondary: reported, never counted in the verdict, and approximate when
+    /// the canary's share of requests moves (the closed form assumes a fixed share).
+    pub distribution_ln_e: f64,
+}
+
+/// The evidence of one check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckEvidence {
+    /// Check name.
+    pub name: String,
+    /// `ratio` or `histogram_tail`.
+    pub kind: String,
+    /// A GO needs this check certified.
+    pub critical: bool,
+    /// Normalised weight in the combined e-value.
+    pub weight: f64,
+    /// The check's e-value (for histograms, the average over boundaries).
+    pub e_value: f64,
+    /// The e-value at which this check alone is named as the cause of a NO-GO: 1 / (weight alpha).
+    pub threshold: f64,
+    /// Tolerated relative regression.
+    pub margin: f64,
+    /// The SLO, if any.
+    pub slo: Option<f64>,
+    /// `regression`, `certified`, or `collecting`.
+    pub status: String,
+    /// One line for people.
+    pub reason: String,
+    /// Per test.
+    pub tests: Vec<TestEvidence>,
+    /// What the histogram can and cannot see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// `one`, or `two` when a drop beyond the margin is a regression too.
+    pub sided: String,
+    /// Veto checks: the e-value at which this check alone ends the analysis in NO-GO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub veto_threshold: Option<f64>,
+    /// The policy rule that fired (zero-baseline rule), apart from the statistical evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Fixed-horizon statistics, for explanation only.
+    pub fixed_horizon: FixedHorizon,
+    /// Histogram checks: per-bucket counts and the whole-distribution detector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<BucketEvidence>,
+}
+
+/// One analysis: spec, state and last evidence. Serializable as a whole, so it can be persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Settings in force.
+    pub settings: Settings,
+    /// Check states, in the order of the analysis' checks.
+    pub checks: Vec<CheckState>,
+    /// Current verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+    /// ln of the combined e-value at tick `bounds_tick`.
+    pub ln_e: f64,
+    /// Ticks taken.
+    pub ticks: u64,
+    /// Time since start at the last tick.
+    #[serde(with = "humantime_serde")]
+    pub elapsed: Duration,
+    /// When the verdict became final, since start.
+    #[serde(with = "humantime_serde::option")]
+    pub decided_after: Option<Duration>,
+    /// Evidence at tick `bounds_tick` (current after [`Analysis::refresh`]).
+    pub evidence: Vec<CheckEvidence>,
+    /// Data quality at the last tick.
+    pub quality: DataQuality,
+    /// The tick at which the evidence, `ln_e` and a PENDING `reason` were computed: every
+    /// deciding tick, and otherwise when someone reads them ([`Analysis::refresh`]).
+    #[serde(default)]
+    pub bounds_tick: u64,
+}
+
+/// One tick's input: per check, per cohort, the deltas of its slots.
+pub struct TickInput<'a> {
+    /// `slots[check][side]` = slot deltas (see [`CheckSpec::slots`]).
+    pub slots: &'a [[Vec<f64>; 2]],
+    /// Data quality now.
+    pub quality: DataQuality,
+    /// Time since the analysis started.
+    pub elapsed: Duration,
+}
+
+// === impl Analysis ===
+
+impl Analysis {
+    /// A new analysis over `checks`.
+    pub fn new(settings: Settings, checks: &[&CheckSpec]) -> Self {
+        let states = checks
+            .iter()
+            .map(|c| {
+                let params = RatioParams {
+                    alpha: settings.alpha,
+                    margin: c.margin,
+                    target_events: c.target_events,
+                };
+                let tests = match &c.kind {
+                    CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => vec![TestState {
+                        robust: robust_test(settings.alpha, c),
+                        boundary: None,
+                        process: RatioEProcess::new(params),
+                    }],
+                    CheckKind::HistogramTail { boundaries } => boundaries
+                        .iter()
+                        .map(|b| TestState {
+                            robust: robust_test(settings.alpha, c),
+                            boundary: Some(*b),
+                            process: RatioEProcess::new(params.clone()),
+                        })
+                        .collect(),
+                };
+                let nb = if c.is_histogram() {
+                    c.boundaries().len() + 1
+                } else {
+                    0
+                };
+                CheckState {
+                    name: c.name.clone(),
+                    tests,
+                    exposure: [0.0; 2],
+                    buckets: [vec![0.0; nb], vec![0.0; nb]],
+                    unbucketed: 0.0,
+                }
+            })
+            .collect();
+        let mut a = Analysis {
+            settings,
+            checks: states,
+            verdict: Verdict::Pending,
+            reason: "waiting for the first scrapes".into(),
+            ln_e: 0.0,
+            ticks: 0,
+            elapsed: Duration::ZERO,
+            decided_after: None,
+            evidence: Vec::new(),
+            quality: DataQuality::default(),
+            bounds_tick: 0,
+        };
+        a.evidence = a.build_evidence(checks);
+        a
+    }
+
+    /// Take in one tick and decide. A final verdict never changes.
+    pub fn tick(&mut self, specs: &[&CheckSpec], input: TickInput<'_>) -> Verdict {
+        self.tick_with(specs, input, true)
+    }
+
+    /// `tick`; without `shortcut` every tick builds its evidence (the tests compare the two).
+    fn tick_with(&mut self, specs: &[&CheckSpec], input: TickInput<'_>, shortcut: bool) -> Verdict {
+        if self.verdict.is_final() {
+            return self.verdict;
+        }
+        self.ticks += 1;
+        self.elapsed = input.elapsed;
+        self.quality = input.quality;
+        self.quality.blocked_by = self.quality.block();
+        for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
+            observe(state, spec, slots);
+        }
+        // Most ticks end PENDING, and the evidence document (confidence bounds, fixed-horizon
+        // statistics, reasons) costs a hundred times the decision. When bounds that need no evidence
+        // prove that this tick cannot decide, the evidence is left for `refresh`, which whoever
+        // reads it calls; a deciding tick always builds it, so a final verdict's evidence is
+        // that of its own tick.
+        if let Some(why) = shortcut.then(|| self.surely_pending(specs)).flatten() {
+            self.reason = why;
+            return Verdict::Pending;
+        }
+        self.refresh_evidence(specs);
+        let alpha = combined_alpha(self.settings.alpha, specs);
+        // Policy first: it is not statistics and is reported as such.
+        if let Some(e) = self.evidence.iter().find(|e| e.policy.is_some()) {
+            let why = format!(
+                "{}: NO-GO by policy (zero_baseline_rule): {}",
+                e.name,
+                e.policy.as_deref().unwrap_or_default()
+            );
+            return self.decide(Verdict::NoGo, why);
+        }
+        // Veto checks: each alone at its share of alpha / 2 (union bound, see the README).
+        let vetoes: Vec<String> = self
+            .evidence
+            .iter()
+            .filter(|e| e.veto_threshold.is_some_and(|t| e.e_value >= t))
+            .map(|e| {
+                format!(
+                    "{}: e-value {:.1} >= {:.0} (veto check); {}",
+                    e.name,
+                    e.e_value,
+                    e.veto_threshold.unwrap_or_default(),
+                    e.reason
+                )
+            })
+            .collect();
+        if !vetoes.is_empty() {
+            return self.decide(Verdict::NoGo, vetoes.join("; "));
+        }
+        if self.ln_e >= (1.0 / alpha).ln() {
+            // Name the checks that crossed their own share of the threshold; if none did, the
+            // ones that contributed most to the combined e-value.
+            let mut by_share: Vec<&CheckEvidence> = self.evidence.iter().collect();
+            by_share.sort_by(|a, b| (b.weight * b.e_value).total_cmp(&(a.weight * a.e_value)));
+            let crossed: Vec<&CheckEvidence> = by_share
+                .iter()
+                .copied()
+                .filter(|e| e.e_value >= e.threshold)
+                .collect();
+            let what = if crossed.is_empty() {
+                let combined = self.ln_e.exp();
+                let parts: Vec<String> = by_share
+                    .iter()
+                    .take_while(|e| e.weight * e.e_value >= 0.1 * combined)
+                    .map(|e| {
+                        format!(
+                            "{} ({:.0}% of the evidence): {}",
+                            e.name,
+                            100.0 * e.weight * e.e_value / combined,
+                            e.reason
+                        )
+                    })
+                    .collect();
+                format!(
+                    "no single check crossed its own threshold; together: {}",
+                    parts.join("; ")
+                )
+            } else {
+                crossed
+                    .iter()
+                    .map(|e| format!("{}: {}", e.name, e.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return self.decide(
+                Verdict::NoGo,
+                format!(
+                    "combined e-value {:.1} >= {:.0} (alpha {alpha}); {what}",
+                    self.ln_e.exp(),
+                    1.0 / alpha
+                ),
+            );
+        }
+        match self.go_blocker(specs) {
+            None => {
+                let summary: Vec<String> = self
+                    .evidence
+                    .iter()
+                    .filter(|e| e.critical)
+                    .map(|e| e.reason.clone())
+                    .collect();
+                self.decide(
+                    Verdict::Go,
+                    format!("every critical check certified: {}", summary.join("; ")),
+                )
+            }
+            Some(why) if self.elapsed >= self.settings.max_duration => self.decide(
+                Verdict::Inconclusive,
+                format!(
+                    "no decision after {}: {why}",
+                    humantime::format_duration(self.settings.max_duration)
+                ),
+            ),
+            Some(why) => {
+                self.reason = why;
+                Verdict::Pending
+            }
+        }
+    }
+
+    /// Turn the verdict NO-GO now (a rollback trigger or the version skew guard fired). A final
+    /// verdict stays, unless it was decided in this very tick (the trip wins over a GO reached
+    /// on the same data).
+    pub fn trip(&mut self, reason: String) -> Verdict {
+        let decided_now = self.decided_after == Some(self.elapsed);
+        if self.verdict == Verdict::NoGo || (self.verdict.is_final() && !decided_now) {
+            return self.verdict;
+        }
+        self.decide(Verdict::NoGo, reason)
+    }
+
+    fn decide(&mut self, v: Verdict, reason: String) -> Verdict {
+        self.verdict = v;
+        self.reason = reason;
+        self.decided_after = Some(self.elapsed);
+        v
+    }
+
+    /// Whether the evidence, the combined e-value and the reason are those of the last tick
+    /// (a tick that cannot decide leaves them to [`Self::refresh`]).
+    pub fn is_current(&self) -> bool {
+        self.bounds_tick == self.ticks
+    }
+
+    /// Bring the evidence, the combined e-value and a PENDING verdict's reason up to date
+    /// with the last tick: what the API shows. Does nothing when they are current.
+    pub fn refresh(&mut self, specs: &[&CheckSpec]) {
+        if self.is_current() {
+            return;
+        }
+        self.refresh_evidence(specs);
+        if self.verdict == Verdict::Pending {
+            if let Some(why) = self.go_blocker(specs) {
+                self.reason = why;
+            }
+        }
+    }
+
+    /// ln of the combined e-value now, without building the evidence (what `/metrics`
+    /// exports): the same number [`Self::refresh`] puts in `ln_e`.
+    pub fn current_ln_e(&self, specs: &[&CheckSpec]) -> f64 {
+        if self.is_current() {
+            return self.ln_e;
+        }
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        log_sum_exp(self.checks.iter().zip(specs).map(|(state, spec)| {
+            let e = weighted_over_boundaries(state, spec, |t| test_e_value(t, spec));
+            (spec.weight / total_weight).ln() + e.ln()
+        }))
+    }
+
+    fn refresh_evidence(&mut self, specs: &[&CheckSpec]) {
+        self.evidence = self.build_evidence(specs);
+        // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
+        self.ln_e = log_sum_exp(self.evidence.iter().map(|e| e.weight.ln() + e.e_value.ln()));
+        self.bounds_tick = self.ticks;
+    }
+
+    /// `Some(reason)` when this tick certainly ends PENDING, shown without building the
+    /// evidence: no policy rule fires, upper brackets on the e-values (`ln_e_bounds`, no `exp`
+    /// per grid point) keep every veto check and the combined e-value below their thresholds,
+    /// the maximum duration is not reached, and something blocks a GO (data quality, exposure,
+    /// duration, or a critical check whose certificate does not hold; certificates are
+    /// decided exactly, see `RatioEProcess::certifies_not_worse`). `None` means the tick may
+    /// decide, and the full path runs: the verdict is the same either way.
+    fn surely_pending(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if self.elapsed >= self.settings.max_duration {
+            return None;
+        }
+        let alpha = self.settings.alpha;
+        let n_veto = specs.iter().filter(|c| c.veto).count();
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        let mut combined = 0.0;
+        for (state, spec) in self.checks.iter().zip(specs) {
+            let first = state.tests.first().map(|t| t.process.totals());
+            if zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure).is_some() {
+                return None;
+            }
+            let e = weighted_over_boundaries(state, spec, |t| test_e_value_upper(t, spec));
+            if spec.veto && e >= 2.0 * n_veto as f64 / alpha {
+                return None;
+            }
+            combined += spec.weight / total_weight * e;
+        }
+        // The brackets carry a rounding allowance already; this covers the different order of
+        // the exact path's sums.
+        if combined * (1.0 + 1e-9) >= 1.0 / combined_alpha(alpha, specs) {
+            return None;
+        }
+        if let Some(why) = self.go_blocker_before_certificates(specs) {
+            return Some(why);
+        }
+        self.checks
+            .iter()
+            .zip(specs)
+            .filter(|(_, spec)| spec.critical)
+            .find(|(state, spec)| {
+                let observable: Vec<&TestState> = state
+                    .tests
+                    .iter()
+                    .filter(|t| {
+                        let tot = t.process.totals();
+                        tot.exposure_a + tot.exposure_b > 0.0
+                    })
+                    .collect();
+                observable.is_empty()
+                    || observable
+                        .iter()
+                        .any(|t| certification(t, spec, alpha).is_none())
+            })
+            .map(|(_, spec)| format!("{} not yet certified", spec.name))
+    }
+
+    /// What stands between the current state and a GO.
+    fn go_blocker(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if let Some(why) = self.go_blocker_before_certificates(specs) {
+            return Some(why);
+        }
+        let uncertified: Vec<&CheckEvidence> = self
+            .evidence
+            .iter()
+            .filter(|e| e.critical && e.status != "certified")
+            .collect();
+        if let Some(e) = uncertified.first() {
+            return Some(format!("{} not yet certified: {}", e.name, e.reason));
+        }
+        None
+    }
+
+    /// Data quality, exposure and duration: the GO blockers that need no evidence.
+    fn go_blocker_before_certificates(&self, specs: &[&CheckSpec]) -> Option<String> {
+        if let Some(q) = self.quality.blocks_go() {
+            return Some(q);
+        }
+        for (state, spec) in self.checks.iter().zip(specs) {
+            for (side, name) in [(0, "baseline"), (1, "canary")] {
+                if state.exposure[side] < self.settings.min_exposure {
+                    return Some(format!(
+                        "{}: {name} has {:.0} requests, fewer than the {:.0} required",
+                        spec.name, state.exposure[side], self.settings.min_exposure
+                    ));
+                }
+            }
+        }
+        if self.elapsed < self.settings.min_duration {
+            return Some(format!(
+                "minimum duration not reached ({} of {})",
+                humantime::format_duration(Duration::from_secs(self.elapsed.as_secs())),
+                humantime::format_duration(self.settings.min_duration)
+            ));
+        }
+        None
+    }
+
+    fn build_evidence(&self, specs: &[&CheckSpec]) -> Vec<CheckEvidence> {
+        let alpha = self.settings.alpha;
+        let alpha_combined = combined_alpha(alpha, specs);
+        let n_veto = specs.iter().filter(|c| c.veto).count();
+        let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
+        self.checks
+            .iter()
+            .zip(specs)
+            .map(|(state, spec)| {
+                let weight = spec.weight / total_weight;
+                let bw = boundary_weights(spec, state.tests.len());
+                let tests: Vec<TestEvidence> = state
+                    .tests
+                    .iter()
+                    .zip(&bw)
+                    .map(|(t, w)| {
+                        let mut e = test_evidence(t, spec, alpha);
+                        e.weight = spec.is_histogram().then_some(*w);
+                        e
+                    })
+                    .collect();
+                // Weighted average over boundaries: itself an e-process (statistics.md, section 2).
+                let e_value = tests
+                    .iter()
+                    .zip(&bw)
+                    .map(|(t, w)| w * t.e_value)
+                    .sum::<f64>();
+                let observable: Vec<&TestEvidence> = tests
+                    .iter()
+                    .filter(|t| t.baseline.exposure + t.canary.exposure > 0.0)
+                    .collect();
+                let certified =
+                    !observable.is_empty() && observable.iter().all(|t| t.certified_by.is_some());
+                let threshold = 1.0 / (weight * alpha_combined);
+                let veto_threshold = spec.veto.then(|| 2.0 * n_veto as f64 / alpha);
+                let first = state.tests.first().map(|t| t.process.totals());
+                let policy =
+                    zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure);
+                let regression = e_value >= threshold;
+                let status = if policy.is_some() {
+                    "policy"
+                } else if regression || veto_threshold.is_some_and(|t| e_value >= t) {
+                    "regression"
+                } else if certified {
+                    "certified"
+                } else {
+                    "collecting"
+                };
+                let reason = check_reason(spec, &tests, alpha, regression, certified);
+                let resolution = match &spec.kind {
+                    CheckKind::HistogramTail { boundaries } => {
+                        Some(resolution_note(boundaries, &tests, state.unbucketed))
+                    }
+                    _ => None,
+                };
+                let (fixed_horizon, buckets) = fixed_horizon(state, spec, &tests, alpha);
+                CheckEvidence {
+                    name: spec.name.clone(),
+                    kind: if spec.is_histogram() {
+                        "histogram_tail"
+                    } else {
+                        "ratio"
+                    }
+                    .into(),
+                    critical: spec.critical,
+                    weight,
+                    e_value,
+                    threshold,
+                    margin: spec.margin,
+                    slo: spec.slo,
+                    status: status.into(),
+                    reason,
+                    tests,
+                    resolution,
+                    sided: if spec.two_sided { "two" } else { "one" }.into(),
+                    veto_threshold,
+                    policy,
+                    fixed_horizon,
+                    buckets,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The distribution-free test of a `robust = true` check.
+fn robust_test(alpha: f64, c: &CheckSpec) -> Option<RobustEProcess> {
+    c.robust.then(|| {
+        RobustEProcess::new(RobustParams {
+            alpha,
+            margin: c.margin,
+        })
+    })
+}
+
+fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
+    let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
+    match &spec.kind {
+        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
+            let (xa, xb) = (v(0, 0), v(1, 0));
+            // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
+            let (ea, eb) = (v(0, 1).min(xa), v(1, 1).min(xb));
+            state.exposure[0] += xa;
+            state.exposure[1] += xb;
+            state.tests[0].process.observe(ea, eb, xa, xb);
+            if let Some(r) = &mut state.tests[0].robust {
+                r.observe(ea, eb, xa, xb);
+            }
+        }
+        CheckKind::HistogramTail { boundaries } => {
+            let n = boundaries.len();
+            state.exposure[0] += v(0, 0);
+            state.exposure[1] += v(1, 0);
+            for (i, t) in state.tests.iter_mut().enumerate() {
+                let (xa, xb) = (v(0, 1 + n + i), v(1, 1 + n + i));
+                let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
+                let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
+                t.process.observe(ea, eb, xa, xb);
+                if let Some(r) = &mut t.robust {
+                    r.observe(ea, eb, xa, xb);
+                }
+            }
+            for side in 0..2 {
+                let total = v(side, 0);
+                // Buckets only from ticks where every histogram had every tested boundary
+                // (the count with b equals the count of all); otherwise they would not add up.
+                let complete = (0..n).all(|i| (v(side, 1 + n + i) - total).abs() < 0.5);
+                if !complete {
+                    state.unbucketed += total;
+                    continue;
+                }
+                if state.buckets[side].len() != n + 1 {
+                    state.buckets[side] = vec![0.0; n + 1];
+                }
+                let mut prev = 0.0;
+                for i in 0..n {
+                    let below = v(side, 1 + i).clamp(prev, total);
+                    state.buckets[side][i] += below - prev;
+                    prev = below;
+                }
+                state.buckets[side][n] += total - prev;
+            }
+        }
+    }
+}
+
+/// How a test is certified for GO, if it is.
+fn certification(t: &TestState, spec: &CheckSpec, alpha: f64) -> Option<Certificate> {
+    let p = &t.process;
+    let tot = p.totals();
+    if let Some(r) = &t.robust {
+        // Robust: only its own distribution-free certificate (the SLO bound assumes Poisson).
+        r.certifies_not_worse().then_some(Certificate::Ratio)
+    } else if tot.exposure_a > 0.0 && tot.exposure_b > 0.0 && p.certifies_not_worse() {
+        Some(Certificate::Ratio)
+    } else if spec.slo.is_some_and(|slo| {
+        tot.exposure_b > 0.0 && rate_upper_bound(tot.events_b, tot.exposure_b, alpha) < slo
+    }) {
+        Some(Certificate::Slo)
+    } else {
+        None
+    }
+}
+
+/// The e-value of a test that counts in its check's: the robust test's for `robust = true`,
+/// the mean of the rise and drop tests for two-sided checks, the rise test's otherwise.
+fn test_e_value(t: &TestState, spec: &CheckSpec) -> f64 {
+    if let Some(r) = &t.robust {
+        r.ln_e().exp()
+    } else if spec.two_sided {
+        t.process.ln_e_two_sided().exp()
+    } else {
+        t.process.ln_e().exp()
+    }
+}
+
+/// A check's e-value from its tests' (or bounds on them): the average over boundaries with the
+/// check's boundary weights, itself an e-process (statistics.md, section 2). The evidence sums
+/// the same terms in the same order, so the results agree bit for bit.
+fn weighted_over_boundaries(
+    state: &CheckState,
+    spec: &CheckSpec,
+    e: impl Fn(&TestState) -> f64,
+) -> f64 {
+    let bw = boundary_weights(spec, state.tests.len());
+    state.tests.iter().zip(&bw).map(|(t, w)| w * e(t)).sum()
+}
+
+/// An upper bound on the e-value `test_evidence` reports for the test, without `exp` per grid
+/// point (robust tests: their exact e-value, which is O(1)).
+fn test_e_value_upper(t: &TestState, spec: &CheckSpec) -> f64 {
+    let p = &t.process;
+    if let Some(r) = &t.robust {
+        r.ln_e().exp()
+    } else if spec.two_sided {
+        0.5 * (p.ln_e_bounds().1.exp() + p.ln_e_drop_bounds().1.exp())
+    } else {
+        p.ln_e_bounds().1.exp()
+    }
+}
+
+fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64) -> TestEvidence {
+    let p = &t.process;
+    let tot = p.totals();
+    let (upper, lower, canary_rate_upper_bound) = if t.robust.is_some() {
+        (f64::INFINITY, 0.0, f64::INFINITY)
+    } else {
+        (
+            p.upper_bound(alpha),
+            p.lower_bound(alpha),
+            rate_upper_bound(tot.events_b, tot.exposure_b, alpha),
+        )
+    };
+    let robust = t.robust.as_ref().map(|r| {
+        let (units, skipped, _) = r.unit_counts();
+        RobustEvidence {
+            statistic: format!(
+                "r_canary / {:.2} - r_baseline per scrape",
+                1.0 + r.params().margin
+            ),
+            e_value_not_worse: r.ln_e_not_worse().exp(),
+            units,
+            skipped_units: skipped,
+            mean_difference: r.mean_difference(),
+        }
+    });
+    let certified_by = certification(t, spec, alpha);
+    let e_value = test_e_value(t, spec);
+    let e_value_drop = (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp());
+    TestEvidence {
+        boundary: t.boundary,
+        baseline: Counts::new(tot.events_a, tot.exposure_a),
+        canary: Counts::new(tot.events_b, tot.exposure_b),
+        e_value,
+        e_value_drop,
+        weight: None,
+        ratio_estimate: p.estimate(),
+        ratio_lower_bound: lower,
+        ratio_upper_bound: Some(upper).filter(|u| u.is_finite()),
+        canary_rate_upper_bound,
+        certified_by,
+        robust,
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    match x {
+        Some(r) => format!("{:.2}%", r * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+fn check_reason(
+    spec: &CheckSpec,
+    tests: &[TestEvidence],
+    alpha: f64,
+    regression: bool,
+    certified: bool,
+) -> String {
+    let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
+    let what = |t: &TestEvidence| match t.boundary {
+        Some(b) => format!("share > {b}{}", spec.boundary_unit()),
+        None => format!("{} rate", spec.unit_label),
+    };
+    if tests.iter().any(|t| t.robust.is_some()) {
+        return robust_reason(spec, tests, alpha, regression, certified, &what);
+    }
+    if regression {
+        // Name the test with the strongest evidence.
+        let t = tests
+            .iter()
+            .max_by(|a, b| a.e_value.total_cmp(&b.e_value))
+            .expect("a check has tests");
+        return format!(
+            "canary {} {} vs baseline {}, ratio >= {:.2} with {conf} confidence",
+            what(t),
+            pct(t.canary.rate),
+            pct(t.baseline.rate),
+            t.ratio_lower_bound
+        );
+    }
+    if certified {
+        let parts: Vec<String> = tests
+            .iter()
+            .filter(|t| t.certified_by.is_some())
+            .map(|t| match t.certified_by {
+                Some(Certificate::Slo) => format!(
+                    "canary {} <= {} with {conf} confidence (SLO {})",
+                    what(t),
+                    pct(Some(t.canary_rate_upper_bound)),
+                    pct(spec.slo)
+                ),
+                _ => format!(
+                    "canary {} {} vs baseline {}, ratio <= {:.2} with {conf} confidence (limit {:.2})",
+                    what(t),
+                    pct(t.canary.rate),
+                    pct(t.baseline.rate),
+                    t.ratio_upper_bound.unwrap_or(f64::INFINITY),
+                    1.0 + spec.margin
+                ),
+            })
+            .collect();
+        return parts.join("; ");
+    }
+    let t = tests
+        .iter()
+        .find(|t| t.certified_by.is_none() && t.baseline.exposure + t.canary.exposure > 0.0)
+        .or(tests.first())
+        .expect("a check has tests");
+    if t.baseline.exposure == 0.0 && t.canary.exposure == 0.0 {
+        return "no data yet".into();
+    }
+    let upper = t
+        .ratio_upper_bound
+        .map_or("unbounded".to_owned(), |u| format!("{u:.2}"));
+    format!(
+        "canary {} {} vs baseline {} ({:.0} vs {:.0} {}), ratio bound {:.2}..{upper}, not yet below {:.2}",
+        what(t),
+        pct(t.canary.rate),
+        pct(t.baseline.rate),
+        t.canary.events,
+        t.baseline.events,
+        spec.unit_label,
+        t.ratio_lower_bound,
+        1.0 + spec.margin
+    )
+}
+
+/// `check_reason` for a `robust = true` check: what its own test says, on its own scale.
+fn robust_reason(
+    spec: &CheckSpec,
+    tests: &[TestEvidence],
+    alpha: f64,
+    regression: bool,
+    certified: bool,
+    what: &dyn Fn(&TestEvidence) -> String,
+) -> String {
+    let level = 1.0 / alpha;
+    let pick = |t: &&TestEvidence| t.robust.is_some();
+    let t = if regression {
+        tests
+            .iter()
+            .filter(pick)
+            .max_by(|a, b| a.e_value.total_cmp(&b.e_value))
+    } else {
+        tests
+            .iter()
+            .filter(pick)
+            .find(|t| t.certified_by.is_none())
+            .or(tests.iter().find(pick))
+    }
+    .expect("a robust check has robust tests");
+    let r = t.robust.as_ref().expect("picked");
+    let rates = format!(
+        "canary {} {} vs baseline {}",
+        what(t),
+        pct(t.canary.rate),
+        pct(t.baseline.rate)
+    );
+    if regression {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): e-value {:.1} >= {level:.0} against canary <= {:.2}x baseline",
+            r.units,
+            t.e_value,
+            1.0 + spec.margin
+        )
+    } else if certified {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): GO e-value {:.1} >= {level:.0}, canary not above {:.2}x baseline",
+            r.units,
+            r.e_value_not_worse,
+            1.0 + spec.margin
+        )
+    } else if r.units == 0 {
+        "no data yet".into()
+    } else {
+        format!(
+            "{rates}, robust test (distribution-free, {} scrapes): GO e-value {:.2} and NO-GO e-value {:.2}, each needs {level:.0}",
+            r.units, r.e_value_not_worse, t.e_value
+        )
+    }
+}
+
+fn resolution_note(boundaries: &[f64], tests: &[TestEvidence], unbucketed: f64) -> String {
+    let missing: Vec<String> = tests
+        .iter()
+        .filter(|t| t.baseline.exposure + t.canary.exposure == 0.0)
+        .filter_map(|t| t.boundary.map(|b| b.to_string()))
+        .collect();
+    let seen: Vec<f64> = tests
+        .iter()
+        .filter(|t| t.baseline.exposure + t.canary.exposure > 0.0)
+        .filter_map(|t| t.boundary)
+        .collect();
+    let bounds: Vec<String> = boundaries.iter().map(|b| b.to_string()).collect();
+    let mut cells: Vec<String> = Vec::new();
+    let mut lo = 0.0;
+    for b in seen.iter().copied().chain([f64::INFINITY]) {
+        cells.push(if b.is_finite() {
+            format!("({lo}, {b}]")
+        } else {
+            format!("({lo}, +Inf)")
+        });
+        lo = b;
+    }
+    let mut s = format!(
+        "tested at bucket bounds [{}]; bounds with data: [{}]; a shift inside {} is invisible; no quantile is interpolated",
+        bounds.join(", "),
+        seen.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
+        cells.join(" or ")
+    );
+    if unbucketed > 0.0 {
+        s.push_str(&format!(
+            "; {unbucketed:.0} requests from histograms lacking a tested bound are left out of the per-bucket counts"
+        ));
+    }
+    if !missing.is_empty() {
+        s.push_str(&format!(
+            "; no histogram has the bound(s) {} (left out)",
+            missing.join(", ")
+        ));
+    }
+    s
+}
+
+/// The level of the combined test: alpha, or alpha / 2 when veto checks take the other half.
+fn combined_alpha(alpha: f64, specs: &[&CheckSpec]) -> f64 {
+    if specs.iter().any(|c| c.veto) {
+        alpha / 2.0
+    } else {
+        alpha
+    }
+}
+
+/// Normalised boundary weights of a check with `n` tests (equal when none are configured).
+fn boundary_weights(spec: &CheckSpec, n: usize) -> Vec<f64> {
+    if spec.boundary_weights.len() == n && n > 0 {
+        let sum: f64 = spec.boundary_weights.iter().sum();
+        spec.boundary_weights.iter().map(|w| w / sum).collect()
+    } else {
+        vec![1.0 / n.max(1) as f64; n]
+    }
+}
+
+/// The zero-baseline rule: canary events while the baseline, with enough requests, has none.
+fn zero_baseline_violation(
+    spec: &CheckSpec,
+    first_test: Option<&Totals>,
+    min_exposure: f64,
+) -> Option<String> {
+    if !spec.zero_baseline_rule {
+        return None;
+    }
+    let t = first_test?;
+    (t.events_a == 0.0 && t.exposure_a >= min_exposure && t.events_b > 0.0).then(|| {
+        format!(
+            "{:.0} canary {} while the baseline had none in {:.0} (policy, not a statistical test)",
+            t.events_b, spec.unit_label, t.exposure_a
+        )
+    })
+}
+
+/// Fixed-horizon statistics and, for histograms, the per-bucket evidence.
+fn fixed_horizon(
+    state: &CheckState,
+    spec: &CheckSpec,
+    tests: &[TestEvidence],
+    alpha: f64,
+) -> (FixedHorizon, Option<BucketEvidence>) {
+    let mut f = FixedHorizon::default();
+    match &spec.kind {
+        CheckKind::HistogramTail { boundaries } => {
+            let [a, b] = &state.buckets;
+            if let Some(mw) = mann_whitney_binned(a, b) {
+                f.mann_whitney_z = Some(mw.z);
+                f.mann_whitney_p = Some(mw.p_greater);
+                f.cles = Some(mw.cles);
+            }
+            f.chi_square_p = chi_square_2xk(a, b).map(|c| c.p);
+            let le = boundaries
+                .iter()
+                .map(|&x| Some(x))
+                .chain([None])
+                .collect::<Vec<_>>();
+            let distribution_ln_e = distribution_ln_e(a, b, spec.target_events, alpha);
+            let buckets = BucketEvidence {
+                le,
+                baseline: a.clone(),
+                canary: b.clone(),
+                distribution_ln_e,
+            };
+            (f, Some(buckets))
+        }
+        _ => {
+            if let Some(t) = tests.first() {
+                let (xa, na, xb, nb) = (
+                    t.baseline.events,
+                    t.baseline.exposure,
+                    t.canary.events,
+                    t.canary.exposure,
+                );
+                if let Some(z) = two_proportion_z(xa, na, xb, nb) {
+                    f.two_proportion_z = Some(z.z);
+                    f.two_proportion_p = Some(z.p_greater);
+                }
+                let u = |x: f64| x.round() as u64;
+                if let Some(fe) = fisher_exact(u(xa), u(na), u(xb), u(nb)) {
+                    f.fisher_p_greater = Some(fe.p_greater);
+                    f.fisher_p_two_sided = Some(fe.p_two_sided);
+                }
+            }
+            (f, None)
+        }
+    }
+}
+
+/// ln of the per-bucket product of two-sided Beta-binomial e-values: in each bucket, the split
+/// of its requests between the cohorts is tested against the cohorts' share of all requests
+/// (equal distributions give every bucket the same split). k is chosen per bucket from the
+/// check's `target_events` at that share. Disjoint buckets are independent Poisson streams, so
+/// under a fixed share the product is an e-value; with a moving share it is an approximation,
+/// which is why the judge reports it and does not count it.
+pub fn distribution_ln_e(baseline: &[f64], canary: &[f64], target_events: f64, alpha: f64) -> f64 {
+    let (na, nb): (f64, f64) = (baseline.iter().sum(), canary.iter().sum());
+    if na <= 0.0 || nb <= 0.0 || baseline.len() != canary.len() {
+        return 0.0;
+    }
+    let rho = nb / (na + nb);
+    let k = choose_k(alpha, rho, target_events, false);
+    baseline
+        .iter()
+        .zip(canary)
+        .map(|(&a, &b)| {
+            if a + b > 0.0 {
+                ln_e_two_sided(a, b, rho, k)
+            } else {
+                0.0
+            }
+        })
+        .sum()
+}
+
+/// ln(sum exp(x_i)), stable.
+pub fn log_sum_exp(xs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = xs.collect();
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    if m == f64::INFINITY {
+        return m;
+    }
+    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Catalog;
+
+    fn settings() -> Settings {
+        Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(600),
+            min_exposure: 100.0,
+        }
+    }
+
+    fn good_quality() -> DataQuality {
+        let q = CohortQuality {
+            targets: 3,
+            fresh: 3,
+            ..Default::default()
+        };
+        DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            overlapping_series: 0,
+            ..Default::default()
+        }
+    }
+
+    /// Feed `ticks` ticks of error-rate data: requests per cohort per tick and error rates.
+    fn run(
+        a: &mut Analysis,
+        spec: &CheckSpec,
+        ticks: u64,
+        n: f64,
+        pa: f64,
+        pb: f64,
+        quality: DataQuality,
+    ) -> Verdict {
+        let mut v = Verdict::Pending;
+        for i in 0..ticks {
+            let slots = [[vec![n, (n * pa).round()], vec![n, (n * pb).round()]]];
+            v = a.tick(
+                &[spec],
+                TickInput {
+                    slots: &slots,
+                    quality: quality.clone(),
+                    elapsed: Duration::from_secs(15 * (i + 1)),
+                },
+            );
+            if v.is_final() {
+                break;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn clear_regression_is_no_go_with_a_reason() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 1000.0, 0.001, 0.01, good_quality());
+        assert_eq!(v, Verdict::NoGo);
+        assert!(a.reason.contains("error-rate"), "{}", a.reason);
+        assert!(a.evidence[0].tests[0].ratio_lower_bound > 1.25);
+        // The deciding tick's evidence carries fresh bounds.
+        assert_eq!(a.bounds_tick, a.ticks);
+        assert!(a.decided_after.unwrap() < Duration::from_secs(300));
+    }
+
+    #[test]
+    fn equal_rates_go_only_after_min_duration() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 20_000.0, 0.001, 0.001, good_quality());
+        assert_eq!(v, Verdict::Go, "{}", a.reason);
+        assert!(a.decided_after.unwrap() >= Duration::from_secs(60));
+        assert_eq!(a.bounds_tick, a.ticks);
+        let fresh = a.evidence[0].tests[0].ratio_upper_bound.unwrap();
+        assert_eq!(
+            Some(fresh),
+            Some(a.checks[0].tests[0].process.upper_bound(0.05)).filter(|u| u.is_finite())
+        );
+    }
+
+    #[test]
+    fn quality_thresholds_name_the_blocking_one() {
+        let mut q = good_quality();
+        q.canary = CohortQuality {
+            targets: 4,
+            fresh: 3,
+            stale: 1,
+            unreachable: 1,
+            resets: 0,
+        };
+        // Default: any missing target blocks.
+        let b = q.block().unwrap();
+        assert_eq!(
+            (b.threshold.as_str(), b.cohort.as_str()),
+            ("max_stale_fraction", "canary")
+        );
+        assert_eq!(b.value, 2.0 / 5.0);
+        // 2 of 5 missing is 40%: allowed at 0.4, not at 0.39.
+        q.thresholds.max_stale_fraction = 0.4;
+        assert_eq!(q.block(), None);
+        q.thresholds.max_stale_fraction = 0.39;
+        assert_eq!(q.block().unwrap().threshold, "max_stale_fraction");
+        // Fresh targets are checked first.
+        q.thresholds.max_stale_fraction = 0.5;
+        q.thresholds.min_fresh_targets = 4;
+        let b = q.block().unwrap();
+        assert_eq!(
+            (b.threshold.as_str(), b.value, b.limit),
+            ("min_fresh_targets", 3.0, 4.0)
+        );
+        // min_fresh_targets 0 (refused by config) still means at least one.
+        q.canary.fresh = 0;
+        q.thresholds.min_fresh_targets = 0;
+        assert!(q.blocks_go().unwrap().contains("no freshly scraped"));
+    }
+
+    #[test]
+    fn never_go_without_data_or_with_stale_targets() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let v = run(&mut a, spec, 40, 0.0, 0.0, 0.0, good_quality());
+        assert_eq!(v, Verdict::Inconclusive);
+        assert!(a.reason.contains("requests"), "{}", a.reason);
+
+        let mut stale = good_quality();
+        stale.canary.stale = 1;
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 39, 20_000.0, 0.001, 0.001, stale),
+            Verdict::Pending
+        );
+        assert!(a.reason.contains("stale"), "{}", a.reason);
+
+        let mut empty = good_quality();
+        empty.canary.fresh = 0;
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 39, 20_000.0, 0.001, 0.001, empty),
+            Verdict::Pending
+        );
+        assert!(a.reason.contains("no freshly scraped"), "{}", a.reason);
+    }
+
+    #[test]
+    fn final_verdict_does_not_change_and_state_round_trips() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        assert_eq!(
+            run(&mut a, spec, 40, 1000.0, 0.001, 0.02, good_quality()),
+            Verdict::NoGo
+        );
+        let json = serde_json::to_string(&a).unwrap();
+        let back: Analysis = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(
+            run(&mut a, spec, 40, 20_000.0, 0.001, 0.001, good_quality()),
+            Verdict::NoGo
+        );
+    }
+
+    #[test]
+    fn latency_tail_sees_a_shift_and_reports_resolution() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("latency-tail").unwrap();
+        let mut a = Analysis::new(settings(), &[spec]);
+        let n = spec.boundaries().len();
+        let mut v = Verdict::Pending;
+        for i in 0..40u64 {
+            // 1000 requests per tick; baseline 5% above the first bound, canary 10%; bound 1000 absent.
+            let mut slots = [vec![0.0; 1 + 2 * n], vec![0.0; 1 + 2 * n]];
+            for (side, slow) in [(0, 50.0), (1, 100.0)] {
+                slots[side][0] = 1000.0;
+                for b in 0..n - 1 {
+                    slots[side][1 + b] = 1000.0 - slow / (b as f64 + 1.0);
+                    slots[side][1 + n + b] = 1000.0;
+                }
+            }
+            v = a.tick(
+                &[spec],
+                TickInput {
+                    slots: &[slots],
+                    quality: good_quality(),
+                    elapsed: Duration::from_secs(15 * (i + 1)),
+                },
+            );
+            if v.is_final() {
+                break;
+            }
+        }
+        assert_eq!(v, Verdict::NoGo);
+        let res = a.evidence[0].resolution.as_deref().unwrap();
+        assert!(res.contains("no histogram has the bound(s) 1000"), "{res}");
+    }
+
+    fn ratio_spec(extra: &str) -> CheckSpec {
+        CheckSpec::from_toml(
+            &format!(
+                "name='r'\nkind='ratio'\nmetric='m'\nbad='{{code=\"5\"}}'\ntarget_events=50\n{extra}"
+            ),
+            "r.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn two_sided_check_flags_a_drop_one_sided_does_not() {
+        let one = ratio_spec("");
+        let two = ratio_spec("sided='two'");
+        let mut a1 = Analysis::new(settings(), &[&one]);
+        let mut a2 = Analysis::new(settings(), &[&two]);
+        // Canary rate falls to a fifth of the baseline's (e.g. a success counter that drops).
+        assert_eq!(
+            run(&mut a1, &one, 40, 10_000.0, 0.01, 0.002, good_quality()),
+            Verdict::Go
+        );
+        assert_eq!(
+            run(&mut a2, &two, 40, 10_000.0, 0.01, 0.002, good_quality()),
+            Verdict::NoGo
+        );
+        let e = &a2.evidence[0];
+        assert_eq!(e.sided, "two");
+        assert!(e.tests[0].e_value_drop.unwrap() >= 2.0 * 20.0 - 1e-9 || e.e_value >= 20.0);
+        // And both see a rise.
+        let mut a3 = Analysis::new(settings(), &[&two]);
+        assert_eq!(
+            run(&mut a3, &two, 40, 1000.0, 0.001, 0.02, good_quality()),
+            Verdict::NoGo
+        );
+    }
+
+    #[test]
+    fn zero_baseline_rule_is_a_policy_no_go() {
+        let spec = ratio_spec("zero_baseline_rule=true");
+        let mut a = Analysis::new(settings(), &[&spec]);
+        // Tick 1: too little baseline exposure (50 < 100): the rule waits.
+        let tick = |a: &mut Analysis, n: f64, eb: f64, i: u64| {
+            let slots = [[vec![n, 0.0], vec![n, eb]]];
+            a.tick(
+                &[&spec],
+                TickInput {
+                    slots: &slots,
+                    quality: good_quality(),
+                    elapsed: Duration::from_secs(15 * i),
+                },
+            )
+        };
+        assert_eq!(tick(&mut a, 50.0, 1.0, 1), Verdict::Pending);
+        assert_eq!(tick(&mut a, 60.0, 0.0, 2), Verdict::NoGo);
+        assert!(a.reason.contains("by policy"), "{}", a.reason);
+        assert_eq!(a.evidence[0].status, "policy");
+        // The statistics alone are far from a NO-GO on one event.
+        assert!(a.evidence[0].e_value < 20.0);
+        // Without the rule the same data stay pending.
+        let plain = ratio_spec("");
+        let mut b = Analysis::new(settings(), &[&plain]);
+        let slots = [[vec![110.0, 0.0], vec![110.0, 1.0]]];
+        let v = b.tick(
+            &[&plain],
+            TickInput {
+                slots: &slots,
+                quality: good_quality(),
+                elapsed: Duration::from_secs(15),
+            },
+        );
+        assert_eq!(v, Verdict::Pending);
+    }
+
+    #[test]
+    fn veto_check_decides_alone_at_its_share_of_alpha() {
+        let veto = ratio_spec("veto=true\nweight=1");
+        let mut other = ratio_spec("weight=9");
+        other.name = "other".into();
+        let specs = [&veto, &other];
+        let mut a = Analysis::new(settings(), &specs);
+        let mut v = Verdict::Pending;
+        for i in 0..40u64 {
+            let slots = [
+                [vec![1000.0, 1.0], vec![1000.0, 5.0]],
+                [vec![1000.0, 1.0], vec![1000.0, 1.0]],
+            ];
+            v = a.tick(
+                &specs,
+                TickInput {
+                    slots: &slots,
+                    quality: good_quality(),
+                    elapsed: Duration::from_secs(15 * (i + 1)),
+                },
+            );
+            if v.is_final() {
+                break;
+            }
+        }
+        assert_eq!(v, Verdict::NoGo);
+        assert!(a.reason.contains("veto check"), "{}", a.reason);
+        let e = &a.evidence[0];
+        assert_eq!(e.veto_threshold, Some(2.0 / 0.05));
+        // The combined test runs at alpha / 2: its per-check threshold doubles.
+        assert!(
+            (e.threshold - 2.0 / (0.1 * 0.05)).abs() < 1e-9,
+            "{}",
+            e.threshold
+        );
+        // The veto fired below the combined threshold (weight 0.1 would need 400).
+        assert!(a.ln_e.exp() < 40.0, "{}", a.ln_e.exp());
+    }
+
+    #[test]
+    fn evidence_has_fixed_horizon_statistics_and_buckets() {
+        let cat = Catalog::builtin();
+        let ratio = cat.get("error-rate").unwrap();
+        let mut a = Analysis::new(settings(), &[ratio]);
+        run(&mut a, ratio, 3, 1000.0, 0.001, 0.004, good_quality());
+        // Three PENDING ticks leave the evidence to whoever reads it.
+        assert!(!a.is_current());
+        a.refresh(&[ratio]);
+        assert!(a.is_current());
+        let f = &a.evidence[0].fixed_horizon;
+        // 3 vs 12 in 3000 each: scipy fisher_exact([[3,2997],[12,2988]], 'less') = 0.0175...
+        let p = f.fisher_p_greater.unwrap();
+        assert!(p > 0.01 && p < 0.03, "{p}");
+        assert!(f.two_proportion_z.unwrap() > 2.0);
+
+        let mut spec = cat.get("latency-tail").unwrap().clone();
+        spec.boundary_weights = vec![1.0, 0.0, 0.0, 0.0];
+        let n = spec.boundaries().len();
+        let mut h = Analysis::new(settings(), &[&spec]);
+        let mut slots = [vec![0.0; 1 + 2 * n], vec![0.0; 1 + 2 * n]];
+        for (side, slow) in [(0, 50.0), (1, 80.0)] {
+            slots[side][0] = 1000.0;
+            for b in 0..n {
+                slots[side][1 + b] = 1000.0 - slow / (b as f64 + 1.0);
+                slots[side][1 + n + b] = 1000.0;
+            }
+        }
+        h.tick(
+            &[&spec],
+            TickInput {
+                slots: &[slots],
+                quality: good_quality(),
+                elapsed: Duration::from_secs(15),
+            },
+        );
+        h.refresh(&[&spec]);
+        let e = &h.evidence[0];
+        // Only the first boundary counts: the check's e-value is that test's.
+        assert!((e.e_value - e.tests[0].e_value).abs() < 1e-12 * e.e_value.max(1.0));
+        assert_eq!(e.tests[0].weight, Some(1.0));
+        let b = e.buckets.as_ref().unwrap();
+        assert_eq!(b.baseline.iter().sum::<f64>(), 1000.0);
+        assert_eq!(b.baseline[0], 950.0);
+        assert_eq!(b.canary[n], 80.0 / n as f64);
+        assert_eq!(b.le.last(), Some(&None));
+        assert!(e.fixed_horizon.mann_whitney_z.unwrap() > 0.0);
+        assert!(e.fixed_horizon.cles.unwrap() > 0.5);
+        assert!(b.distribution_ln_e.is_finite());
+        let res = e.resolution.as_deref().unwrap();
+        assert!(res.contains("a shift inside (0, 100]"), "{res}");
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert!((log_sum_exp([1000.0, 1000.0].into_iter()) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert_eq!(log_sum_exp(std::iter::empty()), f64::NEG_INFINITY);
+    }
+
+    /// The shortcut of `tick` (evidence left for `refresh` when a tick surely ends PENDING)
+    /// decides exactly as building the evidence every tick: same verdict at the same tick, and
+    /// after `refresh` the same reason, combined e-value and evidence, on random streams with
+    /// regressions, drops, clean canaries, two-sided, veto and zero-baseline checks, SLO
+    /// certificates and data-quality blocks.
+    #[test]
+    fn shortcut_ticks_decide_as_full_ticks() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let cat = Catalog::builtin();
+        let ratio = |extra: &str| ratio_spec(extra);
+        let specs_sets: Vec<Vec<CheckSpec>> = vec![
+            vec![cat.get("error-rate").unwrap().clone()],
+            vec![cat.get("latency-tail").unwrap().clone()],
+            vec![ratio("sided='two'\nmargin=0.1")],
+            vec![ratio("veto=true"), cat.get("latency-tail").unwrap().clone()],
+            vec![ratio("zero_baseline_rule=true\nslo=0.01")],
+        ];
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut decided = [0usize; 4];
+        let mut shortcuts = 0u64;
+        for run in 0..120 {
+            let owned = &specs_sets[run % specs_sets.len()];
+            let specs: Vec<&CheckSpec> = owned.iter().collect();
+            let mut settings = settings();
+            settings.min_duration = Duration::from_secs(rng.random_range(0..200));
+            let mut fast = Analysis::new(settings.clone(), &specs);
+            let mut full = Analysis::new(settings, &specs);
+            // Per run: base error rate, canary multiplier (drop, equal, rise), traffic.
+            let base = [0.0, 0.001, 0.01, 0.05][rng.random_range(0..4)];
+            let mult = [0.3, 1.0, 1.0, 1.3, 3.0][rng.random_range(0..5)];
+            let n = [50.0, 500.0, 3000.0][rng.random_range(0..3)];
+            for i in 0..60u64 {
+                let mut input = Vec::new();
+                for spec in &specs {
+                    let mut side = |p: f64| -> Vec<f64> {
+                        let req = (n * rng.random_range(0.8..1.2f64)).round();
+                        let mut ev = |q: f64| {
+                            let mean = req * q.min(1.0);
+                            (mean + rng.random_range(-1.0..1.0) * mean.sqrt())
+                                .round()
+                                .clamp(0.0, req)
+                        };
+                        if spec.is_histogram() {
+                            let k = spec.boundaries().len();
+                            let mut v = vec![req];
+                            let mut above = Vec::new();
+                            for b in 0..k {
+                                above.push(ev(p * 20.0 / (b as f64 + 1.0)));
+                            }
+                            v.extend(above.iter().map(|a| req - a));
+                            v.extend((0..k).map(|_| req));
+                            v
+                        } else {
+                            vec![req, ev(p)]
+                        }
+                    };
+                    input.push([side(base), side(base * mult)]);
+                }
+                let mut quality = good_quality();
+                if rng.random_range(0..10) == 0 {
+                    quality.canary.stale = 1;
+                }
+                let tick = |a: &mut Analysis, shortcut: bool| {
+                    a.tick_with(
+                        &specs,
+                        TickInput {
+                            slots: &input,
+                            quality: quality.clone(),
+                            elapsed: Duration::from_secs(15 * (i + 1)),
+                        },
+                        shortcut,
+                    )
+                };
+                let (vf, vs) = (tick(&mut full, false), tick(&mut fast, true));
+                assert_eq!(
+                    vs, vf,
+                    "run {run} tick {i}: {} / {}",
+                    fast.reason, full.reason
+                );
+                shortcuts += u64::from(!fast.is_current());
+                let ln_e_now = fast.current_ln_e(&specs);
+                fast.refresh(&specs);
+                assert_eq!(
+                    ln_e_now.to_bits(),
+                    fast.ln_e.to_bits(),
+                    "run {run} tick {i}"
+                );
+                assert!(full.is_current() && fast.is_current());
+                assert_eq!(fast.reason, full.reason, "run {run} tick {i}");
+                assert_eq!(
+                    fast.ln_e.to_bits(),
+                    full.ln_e.to_bits(),
+                    "run {run} tick {i}"
+                );
+                assert_eq!(fast.evidence, full.evidence, "run {run} tick {i}");
+                if vf.is_final() {
+                    break;
+                }
+            }
+            decided[fast.verdict as usize] += 1;
+        }
+        eprintln!(
+            "verdicts [PENDING, GO, NO-GO, INCONCLUSIVE]: {decided:?}; {shortcuts} shortcut ticks"
+        );
+        assert!(
+            decided[1] > 0 && decided[2] > 0 && decided[3] > 0,
+            "{decided:?}"
+        );
+        assert!(shortcuts > 1000, "{shortcuts}");
+    }
+}
+
+/// The `robust` check option through the analysis (the test itself is in `meshgate-stats`).
+#[cfg(test)]
+mod robust_check_tests {
+    /// `robust = true` in a check file: the analysis decides on this test's e-value, certifies
+    /// only through its GO wealth (not the Poisson SLO bound), and refuses `sided = "two"`.
+    #[test]
+    fn check_option_drives_the_analysis() {
+        use crate::judge::robust::{RobustEProcess, RobustParams};
+        use crate::judge::{Analysis, CheckSpec, CohortQuality, DataQuality, Settings, TickInput};
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        let p = |margin| RobustParams {
+            alpha: 0.05,
+            margin,
+        };
+        use std::time::Duration;
+        let spec = |extra: &str| {
+            CheckSpec::from_toml(
+                &format!(
+                    "name='r'\nkind='ratio'\nmetric='m'\nbad='{{code=\"5\"}}'\nslo=0.5\n{extra}"
+                ),
+                "r.toml",
+            )
+        };
+        // The README's example parses.
+        let readme = "name = \"error-rate-robust\"\nkind = \"ratio\"\nmetric = \"istio_requests_total\"\nselect = '{reporter=\"destination\"}'\nbad = '{response_code=~\"5..\"}'\nmargin = 0.25\nrobust = true\n";
+        assert!(CheckSpec::from_toml(readme, "readme.toml").unwrap().robust);
+        let err = spec("robust=true\nsided='two'").unwrap_err();
+        assert!(format!("{err:?}").contains("robust"), "{err:?}");
+        let robust = spec("robust=true").unwrap();
+        let plain = spec("").unwrap();
+        assert!(robust.robust && !plain.robust);
+        let settings = Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(36_000),
+            min_exposure: 100.0,
+        };
+        let q = CohortQuality {
+            targets: 3,
+            fresh: 3,
+            ..Default::default()
+        };
+        let quality = DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            overlapping_series: 0,
+            ..Default::default()
+        };
+        let mut a = Analysis::new(settings.clone(), &[&robust]);
+        let mut b = Analysis::new(settings, &[&plain]);
+        let mut shadow = RobustEProcess::new(p(0.25));
+        let mut rng = SmallRng::seed_from_u64(5);
+        // Baseline 10% errors, canary 20%, 1000 requests per tick each.
+        for i in 1..=600u64 {
+            let binom = |rng: &mut SmallRng, q: f64| {
+                (0..1000).filter(|_| rng.random::<f64>() < q).count() as f64
+            };
+            let (ea, eb) = (binom(&mut rng, 0.1), binom(&mut rng, 0.2));
+            shadow.observe(ea, eb, 1000.0, 1000.0);
+            let slots = [[vec![1000.0, ea], vec![1000.0, eb]]];
+            let input = |slots| TickInput {
+                slots,
+                quality: quality.clone(),
+                elapsed: Duration::from_secs(15 * i),
+            };
+            let v = a.tick(&[&robust], input(&slots));
+            b.tick(&[&plain], input(&slots));
+            a.refresh(&[&robust]);
+            let got = a.evidence[0].e_value;
+            assert!(
+                (got.ln() - shadow.ln_e()).abs() < 1e-9,
+                "tick {i}: {got} vs {}",
+                shadow.ln_e().exp()
+            );
+            // The evidence is the robust test's own: no Poisson bounds, its scale and counts.
+            let t = &a.evidence[0].tests[0];
+            let r = t.robust.as_ref().expect("robust evidence");
+            assert_eq!(r.units, i);
+            assert_eq!(t.ratio_upper_bound, None);
+            assert_eq!(t.ratio_lower_bound, 0.0);
+            assert!(
+                (r.e_value_not_worse.ln() - shadow.ln_e_not_worse()).abs() < 1e-9,
+                "{r:?}"
+            );
+            assert!(
+                a.evidence[0].reason.contains("robust test"),
+                "{}",
+                a.evidence[0].reason
+            );
+            if v.is_final() {
+                assert_eq!(v, crate::judge::Verdict::NoGo);
+                assert!(shadow.rejects());
+                assert!(
+                    a.reason.contains("robust test (distribution-free"),
+                    "{}",
+                    a.reason
+                );
+                // The Poisson test, on the same data, decided long before.
+                assert!(b.verdict.is_final());
+                return;
+            }
+        }
+        panic!("robust check never decided: ln E {}", shadow.ln_e());
+    }
+}

@@ -1,0 +1,14 @@
+//! Anytime-valid sequential tests for canary verdicts (pure: data in, numbers out).
+//!
+//! # Layout
+//!
+//! [`betabinom`] closed-form Beta-binomial e-values and special functions; [`mixture`] the
+//! grid-mixture e-process on the rate ratio (NO-GO test, GO certificate, confidence bounds);
+//! [`rate`] the absolute-rate bound; [`robust`] the distribution-free betting e-process;
+//! [`explain`] fixed-horizon statistics shown beside the e-values.
+
+pub mod betabinom;
+pub mod explain;
+pub mod mixture;
+pub mod rate;
+pub mod robust;

@@ -1,0 +1,30 @@
+//! The integration tests of the `meshgate` crate, in one binary (one link of the whole crate).
+
+mod support;
+
+mod alerts;
+mod api;
+mod argo;
+mod auth;
+mod deploy;
+mod e2e;
+mod faults;
+mod fuzz_regressions;
+mod gate;
+mod istio_e2e;
+mod istio_multicluster;
+mod istio_rollback;
+mod istio_skew;
+mod kube_discovery;
+mod openapi;
+mod parse_captures;
+mod peers;
+mod prometheus;
+mod quality;
+mod reference_betabinom;
+mod reference_distribution;
+mod reference_explain;
+mod reference_robust;
+mod restart;
+mod scrape;
+mod tls;
