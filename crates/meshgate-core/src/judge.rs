@@ -12,4 +12,4 @@ pub use analysis::{
     CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
     RobustEvidence, Settings, TestEvidence, TickInput, Verdict,
 };
-pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec};
+pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};

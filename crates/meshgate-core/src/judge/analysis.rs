@@ -2,12 +2,13 @@
 //!
 //! Pure: the daemon hands in each tick's per-cohort deltas and data quality; this decides.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::betabinom::{choose_k, ln_e_two_sided};
-use super::check::{CheckKind, CheckSpec};
+use super::check::{CheckKind, CheckSpec, RECENT_WINDOW};
 use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
 use super::mixture::{RatioEProcess, RatioParams, Totals};
 use super::rate::rate_upper_bound;
@@ -224,6 +225,34 @@ pub struct TestState {
     /// `robust = true` checks: the distribution-free test that decides instead of `process`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robust: Option<RobustEProcess>,
+    /// The canary's counts of the ticks within [`RECENT_WINDOW`] (seconds since start, exposure,
+    /// events), kept only for checks with an SLO or an incident ceiling: what holds GO.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub recent: VecDeque<(f64, f64, f64)>,
+}
+
+impl TestState {
+    fn remember(&mut self, limits: bool, now: Duration, exposure_b: f64, events_b: f64) {
+        if !limits {
+            return;
+        }
+        let now = now.as_secs_f64();
+        self.recent.push_back((now, exposure_b, events_b));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _, _)| now - t > RECENT_WINDOW.as_secs_f64())
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The canary's rate over the recent window: (events, exposure).
+    fn recent_canary(&self) -> (f64, f64) {
+        self.recent
+            .iter()
+            .fold((0.0, 0.0), |(e, x), (_, xb, eb)| (e + eb, x + xb))
+    }
 }
 
 /// The evidence of one test at the last tick.
@@ -423,6 +452,10 @@ pub struct Analysis {
     /// deciding tick, and otherwise when someone reads them ([`Analysis::refresh`]).
     #[serde(default)]
     pub bounds_tick: u64,
+    /// When the canary first had data (time since start): `min_duration` counts from here, so an
+    /// analysis created before its canary pods exist does not GO on a few minutes of data.
+    #[serde(default, with = "humantime_serde::option")]
+    pub canary_since: Option<Duration>,
 }
 
 /// One tick's input: per check, per cohort, the deltas of its slots.
@@ -453,6 +486,7 @@ impl Analysis {
                         robust: robust_test(settings.alpha, c),
                         boundary: None,
                         process: RatioEProcess::new(params),
+                        recent: VecDeque::new(),
                     }],
                     CheckKind::HistogramTail { boundaries } => boundaries
                         .iter()
@@ -460,6 +494,7 @@ impl Analysis {
                             robust: robust_test(settings.alpha, c),
                             boundary: Some(*b),
                             process: RatioEProcess::new(params.clone()),
+                            recent: VecDeque::new(),
                         })
                         .collect(),
                 };
@@ -489,6 +524,7 @@ impl Analysis {
             evidence: Vec::new(),
             quality: DataQuality::default(),
             bounds_tick: 0,
+            canary_since: None,
         };
         a.evidence = a.build_evidence(checks);
         a
@@ -509,7 +545,10 @@ impl Analysis {
         self.quality = input.quality;
         self.quality.blocked_by = self.quality.block();
         for ((state, spec), slots) in self.checks.iter_mut().zip(specs).zip(input.slots) {
-            observe(state, spec, slots);
+            observe(state, spec, slots, input.elapsed);
+        }
+        if self.canary_since.is_none() && self.checks.iter().any(|c| c.exposure[1] > 0.0) {
+            self.canary_since = Some(input.elapsed);
         }
         // Most ticks end PENDING, and the evidence document (confidence bounds, fixed-horizon
         // statistics, reasons) costs a hundred times the decision. When bounds that need no evidence
@@ -764,12 +803,67 @@ impl Analysis {
                 }
             }
         }
-        if self.elapsed < self.settings.min_duration {
+        let Some(since) = self.canary_since else {
+            return Some("no canary data yet".into());
+        };
+        let with_canary = self.elapsed.saturating_sub(since);
+        if with_canary < self.settings.min_duration {
             return Some(format!(
-                "minimum duration not reached ({} of {})",
-                humantime::format_duration(Duration::from_secs(self.elapsed.as_secs())),
+                "minimum duration not reached ({} of {} since the first canary data)",
+                humantime::format_duration(Duration::from_secs(with_canary.as_secs())),
                 humantime::format_duration(self.settings.min_duration)
             ));
+        }
+        self.recent_rate_hold(specs)
+    }
+
+    /// GO is held while a check's canary rate over the recent window is above its SLO or its
+    /// incident ceiling: a canary breaching its SLO is never certified, and a mesh-wide incident
+    /// (both cohorts up together, so the ratio looks fine) holds the analysis PENDING.
+    fn recent_rate_hold(&self, specs: &[&CheckSpec]) -> Option<String> {
+        for (state, spec) in self.checks.iter().zip(specs) {
+            // A histogram check's SLO is per boundary (the share above it) and naturally exceeded
+            // at low boundaries: it only certifies there; its incident ceiling holds as for ratios.
+            let slo = spec.slo.filter(|_| !spec.is_histogram());
+            let limits = [(spec.incident_ceiling, "incident ceiling"), (slo, "SLO")];
+            for t in &state.tests {
+                let (events, exposure) = t.recent_canary();
+                if exposure <= 0.0 {
+                    continue;
+                }
+                let window_rate = events / exposure;
+                // The last tick alone too, once it holds enough requests to expect 10 events at
+                // the limit: an incident's onset must not certify before the window catches up.
+                let last = t.recent.back().map_or((0.0, 0.0), |(_, x, e)| (*e, *x));
+                for (limit, name) in limits {
+                    let Some(limit) = limit else { continue };
+                    let last_rate = (last.1 >= 10.0 / limit).then(|| last.0 / last.1);
+                    let rate = match last_rate {
+                        Some(r) if r > limit && r > window_rate => r,
+                        _ if window_rate > limit => window_rate,
+                        _ => continue,
+                    };
+                    let at = t
+                        .boundary
+                        .map(|b| format!(" above {b}{}", spec.boundary_unit()))
+                        .unwrap_or_default();
+                    let over = if rate == window_rate {
+                        format!(
+                            "over the last {}",
+                            humantime::format_duration(RECENT_WINDOW)
+                        )
+                    } else {
+                        "in the last scrape".to_string()
+                    };
+                    return Some(format!(
+                        "{}: GO held: the canary's {}{at} rate {over} is {:.3}%, above its {name} {:.3}%",
+                        spec.name,
+                        spec.unit_label,
+                        100.0 * rate,
+                        100.0 * limit
+                    ));
+                }
+            }
         }
         None
     }
@@ -869,8 +963,9 @@ fn robust_test(alpha: f64, c: &CheckSpec) -> Option<RobustEProcess> {
     })
 }
 
-fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
+fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2], now: Duration) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
+    let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
     match &spec.kind {
         CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
             let (xa, xb) = (v(0, 0), v(1, 0));
@@ -879,6 +974,7 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
             state.exposure[0] += xa;
             state.exposure[1] += xb;
             state.tests[0].process.observe(ea, eb, xa, xb);
+            state.tests[0].remember(limits, now, xb, eb);
             if let Some(r) = &mut state.tests[0].robust {
                 r.observe(ea, eb, xa, xb);
             }
@@ -892,6 +988,7 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2]) {
                 let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
                 let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
                 t.process.observe(ea, eb, xa, xb);
+                t.remember(limits, now, xb, eb);
                 if let Some(r) = &mut t.robust {
                     r.observe(ea, eb, xa, xb);
                 }
@@ -1061,10 +1158,12 @@ fn check_reason(
             .filter(|t| t.certified_by.is_some())
             .map(|t| match t.certified_by {
                 Some(Certificate::Slo) => format!(
-                    "canary {} <= {} with {conf} confidence (SLO {})",
+                    "GO by SLO: canary {} <= {} with {conf} confidence (SLO {}); relative comparison not certified: canary {} vs baseline {}",
                     what(t),
                     pct(Some(t.canary_rate_upper_bound)),
-                    pct(spec.slo)
+                    pct(spec.slo),
+                    pct(t.canary.rate),
+                    pct(t.baseline.rate)
                 ),
                 _ => format!(
                     "canary {} {} vs baseline {}, ratio <= {:.2} with {conf} confidence (limit {:.2})",
@@ -1918,5 +2017,240 @@ mod robust_check_tests {
             }
         }
         panic!("robust check never decided: ln E {}", shadow.ln_e());
+    }
+}
+
+/// GO means "not worse than the baseline": the SLO is opt-in and reported as such, an SLO breach
+/// or a mesh-wide incident holds GO, and `min_duration` counts from the first canary data.
+#[cfg(test)]
+mod go_semantics_tests {
+    use super::*;
+    use crate::judge::Catalog;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Poisson};
+
+    fn settings(min_duration_s: u64, max_duration_s: u64) -> Settings {
+        Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(min_duration_s),
+            max_duration: Duration::from_secs(max_duration_s),
+            min_exposure: 100.0,
+        }
+    }
+
+    fn quality() -> DataQuality {
+        let q = CohortQuality {
+            targets: 5,
+            fresh: 5,
+            ..Default::default()
+        };
+        DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            ..Default::default()
+        }
+    }
+
+    fn error_rate() -> CheckSpec {
+        Catalog::builtin().get("error-rate").unwrap().clone()
+    }
+
+    fn with(extra: &str) -> CheckSpec {
+        CheckSpec::from_toml(
+            &format!("name='e'\nkind='ratio'\nmetric='m'\nbad='{{code=\"5\"}}'\n{extra}"),
+            "e.toml",
+        )
+        .unwrap()
+    }
+
+    /// One 15 s tick of Poisson counts: `n` requests per cohort, error rates `pa`, `pb`.
+    fn tick(
+        a: &mut Analysis,
+        spec: &CheckSpec,
+        i: u64,
+        rng: &mut SmallRng,
+        (na, nb, pa, pb): (f64, f64, f64, f64),
+    ) -> Verdict {
+        let draw = |rng: &mut SmallRng, mean: f64| {
+            if mean > 0.0 {
+                Poisson::new(mean).unwrap().sample(rng)
+            } else {
+                0.0
+            }
+        };
+        let (ea, eb) = (draw(rng, na * pa), draw(rng, nb * pb));
+        let slots = [[vec![na, ea], vec![nb, eb]]];
+        a.tick(
+            &[spec],
+            TickInput {
+                slots: &slots,
+                quality: quality(),
+                elapsed: Duration::from_secs(15 * i),
+            },
+        )
+    }
+
+    #[test]
+    fn the_default_error_rate_check_has_an_incident_ceiling() {
+        assert_eq!(error_rate().incident_ceiling, Some(0.02));
+    }
+
+    /// Identical cohorts except a 2x canary regression at a base rate far below the default
+    /// pack's SLO (0.05% -> 0.1%, 50 rps): with `slo = 0.002` this is GO by SLO in most runs (and
+    /// says so); without an SLO a GO needs the relative certificate, which a 2x regression may
+    /// reach at most alpha of the time. 150 runs of 1 h: the bound (12 GO, binomial p < 0.01 at
+    /// alpha 0.05) can fail.
+    #[test]
+    fn a_2x_regression_is_not_go_without_an_slo_and_says_so_with_one() {
+        let with_slo = error_rate();
+        let mut by_slo = 0;
+        for seed in 0..40 {
+            let mut rng = SmallRng::seed_from_u64(1000 + seed);
+            let mut a = Analysis::new(settings(300, 3600), &[&with_slo]);
+            for i in 1..=240 {
+                if tick(
+                    &mut a,
+                    &with_slo,
+                    i,
+                    &mut rng,
+                    (750.0, 750.0, 0.0005, 0.001),
+                )
+                .is_final()
+                {
+                    break;
+                }
+            }
+            if a.verdict == Verdict::Go {
+                assert!(a.reason.contains("GO by SLO"), "{}", a.reason);
+                by_slo += 1;
+            }
+        }
+        assert!(
+            by_slo > 0,
+            "the SLO path never certified: the test proves nothing"
+        );
+        let spec = with(
+            "margin=0.25
+target_events=50",
+        );
+        let mut go = 0;
+        for seed in 0..150 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut a = Analysis::new(settings(300, 3600), &[&spec]);
+            for i in 1..=240 {
+                let v = tick(&mut a, &spec, i, &mut rng, (750.0, 750.0, 0.0005, 0.001));
+                if v.is_final() {
+                    break;
+                }
+            }
+            if a.verdict == Verdict::Go {
+                go += 1;
+                assert!(!a.reason.contains("SLO"), "{}", a.reason);
+            }
+        }
+        assert!(go <= 12, "{go} of 150 runs certified a 2x regression");
+    }
+
+    #[test]
+    fn an_opt_in_slo_says_go_by_slo() {
+        // The baseline has no errors at all (a zero-baseline check): only the SLO can certify.
+        let spec = with("slo=0.01");
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut a = Analysis::new(settings(60, 3600), &[&spec]);
+        for i in 1..=240 {
+            if tick(&mut a, &spec, i, &mut rng, (1000.0, 1000.0, 0.0, 0.0)).is_final() {
+                break;
+            }
+        }
+        assert_eq!(a.verdict, Verdict::Go, "{}", a.reason);
+        assert!(
+            a.reason.contains("GO by SLO")
+                && a.reason.contains("relative comparison not certified"),
+            "{}",
+            a.reason
+        );
+    }
+
+    /// A canary above its SLO is never certified, even where the relative test would certify it
+    /// (both cohorts at 1%, SLO 0.5%): PENDING with the reason, then INCONCLUSIVE.
+    #[test]
+    fn a_canary_above_its_slo_is_held() {
+        let spec = with("slo=0.005");
+        let mut rng = SmallRng::seed_from_u64(4);
+        let mut a = Analysis::new(settings(60, 1800), &[&spec]);
+        let mut held = false;
+        for i in 1..=200 {
+            let v = tick(&mut a, &spec, i, &mut rng, (2000.0, 2000.0, 0.01, 0.01));
+            assert_ne!(v, Verdict::Go, "tick {i}: {}", a.reason);
+            held |= a.reason.contains("GO held") && a.reason.contains("above its SLO");
+            if v.is_final() {
+                break;
+            }
+        }
+        assert!(held);
+        assert_eq!(a.verdict, Verdict::Inconclusive, "{}", a.reason);
+    }
+
+    /// A shared outage (5% 5xx in both cohorts for 20 minutes, then back to 0.1%): no NO-GO, no
+    /// GO during the outage, and GO once the canary's last 5 minutes are below the ceiling.
+    #[test]
+    fn a_mesh_wide_incident_holds_go_until_it_is_over() {
+        // The error-rate check's margin and ceiling, without the pack's SLO (which would hold GO
+        // first, at 0.2%).
+        let spec = with("margin=0.25\ntarget_events=50\nincident_ceiling=0.02");
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut a = Analysis::new(settings(300, 7200), &[&spec]);
+        let outage = 21..=100u64;
+        for i in 1..=480u64 {
+            let p = if outage.contains(&i) { 0.05 } else { 0.001 };
+            let v = tick(&mut a, &spec, i, &mut rng, (1500.0, 1500.0, p, p));
+            assert_ne!(v, Verdict::NoGo, "tick {i}: {}", a.reason);
+            if outage.contains(&i) {
+                assert_eq!(v, Verdict::Pending, "tick {i}: {}", a.reason);
+                assert!(
+                    a.reason.contains("incident ceiling"),
+                    "tick {i}: {}",
+                    a.reason
+                );
+            }
+            if v == Verdict::Go {
+                // Not before the 5-minute window (21 ticks) holds fewer than 9 outage ticks, the
+                // fewest that keep its rate above 2%: tick 113.
+                assert!(i >= 113, "GO at tick {i}, the window still in the outage");
+                return;
+            }
+        }
+        panic!("never GO after the incident: {}", a.reason);
+    }
+
+    /// An analysis created before its canary has data: `min_duration` counts from the canary's
+    /// first data, not from creation.
+    #[test]
+    fn min_duration_counts_from_the_first_canary_data() {
+        let spec = error_rate();
+        let mut rng = SmallRng::seed_from_u64(6);
+        let mut a = Analysis::new(settings(300, 7200), &[&spec]);
+        // 10 minutes of baseline only, then both at 2,000 requests per tick (a GO within minutes
+        // of the first canary data if the duration counted from creation).
+        for i in 1..=480u64 {
+            let nb = if i <= 40 { 0.0 } else { 2000.0 };
+            let v = tick(&mut a, &spec, i, &mut rng, (2000.0, nb, 0.001, 0.001));
+            if i <= 40 {
+                assert!(a.canary_since.is_none());
+            } else {
+                assert_eq!(a.canary_since, Some(Duration::from_secs(15 * 41)));
+            }
+            if v == Verdict::Go {
+                assert!(
+                    i >= 41 + 20,
+                    "GO at tick {i}, {} s after the first canary data",
+                    15 * (i - 41)
+                );
+                return;
+            }
+            assert_ne!(v, Verdict::NoGo, "{}", a.reason);
+        }
+        panic!("never GO: {}", a.reason);
     }
 }

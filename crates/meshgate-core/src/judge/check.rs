@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::cohort::Selector;
 use crate::ConfigProblem;
 
+/// How far back the canary's "recent" rate looks when an SLO or an incident ceiling holds GO.
+pub const RECENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The check pack compiled into the binary (the files of `queries/`).
 const BUILTIN: &[(&str, &str)] = &[
     (
@@ -92,8 +95,12 @@ pub struct CheckSpec {
     pub critical: bool,
     /// Weight in the combined e-value.
     pub weight: f64,
-    /// Optional absolute ceiling on the canary's rate that also certifies GO.
+    /// Opt-in absolute ceiling on the canary's rate: certifies GO ("GO by SLO", reported as not
+    /// a relative comparison) and, while the canary's recent rate is above it, holds GO.
     pub slo: Option<f64>,
+    /// While the canary's rate over the last [`RECENT_WINDOW`] is above this, GO is held
+    /// (PENDING with the reason): a mesh-wide incident never certifies an upgrade.
+    pub incident_ceiling: Option<f64>,
     /// How the rate is shown to people (`percent` or `ratio`).
     pub unit_label: String,
     /// The file it came from.
@@ -140,6 +147,8 @@ struct CheckFile {
     weight: f64,
     #[serde(default)]
     slo: Option<f64>,
+    #[serde(default)]
+    incident_ceiling: Option<f64>,
     #[serde(default)]
     event_label: Option<String>,
     /// Events from another family than exposure (kind `ratio` only; then `bad` is not used).
@@ -305,6 +314,14 @@ impl CheckSpec {
                 problems.push(ConfigProblem::new(key("slo"), "must be within (0, 1)"));
             }
         }
+        if let Some(s) = file.incident_ceiling {
+            if !(s > 0.0 && s <= 1.0) {
+                problems.push(ConfigProblem::new(
+                    key("incident_ceiling"),
+                    "must be within (0, 1]",
+                ));
+            }
+        }
         let two_sided = match file.sided.as_deref() {
             None | Some("one") => false,
             Some("two") => true,
@@ -364,6 +381,7 @@ impl CheckSpec {
                 critical: file.critical,
                 weight: file.weight,
                 slo: file.slo,
+                incident_ceiling: file.incident_ceiling,
                 unit_label: file.event_label.unwrap_or_else(|| "events".into()),
                 source: source.to_owned(),
                 in_default_set: file.default,
@@ -522,8 +540,11 @@ pub struct CheckInfo {
     pub critical: bool,
     /// Weight.
     pub weight: f64,
-    /// SLO, if any.
+    /// SLO, if any (opt-in: certifies "GO by SLO" and holds GO while the canary is above it).
     pub slo: Option<f64>,
+    /// Incident ceiling, if any: GO is held while the canary's recent rate is above it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_ceiling: Option<f64>,
     /// Boundaries for histogram checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boundaries: Option<Vec<f64>>,
@@ -564,6 +585,7 @@ impl From<&CheckSpec> for CheckInfo {
             critical: c.critical,
             weight: c.weight,
             slo: c.slo,
+            incident_ceiling: c.incident_ceiling,
             boundaries,
             bad,
             sided: if c.two_sided { "two" } else { "one" },
