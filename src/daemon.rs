@@ -754,13 +754,7 @@ impl Engine {
             if slot.analysis.verdict.is_final() {
                 continue;
             }
-            if let Some(v) = slot
-                .pending
-                .get_mut(d.check as usize)
-                .and_then(|c| c[d.side.index()].get_mut(d.slot as usize))
-            {
-                *v += d.value;
-            }
+            crate::cohort::add_delta(&mut slot.pending, d);
             if !slot.members[d.side.index()].contains(&rep.url) {
                 slot.members[d.side.index()].insert(rep.url.clone());
             }

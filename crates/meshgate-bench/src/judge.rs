@@ -2,15 +2,18 @@
 //!
 //! Pure and in memory (no HTTP, no tokio): each run simulates five baseline and five canary pods
 //! with cumulative counters and Envoy-bucket latency histograms, scraped every 15 s with jitter,
-//! missed scrapes and pod restarts (counter resets, read back through the same reset-aware delta
-//! rule as `cohort`: a value below the previous one is a reset and the delta is the new value).
-//! Every judge sees the same cohort deltas. Runs are spread over plain threads
-//! (`std::thread::scope`) and are reproducible from the seed whatever the thread count.
+//! missed scrapes and pod restarts (counters start again from zero). Runs are spread over plain
+//! threads (`std::thread::scope`) and are reproducible from the seed whatever the thread count.
 //!
-//! meshgate's judge here is the real [`RatioEProcess`] with the verdict rule of
-//! `meshgate_core::judge::Analysis::tick` (weighted average of the checks' e-values against 1/alpha, GO when
-//! every check is certified after the minimum duration with enough requests), without building
-//! the evidence documents (confidence bounds and fixed-horizon statistics only explain).
+//! `meshgate` and `meshgate-robust` are the shipped judge ([`shipped`]): every scrape renders each
+//! pod's counters as its sidecar's Prometheus page, a real `TargetAccumulator` per pod ingests
+//! it under a `Routing` of one analysis with the catalog's default checks, the deltas are summed
+//! with `cohort::add_delta` as in the daemon, and `Analysis::tick` decides with the daemon's
+//! `[judge]` defaults and data quality (the robust variant: the same checks with `robust = true`).
+//! The peers (Kayenta- and Flagger-style) and the what-if variants `meshgate-phi` and
+//! `meshgate-tail-tuned` (an in-bench copy of the verdict rule on [`RatioEProcess`]) see the
+//! same counters through the simple per-series reset rule (a value below the previous one is a
+//! reset and the delta is the new value).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,9 @@ use rand_distr::{Beta, Binomial, Distribution, Poisson};
 
 use meshgate_stats::mixture::{RatioEProcess, RatioParams};
 use meshgate_stats::rate::rate_upper_bound;
-use meshgate_stats::robust::{RobustEProcess, RobustParams};
+
+mod shipped;
+use shipped::Shipped;
 
 /// Scrape interval of the simulation, seconds.
 const SCRAPE_S: f64 = 15.0;
@@ -39,13 +44,15 @@ const SLOTS: usize = 2 + NB;
 /// Baseline latency: log-normal with median 40 ms and sigma 0.8 (p99 ~ 257 ms).
 const LAT_MU: f64 = 3.688_879_454_113_936; // ln 40
 const LAT_SIGMA: f64 = 0.8;
-/// The alpha of every meshgate test in the benchmark.
+/// The alpha of the in-bench copy's tests (`meshgate-phi`, `meshgate-tail-tuned`); the shipped
+/// judge takes the daemon's `[judge]` defaults.
 pub const ALPHA: f64 = 0.05;
-/// meshgate's minimum duration before a GO (the daemon's default).
+/// The copy's minimum duration before a GO (the daemon's default).
 const MIN_DURATION_S: f64 = 300.0;
-/// Fewest requests per cohort before a GO (the daemon's default).
+/// The copy's fewest requests per cohort before a GO (the daemon's default).
 const MIN_EXPOSURE: f64 = 100.0;
-/// The default pack's `slo` (error-rate and latency-tail): a canary rate bound below it certifies.
+/// The copy's `slo` of both checks: a canary rate bound below it certifies (the shipped
+/// latency-tail check has 0.005).
 const SLO: f64 = 0.002;
 
 /// What a scenario changes in the canary, and how the streams misbehave.
@@ -297,9 +304,12 @@ fn poisson(rng: &mut SmallRng, lambda: f64) -> u64 {
         .unwrap_or(0)
 }
 
-/// One pod: cumulative counters and the scraper's last view of them.
+/// One pod: cumulative counters since its (re)start and the scraper's last view of them.
 struct Pod {
     cum: [f64; SLOTS],
+    /// Of the requests in each latency bucket (`cum[2..]`), the failed ones: the buckets of the
+    /// 5xx histogram on the page.
+    err_buckets: [f64; NB],
     seen: [f64; SLOTS],
 }
 
@@ -312,7 +322,8 @@ fn delta(cur: f64, prev: f64) -> f64 {
     }
 }
 
-/// One tick's cohort deltas and per-pod deltas (for the dispersion estimate).
+/// One tick's cohort deltas and per-pod deltas (for the dispersion estimate), by the simple
+/// per-series reset rule: what the peers and the in-bench meshgate variants see.
 struct Tick {
     /// [side][slot]
     cohort: [[f64; SLOTS]; 2],
@@ -323,6 +334,9 @@ struct Tick {
 struct Stream {
     sc: Scenario,
     rng: SmallRng,
+    /// Which of an interval's requests failed (their latency buckets), for the pages only: a
+    /// stream of its own, so the counters above are the same as without pages.
+    split: SmallRng,
     pods: [[Pod; PODS]; 2],
     probs_base: [f64; NB],
     probs_canary: [f64; NB],
@@ -334,6 +348,7 @@ impl Stream {
         let mut rng = SmallRng::seed_from_u64(seed);
         let pod = || Pod {
             cum: [0.0; SLOTS],
+            err_buckets: [0.0; NB],
             seen: [0.0; SLOTS],
         };
         let phase = rng.random::<f64>() * std::f64::consts::TAU;
@@ -342,6 +357,7 @@ impl Stream {
             probs_canary: bucket_probs(LAT_MU + sc.lat_shift, LAT_SIGMA + sc.sigma_add),
             sc: sc.clone(),
             rng,
+            split: SmallRng::seed_from_u64(seed ^ 0x5851_F42D_4C95_7F2D),
             pods: [
                 std::array::from_fn(|_| pod()),
                 std::array::from_fn(|_| pod()),
@@ -350,8 +366,9 @@ impl Stream {
         }
     }
 
-    /// Advance one scrape interval ending at `t` seconds and scrape.
-    fn tick(&mut self, t: f64) -> Tick {
+    /// Advance one scrape interval ending at `t` seconds and scrape; the scrapes (and the
+    /// missed ones) go to `shipped` too.
+    fn tick(&mut self, t: f64, mut shipped: Option<&mut Shipped>) -> Tick {
         let mut out = Tick {
             cohort: [[0.0; SLOTS]; 2],
             pods: [[[0.0; SLOTS]; PODS]; 2],
@@ -370,6 +387,7 @@ impl Stream {
                     1.0
                 };
                 let mut inc = [0.0; SLOTS];
+                let mut inc_err = [0.0; NB];
                 if sc.xds {
                     // Exposure: pushes, 1/s per cohort; events: rejects at 1/min on the canary.
                     let pushes = poisson(rng, SCRAPE_S * jitter / PODS as f64);
@@ -415,17 +433,28 @@ impl Stream {
                         &self.probs_base
                     };
                     multinomial(rng, n_total, probs, &mut inc[2..]);
+                    if e > 0 && shipped.is_some() {
+                        shipped::split_errors(&mut self.split, &inc[2..], e, &mut inc_err);
+                    }
                 }
                 let pod = &mut self.pods[side][p];
                 // A restart about once an hour per pod: counters start again from zero.
                 if rng.random::<f64>() < SCRAPE_S / 3600.0 {
                     pod.cum = [0.0; SLOTS];
+                    pod.err_buckets = [0.0; NB];
                 }
                 for (c, i) in pod.cum.iter_mut().zip(&inc) {
                     *c += i;
                 }
+                for (c, i) in pod.err_buckets.iter_mut().zip(&inc_err) {
+                    *c += i;
+                }
                 // 2% of scrapes are missed: the next one sees the sum.
-                if rng.random::<f64>() < 0.02 {
+                let missed = rng.random::<f64>() < 0.02;
+                if let Some(m) = shipped.as_deref_mut() {
+                    m.scrape(side, p, t, pod, !missed);
+                }
+                if missed {
                     continue;
                 }
                 for s in 0..SLOTS {
@@ -476,14 +505,11 @@ impl Dispersion {
     }
 }
 
-/// Which test meshgate runs per check.
+/// Which variant of meshgate's test the in-bench copy runs per check. These are what-ifs the
+/// shipped checks cannot express; `meshgate` and `meshgate-robust` run the shipped path
+/// ([`shipped`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
-    /// The Poisson e-process ([`RatioEProcess`]), as deployed by default.
-    Plain,
-    /// The distribution-free betting e-process ([`RobustEProcess`], `robust = true`): one unit
-    /// per scrape interval of the cohorts, as the daemon feeds it.
-    Robust,
     /// The Poisson e-process on counts divided by a Pearson dispersion factor phi measured on
     /// the baseline's pods (predictably). Approximate: not a proven e-process.
     Phi,
@@ -497,43 +523,12 @@ enum Mode {
 const TUNED_WEIGHTS: [f64; 4] = [0.0, 0.5, 0.5, 0.0];
 const TUNED_TARGETS: [f64; 4] = [100.0, 150.0, 20.0, 100.0];
 
-/// One test of a check in one of the modes (a handful per run: the size difference is moot).
-#[allow(clippy::large_enum_variant)]
-enum Test {
-    Ratio(RatioEProcess),
-    Robust(RobustEProcess),
-}
-
-impl Test {
-    fn ln_e(&self) -> f64 {
-        match self {
-            Test::Ratio(p) => p.ln_e(),
-            Test::Robust(p) => p.ln_e(),
-        }
-    }
-
-    fn has_data(&self) -> bool {
-        match self {
-            Test::Ratio(p) => {
-                let t = p.totals();
-                t.exposure_a + t.exposure_b > 0.0
-            }
-            Test::Robust(p) => p.unit_counts().0 > 0,
-        }
-    }
-
-    fn certifies_not_worse(&self) -> bool {
-        match self {
-            Test::Ratio(p) => p.certifies_not_worse(),
-            Test::Robust(p) => p.certifies_not_worse(),
-        }
-    }
-}
-
-/// meshgate's judge on the stream: error-rate and latency-tail checks of the default pack.
+/// The in-bench copy of meshgate's judge for the what-if variants ([`Mode`]): error-rate and
+/// latency-tail checks of the default pack with the verdict rule of `Analysis::tick` re-done
+/// here (no data-quality gates; its constants are this file's, not the catalog's).
 struct Mesh {
     /// [0] error rate (or xDS rejects), [1..] tail boundaries.
-    tests: Vec<Test>,
+    tests: Vec<RatioEProcess>,
     disp: Vec<Dispersion>,
     mode: Mode,
     exposure: [f64; 2],
@@ -546,18 +541,11 @@ struct Mesh {
 impl Mesh {
     fn new(xds: bool, mode: Mode) -> Mesh {
         let test = |target_events: f64| {
-            if mode == Mode::Robust {
-                Test::Robust(RobustEProcess::new(RobustParams {
-                    alpha: ALPHA,
-                    margin: 0.25,
-                }))
-            } else {
-                Test::Ratio(RatioEProcess::new(RatioParams {
-                    alpha: ALPHA,
-                    margin: 0.25,
-                    target_events,
-                }))
-            }
+            RatioEProcess::new(RatioParams {
+                alpha: ALPHA,
+                margin: 0.25,
+                target_events,
+            })
         };
         let mut tests = vec![test(if xds { 10.0 } else { 50.0 })];
         if !xds {
@@ -600,8 +588,8 @@ impl Mesh {
                 self.canary[i].0 += eb;
                 self.canary[i].1 += b[0];
             }
-            match (self.mode, test) {
-                (Mode::Phi, Test::Ratio(test)) => {
+            match self.mode {
+                Mode::Phi => {
                     // Widen by the dispersion measured on the baseline's pods up to the last
                     // tick (predictable), then take this tick in. Approximate, not a proven
                     // e-process.
@@ -609,8 +597,7 @@ impl Mesh {
                     test.observe(ea / phi, eb / phi, a[0], b[0]);
                     self.disp[i].add(tick.pods[0].iter().map(|p| (Self::events(i, p), p[0])));
                 }
-                (_, Test::Ratio(test)) => test.observe(ea, eb, a[0], b[0]),
-                (_, Test::Robust(test)) => test.observe(ea, eb, a[0], b[0]),
+                Mode::TailTuned => test.observe(ea, eb, a[0], b[0]),
             }
         }
         // The verdict rule of Analysis::tick: weighted average of the checks' e-values
@@ -635,9 +622,8 @@ impl Mesh {
         if self.first_cross.is_none() && e >= 1.0 / ALPHA {
             self.first_cross = Some(t);
         }
-        // The SLO certificate (Robbins' Poisson mixture) assumes Poisson counts: the robust
-        // mode certifies only through its own distribution-free GO test.
-        let slo_ok = self.mode != Mode::Robust && self.tests.len() > 1;
+        // No SLO for the xDS check in this copy.
+        let slo_ok = self.tests.len() > 1;
         if self.go.is_none()
             && self.first_cross.is_none()
             && t >= MIN_DURATION_S
@@ -645,7 +631,8 @@ impl Mesh {
             && self.tests.iter().zip(&self.canary).all(|(p, &(eb, xb))| {
                 // As in Analysis: certified by the ratio bound or by the SLO (xDS: no SLO); a
                 // test without data does not block.
-                !p.has_data()
+                let t = p.totals();
+                t.exposure_a + t.exposure_b <= 0.0
                     || p.certifies_not_worse()
                     || (slo_ok && xb > 0.0 && rate_upper_bound(eb, xb, ALPHA) < SLO)
             })
@@ -807,9 +794,14 @@ impl Flagger {
 
 fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
     let mut stream = Stream::new(sc, seed);
+    let mut shipped = Shipped::new(sc.xds, sc.aa);
+    // The first scrape after the analysis started (counters at zero): it only records values.
+    for side in 0..2 {
+        for p in 0..PODS {
+            shipped.scrape(side, p, 0.0, &stream.pods[side][p], true);
+        }
+    }
     let mut mesh = [
-        Mesh::new(sc.xds, Mode::Plain),
-        Mesh::new(sc.xds, Mode::Robust),
         Mesh::new(sc.xds, Mode::Phi),
         Mesh::new(sc.xds, Mode::TailTuned),
     ];
@@ -819,7 +811,12 @@ fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
     let mut minute = [[0.0; SLOTS]; 2];
     for i in 1..=ticks {
         let t = i as f64 * SCRAPE_S;
-        let tick = stream.tick(t);
+        // Pages and the shipped tick until both analyses (and their A/A twins) are final.
+        let feed = !shipped.done();
+        let tick = stream.tick(t, feed.then_some(&mut shipped));
+        if feed {
+            shipped.tick(t);
+        }
         for m in &mut mesh {
             // A/A runs keep the test going after a GO (to measure the crossing rate at 2 h);
             // regression runs stop meshgate at its first final verdict.
@@ -857,31 +854,28 @@ fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
         let peers_done = kay.default_at.is_some()
             && kay.calibrated_at.is_some()
             && flag.at.iter().all(Option::is_some);
-        let mesh_done = mesh
-            .iter()
-            .all(|m| m.first_cross.is_some() || (!sc.aa && m.go.is_some()));
+        let mesh_done = shipped.done()
+            && mesh
+                .iter()
+                .all(|m| m.first_cross.is_some() || (!sc.aa && m.go.is_some()));
         if !sc.aa && peers_done && mesh_done {
             break;
         }
     }
     let nogo = |t: Option<f64>| t.map_or(Decision::None, Decision::NoGo);
+    let (decisions, cross) = shipped.results();
     RunResult {
         decisions: [
+            decisions[0],
+            decisions[1],
             mesh[0].decision(),
             mesh[1].decision(),
-            mesh[2].decision(),
-            mesh[3].decision(),
             nogo(kay.default_at),
             nogo(kay.calibrated_at),
             nogo(flag.at[0]),
             nogo(flag.at[1]),
         ],
-        first_cross: [
-            mesh[0].first_cross,
-            mesh[1].first_cross,
-            mesh[2].first_cross,
-            mesh[3].first_cross,
-        ],
+        first_cross: [cross[0], cross[1], mesh[0].first_cross, mesh[1].first_cross],
         kayenta_max_z: [kay.max_z_30, kay.max_z],
         flagger_minutes: flag.minutes,
     }
@@ -1320,7 +1314,7 @@ mod tests {
         let mut seen = 0.0;
         let mut mismatched = 0;
         for i in 1..=480 {
-            let t = s.tick(i as f64 * SCRAPE_S);
+            let t = s.tick(i as f64 * SCRAPE_S, None);
             assert!(t.cohort.iter().flatten().all(|v| *v >= 0.0));
             seen += t.cohort[0][0] + t.cohort[1][0];
             // Buckets add up to requests, except where a restart hides behind per-series

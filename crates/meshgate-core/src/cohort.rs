@@ -392,7 +392,7 @@ impl TargetAccumulator {
                     if state.last_generation < a.since_generation {
                         continue;
                     }
-                    add_delta(&mut report.deltas, a.id, r, d);
+                    merge_delta(&mut report.deltas, a.id, r, d);
                 }
             }
             state.last = s.value;
@@ -423,7 +423,7 @@ impl TargetAccumulator {
     }
 }
 
-fn add_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
+fn merge_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
     if let Some(d) = out.iter_mut().find(|d| {
         d.analysis == analysis && d.check == r.check && d.side == r.side && d.slot == r.slot
     }) {
@@ -436,6 +436,24 @@ fn add_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
             slot: r.slot,
             value,
         });
+    }
+}
+
+/// Add one delta of an analysis into its tick's slots, `pending[check][side][slot]`: the input
+/// of [`Analysis::tick`](crate::judge::Analysis::tick) (`TickInput::slots`). The daemon's engine
+/// sums every scrape report's deltas this way between two ticks, and the decision benchmark
+/// does the same; the caller picks the analysis' slots by [`Delta::analysis`]. A delta outside
+/// the layout (a check or slot the analysis does not have) is dropped: returns false.
+pub fn add_delta(pending: &mut [[Vec<f64>; 2]], d: &Delta) -> bool {
+    match pending
+        .get_mut(d.check as usize)
+        .and_then(|c| c[d.side.index()].get_mut(d.slot as usize))
+    {
+        Some(v) => {
+            *v += d.value;
+            true
+        }
+        None => false,
     }
 }
 
@@ -654,6 +672,40 @@ mod tests {
         assert_eq!(get(&second, 1, 5), 50.0);
         assert_eq!(get(&second, 1, 6), 50.0);
         assert_eq!(get(&second, 1, 7), 0.0, "no exposure for a missing bound");
+    }
+
+    #[test]
+    fn add_delta_sums_reports_into_the_tick_slots() {
+        let r = routing(1);
+        let checks = &r.analyses[0].checks;
+        let mut pending: Vec<[Vec<f64>; 2]> = checks
+            .iter()
+            .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
+            .collect();
+        let mut old = TargetAccumulator::new(labels("old"));
+        let mut new = TargetAccumulator::new(labels("new"));
+        old.ingest(&page(100, 2, 90, 10), &r);
+        new.ingest(&page(100, 2, 90, 10), &r);
+        let a = old.ingest(&page(130, 3, 110, 20), &r);
+        let b = new.ingest(&page(160, 6, 130, 20), &r);
+        let c = new.ingest(&page(170, 6, 135, 25), &r);
+        for d in a.deltas.iter().chain(&b.deltas).chain(&c.deltas) {
+            assert!(add_delta(&mut pending, d));
+        }
+        assert_eq!(pending[0][0], vec![31.0, 1.0]);
+        assert_eq!(pending[0][1], vec![74.0, 4.0]);
+        // latency-tail: +Inf, below 100/250/500/1000, exposure with 100/250/500/1000.
+        assert_eq!(pending[1][1][0], 60.0);
+        assert_eq!(pending[1][1][1], 45.0);
+        assert_eq!(pending[1][1][5], 60.0);
+        let stray = Delta {
+            analysis: 7,
+            check: 5,
+            side: Side::Canary,
+            slot: 0,
+            value: 1.0,
+        };
+        assert!(!add_delta(&mut pending, &stray), "no such check");
     }
 
     #[test]
