@@ -74,6 +74,7 @@ fn bench(c: &mut Criterion) {
         warm.tick(
             &specs,
             TickInput {
+                strata: &[],
                 slots: &input,
                 quality: quality(),
                 elapsed: Duration::from_secs(15 * (i + 1)),
@@ -87,6 +88,7 @@ fn bench(c: &mut Criterion) {
         let v = a.tick(
             &specs,
             TickInput {
+                strata: &[],
                 slots: &input,
                 quality: quality(),
                 elapsed: Duration::from_secs(615),
@@ -106,6 +108,7 @@ fn bench(c: &mut Criterion) {
         a.tick(
             &specs,
             TickInput {
+                strata: &[],
                 slots: &input,
                 quality: quality(),
                 elapsed: Duration::from_secs(615),

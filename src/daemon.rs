@@ -443,6 +443,8 @@ struct Slot {
     /// Elapsed time before this process (resumed from the store).
     elapsed_base: Duration,
     pending: Vec<[Vec<f64>; 2]>,
+    /// The same deltas per stratum (checks with strata), for like-for-like comparison.
+    strata: crate::cohort::StrataPending,
     members: [HashSet<Arc<str>>; 2],
     resets: [u64; 2],
     overlaps: u64,
@@ -626,6 +628,7 @@ impl Engine {
             .iter()
             .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
             .collect();
+        let strata = crate::cohort::StrataPending::new(&specs);
         self.analyses.insert(
             spec.name.clone(),
             Slot {
@@ -638,6 +641,7 @@ impl Engine {
                 started: Instant::now(),
                 elapsed_base: Duration::ZERO,
                 pending,
+                strata,
                 members: Default::default(),
                 resets: [0; 2],
                 overlaps: 0,
@@ -745,6 +749,11 @@ impl Engine {
         if let Some(state) = &rep.state {
             self.latest_state.insert(rep.url.clone(), state.clone());
         }
+        if !rep.strata.is_empty() {
+            for slot in self.analyses.values_mut() {
+                slot.strata.learn(&rep.strata);
+            }
+        }
         // Deltas are attributed by analysis id, so a report computed under an older routing
         // generation still lands in the right place; deleted analyses simply drop theirs.
         for d in &rep.deltas {
@@ -755,6 +764,7 @@ impl Engine {
                 continue;
             }
             crate::cohort::add_delta(&mut slot.pending, d);
+            slot.strata.add(d);
             if !slot.members[d.side.index()].contains(&rep.url) {
                 slot.members[d.side.index()].insert(rep.url.clone());
             }
@@ -871,9 +881,11 @@ impl Engine {
             let slot = self.analyses.get_mut(&id).expect("present");
             let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
             let before = slot.analysis.verdict;
+            let strata = slot.strata.take();
             let v = slot.analysis.tick(
                 &specs,
                 TickInput {
+                    strata: &strata,
                     slots: &slot.pending,
                     quality,
                     elapsed: slot.elapsed_base + slot.started.elapsed(),

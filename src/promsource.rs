@@ -499,13 +499,16 @@ impl PromSource {
                         .into_iter()
                         .filter(|d| d.analysis == a.id && d.side == side)
                     {
-                        match rep
-                            .deltas
-                            .iter_mut()
-                            .find(|x| x.check == d.check && x.slot == d.slot)
-                        {
+                        match rep.deltas.iter_mut().find(|x| {
+                            x.check == d.check && x.slot == d.slot && x.stratum == d.stratum
+                        }) {
                             Some(x) => x.value += d.value,
                             None => rep.deltas.push(d),
+                        }
+                    }
+                    for n in one.strata {
+                        if !rep.strata.iter().any(|(i, _)| *i == n.0) {
+                            rep.strata.push(n);
                         }
                     }
                     rep.resets += one.resets;
@@ -533,6 +536,7 @@ impl PromSource {
                     url: url.as_str().into(),
                     generation: r.generation,
                     deltas: rep.deltas,
+                    strata: rep.strata,
                     resets: rep.resets,
                     overlaps: rep.overlaps,
                     scraped_at: started,

@@ -158,6 +158,8 @@ pub struct TargetReport {
     pub generation: u64,
     /// The deltas (empty when the scrape failed).
     pub deltas: Vec<Delta>,
+    /// Names of strata first routed on this page: `(stratum id, name)`.
+    pub strata: Vec<(u64, Box<str>)>,
     /// Counter resets in this page.
     pub resets: usize,
     /// Series matching both cohorts.
@@ -386,6 +388,7 @@ impl Scraper {
                                 url: url.clone(),
                                 generation,
                                 deltas: rep.deltas,
+                                strata: rep.strata,
                                 resets: rep.resets,
                                 overlaps: rep.overlaps,
                                 scraped_at: Instant::now(),

@@ -98,6 +98,30 @@ struct Route {
     check: u16,
     side: Side,
     slot: u16,
+    /// [`stratum_id`] of the series' stratum (0: the check has no strata).
+    stratum: u64,
+}
+
+/// The id of a stratum name (never 0, which means "no strata"): the same on every target, so the
+/// engine can add up one workload's deltas from all of its pods.
+pub fn stratum_id(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish().max(1)
+}
+
+/// A stratum's name from the values of the check's stratum labels (`ns/workload`; a missing
+/// label reads `unknown`, as Istio writes it).
+fn stratum_name<'v>(labels: &[String], get: impl Fn(&str) -> Option<&'v str>) -> String {
+    let mut name = String::new();
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            name.push('/');
+        }
+        name.push_str(get(l).filter(|v| !v.is_empty()).unwrap_or("unknown"));
+    }
+    name
 }
 
 /// A delta for one analysis, check, cohort and slot.
@@ -111,6 +135,9 @@ pub struct Delta {
     pub side: Side,
     /// Slot within the check (see [`CheckSpec::slots`]).
     pub slot: u16,
+    /// The stratum ([`stratum_id`]; 0 when the check has no strata). Names are in
+    /// [`IngestReport::strata`].
+    pub stratum: u64,
     /// Sum of series deltas.
     pub value: f64,
 }
@@ -133,6 +160,9 @@ struct SeriesState {
 pub struct IngestReport {
     /// Deltas, merged per destination.
     pub deltas: Vec<Delta>,
+    /// Names of the strata whose series were routed on this page for the first time (or again
+    /// after the routing changed): `(stratum_id, name)`.
+    pub strata: Vec<(u64, Box<str>)>,
     /// Wanted samples on the page.
     pub samples: usize,
     /// Series tracked for this target after the scrape.
@@ -383,6 +413,7 @@ impl TargetAccumulator {
                     le_sets,
                     routing,
                     &mut report.overlaps,
+                    &mut report.strata,
                 );
                 state.routes_generation = routing.generation;
             }
@@ -425,7 +456,11 @@ impl TargetAccumulator {
 
 fn merge_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
     if let Some(d) = out.iter_mut().find(|d| {
-        d.analysis == analysis && d.check == r.check && d.side == r.side && d.slot == r.slot
+        d.analysis == analysis
+            && d.check == r.check
+            && d.side == r.side
+            && d.slot == r.slot
+            && d.stratum == r.stratum
     }) {
         d.value += value;
     } else {
@@ -434,6 +469,7 @@ fn merge_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
             check: r.check,
             side: r.side,
             slot: r.slot,
+            stratum: r.stratum,
             value,
         });
     }
@@ -457,6 +493,79 @@ pub fn add_delta(pending: &mut [[Vec<f64>; 2]], d: &Delta) -> bool {
     }
 }
 
+/// An analysis' deltas since its last tick, per check and stratum: what
+/// [`TickInput::strata`](crate::judge::TickInput::strata) is built from. The pooled sums stay in
+/// the caller's `pending` ([`add_delta`]); this keeps the same deltas apart per stratum, with the
+/// strata's names learnt from the reports.
+#[derive(Clone, Debug, Default)]
+pub struct StrataPending {
+    per_check: Vec<BTreeMap<u64, [Vec<f64>; 2]>>,
+    slots: Vec<usize>,
+    names: HashMap<u64, Arc<str>>,
+}
+
+impl StrataPending {
+    /// Empty, for an analysis with these checks.
+    pub fn new(checks: &[Arc<CheckSpec>]) -> Self {
+        Self {
+            per_check: vec![BTreeMap::new(); checks.len()],
+            slots: checks.iter().map(|c| c.slots()).collect(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// Remember the names a report gives.
+    pub fn learn(&mut self, names: &[(u64, Box<str>)]) {
+        for (id, n) in names {
+            self.names.entry(*id).or_insert_with(|| Arc::from(&**n));
+        }
+    }
+
+    /// Add one delta (deltas of checks without strata are ignored). False when it lies outside
+    /// the analysis' layout.
+    pub fn add(&mut self, d: &Delta) -> bool {
+        if d.stratum == 0 {
+            return true;
+        }
+        let (Some(m), Some(&n)) = (
+            self.per_check.get_mut(d.check as usize),
+            self.slots.get(d.check as usize),
+        ) else {
+            return false;
+        };
+        let e = m
+            .entry(d.stratum)
+            .or_insert_with(|| [vec![0.0; n], vec![0.0; n]]);
+        match e[d.side.index()].get_mut(d.slot as usize) {
+            Some(v) => {
+                *v += d.value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tick's strata per check, emptied for the next tick.
+    pub fn take(&mut self) -> Vec<Vec<crate::judge::Stratum>> {
+        let names = &self.names;
+        self.per_check
+            .iter_mut()
+            .map(|m| {
+                std::mem::take(m)
+                    .into_iter()
+                    .map(|(id, slots)| crate::judge::Stratum {
+                        name: names
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::from(format!("stratum {id:016x}"))),
+                        slots,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// Parse an `le` label value (`0.5`, `1e+06`, `+Inf`).
 pub fn parse_le(v: &str) -> Option<f64> {
     match v {
@@ -472,6 +581,7 @@ fn compute_routes(
     le_sets: &HashMap<Box<str>, Vec<f64>>,
     routing: &Routing,
     overlaps: &mut usize,
+    strata_names: &mut Vec<(u64, Box<str>)>,
 ) -> Vec<Route> {
     let series: Vec<(&str, Cow<'_, str>)> = labels.iter().collect();
     // Target labels take precedence over series labels, as in Prometheus without honor_labels.
@@ -484,6 +594,17 @@ fn compute_routes(
         })
     };
     let mut routes = Vec::new();
+    let mut stratum_of = |c: &CheckSpec| -> u64 {
+        if c.strata.is_empty() {
+            return 0;
+        }
+        let name = stratum_name(&c.strata, get);
+        let id = stratum_id(&name);
+        if !strata_names.iter().any(|(i, _)| *i == id) {
+            strata_names.push((id, name.into()));
+        }
+        id
+    };
     for (ai, a) in routing.analyses.iter().enumerate() {
         for (ci, c) in a.checks.iter().enumerate() {
             // Events from another family: the events series go to slot 1, exposure to slot 0.
@@ -507,6 +628,7 @@ fn compute_routes(
                     }
                     (false, false) => continue,
                 };
+                let stratum = stratum_of(c);
                 for (slot, wanted) in [(0u16, exposure), (1, events)] {
                     if wanted {
                         routes.push(Route {
@@ -514,6 +636,7 @@ fn compute_routes(
                             check: ci as u16,
                             side,
                             slot,
+                            stratum,
                         });
                     }
                 }
@@ -548,12 +671,14 @@ fn compute_routes(
                 }
                 (false, false) => continue,
             };
+            let stratum = stratum_of(c);
             let mut push = |slot: usize| {
                 routes.push(Route {
                     analysis: ai as u32,
                     check: ci as u16,
                     side,
                     slot: slot as u16,
+                    stratum,
                 });
             };
             match &c.kind {
@@ -609,6 +734,66 @@ mod tests {
                 ],
             }],
         )
+    }
+
+    /// Deltas carry the destination workload's stratum: the same id from every pod of a
+    /// workload, another for another workload; `StrataPending` keeps them apart and names them.
+    #[test]
+    fn deltas_are_kept_per_destination_workload() {
+        let r = routing(1);
+        let wl = |ns: &str, w: &str, ok: u64, err: u64| {
+            format!(
+                "# TYPE istio_requests_total counter\n\
+                 istio_requests_total{{reporter=\"destination\",destination_workload=\"{w}\",destination_workload_namespace=\"{ns}\",response_code=\"200\"}} {ok}\n\
+                 istio_requests_total{{reporter=\"destination\",destination_workload=\"{w}\",destination_workload_namespace=\"{ns}\",response_code=\"503\"}} {err}\n"
+            )
+        };
+        let mut pods = [
+            TargetAccumulator::new(labels("old")),
+            TargetAccumulator::new(labels("new")),
+            TargetAccumulator::new(labels("new")),
+        ];
+        let mut strata = StrataPending::new(&r.analyses[0].checks);
+        let mut pooled: Vec<[Vec<f64>; 2]> = r.analyses[0]
+            .checks
+            .iter()
+            .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
+            .collect();
+        let pages = [
+            [
+                wl("shop", "cart", 0, 0),
+                wl("shop", "cart", 0, 0),
+                wl("shop", "web", 0, 0),
+            ],
+            [
+                wl("shop", "cart", 100, 1),
+                wl("shop", "cart", 50, 2),
+                wl("shop", "web", 70, 7),
+            ],
+        ];
+        for round in &pages {
+            for (acc, page) in pods.iter_mut().zip(round) {
+                let rep = acc.ingest(page, &r);
+                strata.learn(&rep.strata);
+                for d in &rep.deltas {
+                    assert!(add_delta(&mut pooled, d));
+                    assert!(strata.add(d));
+                }
+            }
+        }
+        assert_eq!(stratum_id("shop/cart"), stratum_id("shop/cart"));
+        assert_ne!(stratum_id("shop/cart"), stratum_id("shop/web"));
+        let mut got = strata.take();
+        let mut error_rate = std::mem::take(&mut got[0]);
+        error_rate.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(error_rate.len(), 2);
+        assert_eq!(&*error_rate[0].name, "shop/cart");
+        assert_eq!(error_rate[0].slots, [vec![101.0, 1.0], vec![52.0, 2.0]]);
+        assert_eq!(&*error_rate[1].name, "shop/web");
+        assert_eq!(error_rate[1].slots, [vec![0.0, 0.0], vec![77.0, 7.0]]);
+        // The pooled slots are the sum of the strata; take() empties them for the next tick.
+        assert_eq!(pooled[0], [vec![101.0, 1.0], vec![129.0, 9.0]]);
+        assert!(strata.take().iter().all(Vec::is_empty));
     }
 
     fn labels(rev: &str) -> BTreeMap<String, String> {
@@ -702,6 +887,7 @@ mod tests {
             analysis: 7,
             check: 5,
             side: Side::Canary,
+            stratum: 0,
             slot: 0,
             value: 1.0,
         };

@@ -10,6 +10,7 @@ pub use meshgate_stats::{betabinom, explain, mixture, rate, robust};
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
     CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
-    RobustEvidence, Settings, TestEvidence, TickInput, Verdict,
+    RobustEvidence, Settings, Stratum, StratumEvidence, TestEvidence, TickInput, Verdict,
+    MAX_STRATA_SHOWN,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};

@@ -274,9 +274,16 @@ impl Judged {
         self.real.verdict.is_final() && self.twin.as_ref().is_none_or(|a| a.verdict.is_final())
     }
 
-    fn tick(&mut self, t: f64, slots: &[[Vec<f64>; 2]], quality: &DataQuality) {
+    fn tick(
+        &mut self,
+        t: f64,
+        slots: &[[Vec<f64>; 2]],
+        strata: &[Vec<meshgate_core::judge::Stratum>],
+        quality: &DataQuality,
+    ) {
         let input = || TickInput {
             slots,
+            strata,
             quality: quality.clone(),
             elapsed: Duration::from_secs_f64(t),
         };
@@ -307,6 +314,8 @@ pub(super) struct Shipped {
     routing: &'static Routing,
     targets: [[Target; PODS]; 2],
     pending: Vec<[Vec<f64>; 2]>,
+    /// The same deltas per stratum, as the engine keeps them.
+    strata: cohort::StrataPending,
     resets: [u64; 2],
     overlaps: u64,
     stale_after: f64,
@@ -356,6 +365,7 @@ impl Shipped {
                 .iter()
                 .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
                 .collect(),
+            strata: cohort::StrataPending::new(&routing.analyses[0].checks),
             resets: [0; 2],
             overlaps: 0,
             stale_after: ScrapeConfig::default().stale_after().as_secs_f64(),
@@ -416,11 +426,13 @@ impl Shipped {
             target.consecutive_reset_pages = 0;
         }
         // The engine's take (daemon.rs).
+        self.strata.learn(&rep.strata);
         for d in &rep.deltas {
             if d.analysis != ANALYSIS_ID {
                 continue;
             }
             cohort::add_delta(&mut self.pending, d);
+            self.strata.add(d);
             target.member = true;
         }
         if target.member {
@@ -470,8 +482,9 @@ impl Shipped {
     /// slots, which then start again from zero.
     pub(super) fn tick(&mut self, t: f64) {
         let quality = self.quality(t);
+        let strata = self.strata.take();
         for j in &mut self.judged {
-            j.tick(t, &self.pending, &quality);
+            j.tick(t, &self.pending, &strata, &quality);
         }
         for c in &mut self.pending {
             for side in c.iter_mut() {
@@ -706,10 +719,12 @@ mod tests {
     #[test]
     fn shipped_tick_says_go_on_a_clean_canary_and_no_go_on_a_5x_regression() {
         let settings = settings();
-        // No errors, fast requests: GO at the minimum duration, certified by the SLOs.
+        // No errors, fast requests: GO at the minimum duration, certified by the SLOs. The
+        // duration counts from the first canary data: the second page (the first only sets the
+        // counters' starting point), one 15 s interval after the start.
         let (v, t, why) = run_synthetic(0.0, 0.0, false);
         assert_eq!(v, Verdict::Go, "{why}");
-        assert_eq!(t, settings.min_duration.as_secs_f64(), "{why}");
+        assert_eq!(t, settings.min_duration.as_secs_f64() + 15.0, "{why}");
         // 1 error per pod per interval against 5: NO-GO on the error rate, well before the end.
         let (v, t, why) = run_synthetic(1.0, 5.0, false);
         assert_eq!(v, Verdict::NoGo, "{why}");

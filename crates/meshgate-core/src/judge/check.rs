@@ -101,6 +101,9 @@ pub struct CheckSpec {
     /// While the canary's rate over the last [`RECENT_WINDOW`] is above this, GO is held
     /// (PENDING with the reason): a mesh-wide incident never certifies an upgrade.
     pub incident_ceiling: Option<f64>,
+    /// Labels whose values name the strata: events are only ever compared within a stratum
+    /// (by default the destination workload for Istio's request metrics, none otherwise).
+    pub strata: Vec<String>,
     /// How the rate is shown to people (`percent` or `ratio`).
     pub unit_label: String,
     /// The file it came from.
@@ -149,6 +152,8 @@ struct CheckFile {
     slo: Option<f64>,
     #[serde(default)]
     incident_ceiling: Option<f64>,
+    #[serde(default)]
+    strata: Option<Vec<String>>,
     #[serde(default)]
     event_label: Option<String>,
     /// Events from another family than exposure (kind `ratio` only; then `bad` is not used).
@@ -314,6 +319,25 @@ impl CheckSpec {
                 problems.push(ConfigProblem::new(key("slo"), "must be within (0, 1)"));
             }
         }
+        // Like for like: Istio's request metrics are compared within each destination workload.
+        let strata = file.strata.clone().unwrap_or_else(|| {
+            if file.metric.starts_with("istio_request") {
+                vec![
+                    "destination_workload_namespace".to_string(),
+                    "destination_workload".to_string(),
+                ]
+            } else {
+                Vec::new()
+            }
+        });
+        for l in &strata {
+            if !valid_label_name(l) {
+                problems.push(ConfigProblem::new(
+                    key("strata"),
+                    format!("{l:?} is not a label name"),
+                ));
+            }
+        }
         if let Some(s) = file.incident_ceiling {
             if !(s > 0.0 && s <= 1.0) {
                 problems.push(ConfigProblem::new(
@@ -382,6 +406,7 @@ impl CheckSpec {
                 weight: file.weight,
                 slo: file.slo,
                 incident_ceiling: file.incident_ceiling,
+                strata,
                 unit_label: file.event_label.unwrap_or_else(|| "events".into()),
                 source: source.to_owned(),
                 in_default_set: file.default,
@@ -507,6 +532,13 @@ impl Catalog {
     }
 }
 
+fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
 fn valid_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
@@ -545,6 +577,9 @@ pub struct CheckInfo {
     /// Incident ceiling, if any: GO is held while the canary's recent rate is above it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_ceiling: Option<f64>,
+    /// Stratum labels (empty: one stratum).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub strata: Vec<String>,
     /// Boundaries for histogram checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boundaries: Option<Vec<f64>>,
@@ -586,6 +621,7 @@ impl From<&CheckSpec> for CheckInfo {
             weight: c.weight,
             slo: c.slo,
             incident_ceiling: c.incident_ceiling,
+            strata: c.strata.clone(),
             boundaries,
             bad,
             sided: if c.two_sided { "two" } else { "one" },
