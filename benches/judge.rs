@@ -66,6 +66,7 @@ fn bench(c: &mut Criterion) {
         min_duration: Duration::from_secs(300),
         max_duration: Duration::from_secs(7200),
         min_exposure: 100.0,
+        slo_go: false,
     };
     let mut warm = Analysis::new(settings, &specs);
     // Ten minutes of data first, as in a running analysis.

@@ -67,6 +67,7 @@ fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
                 min_duration: Duration::from_secs(600),
                 max_duration: Duration::from_secs(3600),
                 min_exposure: 1000.0,
+                slo_go: false,
             };
             let urls = |side: &str| -> Vec<String> {
                 (0..n_targets / 2)

@@ -439,6 +439,12 @@ pub struct JudgeConfig {
     /// Fewest freshly scraped targets each cohort needs before a GO (default 1).
     #[serde(default = "default_min_fresh_targets")]
     pub min_fresh_targets: usize,
+    /// Let the checks' `slo` certify GO ("GO by SLO: relative comparison not certified") whatever
+    /// the baseline, and hold GO while a canary is above it. Off by default: GO means "not worse
+    /// than the baseline beyond the margin", and a check's SLO certifies only where the baseline
+    /// has no events (nothing to compare with).
+    #[serde(default)]
+    pub slo_go: bool,
 }
 
 fn default_min_fresh_targets() -> usize {
@@ -491,6 +497,7 @@ impl Default for JudgeConfig {
             min_exposure: default_min_exposure(),
             max_stale_fraction: 0.0,
             min_fresh_targets: default_min_fresh_targets(),
+            slo_go: false,
         }
     }
 }

@@ -575,6 +575,7 @@ impl Engine {
             min_duration: spec.min_duration.unwrap_or(d.min_duration),
             max_duration: spec.max_duration.unwrap_or(d.max_duration),
             min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
+            slo_go: d.slo_go,
         };
         if settings.min_duration >= settings.max_duration {
             problems.push("analysis.min_duration: must be shorter than max_duration".into());

@@ -126,7 +126,7 @@ pub struct DemoOptions {
 }
 
 /// The daemon configuration the demo runs with: 1 s scrapes and ticks, GO after 30 s at the
-/// earliest, INCONCLUSIVE at 100 s.
+/// earliest, INCONCLUSIVE at 150 s.
 pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
     let mut cfg = Config::from_toml(
         r#"
@@ -137,7 +137,7 @@ pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
         [judge]
         alpha = 0.05
         min_duration = "30s"
-        max_duration = "100s"
+        max_duration = "150s"
         min_exposure = 1000
         "#,
         "demo",
@@ -147,9 +147,10 @@ pub fn demo_config(targets: Vec<StaticTarget>) -> Config {
     cfg
 }
 
-/// The simulated mesh of the demo: 3 sidecars per revision, 2,000 requests/s each.
+/// The simulated mesh of the demo: 3 sidecars per revision, 10,000 requests/s each (enough 5xx
+/// for every workload to be certified on its own within the demo's 150 s).
 pub fn demo_mesh(seed: u64) -> SimConfig {
-    let mut sim = SimConfig::small(seed, 3, 2000.0);
+    let mut sim = SimConfig::small(seed, 3, 10_000.0);
     // Each istiod serves 200 proxies (the scraped sidecars among them), as a real one serves
     // far more proxies than one scrapes: ~100 pushes/s and ~25 convergences/s to compare.
     sim.baseline.connected_proxies = Some(200);
@@ -194,7 +195,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
 
     println!("meshgate demo: {}", opts.scenario.describe());
     println!(
-        "  simulated mesh: {} sidecars ({} per revision, 2,000 req/s each) and {} istiod, on 127.0.0.1",
+        "  simulated mesh: {} sidecars ({} per revision, 10,000 req/s each) and {} istiod, on 127.0.0.1",
         proxies,
         proxies / 2,
         n_targets - proxies

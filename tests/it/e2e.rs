@@ -29,6 +29,8 @@ async fn setup(seed: u64, fault: Fault, extra_targets: Vec<StaticTarget>) -> Set
         interval = "250ms"
         timeout = "200ms"
         [judge]
+        # GO by SLO, as these plumbing tests need it fast (the default is off).
+        slo_go = true
         min_duration = "5s"
         max_duration = "40s"
         min_exposure = 1000

@@ -255,6 +255,8 @@ async fn daemon_with(
         jitter = 0.0
         max_body_bytes = 4194304
         [judge]
+        # GO by SLO, as these plumbing tests need it fast (the default is off).
+        slo_go = true
         min_duration = "{min_duration}"
         max_duration = "120s"
         min_exposure = 1000

@@ -104,7 +104,7 @@ async fn daemon(cfg: Config, stop: &CancellationToken) -> (String, meshgate::dae
 
 fn base_config() -> Config {
     Config::from_toml(
-        "[scrape]\ninterval = \"1s\"\ntimeout = \"900ms\"\n[judge]\nmin_duration = \"8s\"\nmax_duration = \"90s\"\nmin_exposure = 1000\n",
+        "[scrape]\ninterval = \"1s\"\ntimeout = \"900ms\"\n[judge]\nslo_go = true\nmin_duration = \"8s\"\nmax_duration = \"90s\"\nmin_exposure = 1000\n",
         "t",
     )
     .unwrap()
@@ -295,6 +295,7 @@ async fn promql_errors_and_no_data() {
     // A backed daemon whose cohorts match nothing in Prometheus never says GO.
     let mut cfg = base_config();
     cfg.judge.min_duration = Duration::from_secs(1);
+    cfg.judge.slo_go = true;
     cfg.judge.max_duration = Duration::from_secs(8);
     cfg.prometheus = Some(PrometheusConfig {
         url: prom.url.clone(),

@@ -31,6 +31,8 @@ interval = "250ms"
 timeout = "200ms"
 jitter = 0.0
 [judge]
+# GO by SLO, as these plumbing tests need it fast (the default is off).
+slo_go = true
 min_duration = "10s"
 max_duration = "90s"
 min_exposure = 1000

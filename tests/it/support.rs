@@ -69,6 +69,8 @@ pub async fn lab(extra_toml: &str) -> Lab {
         interval = "250ms"
         timeout = "200ms"
         [judge]
+        # GO by SLO, as these plumbing tests need it fast (the default is off).
+        slo_go = true
         min_duration = "4s"
         max_duration = "120s"
         min_exposure = 1000

@@ -228,6 +228,7 @@ pub fn settings() -> Settings {
         min_duration: j.min_duration,
         max_duration: j.max_duration,
         min_exposure: j.min_exposure,
+        slo_go: j.slo_go,
     }
 }
 
