@@ -9,8 +9,8 @@ pub use meshgate_stats::{betabinom, explain, mixture, rate, robust};
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
-    CheckState, CohortQuality, Counts, DataQuality, FixedHorizon, QualityBlock, QualityThresholds,
-    RobustEvidence, Settings, Stratum, StratumEvidence, TestEvidence, TickInput, Verdict,
-    MAX_STRATA_SHOWN,
+    CheckState, CheckStatus, CohortQuality, Counts, DataQuality, EvidenceKind, FixedHorizon,
+    QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided, Stratum, StratumEvidence,
+    StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};

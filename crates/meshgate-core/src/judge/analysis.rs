@@ -413,13 +413,77 @@ pub struct BucketEvidence {
     pub distribution_ln_e: f64,
 }
 
-/// The evidence of one check.
+/// Where a check stands at a tick (serialized as before: `policy`, `regression`, `certified`,
+/// `collecting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// A policy rule fired (zero-baseline rule).
+    Policy,
+    /// The check's evidence of a regression crossed its threshold.
+    Regression,
+    /// Certified not worse (the GO condition of a critical check).
+    Certified,
+    /// Neither yet.
+    Collecting,
+}
+
+impl CheckStatus {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Regression => "regression",
+            Self::Certified => "certified",
+            Self::Collecting => "collecting",
+        }
+    }
+}
+
+/// What a check counts (serialized `ratio` or `histogram_tail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// Events over exposure.
+    Ratio,
+    /// Requests above bucket boundaries.
+    HistogramTail,
+}
+
+/// Which direction is a regression (serialized `one` or `two`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sided {
+    /// A rise beyond the margin.
+    One,
+    /// A rise or a drop beyond the margin.
+    Two,
+}
+
+/// What a stratum says (serialized with spaces, as shown to people).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StratumStatus {
+    /// Both cohorts, enough events: compared.
+    #[serde(rename = "compared")]
+    Compared,
+    /// Requests in the canary only.
+    #[serde(rename = "canary only")]
+    CanaryOnly,
+    /// Requests in the baseline only.
+    #[serde(rename = "baseline only")]
+    BaselineOnly,
+    /// Fewer than 5 events in both cohorts together (or no requests).
+    #[serde(rename = "too little data")]
+    TooLittleData,
+}
+
+/// The evidence of one check at the last tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckEvidence {
     /// Check name.
     pub name: String,
     /// `ratio` or `histogram_tail`.
-    pub kind: String,
+    pub kind: EvidenceKind,
     /// A GO needs this check certified.
     pub critical: bool,
     /// Normalised weight in the combined e-value.
@@ -432,8 +496,8 @@ pub struct CheckEvidence {
     pub margin: f64,
     /// The SLO, if any.
     pub slo: Option<f64>,
-    /// `regression`, `certified`, or `collecting`.
-    pub status: String,
+    /// `policy`, `regression`, `certified`, or `collecting`.
+    pub status: CheckStatus,
     /// One line for people.
     pub reason: String,
     /// Per test.
@@ -442,7 +506,7 @@ pub struct CheckEvidence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
     /// `one`, or `two` when a drop beyond the margin is a regression too.
-    pub sided: String,
+    pub sided: Sided,
     /// Veto checks: the e-value at which this check alone ends the analysis in NO-GO.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub veto_threshold: Option<f64>,
@@ -478,7 +542,7 @@ pub struct StratumEvidence {
     pub ratio: Option<f64>,
     /// `compared`, `canary only`, `baseline only`, or `too little data` (fewer than 5 events in
     /// both cohorts together): never pooled with other strata.
-    pub status: String,
+    pub status: StratumStatus,
     /// The stratum's own anytime-valid bounds on its rate ratio (its ticks with both cohorts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_upper_bound: Option<f64>,
@@ -499,18 +563,18 @@ fn strata_evidence(state: &CheckState, alpha: f64) -> Vec<StratumEvidence> {
             let [ea, xa, eb, xb] = *t;
             let ratio = (xa > 0.0 && xb > 0.0).then(|| ((eb + 0.5) / xb) / ((ea + 0.5) / xa));
             let status = match (xa > 0.0, xb > 0.0) {
-                (true, false) => "baseline only",
-                (false, true) => "canary only",
-                (false, false) => "too little data",
-                _ if ea + eb < 5.0 => "too little data",
-                _ => "compared",
+                (true, false) => StratumStatus::BaselineOnly,
+                (false, true) => StratumStatus::CanaryOnly,
+                (false, false) => StratumStatus::TooLittleData,
+                _ if ea + eb < 5.0 => StratumStatus::TooLittleData,
+                _ => StratumStatus::Compared,
             };
             StratumEvidence {
                 name: name.clone(),
                 baseline: Counts::new(ea, xa),
                 canary: Counts::new(eb, xb),
                 ratio,
-                status: status.into(),
+                status,
                 ratio_upper_bound: p.map(|p| p.upper_bound(alpha)).filter(|b| b.is_finite()),
                 ratio_lower_bound: p.map(|p| p.lower_bound(alpha)),
                 certified: p.is_some_and(|p| p.certifies_not_worse()),
@@ -519,7 +583,8 @@ fn strata_evidence(state: &CheckState, alpha: f64) -> Vec<StratumEvidence> {
         .collect();
     // Worst first: compared strata by ratio, then the ones that say nothing.
     v.sort_by(|a, b| {
-        let key = |s: &StratumEvidence| (s.status != "compared", -s.ratio.unwrap_or(0.0));
+        let key =
+            |s: &StratumEvidence| (s.status != StratumStatus::Compared, -s.ratio.unwrap_or(0.0));
         key(a)
             .partial_cmp(&key(b))
             .unwrap_or(std::cmp::Ordering::Equal)
@@ -912,7 +977,7 @@ impl Analysis {
         let uncertified: Vec<&CheckEvidence> = self
             .evidence
             .iter()
-            .filter(|e| e.critical && e.status != "certified")
+            .filter(|e| e.critical && e.status != CheckStatus::Certified)
             .collect();
         if let Some(e) = uncertified.first() {
             // Name the workloads that hold the certificate back, when the common ratio alone
@@ -1087,13 +1152,13 @@ impl Analysis {
                     zero_baseline_violation(spec, first.as_ref(), self.settings.min_exposure);
                 let regression = e_value >= threshold;
                 let status = if policy.is_some() {
-                    "policy"
+                    CheckStatus::Policy
                 } else if regression || veto_threshold.is_some_and(|t| e_value >= t) {
-                    "regression"
+                    CheckStatus::Regression
                 } else if certified {
-                    "certified"
+                    CheckStatus::Certified
                 } else {
-                    "collecting"
+                    CheckStatus::Collecting
                 };
                 let reason = check_reason(spec, &tests, alpha, regression, certified);
                 let resolution = match &spec.kind {
@@ -1106,22 +1171,25 @@ impl Analysis {
                 CheckEvidence {
                     name: spec.name.clone(),
                     kind: if spec.is_histogram() {
-                        "histogram_tail"
+                        EvidenceKind::HistogramTail
                     } else {
-                        "ratio"
-                    }
-                    .into(),
+                        EvidenceKind::Ratio
+                    },
                     critical: spec.critical,
                     weight,
                     e_value,
                     threshold,
                     margin: spec.margin,
                     slo: spec.slo,
-                    status: status.into(),
+                    status,
                     reason,
                     tests,
                     resolution,
-                    sided: if spec.two_sided { "two" } else { "one" }.into(),
+                    sided: if spec.two_sided {
+                        Sided::Two
+                    } else {
+                        Sided::One
+                    },
                     veto_threshold,
                     policy,
                     fixed_horizon,
@@ -1931,7 +1999,7 @@ mod tests {
             Verdict::NoGo
         );
         let e = &a2.evidence[0];
-        assert_eq!(e.sided, "two");
+        assert_eq!(e.sided, Sided::Two);
         assert!(e.tests[0].e_value_drop.unwrap() >= 2.0 * 20.0 - 1e-9 || e.e_value >= 20.0);
         // And both see a rise.
         let mut a3 = Analysis::new(settings(), &[&two]);
@@ -1961,7 +2029,7 @@ mod tests {
         assert_eq!(tick(&mut a, 50.0, 1.0, 1), Verdict::Pending);
         assert_eq!(tick(&mut a, 60.0, 0.0, 2), Verdict::NoGo);
         assert!(a.reason.contains("by policy"), "{}", a.reason);
-        assert_eq!(a.evidence[0].status, "policy");
+        assert_eq!(a.evidence[0].status, CheckStatus::Policy);
         // The statistics alone are far from a NO-GO on one event.
         assert!(a.evidence[0].e_value < 20.0);
         // Without the rule the same data stay pending.
@@ -2740,8 +2808,8 @@ mod strata_tests {
             assert!(a.reason.contains("wave1/api"), "{}", a.reason);
             let st = &a.evidence[0].strata;
             assert_eq!(st.len(), 2);
-            assert!(st.iter().any(|s| s.status == "canary only"));
-            assert!(st.iter().any(|s| s.status == "baseline only"));
+            assert!(st.iter().any(|s| s.status == StratumStatus::CanaryOnly));
+            assert!(st.iter().any(|s| s.status == StratumStatus::BaselineOnly));
         }
     }
 }
