@@ -248,15 +248,14 @@ pub struct TestState {
 /// its own for a GO; smaller ones are reported, and covered by the common test only.
 pub const MATERIAL_STRATUM_SHARE: f64 = 0.02;
 
-/// Material strata of a test that its own e-process does not certify: (name, ratio upper bound).
-fn uncertified_strata(t: &TestState, alpha: f64) -> Vec<(&str, f64)> {
+/// Material strata of a test that its own e-process does not certify.
+fn uncertified_strata(t: &TestState) -> impl Iterator<Item = (&str, &RatioEProcess)> {
     let total_b = t.process.totals().exposure_b;
     t.strata
         .iter()
-        .filter(|(_, p)| p.totals().exposure_b >= MATERIAL_STRATUM_SHARE * total_b)
+        .filter(move |(_, p)| p.totals().exposure_b >= MATERIAL_STRATUM_SHARE * total_b)
         .filter(|(_, p)| !p.certifies_not_worse())
-        .map(|(n, p)| (n.as_str(), p.upper_bound(alpha)))
-        .collect()
+        .map(|(n, p)| (n.as_str(), p))
 }
 
 impl TestState {
@@ -989,9 +988,9 @@ impl Analysis {
                 .filter(|(spec, _)| spec.name == e.name)
                 .flat_map(|(_, state)| state.tests.iter())
                 .filter(|t| t.process.certifies_not_worse())
-                .flat_map(|t| uncertified_strata(t, alpha))
+                .flat_map(uncertified_strata)
                 .take(5)
-                .map(|(n, ub)| format!("{n} (ratio bound {ub:.2})"))
+                .map(|(n, p)| format!("{n} (ratio bound {:.2})", p.upper_bound(alpha)))
                 .collect();
             if !held.is_empty() {
                 return Some(format!(
@@ -1217,6 +1216,7 @@ fn test_counts(spec: &CheckSpec, slots: &[Vec<f64>; 2]) -> Vec<(f64, f64, f64, f
     match &spec.kind {
         CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
             let (xa, xb) = (v(0, 0), v(1, 0));
+            // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
             vec![(v(0, 1).min(xa), v(1, 1).min(xb), xa, xb)]
         }
         CheckKind::HistogramTail { boundaries } => {
@@ -1285,35 +1285,17 @@ fn observe_strata(
 fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2], now: Duration) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
-    match &spec.kind {
-        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
-            let (xa, xb) = (v(0, 0), v(1, 0));
-            // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
-            let (ea, eb) = (v(0, 1).min(xa), v(1, 1).min(xb));
-            state.exposure[0] += xa;
-            state.exposure[1] += xb;
-            state.tests[0].process.observe(ea, eb, xa, xb);
-            state.tests[0].remember(limits, now, xb, eb);
-            if let Some(r) = &mut state.tests[0].robust {
-                r.observe(ea, eb, xa, xb);
-            }
+    state.exposure[0] += v(0, 0);
+    state.exposure[1] += v(1, 0);
+    for (t, (ea, eb, xa, xb)) in state.tests.iter_mut().zip(test_counts(spec, slots)) {
+        t.process.observe(ea, eb, xa, xb);
+        t.remember(limits, now, xb, eb);
+        if let Some(r) = &mut t.robust {
+            r.observe(ea, eb, xa, xb);
         }
-        CheckKind::HistogramTail { boundaries } => {
-            let n = boundaries.len();
-            state.exposure[0] += v(0, 0);
-            state.exposure[1] += v(1, 0);
-            for (i, t) in state.tests.iter_mut().enumerate() {
-                let (xa, xb) = (v(0, 1 + n + i), v(1, 1 + n + i));
-                let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
-                let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
-                t.process.observe(ea, eb, xa, xb);
-                t.remember(limits, now, xb, eb);
-                if let Some(r) = &mut t.robust {
-                    r.observe(ea, eb, xa, xb);
-                }
-            }
-            observe_buckets(state, spec, slots);
-        }
+    }
+    if spec.is_histogram() {
+        observe_buckets(state, spec, slots);
     }
 }
 
@@ -1358,7 +1340,7 @@ fn certification(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> O
     } else if tot.exposure_a > 0.0
         && tot.exposure_b > 0.0
         && p.certifies_not_worse()
-        && uncertified_strata(t, alpha).is_empty()
+        && uncertified_strata(t).next().is_none()
     {
         Some(Certificate::Ratio)
     } else if (slo_go || tot.events_a == 0.0 || spec.is_histogram())
