@@ -536,6 +536,31 @@ pub struct AnalysisConfig {
     /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
+    /// What is compared with what: `concurrent` (the default: the same workloads on both
+    /// revisions at once) or `before_after` (namespaces moving in a wave; needs `moving`).
+    #[serde(default, skip_serializing_if = "DesignName::is_concurrent")]
+    pub design: DesignName,
+    /// `before_after`: the namespaces that move. Create the analysis before they move, so it
+    /// sees each workload's rate before its move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<String>,
+}
+
+/// `design` of an analysis.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DesignName {
+    /// Each workload's canary pods against its own baseline pods, at the same time.
+    #[default]
+    Concurrent,
+    /// Each moved workload after its move against itself before it, adjusted by the others.
+    BeforeAfter,
+}
+
+impl DesignName {
+    fn is_concurrent(&self) -> bool {
+        *self == DesignName::Concurrent
+    }
 }
 
 // === impl AnalysisConfig ===
@@ -595,7 +620,36 @@ impl AnalysisConfig {
                 ));
             }
         }
+        match (self.design, self.moving.is_empty()) {
+            (DesignName::BeforeAfter, true) => out.push(ConfigProblem::new(
+                format!("{prefix}.moving"),
+                "design \"before_after\" needs the namespaces that move",
+            )),
+            (DesignName::Concurrent, false) => out.push(ConfigProblem::new(
+                format!("{prefix}.moving"),
+                "is only used with design = \"before_after\"",
+            )),
+            _ => {}
+        }
+        for (i, ns) in self.moving.iter().enumerate() {
+            if ns.is_empty() || ns.contains('/') || ns.chars().any(char::is_whitespace) {
+                out.push(ConfigProblem::new(
+                    format!("{prefix}.moving[{i}]"),
+                    format!("{ns:?} is not a namespace name"),
+                ));
+            }
+        }
         out
+    }
+
+    /// The design the judge runs.
+    pub fn judge_design(&self) -> meshgate_core::judge::Design {
+        match self.design {
+            DesignName::Concurrent => meshgate_core::judge::Design::Concurrent,
+            DesignName::BeforeAfter => meshgate_core::judge::Design::BeforeAfter {
+                moving: self.moving.clone(),
+            },
+        }
     }
 }
 

@@ -576,6 +576,7 @@ impl Engine {
             max_duration: spec.max_duration.unwrap_or(d.max_duration),
             min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
             slo_go: d.slo_go,
+            design: spec.judge_design(),
         };
         if settings.min_duration >= settings.max_duration {
             problems.push("analysis.min_duration: must be shorter than max_duration".into());
@@ -1002,7 +1003,12 @@ impl Engine {
                 self.wave_moved_at[i] = None;
             }
             let id = plan::Plan::analysis_id(w);
-            if plan::wave_started(w, &counts) && !self.analyses.contains_key(&id) {
+            // A wave's analysis starts when the wave is next (every earlier wave moved), before
+            // its namespaces move: the before/after design needs each workload's rate before its
+            // move. A wave found already moving starts at once (its moved workloads then have no
+            // pre-move window and say so).
+            let next = plan.waves[..i].iter().all(|e| plan::wave_moved(e, &counts));
+            if (next || plan::wave_started(w, &counts)) && !self.analyses.contains_key(&id) {
                 match self.create(plan.analysis_for(w)) {
                     Ok(_) => self.publish_routing(),
                     Err(e) => warn!(wave = %w.name, error = %e, "wave analysis not started"),

@@ -80,23 +80,19 @@ impl Plan {
         format!("plan-{}", wave.name)
     }
 
-    /// The analysis request of a wave: canary = proxies of the wave's namespaces on the new
-    /// revision, baseline = proxies still on the old revision.
+    /// The analysis request of a wave, in the before/after design (docs/statistics.md, section
+    /// 3b): each workload of the wave's namespaces after its move against itself before it,
+    /// adjusted by the proxies of every other namespace (still on the old revision, or moved in an
+    /// earlier wave) over the same periods. Its selectors are therefore the two revisions, the
+    /// whole mesh; the wave's namespaces are `moving`.
     pub fn analysis_for(&self, wave: &Wave) -> crate::config::AnalysisConfig {
-        let ns = wave
-            .namespaces
-            .iter()
-            .map(|n| regex::escape(n))
-            .collect::<Vec<_>>()
-            .join("|");
         crate::config::AnalysisConfig {
             name: Self::analysis_id(wave),
             baseline: format!("{{role=\"proxy\", revision=\"{}\"}}", self.from_revision),
-            canary: format!(
-                "{{role=\"proxy\", revision=\"{}\", namespace=~\"{ns}\"}}",
-                self.to_revision
-            ),
+            canary: format!("{{role=\"proxy\", revision=\"{}\"}}", self.to_revision),
             checks: wave.checks.clone(),
+            design: crate::config::DesignName::BeforeAfter,
+            moving: wave.namespaces.clone(),
             ..Default::default()
         }
     }
@@ -687,10 +683,9 @@ mod tests {
         let p = plan();
         let a = p.analysis_for(&p.waves[1]);
         assert_eq!(a.name, "plan-critical");
-        assert_eq!(
-            a.canary,
-            r#"{role="proxy", revision="1-25-0", namespace=~"shop|pay"}"#
-        );
+        assert_eq!(a.canary, r#"{role="proxy", revision="1-25-0"}"#);
+        assert_eq!(a.design, crate::config::DesignName::BeforeAfter);
+        assert_eq!(a.moving, ["shop", "pay"]);
         assert!(a.problems("a").is_empty(), "{:?}", a.problems("a"));
     }
 }

@@ -3,6 +3,7 @@
 //! Pure statistics and rules, no tokio: the daemon feeds per-tick deltas in and reads verdicts out.
 
 mod analysis;
+mod before_after;
 mod check;
 
 pub use meshgate_stats::{betabinom, explain, mixture, rate, robust};
@@ -13,4 +14,5 @@ pub use analysis::{
     QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided, Stratum, StratumEvidence,
     StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
+pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
 pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};

@@ -229,6 +229,7 @@ pub fn settings() -> Settings {
         max_duration: j.max_duration,
         min_exposure: j.min_exposure,
         slo_go: j.slo_go,
+        design: Default::default(),
     }
 }
 

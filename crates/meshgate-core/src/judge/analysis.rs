@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::before_after::{self, BeforeAfterCheck, BeforeAfterTest, Design};
 use super::betabinom::{choose_k, ln_e_two_sided};
 use super::check::{CheckKind, CheckSpec, RECENT_WINDOW};
 use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
@@ -68,6 +69,20 @@ pub struct Settings {
     /// (the baseline has no events: statistics.md, section 3).
     #[serde(default)]
     pub slo_go: bool,
+    /// What is compared with what (docs/statistics.md, sections 3a and 3b).
+    #[serde(default)]
+    pub design: Design,
+}
+
+impl Settings {
+    /// The level of the sequential tests: alpha, or alpha / 2 in the before/after design, whose
+    /// intervals on each workload's inherent rate take the other half (see `before_after.rs`).
+    pub fn test_alpha(&self) -> f64 {
+        match self.design {
+            Design::Concurrent => self.alpha,
+            Design::BeforeAfter { .. } => self.alpha / 2.0,
+        }
+    }
 }
 
 /// Data quality of one cohort at a tick, measured by the daemon.
@@ -242,6 +257,10 @@ pub struct TestState {
     /// volume in the common ratio.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub strata: BTreeMap<String, RatioEProcess>,
+    /// The before/after design's state (then `process` is its common NO-GO side, and `strata`
+    /// stays empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_after: Option<Box<BeforeAfterTest>>,
 }
 
 /// A stratum holding at least this share of the compared canary requests must be certified on
@@ -365,6 +384,9 @@ pub struct CheckState {
     /// boundary), for the per-stratum evidence.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub strata: BTreeMap<String, [f64; 4]>,
+    /// The before/after design's per-check state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_after: Option<BeforeAfterCheck>,
 }
 
 /// Fixed-horizon statistics of a check (statistics.md §5): for explanation only, never for the
@@ -474,6 +496,12 @@ pub enum StratumStatus {
     /// Fewer than 5 events in both cohorts together (or no requests).
     #[serde(rename = "too little data")]
     TooLittleData,
+    /// Before/after: moved without requests before its move while the analysis ran.
+    #[serde(rename = "no pre-move window")]
+    NoPreWindow,
+    /// Before/after: a workload of the moving namespaces still on the old revision.
+    #[serde(rename = "not moved yet")]
+    NotMoved,
 }
 
 /// The evidence of one check at the last tick.
@@ -553,6 +581,9 @@ pub struct StratumEvidence {
 }
 
 fn strata_evidence(state: &CheckState, alpha: f64) -> Vec<StratumEvidence> {
+    if let Some(ba) = state.tests.first().and_then(|t| t.before_after.as_deref()) {
+        return moved_evidence(ba, alpha);
+    }
     let own = state.tests.first().map(|t| &t.strata);
     let mut v: Vec<StratumEvidence> = state
         .strata
@@ -588,6 +619,60 @@ fn strata_evidence(state: &CheckState, alpha: f64) -> Vec<StratumEvidence> {
             .partial_cmp(&key(b))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
+    v.truncate(MAX_STRATA_SHOWN);
+    v
+}
+
+/// The before/after design's strata: each moved workload's own counts before (as `baseline`) and
+/// after its move (as `canary`), its after/before ratio relative to the controls', and bounds on
+/// it (conservative: the upper one from the GO side, the lower one from the NO-GO side); then the
+/// workloads not moved yet.
+fn moved_evidence(ba: &BeforeAfterTest, alpha: f64) -> Vec<StratumEvidence> {
+    let mut v: Vec<StratumEvidence> = ba
+        .moved
+        .iter()
+        .map(|(name, m)| {
+            let status = match m.bounds {
+                None => StratumStatus::NoPreWindow,
+                Some(_) if m.pre[2] + m.pre[0] + m.post[2] < 5.0 => StratumStatus::TooLittleData,
+                Some(_) => StratumStatus::Compared,
+            };
+            StratumEvidence {
+                name: name.clone(),
+                baseline: Counts::new(m.pre[2], m.pre[3]),
+                canary: Counts::new(m.post[2], m.post[3]),
+                ratio: m.estimate(),
+                status,
+                ratio_upper_bound: m
+                    .go
+                    .as_ref()
+                    .map(|p| p.upper_bound(alpha))
+                    .filter(|b| b.is_finite()),
+                ratio_lower_bound: m.nogo.as_ref().map(|p| p.lower_bound(alpha)),
+                certified: m.certified(),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        let key =
+            |s: &StratumEvidence| (s.status != StratumStatus::Compared, -s.ratio.unwrap_or(0.0));
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    v.extend(ba.pre.iter().map(|(name, p)| {
+        let t = p.totals();
+        StratumEvidence {
+            name: name.clone(),
+            baseline: Counts::new(t.events_b, t.exposure_b),
+            canary: Counts::new(0.0, 0.0),
+            ratio: None,
+            status: StratumStatus::NotMoved,
+            ratio_upper_bound: None,
+            ratio_lower_bound: None,
+            certified: false,
+        }
+    }));
     v.truncate(MAX_STRATA_SHOWN);
     v
 }
@@ -658,27 +743,32 @@ impl Analysis {
         let states = checks
             .iter()
             .map(|c| {
+                // The before/after design has its own robustness (each workload against itself):
+                // a `robust` check runs the mixture there.
+                let before_after = settings.design.moving().is_some() && !c.strata.is_empty();
                 let params = RatioParams {
-                    alpha: settings.alpha,
+                    alpha: settings.test_alpha(),
                     margin: c.margin,
                     target_events: c.target_events,
                 };
                 let tests = match &c.kind {
                     CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => vec![TestState {
-                        robust: robust_test(settings.alpha, c),
+                        robust: robust_test(settings.test_alpha(), c).filter(|_| !before_after),
                         boundary: None,
                         process: RatioEProcess::new(params),
                         recent: VecDeque::new(),
                         strata: BTreeMap::new(),
+                        before_after: None,
                     }],
                     CheckKind::HistogramTail { boundaries } => boundaries
                         .iter()
                         .map(|b| TestState {
-                            robust: robust_test(settings.alpha, c),
+                            robust: robust_test(settings.test_alpha(), c).filter(|_| !before_after),
                             boundary: Some(*b),
                             process: RatioEProcess::new(params.clone()),
                             recent: VecDeque::new(),
                             strata: BTreeMap::new(),
+                            before_after: None,
                         })
                         .collect(),
                 };
@@ -694,6 +784,7 @@ impl Analysis {
                     buckets: [vec![0.0; nb], vec![0.0; nb]],
                     unbucketed: 0.0,
                     strata: BTreeMap::new(),
+                    before_after: None,
                 }
             })
             .collect();
@@ -729,6 +820,10 @@ impl Analysis {
         self.elapsed = input.elapsed;
         self.quality = input.quality;
         self.quality.blocked_by = self.quality.block();
+        // The before/after design's interval budget: alpha / 2, shared equally by its checks.
+        let stratified = specs.iter().filter(|c| !c.strata.is_empty()).count().max(1);
+        let interval_alpha = self.settings.alpha / (2.0 * stratified as f64);
+        let mut moved_data = false;
         for (i, ((state, spec), slots)) in self
             .checks
             .iter_mut()
@@ -736,14 +831,31 @@ impl Analysis {
             .zip(input.slots)
             .enumerate()
         {
-            match input.strata.get(i) {
-                Some(strata) if !spec.strata.is_empty() => {
+            match (input.strata.get(i), self.settings.design.moving()) {
+                (Some(strata), Some(moving)) if !spec.strata.is_empty() => {
+                    moved_data |= observe_before_after(
+                        state,
+                        spec,
+                        slots,
+                        strata,
+                        input.elapsed,
+                        moving,
+                        interval_alpha,
+                    );
+                }
+                (Some(strata), _) if !spec.strata.is_empty() => {
                     observe_strata(state, spec, slots, strata, input.elapsed)
                 }
                 _ => observe(state, spec, slots, input.elapsed),
             }
         }
-        if self.canary_since.is_none() && self.checks.iter().any(|c| c.exposure[1] > 0.0) {
+        // min_duration counts from the first canary data; in the before/after design, from the
+        // first requests of a moved workload (the controls on the new revision do not count).
+        let canary_data = match self.settings.design {
+            Design::Concurrent => self.checks.iter().any(|c| c.exposure[1] > 0.0),
+            Design::BeforeAfter { .. } => moved_data,
+        };
+        if self.canary_since.is_none() && canary_data {
             self.canary_since = Some(input.elapsed);
         }
         // Most ticks end PENDING, and the evidence document (confidence bounds, fixed-horizon
@@ -756,7 +868,7 @@ impl Analysis {
             return Verdict::Pending;
         }
         self.refresh_evidence(specs);
-        let alpha = combined_alpha(self.settings.alpha, specs);
+        let alpha = combined_alpha(self.settings.test_alpha(), specs);
         // Policy first: it is not statistics and is reported as such.
         if let Some(e) = self.evidence.iter().find(|e| e.policy.is_some()) {
             let why = format!(
@@ -924,7 +1036,7 @@ impl Analysis {
         if self.elapsed >= self.settings.max_duration {
             return None;
         }
-        let alpha = self.settings.alpha;
+        let alpha = self.settings.test_alpha();
         let n_veto = specs.iter().filter(|c| c.veto).count();
         let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
         let mut combined = 0.0;
@@ -981,7 +1093,7 @@ impl Analysis {
         if let Some(e) = uncertified.first() {
             // Name the workloads that hold the certificate back, when the common ratio alone
             // would certify.
-            let alpha = self.settings.alpha;
+            let alpha = self.settings.test_alpha();
             let held: Vec<String> = specs
                 .iter()
                 .zip(&self.checks)
@@ -992,6 +1104,25 @@ impl Analysis {
                 .take(5)
                 .map(|(n, p)| format!("{n} (ratio bound {:.2})", p.upper_bound(alpha)))
                 .collect();
+            let held_moved: Vec<String> = specs
+                .iter()
+                .zip(&self.checks)
+                .filter(|(spec, _)| spec.name == e.name)
+                .flat_map(|(_, state)| state.tests.iter())
+                .filter_map(|t| t.before_after.as_deref())
+                .flat_map(|ba| ba.uncertified())
+                .take(5)
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect();
+            if !held_moved.is_empty() {
+                return Some(format!(
+                    "{} not yet certified: each moved workload holding {}% or more of the moved workloads' requests must be, and these are not: {}; {}",
+                    e.name,
+                    100.0 * MATERIAL_STRATUM_SHARE,
+                    held_moved.join(", "),
+                    e.reason
+                ));
+            }
             if !held.is_empty() {
                 return Some(format!(
                     "{} not yet certified in every workload (each holding {}% or more of the canary's requests must be): {}; {}",
@@ -1045,8 +1176,38 @@ impl Analysis {
             }
         }
         let Some(since) = self.canary_since else {
+            if let Design::BeforeAfter { moving } = &self.settings.design {
+                let pre = self
+                    .checks
+                    .iter()
+                    .filter_map(|c| c.tests.first()?.before_after.as_deref())
+                    .map(|ba| ba.pre.len())
+                    .max()
+                    .unwrap_or(0);
+                return Some(format!(
+                    "before/after: no workload of {} has moved to the new revision yet ({pre} workloads with a pre-move window so far)",
+                    moving.join(", ")
+                ));
+            }
             return Some("no canary data yet".into());
         };
+        // A wave is judged whole: while a workload of the moving namespaces still serves on the
+        // old revision only, a GO would not cover it.
+        for (state, spec) in self.checks.iter().zip(specs) {
+            let Some(ba) = state.tests.first().and_then(|t| t.before_after.as_deref()) else {
+                continue;
+            };
+            if !ba.unmoved.is_empty() {
+                let names: Vec<&str> = ba.unmoved.iter().take(5).map(String::as_str).collect();
+                return Some(format!(
+                    "{}: GO held: {} workload(s) of the moving namespaces have not moved to the new revision yet: {}{}",
+                    spec.name,
+                    ba.unmoved.len(),
+                    names.join(", "),
+                    if ba.unmoved.len() > 5 { ", ..." } else { "" }
+                ));
+            }
+        }
         let with_canary = self.elapsed.saturating_sub(since);
         if with_canary < self.settings.min_duration {
             return Some(format!(
@@ -1112,7 +1273,7 @@ impl Analysis {
     }
 
     fn build_evidence(&self, specs: &[&CheckSpec]) -> Vec<CheckEvidence> {
-        let alpha = self.settings.alpha;
+        let alpha = self.settings.test_alpha();
         let alpha_combined = combined_alpha(alpha, specs);
         let n_veto = specs.iter().filter(|c| c.veto).count();
         let total_weight: f64 = specs.iter().map(|c| c.weight).sum();
@@ -1282,6 +1443,102 @@ fn observe_strata(
     }
 }
 
+/// A stratified check's tick in the before/after design (`before_after.rs` has the argument):
+/// the strata of the moving namespaces against the pooled controls (every other stratum, on
+/// either revision). Returns whether a moved workload had requests in this tick.
+fn observe_before_after(
+    state: &mut CheckState,
+    spec: &CheckSpec,
+    pooled: &[Vec<f64>; 2],
+    strata: &[Stratum],
+    now: Duration,
+    moving: &[String],
+    interval_alpha: f64,
+) -> bool {
+    let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
+    let is_moving = |name: &str| {
+        before_after::stratum_namespace(&spec.strata, name)
+            .is_some_and(|ns| moving.iter().any(|m| m == ns))
+    };
+    let (movers, controls): (Vec<&Stratum>, Vec<&Stratum>) =
+        strata.iter().partition(|st| is_moving(&st.name));
+    let counts: Vec<Vec<(f64, f64, f64, f64)>> = movers
+        .iter()
+        .map(|st| test_counts(spec, &st.slots))
+        .collect();
+    let control_counts: Vec<Vec<(f64, f64, f64, f64)>> = controls
+        .iter()
+        .map(|st| test_counts(spec, &st.slots))
+        .collect();
+    // A workload moves with its first requests on the new revision.
+    let ba_check = state.before_after.get_or_insert_with(Default::default);
+    let first = state.tests.first().and_then(|t| t.before_after.as_deref());
+    let moved_now: std::collections::BTreeSet<&str> = movers
+        .iter()
+        .filter(|st| st.slots[1].first().copied().unwrap_or(0.0) > 0.0)
+        .filter(|st| first.is_none_or(|ba| !ba.moved.contains_key(&*st.name)))
+        .map(|st| &*st.name)
+        .collect();
+    if ba_check.counted.is_none() && !moved_now.is_empty() {
+        // The union bound's count, frozen before any bound is computed: the strata with a usable
+        // pre-move window now.
+        let counted = first
+            .map(|ba| {
+                ba.pre
+                    .iter()
+                    .filter(|(_, p)| {
+                        let t = p.totals();
+                        t.exposure_a > 0.0 && t.exposure_b > 0.0
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ba_check.counted = Some(counted);
+    }
+    let counted = ba_check.counted.clone().unwrap_or_default();
+    let delta = interval_alpha / (counted.len().max(1) * state.tests.len().max(1)) as f64;
+    let (mut x_controls, mut x_moved) = (0.0, 0.0);
+    for (i, t) in state.tests.iter_mut().enumerate() {
+        let (mut ec, mut xc) = (0.0, 0.0);
+        for c in &control_counts {
+            if let Some(&(ea, eb, xa, xb)) = c.get(i) {
+                ec += ea + eb;
+                xc += xa + xb;
+            }
+        }
+        let movers: Vec<(&str, f64, f64, f64, f64)> = movers
+            .iter()
+            .zip(&counts)
+            .filter_map(|(st, c)| {
+                c.get(i)
+                    .map(|&(ea, eb, xa, xb)| (&*st.name, ea, xa, eb, xb))
+            })
+            .collect();
+        let ba = t.before_after.get_or_insert_with(Default::default);
+        let (e, x) = before_after::observe_test(
+            ba,
+            &mut t.process,
+            &counted,
+            (ec, xc),
+            &movers,
+            &moved_now,
+            delta,
+        );
+        if i == 0 {
+            x_controls = xc;
+            x_moved = x;
+        }
+        t.remember(limits, now, x, e);
+    }
+    state.exposure[0] += x_controls;
+    state.exposure[1] += x_moved;
+    if spec.is_histogram() {
+        observe_buckets(state, spec, pooled);
+    }
+    x_moved > 0.0
+}
+
 fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2], now: Duration) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
@@ -1334,6 +1591,11 @@ fn observe_buckets(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 
 fn certification(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> Option<Certificate> {
     let p = &t.process;
     let tot = p.totals();
+    if let Some(ba) = &t.before_after {
+        // Before/after: its own GO side only (the process' canary counts are scaled, so an SLO
+        // bound on them would mean nothing).
+        return ba.certifies().then_some(Certificate::Ratio);
+    }
     if let Some(r) = &t.robust {
         // Robust: only its own distribution-free certificate (the SLO bound assumes Poisson).
         r.certifies_not_worse().then_some(Certificate::Ratio)
@@ -1762,6 +2024,7 @@ mod tests {
             max_duration: Duration::from_secs(600),
             min_exposure: 100.0,
             slo_go: SLO_GO,
+            design: Design::default(),
         }
     }
 
@@ -2283,6 +2546,7 @@ mod robust_check_tests {
             max_duration: Duration::from_secs(36_000),
             min_exposure: 100.0,
             slo_go: SLO_GO,
+            design: crate::judge::Design::default(),
         };
         let q = CohortQuality {
             targets: 3,
@@ -2373,6 +2637,7 @@ mod go_semantics_tests {
             max_duration: Duration::from_secs(max_duration_s),
             min_exposure: 100.0,
             slo_go: SLO_GO,
+            design: Design::default(),
         }
     }
 
@@ -2475,6 +2740,7 @@ mod go_semantics_tests {
             let mut rng = SmallRng::seed_from_u64(seed);
             let default = Settings {
                 slo_go: false,
+                design: Design::default(),
                 ..settings(300, 3600)
             };
             let mut a = Analysis::new(default, &[&spec]);
@@ -2613,6 +2879,7 @@ mod strata_tests {
             max_duration: Duration::from_secs(3600),
             min_exposure: 100.0,
             slo_go: SLO_GO,
+            design: Design::default(),
         }
     }
 
