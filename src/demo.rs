@@ -14,6 +14,7 @@ use crate::judge::Catalog;
 use crate::sim::{Cohort, Fault, IstiodFault, SimConfig, SimMesh};
 
 mod multicluster;
+mod waves;
 
 /// Which regression the demo injects into the canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -34,13 +35,18 @@ pub enum Scenario {
     /// Primary-remote clusters upgraded in order (primary's istiod first): GO per cluster and
     /// overall.
     MulticlusterHealthy,
+    /// Namespaces with different inherent 5xx rates moved wave by wave, an upgrade that changes
+    /// nothing: every wave GO (the before/after design).
+    Waves,
+    /// The new revision makes a low-error namespace 4x worse: its wave NO-GO, naming it.
+    WaveRegression,
 }
 
 impl Scenario {
     /// The verdict the demo must reach.
     pub fn expected(self) -> &'static str {
         match self {
-            Scenario::Healthy | Scenario::MulticlusterHealthy => "GO",
+            Scenario::Healthy | Scenario::MulticlusterHealthy | Scenario::Waves => "GO",
             _ => "NO-GO",
         }
     }
@@ -59,7 +65,9 @@ impl Scenario {
             | Scenario::ControlPlane
             | Scenario::Skew
             | Scenario::Multicluster
-            | Scenario::MulticlusterHealthy => Fault {
+            | Scenario::MulticlusterHealthy
+            | Scenario::Waves
+            | Scenario::WaveRegression => Fault {
                 error_rate: None,
                 latency_factor: 1.0,
             },
@@ -110,6 +118,8 @@ impl Scenario {
             Scenario::Skew => "canary sidecars run 1.26.0 while their istiod runs 1.25.0 (data plane ahead)",
             Scenario::Multicluster => "primary-remote clusters: the remote's sidecars run 1-25-0 before the primary runs its istiod",
             Scenario::MulticlusterHealthy => "primary-remote clusters upgraded in order: the primary's 1-25-0 istiod first, then sidecars in both",
+            Scenario::Waves => "namespaces with different 5xx rates moved wave by wave, nothing changed",
+            Scenario::WaveRegression => "a wave whose low-error namespace the new revision makes 4x worse",
         }
     }
 }
@@ -165,6 +175,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         Scenario::Multicluster | Scenario::MulticlusterHealthy
     ) {
         return multicluster::run(opts).await;
+    }
+    if matches!(opts.scenario, Scenario::Waves | Scenario::WaveRegression) {
+        return waves::run(opts).await;
     }
     let started = Instant::now();
     let shutdown = CancellationToken::new();

@@ -251,14 +251,75 @@ async fn rollback_trigger_fires_before_the_e_process() {
     s.stop.cancel();
 }
 
+/// file_sd JSON of these simulated targets (`__metrics_path__` from each URL).
+fn file_sd(targets: &[meshgate::sim::SimTarget]) -> String {
+    let groups: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            let rest = t.url.strip_prefix("http://").unwrap();
+            let (addr, path) = rest.split_at(rest.find('/').unwrap());
+            let mut labels = t.labels.clone();
+            labels.insert("__metrics_path__".into(), path.into());
+            json!({"targets": [addr], "labels": labels})
+        })
+        .collect();
+    serde_json::to_string(&groups).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_status_follows_discovery_and_starts_wave_analyses() {
-    // Canary pods are labelled as the namespace "staging" (moved), baseline pods as "shop".
-    // The wave's analysis is A/A and the test expects GO: at the default alpha 0.05 it may
-    // end NO-GO by chance in up to 5% of runs (seen once in about 15 runs of the whole file),
-    // so this test's analyses run at alpha 0.01 (the line lands in `[judge]`).
-    let plan = r#"
+    // Namespaces "staging" (1% 5xx) and "shop" (0.2%): different services. Discovery (file_sd)
+    // first lists the old revision's pods only; the wave's analysis must exist before staging
+    // moves (the before/after design needs its pre-move rate). Then staging moves: its new pods
+    // replace its old ones in discovery and in the traffic. The wave must end GO (nothing
+    // changed), judged before/after, and the next wave's analysis start before shop moves.
+    // A/A at alpha 0.01 (the line lands in `[judge]`): a chance NO-GO in at most 1% of runs.
+    let stop = CancellationToken::new();
+    let mut sim = sim(14);
+    sim.namespaces = vec!["staging".into(), "shop".into()];
+    sim.baseline.pods = 4;
+    sim.canary.pods = 4;
+    sim.rps_per_pod = 50_000.0;
+    sim.error_rate = 0.002;
+    sim.namespace_error_factors = [("staging".to_string(), 5.0)].into();
+    sim.staged = true;
+    let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+        .await
+        .unwrap();
+    let all = mesh.targets();
+    let is = |t: &meshgate::sim::SimTarget, k: &str, v: &str| {
+        t.labels.get(k).map(String::as_str) == Some(v)
+    };
+    let before: Vec<_> = all
+        .iter()
+        .filter(|t| !(is(t, "role", "proxy") && is(t, "revision", "1-25-0")))
+        .cloned()
+        .collect();
+    let after: Vec<_> = all
+        .iter()
+        .filter(|t| {
+            !is(t, "role", "proxy")
+                || (is(t, "namespace", "staging") == is(t, "revision", "1-25-0"))
+        })
+        .cloned()
+        .collect();
+    let dir = std::env::temp_dir().join(format!("meshgate-plan-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sd = dir.join("targets.json");
+    std::fs::write(&sd, file_sd(&before)).unwrap();
+    let toml = format!(
+        r#"
+        [scrape]
+        interval = "250ms"
+        timeout = "200ms"
+        [discovery]
+        file_sd = ["{}"]
+        refresh = "250ms"
+        [judge]
         alpha = 0.01
+        min_duration = "5s"
+        max_duration = "60s"
+        min_exposure = 1000
         [plan]
         name = "1.24 to 1.25"
         from_revision = "1-24-2"
@@ -272,21 +333,21 @@ async fn plan_status_follows_discovery_and_starts_wave_analyses() {
         name = "critical"
         namespaces = ["shop"]
         soak = "1h"
-    "#;
-    let (s, _mesh) = setup(sim(14), plan, |t| {
-        if t.labels.get("role").map(String::as_str) == Some("proxy") {
-            let ns = if t.labels["revision"] == "1-25-0" {
-                "staging"
-            } else {
-                "shop"
-            };
-            t.labels.insert("namespace".into(), ns.into());
-        }
-    })
-    .await;
+        checks = ["error-rate"]
+        "#,
+        sd.display()
+    );
+    let cfg = Config::from_toml(&toml, "plan-e2e").unwrap();
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
     let c = reqwest::Client::new();
     let p: Value = c
-        .get(format!("{}/v1/plan", s.base))
+        .get(format!("{base}/v1/plan"))
         .send()
         .await
         .unwrap()
@@ -294,11 +355,41 @@ async fn plan_status_follows_discovery_and_starts_wave_analyses() {
         .await
         .unwrap();
     assert_eq!(p["waves"][0]["name"], "staging");
+    // The first wave's analysis starts before anything moves, in the before/after design.
+    let start = Instant::now();
+    let a: Value = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = c
+            .get(format!("{base}/v1/analyses/plan-staging/verdict"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("workloads with a pre-move window")
+            {
+                break v;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no wave analysis before the move"
+        );
+    };
+    assert_eq!(a["verdict"], "PENDING", "{a}");
+    // Twelve seconds of pre-move window (~6,000 5xx per staging workload, ~2,400 of the
+    // controls), then staging moves.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    mesh.move_namespace("staging");
+    std::fs::write(&sd, file_sd(&after)).unwrap();
     let start = Instant::now();
     let status = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let r = c
-            .get(format!("{}/v1/plan/status", s.base))
+            .get(format!("{base}/v1/plan/status"))
             .send()
             .await
             .unwrap();
@@ -321,14 +412,42 @@ async fn plan_status_follows_discovery_and_starts_wave_analyses() {
         .as_str()
         .unwrap()
         .contains("kubectl label namespace shop istio.io/rev=1-24-2 --overwrite"));
-    // The wave's analysis was started by the daemon.
-    let a = c
-        .get(format!("{}/v1/analyses/plan-staging", s.base))
+    // The GO was a before/after comparison of the moved workloads with themselves.
+    let v: Value = c
+        .get(format!("{base}/v1/analyses/plan-staging/verdict"))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(a.status(), 200);
-    s.stop.cancel();
+    let strata = v["checks"][0]["strata"].as_array().unwrap();
+    assert!(!strata.is_empty(), "{v}");
+    assert!(
+        strata
+            .iter()
+            .all(|s| s["name"].as_str().unwrap().starts_with("staging/") && s["certified"] == true),
+        "{v}"
+    );
+    // The next wave's analysis is already watching shop on the old revision.
+    let next: Value = c
+        .get(format!("{base}/v1/analyses/plan-critical/verdict"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["verdict"], "PENDING", "{next}");
+    assert!(
+        next["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no workload of shop has moved"),
+        "{next}"
+    );
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// "Any certificate signing error on the canary istiod": a rollback trigger on

@@ -90,6 +90,24 @@ enum Command {
         #[arg(long)]
         fail_above: Option<f64>,
     },
+    /// Namespace waves on a heterogeneous mesh through the shipped tick (before/after design).
+    Waves {
+        /// Runs per A/A scenario.
+        #[arg(long, default_value_t = 10_000)]
+        aa_runs: usize,
+        /// Runs per regression scenario.
+        #[arg(long, default_value_t = 1_000)]
+        runs: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated scenario names (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +133,27 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Waves {
+            aa_runs,
+            runs,
+            seed,
+            scenarios,
+            threads,
+        } => {
+            let started = std::time::Instant::now();
+            println!(
+                "{}",
+                meshgate_bench::waves::run(&meshgate_bench::waves::WaveOptions {
+                    aa_runs,
+                    runs,
+                    seed,
+                    scenarios,
+                    threads,
+                })
+            );
+            eprintln!("waves: {:.0} s", started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Judge {
             aa_runs,
             runs,

@@ -78,6 +78,12 @@ pub struct SimConfig {
     pub warmup_s: f64,
     /// Label set of the `istio_*` histograms (see [`HistogramTags`]).
     pub histogram_tags: HistogramTags,
+    /// Per namespace, a factor on `error_rate` (and on a cohort fault's): services with different
+    /// inherent 5xx rates. Namespaces not listed: 1.
+    pub namespace_error_factors: BTreeMap<String, f64>,
+    /// Namespace waves: every namespace starts with its traffic on the baseline revision's pods
+    /// (the canary's pods are idle), until [`SimMesh::move_namespace`] moves it to the canary's.
+    pub staged: bool,
 }
 
 impl Default for SimConfig {
@@ -95,6 +101,8 @@ impl Default for SimConfig {
             seed: 1,
             warmup_s: 60.0,
             histogram_tags: HistogramTags::DestinationOnly,
+            namespace_error_factors: BTreeMap::new(),
+            staged: false,
         }
     }
 }
@@ -295,9 +303,26 @@ struct Shared {
     start: Instant,
     epoch_unix: f64,
     cohorts: [CohortState; 2],
+    /// `staged` meshes: the namespaces moved to the canary revision.
+    moved: Mutex<HashSet<String>>,
 }
 
 impl Shared {
+    /// A pod's parameters from its cohort's: its namespace's error factor, and no traffic while
+    /// a staged mesh has the namespace on the other revision.
+    fn pod_params(&self, c: Cohort, namespace: &str, mut p: TrafficParams) -> TrafficParams {
+        if let Some(f) = self.cfg.namespace_error_factors.get(namespace) {
+            p.error_rate = (p.error_rate * f).clamp(0.0, 1.0);
+        }
+        if self.cfg.staged {
+            let moved = lock(&self.moved).contains(namespace);
+            if moved != (c == Cohort::Canary) {
+                p.rps = 0.0;
+            }
+        }
+        p
+    }
+
     /// Sim seconds since the mesh started.
     fn now(&self) -> f64 {
         Instant::now().duration_since(self.start).as_secs_f64()
@@ -394,7 +419,8 @@ struct Pod {
 impl Pod {
     fn advance_locked(&self, st: &mut PodState, p: &TrafficParams) -> f64 {
         let t = self.shared.now();
-        let a = st.model.advance(t, p);
+        let p = self.shared.pod_params(self.cohort, &self.namespace, *p);
+        let a = st.model.advance(t, &p);
         self.shared.add_truth(self.cohort, a);
         t
     }
@@ -496,6 +522,7 @@ impl SimMesh {
             start: Instant::now(),
             epoch_unix,
             cohorts: Default::default(),
+            moved: Mutex::new(HashSet::new()),
         });
         let tracker = TaskTracker::new();
         let mut names = HashSet::new();
@@ -547,7 +574,7 @@ impl SimMesh {
                 let start_t = -cfg.warmup_s - (seed % 30_000) as f64 / 1000.0;
                 let mut model = SidecarModel::new(specs.clone(), seed, start_t);
                 // Warm-up: the traffic before the mesh started, with the fault-free parameters.
-                let a = model.advance(0.0, &params);
+                let a = model.advance(0.0, &shared.pod_params(cohort, ns, params));
                 shared.add_truth(cohort, a);
                 let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, 0)).await?;
                 let addr = listener.local_addr()?;
@@ -748,6 +775,14 @@ impl SimMesh {
             outbound_5xx: st.out_errors.load(Ordering::Relaxed),
             restarts: st.restarts.load(Ordering::Relaxed),
         }
+    }
+
+    /// Staged meshes: move a namespace's traffic to the canary revision's pods now (its baseline
+    /// pods go idle), as relabelling the namespace and restarting its workloads does. Traffic up
+    /// to now is generated first, so the move takes effect exactly now.
+    pub fn move_namespace(&self, namespace: &str) {
+        self.advance_all();
+        lock(&self.shared.moved).insert(namespace.to_string());
     }
 
     /// Generate every pod's traffic up to now without scraping it.

@@ -934,9 +934,16 @@ impl Analysis {
             return self.decide(
                 Verdict::NoGo,
                 format!(
-                    "combined e-value {:.1} >= {:.0} (alpha {alpha}); {what}",
-                    self.ln_e.exp(),
-                    1.0 / alpha
+                    "combined e-value {} >= {:.0} (alpha {alpha}{}); {what}",
+                    fmt_e(self.ln_e),
+                    1.0 / alpha,
+                    match self.settings.design {
+                        Design::Concurrent => String::new(),
+                        Design::BeforeAfter { .. } => format!(
+                            ": half of {}, the before/after intervals take the other half",
+                            self.settings.alpha
+                        ),
+                    }
                 ),
             );
         }
@@ -1139,6 +1146,23 @@ impl Analysis {
 
     /// Data quality, exposure and duration: the GO blockers that need no evidence.
     fn go_blocker_before_certificates(&self, specs: &[&CheckSpec]) -> Option<String> {
+        // The before/after design before any move: say what it waits for (the canary
+        // cohort is empty before a move, so data quality would speak first and say less).
+        if self.canary_since.is_none() {
+            if let Design::BeforeAfter { moving } = &self.settings.design {
+                let pre = self
+                    .checks
+                    .iter()
+                    .filter_map(|c| c.tests.first()?.before_after.as_deref())
+                    .map(|ba| ba.pre.len())
+                    .max()
+                    .unwrap_or(0);
+                return Some(format!(
+                    "before/after: no workload of {} has moved to the new revision yet ({pre} workloads with a pre-move window so far)",
+                    moving.join(", ")
+                ));
+            }
+        }
         if let Some(q) = self.quality.blocks_go() {
             return Some(q);
         }
@@ -1176,19 +1200,6 @@ impl Analysis {
             }
         }
         let Some(since) = self.canary_since else {
-            if let Design::BeforeAfter { moving } = &self.settings.design {
-                let pre = self
-                    .checks
-                    .iter()
-                    .filter_map(|c| c.tests.first()?.before_after.as_deref())
-                    .map(|ba| ba.pre.len())
-                    .max()
-                    .unwrap_or(0);
-                return Some(format!(
-                    "before/after: no workload of {} has moved to the new revision yet ({pre} workloads with a pre-move window so far)",
-                    moving.join(", ")
-                ));
-            }
             return Some("no canary data yet".into());
         };
         // A wave is judged whole: while a workload of the moving namespaces still serves on the
@@ -1681,7 +1692,7 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> T
     let certified_by = certification(t, spec, alpha, slo_go);
     let e_value = test_e_value(t, spec);
     let e_value_drop = (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp());
-    TestEvidence {
+    let mut e = TestEvidence {
         boundary: t.boundary,
         baseline: Counts::new(tot.events_a, tot.exposure_a),
         canary: Counts::new(tot.events_b, tot.exposure_b),
@@ -1694,6 +1705,46 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> T
         canary_rate_upper_bound,
         certified_by,
         robust,
+    };
+    if let Some(ba) = &t.before_after {
+        // Before/after: the process' canary exposure is scaled by each workload's bound on its
+        // inherent rate; people read the moved workloads' own requests, and bounds on the
+        // after/before ratio relative to the controls' (upper from the GO side, lower from the
+        // NO-GO side: both conservative).
+        let (events, exposure) = ba
+            .moved
+            .values()
+            .filter(|m| m.bounds.is_some())
+            .fold((0.0, 0.0), |(e, x), m| (e + m.post[2], x + m.post[3]));
+        e.canary = Counts::new(events, exposure);
+        e.canary_rate_upper_bound = rate_upper_bound(events, exposure, alpha);
+        e.ratio_upper_bound = ba
+            .go
+            .as_ref()
+            .map(|g| g.upper_bound(alpha))
+            .filter(|u| u.is_finite());
+        // The moved workloads' after/before ratios, weighted by their requests since the move.
+        e.ratio_estimate = ba
+            .moved
+            .values()
+            .filter(|m| m.bounds.is_some() && m.post[3] > 0.0)
+            .map(|m| (m.post[3], m.estimate()))
+            .try_fold((0.0, 0.0), |(w, s), (x, r)| r.map(|r| (w + x, s + x * r)))
+            .and_then(|(w, s)| (w > 0.0).then(|| s / w));
+    }
+    e
+}
+
+/// An e-value for people from its log: fixed point below a million, scientific above (an
+/// e-value of 1e74 printed in full is 75 digits nobody reads).
+fn fmt_e(ln_e: f64) -> String {
+    let e = ln_e.exp();
+    if e < 1e6 {
+        format!("{e:.1}")
+    } else if e.is_finite() {
+        format!("{e:.2e}")
+    } else {
+        format!("e^{ln_e:.0}")
     }
 }
 
