@@ -10,7 +10,8 @@
 # INCONCLUSIVE or meshgate unreachable: the script stops for a person to decide.
 #
 # Needs istioctl, kubectl and meshgate on PATH, and MESHGATE_SERVER (default http://127.0.0.1:9400,
-# e.g. after `kubectl -n meshgate port-forward svc/meshgate 9400`).
+# e.g. after `kubectl -n meshgate port-forward svc/meshgate 9400`). MESHGATE_PRE_MOVE (default
+# 30m) is how long each wave's analysis watches the wave on the old revision before it moves.
 set -euo pipefail
 
 old="${1:?usage: upgrade.sh OLD_REVISION NEW_REVISION WAVE...}"
@@ -19,6 +20,10 @@ shift 2
 [ "$#" -gt 0 ] || { echo "no waves given" >&2; exit 64; }
 version="${new//-/.}"
 server="${MESHGATE_SERVER:-http://127.0.0.1:9400}"
+# How long each wave's analysis watches its namespaces on the old revision before the move
+# (sleep syntax), and its maximum duration (pre-move window included).
+pre_move="${MESHGATE_PRE_MOVE:-30m}"
+max_duration="${MESHGATE_MAX_DURATION:-2h}"
 
 echo "== installing istiod revision $new (istio $version) beside $old"
 istioctl install -y --set revision="$new" --set tag="$version"
@@ -27,6 +32,23 @@ kubectl -n istio-system rollout status "deployment/istiod-$new" --timeout=5m
 wave=0
 for namespaces in "$@"; do
   wave=$((wave + 1))
+  # Judged before/after: each workload of the wave after its move against itself before it,
+  # adjusted by the rest of the mesh. So the analysis starts before the move and watches the
+  # wave on $old for $pre_move first (docs/statistics.md, section 3b).
+  echo "== wave $wave: $namespaces; watching them on $old for $pre_move before the move"
+  meshgate gate --server "$server" --name "upgrade-$new-wave-$wave" \
+    --baseline "{role=\"proxy\", revision=\"$old\"}" \
+    --canary "{role=\"proxy\", revision=\"$new\"}" \
+    --design before-after --moving "${namespaces// /,}" \
+    --min-duration 10m --max-duration "$max_duration" --json > "meshgate-wave-$wave.json" &
+  gate_pid=$!
+  sleep "$pre_move"
+  if ! kill -0 "$gate_pid" 2>/dev/null; then
+    # Decided before anything moved (a skew NO-GO, a refused request): nothing to roll back.
+    set +e; wait "$gate_pid"; code=$?; set -e
+    echo "== wave $wave: meshgate answered before the move (exit $code, meshgate-wave-$wave.json); nothing moved, stopping" >&2
+    exit 3
+  fi
   echo "== wave $wave: $namespaces -> $new"
   for ns in $namespaces; do
     kubectl label namespace "$ns" istio-injection- "istio.io/rev=$new" --overwrite
@@ -36,12 +58,8 @@ for namespaces in "$@"; do
     kubectl -n "$ns" rollout status deployment --timeout=10m
   done
 
-  # Compare the namespaces of this wave (now on $new) with the rest of the mesh still on $old.
   set +e
-  meshgate gate --server "$server" --name "upgrade-$new-wave-$wave" \
-    --baseline "{role=\"proxy\", revision=\"$old\"}" \
-    --canary "{role=\"proxy\", revision=\"$new\"}" \
-    --min-duration 10m --max-duration 1h --json > "meshgate-wave-$wave.json"
+  wait "$gate_pid"
   code=$?
   set -e
   case "$code" in
