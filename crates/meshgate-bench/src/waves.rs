@@ -437,10 +437,15 @@ mod tests {
     fn the_old_plan_cannot_decide_a_wave_and_before_after_can() {
         let all = scenarios();
         let old = all.iter().find(|s| s.name == "old-plan-aa-10x").unwrap();
-        let new = all.iter().find(|s| s.name == "wave-aa-10x").unwrap();
+        let busy = all.iter().find(|s| s.name == "wave-aa-busy").unwrap();
+        let old_busy = WaveScenario {
+            old_plan: true,
+            ..busy.clone()
+        };
         for seed in 0..3 {
             assert_eq!(run_one(old, seed).verdict, Verdict::Inconclusive);
-            assert_eq!(run_one(new, seed).verdict, Verdict::Go);
+            assert_eq!(run_one(&old_busy, seed).verdict, Verdict::Inconclusive);
+            assert_eq!(run_one(busy, seed).verdict, Verdict::Go);
         }
         let reg = all.iter().find(|s| s.name == "wave-2x-2").unwrap();
         for seed in 0..3 {

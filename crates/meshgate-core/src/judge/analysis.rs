@@ -1331,7 +1331,8 @@ impl Analysis {
                 } else {
                     CheckStatus::Collecting
                 };
-                let reason = check_reason(spec, &tests, alpha, regression, certified);
+                let before_after = state.tests.iter().any(|t| t.before_after.is_some());
+                let reason = check_reason(spec, &tests, alpha, regression, certified, before_after);
                 let resolution = match &spec.kind {
                     CheckKind::HistogramTail { boundaries } => {
                         Some(resolution_note(boundaries, &tests, state.unbucketed))
@@ -1761,7 +1762,19 @@ fn check_reason(
     alpha: f64,
     regression: bool,
     certified: bool,
+    before_after: bool,
 ) -> String {
+    // The before/after design compares the moved workloads (after their moves) with the
+    // controls, and its ratio is their after/before ratio relative to the controls'.
+    let (cn, bn, rn) = if before_after {
+        (
+            "moved workloads'",
+            "controls",
+            "after/before ratio vs the controls",
+        )
+    } else {
+        ("canary", "baseline", "ratio")
+    };
     let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
     let what = |t: &TestEvidence| match t.boundary {
         Some(b) => format!("share > {b}{}", spec.boundary_unit()),
@@ -1777,7 +1790,7 @@ fn check_reason(
             .max_by(|a, b| a.e_value.total_cmp(&b.e_value))
             .expect("a check has tests");
         return format!(
-            "canary {} {} vs baseline {}, ratio >= {:.2} with {conf} confidence",
+            "{cn} {} {} vs {bn} {}, {rn} >= {:.2} with {conf} confidence",
             what(t),
             pct(t.canary.rate),
             pct(t.baseline.rate),
@@ -1798,7 +1811,7 @@ fn check_reason(
                     pct(t.baseline.rate)
                 ),
                 _ => format!(
-                    "canary {} {} vs baseline {}, ratio <= {:.2} with {conf} confidence (limit {:.2})",
+                    "{cn} {} {} vs {bn} {}, {rn} <= {:.2} with {conf} confidence (limit {:.2})",
                     what(t),
                     pct(t.canary.rate),
                     pct(t.baseline.rate),
@@ -1821,7 +1834,7 @@ fn check_reason(
         .ratio_upper_bound
         .map_or("unbounded".to_owned(), |u| format!("{u:.2}"));
     format!(
-        "canary {} {} vs baseline {} ({:.0} vs {:.0} {}), ratio bound {:.2}..{upper}, not yet below {:.2}",
+        "{cn} {} {} vs {bn} {} ({:.0} vs {:.0} {}), {rn} bound {:.2}..{upper}, not yet below {:.2}",
         what(t),
         pct(t.canary.rate),
         pct(t.baseline.rate),
