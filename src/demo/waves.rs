@@ -95,7 +95,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             "name": id,
             "baseline": format!("{{role=\"proxy\", revision=\"{base_rev}\"}}"),
             "canary": format!("{{role=\"proxy\", revision=\"{canary_rev}\"}}"),
-            "checks": ["error-rate"],
+            "checks": ["error-rate", "latency-tail"],
             "design": "before_after",
             "moving": [ns],
             "max_duration": "300s",

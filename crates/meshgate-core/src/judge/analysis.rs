@@ -1604,9 +1604,21 @@ fn certification(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> O
     let p = &t.process;
     let tot = p.totals();
     if let Some(ba) = &t.before_after {
-        // Before/after: its own GO side only (the process' canary counts are scaled, so an SLO
-        // bound on them would mean nothing).
-        return ba.certifies().then_some(Certificate::Ratio);
+        // Before/after: its own GO side; the process' canary counts are scaled, so a histogram
+        // boundary's SLO (a per-boundary promise, as in the concurrent design) reads the moved
+        // workloads' own requests.
+        if ba.certifies() {
+            return Some(Certificate::Ratio);
+        }
+        let (events, exposure) = ba
+            .moved
+            .values()
+            .fold((0.0, 0.0), |(e, x), m| (e + m.post[2], x + m.post[3]));
+        let slo_holds = spec.is_histogram()
+            && spec.slo.is_some_and(|slo| {
+                exposure > 0.0 && rate_upper_bound(events, exposure, alpha) < slo
+            });
+        return slo_holds.then_some(Certificate::Slo);
     }
     if let Some(r) = &t.robust {
         // Robust: only its own distribution-free certificate (the SLO bound assumes Poisson).
@@ -1803,7 +1815,7 @@ fn check_reason(
             .filter(|t| t.certified_by.is_some())
             .map(|t| match t.certified_by {
                 Some(Certificate::Slo) => format!(
-                    "GO by SLO: canary {} <= {} with {conf} confidence (SLO {}); relative comparison not certified: canary {} vs baseline {}",
+                    "GO by SLO: {cn} {} <= {} with {conf} confidence (SLO {}); relative comparison not certified: {cn} {} vs {bn} {}",
                     what(t),
                     pct(Some(t.canary_rate_upper_bound)),
                     pct(spec.slo),
