@@ -42,6 +42,9 @@ pub enum ScrapeError {
     /// The HTTP client could not be built.
     #[error("cannot build http client: {0}")]
     Client(String),
+    /// The page broke a plausibility limit: its data is dropped and the target quarantined.
+    #[error("page quarantined: {0}")]
+    Quarantined(crate::cohort::Violation),
     /// The page does not end with a newline: cut short, so its last value may be cut too.
     #[error("page truncated: {0} bytes without a final newline, page dropped")]
     Truncated(usize),
@@ -67,6 +70,7 @@ impl ScrapeError {
             ScrapeError::Utf8(_) => "utf8",
             ScrapeError::Client(_) => "client",
             ScrapeError::Truncated(_) => "truncated",
+            ScrapeError::Quarantined(_) => "quarantined",
             ScrapeError::Garbage { .. } => "garbage",
         }
     }
@@ -108,6 +112,13 @@ pub struct TargetHealth {
     /// Good pages in a row with a counter reset: a target whose counters keep going backwards
     /// is broken, not restarting, and its data is not fresh (see [`UNRELIABLE_RESET_PAGES`]).
     pub consecutive_reset_pages: u64,
+    /// Why this target's data is quarantined now (a page broke a `[scrape.limits]` limit): its
+    /// data is dropped and it blocks GO until [`crate::cohort::TargetAccumulator::quarantine`]
+    /// lifts (two clean pages later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
+    /// Pages quarantined so far.
+    pub quarantined_pages: u64,
     /// Set when this target's TLS certificate is not verified (`insecure_skip_verify`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
@@ -136,6 +147,8 @@ impl TargetHealth {
             last_duplicates: 0,
             last_resets: 0,
             consecutive_reset_pages: 0,
+            quarantine: None,
+            quarantined_pages: 0,
             warning: None,
             last_success_at: None,
         }
@@ -304,7 +317,9 @@ impl Scraper {
         stop: CancellationToken,
     ) {
         let url: Arc<str> = target.url.as_str().into();
-        let mut acc = TargetAccumulator::new(target.labels.clone());
+        let mut acc =
+            TargetAccumulator::new(target.labels.clone()).with_limits(self.cfg.limits.clone());
+        let clock = Instant::now();
         let stored = self
             .restored
             .lock()
@@ -350,21 +365,28 @@ impl Scraper {
                             }
                             Ok(text) => {
                                 // One parse pass feeds both the cohorts and the observer.
+                                let at = clock.elapsed().as_secs_f64();
                                 let rep = match &self.observer {
                                     Some(o) => {
                                         let mut page = crate::istio::observe::PageReader::default();
-                                        let rep = acc.ingest_observing(
+                                        let rep = acc.ingest_at(
                                             text,
                                             &routing,
-                                            crate::istio::observe::filter(),
+                                            at,
+                                            Some(crate::istio::observe::filter()),
                                             |s| page.take(s),
                                         );
-                                        o.commit(&target, page);
+                                        // A quarantined page tells the observer nothing either.
+                                        if rep.quarantined.is_none() {
+                                            o.commit(&target, page);
+                                        }
                                         rep
                                     }
-                                    None => acc.ingest(text, &routing),
+                                    None => acc.ingest_at(text, &routing, at, None, |_| {}),
                                 };
-                                if rep.samples == 0 && rep.error_count > 0 {
+                                if let Some(v) = rep.quarantined {
+                                    Err(ScrapeError::Quarantined(v))
+                                } else if rep.samples == 0 && rep.error_count > 0 {
                                     Err(ScrapeError::Garbage {
                                         count: rep.error_count,
                                         first: rep
@@ -383,7 +405,7 @@ impl Scraper {
                     match ingest {
                         Ok((rep, generation)) => {
                             let elapsed = started.elapsed();
-                            self.record_success(&url, elapsed, body.len(), &rep);
+                            self.record_success(&url, elapsed, body.len(), &rep, acc.quarantine());
                             TargetReport {
                                 url: url.clone(),
                                 generation,
@@ -418,6 +440,7 @@ impl Scraper {
         elapsed: Duration,
         bytes: usize,
         rep: &crate::cohort::IngestReport,
+        quarantine: Option<&crate::cohort::Violation>,
     ) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -462,6 +485,7 @@ impl Scraper {
             }
             h.scrapes += 1;
             h.consecutive_failures = 0;
+            h.quarantine = quarantine.map(|v| format!("{v}; held until its pages are clean again"));
         }
     }
 
@@ -487,6 +511,10 @@ impl Scraper {
             h.scrapes += 1;
             h.failures += 1;
             h.consecutive_failures += 1;
+            if let ScrapeError::Quarantined(v) = e {
+                h.quarantine = Some(v.to_string());
+                h.quarantined_pages += 1;
+            }
         }
     }
 }

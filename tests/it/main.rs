@@ -16,6 +16,7 @@ mod istio_multicluster;
 mod istio_rollback;
 mod istio_skew;
 mod kube_discovery;
+mod limits;
 mod openapi;
 mod parse_captures;
 mod peers;
