@@ -1,7 +1,8 @@
-//! Plausibility limits through the real daemon (issue 13, case 1): one canary sidecar is scraped
-//! through a proxy that rewrites its page (a u64 wrap, 1e308 5xx, ...). The broken page never
-//! reaches an e-process, the target is shown quarantined in `/v1/targets`, data quality blocks GO
-//! while the quarantine lasts, and no e-value is ever JSON `null`.
+//! Plausibility limits and truncation signals through the real daemon (issue 13, cases 1 and 8):
+//! one canary sidecar is scraped through a proxy that rewrites its page (a u64 wrap, 1e308 5xx,
+//! OpenMetrics with and without `# EOF`). The broken page never reaches an e-process, the target
+//! is shown quarantined or down in `/v1/targets`, GO is blocked while it lasts, and no e-value is
+//! ever JSON `null`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -26,6 +27,10 @@ const WRAP_ONCE: u8 = 1;
 const WRAP_ALWAYS: u8 = 2;
 /// The destination 5xx of the next page become 1e308.
 const HUGE_5XX_ONCE: u8 = 3;
+/// Every page served as OpenMetrics without its `# EOF` line (as if cut at a line end).
+const OPENMETRICS_NO_EOF: u8 = 4;
+/// Every page served as OpenMetrics, whole.
+const OPENMETRICS: u8 = 5;
 
 /// Replace the value of every `istio_requests_total` destination line whose response code
 /// starts with `code` by `value`; true if one was found.
@@ -73,12 +78,18 @@ async fn proxy(upstream: String, mode: Arc<AtomicU8>, stop: CancellationToken) -
             let (page, found) = match m {
                 WRAP_ONCE | WRAP_ALWAYS => rewrite(&page, "200", "18446744073709551615"),
                 HUGE_5XX_ONCE => rewrite(&page, "5", "1e308"),
+                OPENMETRICS => (format!("{page}# EOF\n"), true),
                 _ => (page, true),
             };
             if found && (m == WRAP_ONCE || m == HUGE_5XX_ONCE) {
                 mode.store(PASS, Ordering::SeqCst);
             }
-            page
+            let kind = if m == OPENMETRICS || m == OPENMETRICS_NO_EOF {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                "text/plain; version=0.0.4; charset=utf-8"
+            };
+            ([(axum::http::header::CONTENT_TYPE, kind)], page)
         }
     });
     tokio::spawn(async move {
@@ -347,5 +358,44 @@ async fn a_1e308_5xx_value_gives_no_false_no_go_and_no_null_e_value() {
     assert_eq!(s.mode.load(Ordering::SeqCst), PASS, "the page was served");
     let t = s.target().await;
     assert!(t["quarantined_pages"].as_u64().unwrap() >= 1, "{t:#}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openmetrics_page_without_eof_is_truncated_and_blocks_go() {
+    let s = setup(44, 2000.0, 0.001).await;
+    s.create("eof").await;
+    s.wait_flowing("eof").await;
+    s.mode.store(OPENMETRICS_NO_EOF, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let mut said = None;
+    while t0.elapsed() < Duration::from_secs(7) {
+        let v = s.verdict("eof").await;
+        assert_ne!(v["verdict"], "GO", "{v:#}");
+        let t = s.target().await;
+        if t["up"] == false {
+            said = t["last_error"].as_str().map(str::to_owned);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = said.expect("the target never went down");
+    assert!(
+        said.contains("openmetrics page truncated") && said.contains("# EOF"),
+        "{said}"
+    );
+    // The same pages with their `# EOF`: whole, the target is up and the healthy canary GOes.
+    s.mode.store(OPENMETRICS, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let v = loop {
+        let v = s.verdict("eof").await;
+        if v["decided"] == true {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["verdict"], "GO", "{v:#}");
+    let t = s.target().await;
+    assert_eq!(t["up"], true, "{t:#}");
     s.shutdown().await;
 }
