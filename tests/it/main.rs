@@ -15,6 +15,7 @@ mod istio_e2e;
 mod istio_multicluster;
 mod istio_rollback;
 mod istio_skew;
+mod kayenta_scopes;
 mod kube_discovery;
 mod limits;
 mod openapi;
