@@ -134,13 +134,52 @@ async fn create(
     let spec: AnalysisConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadJson(format!("request body is not a valid analysis: {e} (fields: name, baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"))
     })?;
-    match s.create(spec).await {
+    match s.create(spec.clone()).await {
         Ok(v) => Ok((StatusCode::CREATED, Json(v))),
-        Err(CreateError::Exists(n)) => Err(ApiError::Conflict(format!(
-            "an analysis named {n:?} already exists"
-        ))),
+        Err(CreateError::Exists(n)) => match s.get(&n) {
+            // The same definition again (a retried request, a re-run script): the one running.
+            Some(v) if v.spec == spec => Ok((StatusCode::OK, Json(v))),
+            Some(v) => Err(ApiError::Conflict(conflict_message(&v.spec, &spec))),
+            None => Err(ApiError::Conflict(format!(
+                "an analysis named {n:?} already exists"
+            ))),
+        },
         Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
     }
+}
+
+/// The fields in which `requested` differs from `existing` (same name), as `field: existing
+/// ... requested ...`, compared as their JSON so that every field counts, new ones included.
+pub(crate) fn differences(existing: &AnalysisConfig, requested: &AnalysisConfig) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(existing).unwrap_or_default(),
+        serde_json::to_value(requested).unwrap_or_default(),
+    );
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let none = serde_json::Value::Null;
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none));
+            (x != y).then(|| format!("{k}: existing {x}, requested {y}"))
+        })
+        .collect()
+}
+
+/// The 409 message for a name taken by another definition: what differs and the ways out.
+pub(crate) fn conflict_message(existing: &AnalysisConfig, requested: &AnalysisConfig) -> String {
+    format!(
+        "an analysis named {:?} already exists with another definition ({}); its verdict is not this request's: delete it (DELETE /v1/analyses/{}) or use another name",
+        existing.name,
+        differences(existing, requested).join("; "),
+        existing.name
+    )
 }
 
 async fn show(

@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod fuzz_regressions;
 mod gate;
+mod identity;
 mod istio_e2e;
 mod istio_multicluster;
 mod istio_rollback;
