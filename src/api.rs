@@ -148,6 +148,40 @@ async fn create(
     }
 }
 
+/// An e-value from its log, saturated: evidence beyond what a double holds (a tick of 10,000
+/// canary requests all failing already overflows `exp`) is reported as `f64::MAX`, never as
+/// infinity, which JSON cannot carry (serde writes `null`, which clients read as no evidence).
+pub(crate) fn e_value(ln_e: f64) -> f64 {
+    saturate(ln_e.exp())
+}
+
+/// `x`, or `f64::MAX` when it is not finite (an overflow; NaN only comes of one, inf - inf).
+pub(crate) fn saturate(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x == f64::NEG_INFINITY {
+        0.0
+    } else {
+        f64::MAX
+    }
+}
+
+/// The evidence with every e-value saturated (see [`e_value`]).
+pub(crate) fn finite_evidence(evidence: &[CheckEvidence]) -> Vec<CheckEvidence> {
+    let mut out = evidence.to_vec();
+    for c in &mut out {
+        c.e_value = saturate(c.e_value);
+        for t in &mut c.tests {
+            t.e_value = saturate(t.e_value);
+            t.e_value_drop = t.e_value_drop.map(saturate);
+            if let Some(r) = &mut t.robust {
+                r.e_value_not_worse = saturate(r.e_value_not_worse);
+            }
+        }
+    }
+    out
+}
+
 /// The fields in which `requested` differs from `existing` (same name), as `field: existing
 /// ... requested ...`, compared as their JSON so that every field counts, new ones included.
 pub(crate) fn differences(existing: &AnalysisConfig, requested: &AnalysisConfig) -> Vec<String> {
@@ -234,10 +268,10 @@ async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Resp
         reason: &st.reason,
         elapsed_seconds: st.elapsed.as_secs_f64(),
         decided_after_seconds: st.decided_after.map(|d| d.as_secs_f64()),
-        e_value: st.ln_e.exp(),
+        e_value: e_value(st.ln_e),
         threshold: 1.0 / st.settings.alpha,
         alpha: st.settings.alpha,
-        checks: &st.evidence,
+        checks: &finite_evidence(&st.evidence),
         data_quality: &st.quality,
     };
     Ok(Json(doc).into_response())

@@ -74,7 +74,7 @@ impl Measurement {
             decided: v.state().verdict.is_final(),
             decision: v.state().verdict.is_final().then_some(v.state().verdict),
             reason: v.state().reason.clone(),
-            e_value: v.state().ln_e.exp(),
+            e_value: crate::api::e_value(v.state().ln_e),
             threshold: 1.0 / v.state().settings.alpha,
             elapsed_seconds: v.state().elapsed.as_secs_f64(),
             evidence: format!("/v1/analyses/{}/verdict", v.id),

@@ -227,7 +227,7 @@ fn check_scores(v: &AnalysisView) -> serde_json::Map<String, Value> {
         };
         m.insert(
             c.name.clone(),
-            json!({"score": s, "weight": c.weight, "eValue": c.e_value, "reason": c.reason}),
+            json!({"score": s, "weight": c.weight, "eValue": crate::api::saturate(c.e_value), "reason": c.reason}),
         );
     }
     m

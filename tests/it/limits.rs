@@ -399,3 +399,35 @@ async fn an_openmetrics_page_without_eof_is_truncated_and_blocks_go() {
     assert_eq!(t["up"], true, "{t:#}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_every_request_gets_a_numeric_e_value() {
+    // Every canary request a 5xx at 100,000 requests/s per pod (under the rate ceiling): one
+    // tick's evidence overflows a double, and the e-value was JSON `null`.
+    let s = setup(45, 100_000.0, 1.0).await;
+    s.create("all-bad").await;
+    let t0 = Instant::now();
+    let v = loop {
+        let v = s.verdict("all-bad").await;
+        assert_e_values_are_numbers(&v);
+        if v["decided"] == true {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["verdict"], "NO-GO", "{v:#}");
+    assert!(v["e_value"].as_f64().unwrap() >= 20.0, "{v:#}");
+    let (b, c) = selectors(REVS);
+    let m: Value = reqwest::Client::new()
+        .post(format!("{}/argo/v1/analyses/all-bad-argo", s.base))
+        .json(&json!({"baseline": b, "canary": c, "checks": ["error-rate"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(m["e_value"].is_number(), "{m:#}");
+    s.shutdown().await;
+}
