@@ -134,13 +134,86 @@ async fn create(
     let spec: AnalysisConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadJson(format!("request body is not a valid analysis: {e} (fields: name, baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"))
     })?;
-    match s.create(spec).await {
+    match s.create(spec.clone()).await {
         Ok(v) => Ok((StatusCode::CREATED, Json(v))),
-        Err(CreateError::Exists(n)) => Err(ApiError::Conflict(format!(
-            "an analysis named {n:?} already exists"
-        ))),
+        Err(CreateError::Exists(n)) => match s.get(&n) {
+            // The same definition again (a retried request, a re-run script): the one running.
+            Some(v) if v.spec == spec => Ok((StatusCode::OK, Json(v))),
+            Some(v) => Err(ApiError::Conflict(conflict_message(&v.spec, &spec))),
+            None => Err(ApiError::Conflict(format!(
+                "an analysis named {n:?} already exists"
+            ))),
+        },
         Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
     }
+}
+
+/// An e-value from its log, saturated: evidence beyond what a double holds (a tick of 10,000
+/// canary requests all failing already overflows `exp`) is reported as `f64::MAX`, never as
+/// infinity, which JSON cannot carry (serde writes `null`, which clients read as no evidence).
+pub(crate) fn e_value(ln_e: f64) -> f64 {
+    saturate(ln_e.exp())
+}
+
+/// `x`, or `f64::MAX` when it is not finite (an overflow; NaN only comes of one, inf - inf).
+pub(crate) fn saturate(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x == f64::NEG_INFINITY {
+        0.0
+    } else {
+        f64::MAX
+    }
+}
+
+/// The evidence with every e-value saturated (see [`e_value`]).
+pub(crate) fn finite_evidence(evidence: &[CheckEvidence]) -> Vec<CheckEvidence> {
+    let mut out = evidence.to_vec();
+    for c in &mut out {
+        c.e_value = saturate(c.e_value);
+        for t in &mut c.tests {
+            t.e_value = saturate(t.e_value);
+            t.e_value_drop = t.e_value_drop.map(saturate);
+            if let Some(r) = &mut t.robust {
+                r.e_value_not_worse = saturate(r.e_value_not_worse);
+            }
+        }
+    }
+    out
+}
+
+/// The fields in which `requested` differs from `existing` (same name), as `field: existing
+/// ... requested ...`, compared as their JSON so that every field counts, new ones included.
+pub(crate) fn differences(existing: &AnalysisConfig, requested: &AnalysisConfig) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(existing).unwrap_or_default(),
+        serde_json::to_value(requested).unwrap_or_default(),
+    );
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let none = serde_json::Value::Null;
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none));
+            (x != y).then(|| format!("{k}: existing {x}, requested {y}"))
+        })
+        .collect()
+}
+
+/// The 409 message for a name taken by another definition: what differs and the ways out.
+pub(crate) fn conflict_message(existing: &AnalysisConfig, requested: &AnalysisConfig) -> String {
+    format!(
+        "an analysis named {:?} already exists with another definition ({}); its verdict is not this request's: delete it (DELETE /v1/analyses/{}) or use another name",
+        existing.name,
+        differences(existing, requested).join("; "),
+        existing.name
+    )
 }
 
 async fn show(
@@ -195,10 +268,10 @@ async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Resp
         reason: &st.reason,
         elapsed_seconds: st.elapsed.as_secs_f64(),
         decided_after_seconds: st.decided_after.map(|d| d.as_secs_f64()),
-        e_value: st.ln_e.exp(),
+        e_value: e_value(st.ln_e),
         threshold: 1.0 / st.settings.alpha,
         alpha: st.settings.alpha,
-        checks: &st.evidence,
+        checks: &finite_evidence(&st.evidence),
         data_quality: &st.quality,
     };
     Ok(Json(doc).into_response())

@@ -325,6 +325,10 @@ pub struct ScrapeConfig {
     /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
     #[serde(default)]
     pub tls: crate::tls::ClientTls,
+    /// Plausibility limits (`[scrape.limits]`): a page that breaks one is quarantined, its data
+    /// never judged, and its target blocks GO while the quarantine lasts.
+    #[serde(default)]
+    pub limits: crate::cohort::Limits,
 }
 
 fn default_interval() -> Duration {
@@ -353,6 +357,7 @@ impl Default for ScrapeConfig {
             concurrency: default_concurrency(),
             stale_after: None,
             tls: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -807,6 +812,9 @@ impl Config {
         let mut out = self.server.problems();
         let s = &self.scrape;
         out.extend(s.tls.problems("scrape.tls"));
+        for (key, message) in s.limits.problems() {
+            out.push(ConfigProblem::new(format!("scrape.limits.{key}"), message));
+        }
         if s.interval < Duration::from_millis(100) {
             out.push(ConfigProblem::new(
                 "scrape.interval",
@@ -1043,6 +1051,26 @@ pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_limits_parse_and_are_validated() {
+        let cfg = Config::from_toml("[scrape.limits]\nsample_limit = 10\n", "l").unwrap();
+        assert_eq!(cfg.scrape.limits.sample_limit, 10);
+        assert_eq!(cfg.scrape.limits.max_increase_per_second, 250_000.0);
+        let e = Config::from_toml(
+            "[scrape.limits]\nmax_counter_value = 1e19\nmax_increase_per_second = 0\n",
+            "l",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("scrape.limits.max_counter_value"), "{e}");
+        assert!(e.contains("2^53"), "{e}");
+        assert!(e.contains("scrape.limits.max_increase_per_second"), "{e}");
+        let e = Config::from_toml("[scrape.limits]\nsample_limits = 1\n", "l")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sample_limits"), "{e}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -800,6 +800,7 @@ impl Engine {
                     continue;
                 };
                 q.targets += 1;
+                quarantined(&mut q, h);
                 let fresh = h
                     .last_success_at
                     .is_some_and(|at| now.saturating_duration_since(at) <= self.stale_after)
@@ -818,11 +819,12 @@ impl Engine {
                 }
                 // Not a member: never scraped successfully, or gone dark before it sent this
                 // analysis anything (a pod that died before the analysis started still counts).
-                if health
-                    .get(&t.url)
-                    .is_some_and(|h| is_dark(h, now, self.stale_after))
-                {
-                    q.unreachable += 1;
+                if let Some(h) = health.get(&t.url) {
+                    // A target whose every page is quarantined never becomes a member.
+                    quarantined(&mut q, h);
+                    if is_dark(h, now, self.stale_after) {
+                        q.unreachable += 1;
+                    }
                 }
             }
             q
@@ -1039,6 +1041,15 @@ impl Engine {
 /// successfully, including a target whose first scrape has not ended yet (its data is missing;
 /// a hung first scrape on a starved machine once let a GO through without it), or failing since
 /// before the staleness limit.
+/// Count `h` in `q`'s quarantined targets if its data is quarantined now.
+fn quarantined(q: &mut CohortQuality, h: &crate::scrape::TargetHealth) {
+    if let Some(why) = &h.quarantine {
+        q.quarantined += 1;
+        q.quarantine
+            .get_or_insert_with(|| format!("{}: {why}", h.url));
+    }
+}
+
 fn is_dark(h: &crate::scrape::TargetHealth, now: Instant, stale_after: Duration) -> bool {
     match h.last_success_at {
         None => true,

@@ -2,8 +2,14 @@
 //! running daemon, shows a progress line, and exits with the verdict.
 //!
 //! Exit codes: 0 GO, 1 NO-GO, 2 INCONCLUSIVE (or `--timeout` passed while PENDING), 3 the daemon
-//! cannot be reached (or keeps failing for `--unreachable-after`), 64 the request is invalid or
-//! the daemon refuses the token. `--ca-file` and `--token-file` reach a daemon with TLS and `[auth]`.
+//! cannot be reached (or keeps failing for `--unreachable-after`), 4 the name is taken by an
+//! analysis with another definition (its verdict is not this run's: `--replace` or a fresh name),
+//! 64 the request is invalid or the daemon refuses the token.
+//!
+//! With `--baseline` and `--canary` the analysis is created first, always: the same definition
+//! again follows the running analysis, another one under the same name is exit 4 (or, with
+//! `--replace`, the old analysis is deleted and this one started), so a re-run never reports a
+//! verdict about other selectors. `--ca-file` and `--token-file` reach a daemon with TLS and `[auth]`.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -18,6 +24,8 @@ pub const EXIT_NO_GO: u8 = 1;
 pub const EXIT_INCONCLUSIVE: u8 = 2;
 /// Exit code when the daemon cannot be reached.
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code when the name is taken by an analysis with another definition.
+pub const EXIT_NAME_TAKEN: u8 = 4;
 /// Exit code for an invalid request.
 pub const EXIT_USAGE: u8 = 64;
 
@@ -73,6 +81,10 @@ pub struct GateOptions {
     /// Delete the analysis after its final verdict.
     #[arg(long)]
     pub delete: bool,
+    /// When --name is taken by an analysis with another definition, delete that one and start
+    /// this one (without it: exit 4).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 enum Step {
@@ -188,6 +200,11 @@ async fn poll_once(
     tty: bool,
     started: Instant,
 ) -> Step {
+    if !*created {
+        if let (Some(b), Some(c)) = (&o.baseline, &o.canary) {
+            return create(client, base, o, b, c, created).await;
+        }
+    }
     let url = format!("{base}/v1/analyses/{}/verdict", o.name);
     let r = match client.get(&url).send().await {
         Ok(r) => r,
@@ -201,52 +218,11 @@ async fn poll_once(
         return Step::Done(EXIT_USAGE);
     }
     if status == reqwest::StatusCode::NOT_FOUND && !*created {
-        let (Some(b), Some(c)) = (&o.baseline, &o.canary) else {
-            eprintln!(
-                "meshgate gate: no analysis {:?} on {base}; pass --baseline and --canary to create it",
-                o.name
-            );
-            return Step::Done(EXIT_USAGE);
-        };
-        let mut body = json!({"name": o.name, "baseline": b, "canary": c, "checks": o.checks});
-        if let Some(a) = o.alpha {
-            body["alpha"] = json!(a);
-        }
-        if let Some(d) = &o.min_duration {
-            body["min_duration"] = json!(d);
-        }
-        if let Some(d) = &o.max_duration {
-            body["max_duration"] = json!(d);
-        }
-        if let Some(x) = o.min_exposure {
-            body["min_exposure"] = json!(x);
-        }
-        let r = match client
-            .post(format!("{base}/v1/analyses"))
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Step::Transient(format!(
-                    "POST {base}/v1/analyses: {}",
-                    crate::tls::error_chain(&e)
-                ))
-            }
-        };
-        let s = r.status();
-        if s.is_success() || s == reqwest::StatusCode::CONFLICT {
-            *created = true;
-            eprintln!("meshgate gate: analysis {} started on {base}", o.name);
-            return Step::Progress;
-        }
-        let text = r.text().await.unwrap_or_default();
-        if s.is_client_error() {
-            eprintln!("meshgate gate: the daemon refused the analysis ({s}): {text}");
-            return Step::Done(EXIT_USAGE);
-        }
-        return Step::Transient(format!("POST {base}/v1/analyses: {s}: {text}"));
+        eprintln!(
+            "meshgate gate: no analysis {:?} on {base}; pass --baseline and --canary to create it",
+            o.name
+        );
+        return Step::Done(EXIT_USAGE);
     }
     if !status.is_success() {
         let text = r.text().await.unwrap_or_default();
@@ -290,4 +266,97 @@ async fn poll_once(
             .await;
     }
     Step::Done(code)
+}
+
+/// Create the analysis (POST): 201 started, 200 the same definition is running (follow it), 409
+/// another definition holds the name (exit 4, or delete it with `--replace` and try again).
+async fn create(
+    client: &reqwest::Client,
+    base: &str,
+    o: &GateOptions,
+    baseline: &str,
+    canary: &str,
+    created: &mut bool,
+) -> Step {
+    let mut body =
+        json!({"name": o.name, "baseline": baseline, "canary": canary, "checks": o.checks});
+    if let Some(a) = o.alpha {
+        body["alpha"] = json!(a);
+    }
+    if let Some(d) = &o.min_duration {
+        body["min_duration"] = json!(d);
+    }
+    if let Some(d) = &o.max_duration {
+        body["max_duration"] = json!(d);
+    }
+    if let Some(x) = o.min_exposure {
+        body["min_exposure"] = json!(x);
+    }
+    let post = || async {
+        client
+            .post(format!("{base}/v1/analyses"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {base}/v1/analyses: {}", crate::tls::error_chain(&e)))
+    };
+    let mut r = match post().await {
+        Ok(r) => r,
+        Err(e) => return Step::Transient(e),
+    };
+    if r.status() == reqwest::StatusCode::CONFLICT && o.replace {
+        let text = r.text().await.unwrap_or_default();
+        eprintln!(
+            "meshgate gate: --replace: deleting the analysis {:?} of another definition ({text})",
+            o.name
+        );
+        let url = format!("{base}/v1/analyses/{}", o.name);
+        match client.delete(&url).send().await {
+            Ok(d) if d.status().is_success() || d.status() == reqwest::StatusCode::NOT_FOUND => {}
+            Ok(d) => return Step::Transient(format!("DELETE {url}: {}", d.status())),
+            Err(e) => {
+                return Step::Transient(format!("DELETE {url}: {}", crate::tls::error_chain(&e)))
+            }
+        }
+        r = match post().await {
+            Ok(r) => r,
+            Err(e) => return Step::Transient(e),
+        };
+    }
+    let s = r.status();
+    if s == reqwest::StatusCode::CREATED {
+        *created = true;
+        eprintln!("meshgate gate: analysis {} started on {base}", o.name);
+        return Step::Progress;
+    }
+    if s.is_success() {
+        *created = true;
+        eprintln!(
+            "meshgate gate: analysis {} is already running on {base} with this definition; following it",
+            o.name
+        );
+        return Step::Progress;
+    }
+    let text = r.text().await.unwrap_or_default();
+    if s == reqwest::StatusCode::CONFLICT {
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        eprintln!(
+            "meshgate gate: {msg}\nmeshgate gate: pass --replace to delete it and start this one, or use a fresh --name; exiting {EXIT_NAME_TAKEN}"
+        );
+        return Step::Done(EXIT_NAME_TAKEN);
+    }
+    if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN {
+        eprintln!(
+            "meshgate gate: the daemon refused the token ({s}); pass --token-file with a token of the right scope"
+        );
+        return Step::Done(EXIT_USAGE);
+    }
+    if s.is_client_error() {
+        eprintln!("meshgate gate: the daemon refused the analysis ({s}): {text}");
+        return Step::Done(EXIT_USAGE);
+    }
+    Step::Transient(format!("POST {base}/v1/analyses: {s}: {text}"))
 }

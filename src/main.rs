@@ -58,7 +58,9 @@ enum Command {
         json: bool,
     },
     /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
-    /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 64 invalid.
+    /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 4 the name
+    /// is taken by an analysis with another definition (pass --replace or a fresh --name),
+    /// 64 invalid.
     Gate(Box<meshgate::gate::GateOptions>),
     /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
     Plan {

@@ -42,6 +42,13 @@ pub enum ScrapeError {
     /// The HTTP client could not be built.
     #[error("cannot build http client: {0}")]
     Client(String),
+    /// The page broke a plausibility limit: its data is dropped and the target quarantined.
+    #[error("page quarantined: {0}")]
+    Quarantined(crate::cohort::Violation),
+    /// An OpenMetrics page whose last line is not `# EOF`: cut short (the format's only
+    /// truncation signal, which Prometheus requires too).
+    #[error("openmetrics page truncated: {0} bytes without a final `# EOF` line, page dropped")]
+    NoEof(usize),
     /// The page does not end with a newline: cut short, so its last value may be cut too.
     #[error("page truncated: {0} bytes without a final newline, page dropped")]
     Truncated(usize),
@@ -66,7 +73,8 @@ impl ScrapeError {
             ScrapeError::Body(_) => "body",
             ScrapeError::Utf8(_) => "utf8",
             ScrapeError::Client(_) => "client",
-            ScrapeError::Truncated(_) => "truncated",
+            ScrapeError::Truncated(_) | ScrapeError::NoEof(_) => "truncated",
+            ScrapeError::Quarantined(_) => "quarantined",
             ScrapeError::Garbage { .. } => "garbage",
         }
     }
@@ -108,6 +116,13 @@ pub struct TargetHealth {
     /// Good pages in a row with a counter reset: a target whose counters keep going backwards
     /// is broken, not restarting, and its data is not fresh (see [`UNRELIABLE_RESET_PAGES`]).
     pub consecutive_reset_pages: u64,
+    /// Why this target's data is quarantined now (a page broke a `[scrape.limits]` limit): its
+    /// data is dropped and it blocks GO until [`crate::cohort::TargetAccumulator::quarantine`]
+    /// lifts (two clean pages later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
+    /// Pages quarantined so far.
+    pub quarantined_pages: u64,
     /// Set when this target's TLS certificate is not verified (`insecure_skip_verify`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
@@ -136,6 +151,8 @@ impl TargetHealth {
             last_duplicates: 0,
             last_resets: 0,
             consecutive_reset_pages: 0,
+            quarantine: None,
+            quarantined_pages: 0,
             warning: None,
             last_success_at: None,
         }
@@ -304,7 +321,9 @@ impl Scraper {
         stop: CancellationToken,
     ) {
         let url: Arc<str> = target.url.as_str().into();
-        let mut acc = TargetAccumulator::new(target.labels.clone());
+        let mut acc =
+            TargetAccumulator::new(target.labels.clone()).with_limits(self.cfg.limits.clone());
+        let clock = Instant::now();
         let stored = self
             .restored
             .lock()
@@ -337,53 +356,67 @@ impl Scraper {
             let started = Instant::now();
             let fetched = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = fetch(&self.client, &url, self.cfg.timeout, self.cfg.max_body_bytes) => r,
+                r = fetch_page(&self.client, &url, self.cfg.timeout, self.cfg.max_body_bytes) => r,
             };
             drop(permit);
             let report = match fetched {
-                Ok(body) => {
+                Ok(Page { body, openmetrics }) => {
                     let ingest = {
                         let routing = routing.borrow().clone();
                         match std::str::from_utf8(&body) {
-                            Ok(text) if !text.is_empty() && !text.ends_with('\n') => {
-                                Err(ScrapeError::Truncated(text.len()))
-                            }
-                            Ok(text) => {
-                                // One parse pass feeds both the cohorts and the observer.
-                                let rep = match &self.observer {
-                                    Some(o) => {
-                                        let mut page = crate::istio::observe::PageReader::default();
-                                        let rep = acc.ingest_observing(
-                                            text,
-                                            &routing,
-                                            crate::istio::observe::filter(),
-                                            |s| page.take(s),
-                                        );
-                                        o.commit(&target, page);
-                                        rep
-                                    }
-                                    None => acc.ingest(text, &routing),
-                                };
-                                if rep.samples == 0 && rep.error_count > 0 {
-                                    Err(ScrapeError::Garbage {
-                                        count: rep.error_count,
-                                        first: rep
-                                            .errors
-                                            .first()
-                                            .map(|e| e.to_string())
-                                            .unwrap_or_default(),
-                                    })
-                                } else {
-                                    Ok((rep, routing.generation))
+                            // Checked before any of it reaches the accumulator.
+                            Ok(text) => match meshgate_expo::page_end(text, openmetrics) {
+                                meshgate_expo::PageEnd::NoFinalNewline => {
+                                    Err(ScrapeError::Truncated(text.len()))
                                 }
-                            }
+                                meshgate_expo::PageEnd::NoEof => {
+                                    Err(ScrapeError::NoEof(text.len()))
+                                }
+                                meshgate_expo::PageEnd::Whole => Ok(text),
+                            },
                             Err(e) => Err(ScrapeError::Utf8(e.valid_up_to())),
                         }
+                        .and_then(|text| {
+                            // One parse pass feeds both the cohorts and the observer.
+                            let at = clock.elapsed().as_secs_f64();
+                            let rep = match &self.observer {
+                                Some(o) => {
+                                    let mut page = crate::istio::observe::PageReader::default();
+                                    let rep = acc.ingest_at(
+                                        text,
+                                        &routing,
+                                        at,
+                                        Some(crate::istio::observe::filter()),
+                                        |s| page.take(s),
+                                    );
+                                    // A quarantined page tells the observer nothing either.
+                                    if rep.quarantined.is_none() {
+                                        o.commit(&target, page);
+                                    }
+                                    rep
+                                }
+                                None => acc.ingest_at(text, &routing, at, None, |_| {}),
+                            };
+                            if let Some(v) = rep.quarantined {
+                                Err(ScrapeError::Quarantined(v))
+                            } else if rep.samples == 0 && rep.error_count > 0 {
+                                Err(ScrapeError::Garbage {
+                                    count: rep.error_count,
+                                    first: rep
+                                        .errors
+                                        .first()
+                                        .map(|e| e.to_string())
+                                        .unwrap_or_default(),
+                                })
+                            } else {
+                                Ok((rep, routing.generation))
+                            }
+                        })
                     };
                     match ingest {
                         Ok((rep, generation)) => {
                             let elapsed = started.elapsed();
-                            self.record_success(&url, elapsed, body.len(), &rep);
+                            self.record_success(&url, elapsed, body.len(), &rep, acc.quarantine());
                             TargetReport {
                                 url: url.clone(),
                                 generation,
@@ -418,6 +451,7 @@ impl Scraper {
         elapsed: Duration,
         bytes: usize,
         rep: &crate::cohort::IngestReport,
+        quarantine: Option<&crate::cohort::Violation>,
     ) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -462,6 +496,7 @@ impl Scraper {
             }
             h.scrapes += 1;
             h.consecutive_failures = 0;
+            h.quarantine = quarantine.map(|v| format!("{v}; held until its pages are clean again"));
         }
     }
 
@@ -487,8 +522,21 @@ impl Scraper {
             h.scrapes += 1;
             h.failures += 1;
             h.consecutive_failures += 1;
+            if let ScrapeError::Quarantined(v) = e {
+                h.quarantine = Some(v.to_string());
+                h.quarantined_pages += 1;
+            }
         }
     }
+}
+
+/// A fetched page.
+#[derive(Debug)]
+pub struct Page {
+    /// The (decompressed) body.
+    pub body: Vec<u8>,
+    /// Served as `application/openmetrics-text`: then it must end with `# EOF`.
+    pub openmetrics: bool,
 }
 
 /// GET a page with a timeout on the whole exchange and a cap on the (decompressed) body.
@@ -498,6 +546,16 @@ pub async fn fetch(
     timeout: Duration,
     cap: usize,
 ) -> Result<Vec<u8>, ScrapeError> {
+    fetch_page(client, url, timeout, cap).await.map(|p| p.body)
+}
+
+/// [`fetch`], with the format the target says it served.
+pub async fn fetch_page(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Page, ScrapeError> {
     let work = async {
         let mut resp = client
             .get(url)
@@ -511,6 +569,15 @@ pub async fn fetch(
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
+        let openmetrics = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/openmetrics-text")
+            });
         if resp.content_length().is_some_and(|n| n as usize > cap) {
             return Err(ScrapeError::TooLarge(cap));
         }
@@ -528,7 +595,7 @@ pub async fn fetch(
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(Page { body, openmetrics })
     };
     tokio::time::timeout(timeout, work)
         .await

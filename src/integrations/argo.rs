@@ -74,7 +74,7 @@ impl Measurement {
             decided: v.state().verdict.is_final(),
             decision: v.state().verdict.is_final().then_some(v.state().verdict),
             reason: v.state().reason.clone(),
-            e_value: v.state().ln_e.exp(),
+            e_value: crate::api::e_value(v.state().ln_e),
             threshold: 1.0 / v.state().settings.alpha,
             elapsed_seconds: v.state().elapsed.as_secs_f64(),
             evidence: format!("/v1/analyses/{}/verdict", v.id),
@@ -87,9 +87,7 @@ async fn measure(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Measurement>, ApiError> {
-    if let Some(v) = s.get(&id) {
-        return Ok(Json(Measurement::of(&v)));
-    }
+    let existing = s.get(&id);
     let req: MeasureRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         MeasureRequest::default()
     } else {
@@ -100,6 +98,10 @@ async fn measure(
         })?
     };
     let (Some(baseline), Some(canary)) = (req.baseline, req.canary) else {
+        // No definition in the body: follow the analysis of that name.
+        if let Some(v) = existing {
+            return Ok(Json(Measurement::of(&v)));
+        }
         return Err(ApiError::NotFound(format!(
             "{id} (and the body has no baseline and canary to create it)"
         )));
@@ -115,13 +117,28 @@ async fn measure(
         min_exposure: req.min_exposure,
         ..Default::default()
     };
-    match s.create(spec).await {
+    if let Some(v) = existing {
+        // The next measurement of the same run: its analysis. Another definition (a retried
+        // rollout with a new canary) must not get the old decision.
+        if v.spec == spec {
+            return Ok(Json(Measurement::of(&v)));
+        }
+        return Err(ApiError::Conflict(crate::api::conflict_message(
+            &v.spec, &spec,
+        )));
+    }
+    match s.create(spec.clone()).await {
         Ok(v) => Ok(Json(Measurement::of(&v))),
-        // Two measurements racing to create: the other one won, answer its analysis.
-        Err(CreateError::Exists(_)) => s
-            .get(&id)
-            .map(|v| Json(Measurement::of(&v)))
-            .ok_or(ApiError::NotFound(id)),
+        // Two measurements racing to create, or the next measurement of the same run: the
+        // analysis of this definition. Another definition under the name (a retried rollout with
+        // a new canary) must not get the old decision: 409, an Error measurement for Argo.
+        Err(CreateError::Exists(_)) => match s.get(&id) {
+            Some(v) if v.spec == spec => Ok(Json(Measurement::of(&v))),
+            Some(v) => Err(ApiError::Conflict(crate::api::conflict_message(
+                &v.spec, &spec,
+            ))),
+            None => Err(ApiError::NotFound(id)),
+        },
         Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
     }
 }

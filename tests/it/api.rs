@@ -121,6 +121,17 @@ async fn analysis_life_cycle_and_errors() {
         .send()
         .await
         .unwrap();
+    // The same definition again is the running analysis (issue 13: idempotent, not a 409).
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], "wave-1");
+    let mut other = analysis("wave-1");
+    other["canary"] = json!("{revision=\"other\"}");
+    let r = c
+        .post(format!("{base}/v1/analyses"))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let list: Value = c
         .get(format!("{base}/v1/analyses"))

@@ -6,6 +6,7 @@
 //! series and, per scrape, emits the deltas routed to (analysis, check, cohort, slot). Routes are
 //! computed once per series and cached until the set of analyses changes.
 
+mod limits;
 mod selector;
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use limits::{Limits, Violation, EXACT_INTEGER_LIMIT};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 
 use crate::judge::{CheckKind, CheckSpec};
@@ -184,6 +186,9 @@ pub struct IngestReport {
     /// Series forgotten earlier (not seen for the TTL) that came back: their history is unknown,
     /// so they only set a new starting point.
     pub returned: usize,
+    /// The limit this page broke, if it broke one: then the report carries no deltas, and the
+    /// target's series memory was cleared (see [`TargetAccumulator::quarantine`]).
+    pub quarantined: Option<Violation>,
 }
 
 /// The last value of every series of one target, as kept by the store across restarts.
@@ -207,7 +212,23 @@ pub struct TargetAccumulator {
     /// Hashes of series dropped by the TTL, with the scrape they were dropped at: a series that
     /// comes back must not count its whole value as new (a run of partial pages is no birth).
     forgotten: HashMap<u64, u64>,
+    /// The plausibility limits every page is held to.
+    limits: Limits,
+    /// When each of the last [`PAGE_TIMES`] pages was read (seconds on the caller's clock, NaN
+    /// when not told), indexed by scrape number: the rate ceiling's time base.
+    page_at: [f64; PAGE_TIMES],
+    /// Per sample name: the scrape it was last summed at and the sum of its series' rates.
+    family_rates: HashMap<Box<str>, (u64, f64)>,
+    /// The standing quarantine and the clean pages still needed to lift it.
+    quarantine: Option<(Violation, u8)>,
 }
+
+/// Page times kept: more than a series can stay unseen before the TTL forgets it.
+const PAGE_TIMES: usize = 64;
+
+/// Clean pages after a quarantined one before the quarantine lifts: the first only records new
+/// starting values (the memory was cleared), the second gives deltas again.
+const CLEAN_PAGES_TO_LIFT: u8 = 2;
 
 fn series_key(family: &str, labels: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -233,7 +254,23 @@ impl TargetAccumulator {
             series_ttl: DEFAULT_SERIES_TTL,
             prev_filter: None,
             forgotten: HashMap::new(),
+            limits: Limits::default(),
+            page_at: [f64::NAN; PAGE_TIMES],
+            family_rates: HashMap::new(),
+            quarantine: None,
         }
+    }
+
+    /// Hold every page to `limits` instead of [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limit a recent page broke, while its quarantine lasts: from the broken page until
+    /// [`CLEAN_PAGES_TO_LIFT`] clean pages later. The target's data is not trustworthy meanwhile.
+    pub fn quarantine(&self) -> Option<&Violation> {
+        self.quarantine.as_ref().map(|(v, _)| v)
     }
 
     /// The last value of every remembered series, for the store.
@@ -252,7 +289,7 @@ impl TargetAccumulator {
     /// is above `generation` (created after the restart) get nothing from that first interval.
     pub fn restore(&mut self, snap: &SeriesSnapshot, generation: u64) {
         for (fam, labels, last) in &snap.series {
-            if !last.is_finite() {
+            if !(last.is_finite() && *last >= 0.0 && *last <= self.limits.max_counter_value) {
                 continue;
             }
             self.families
@@ -282,7 +319,21 @@ impl TargetAccumulator {
     /// since Istio creates series lazily on their first event, unless its family was not wanted
     /// in the previous scrape (then its history is unknown, as on a first page).
     pub fn ingest(&mut self, page: &str, routing: &Routing) -> IngestReport {
-        self.ingest_split(page, routing, None, |_| {})
+        self.ingest_split(page, routing, f64::NAN, None, |_| {})
+    }
+
+    /// [`ingest`](Self::ingest) of a page read at `at` (seconds on any monotonic clock), so the
+    /// rate ceiling ([`Limits::max_increase_per_second`]) applies; `extra` and `on_extra` as in
+    /// [`ingest_observing`](Self::ingest_observing). The daemon's scrape loop calls this.
+    pub fn ingest_at<'p>(
+        &mut self,
+        page: &'p str,
+        routing: &Routing,
+        at: f64,
+        extra: Option<&FamilyFilter>,
+        on_extra: impl FnMut(&parse::Sample<'p>),
+    ) -> IngestReport {
+        self.ingest_split(page, routing, at, extra, on_extra)
     }
 
     /// [`ingest`](Self::ingest), and in the same parse pass hand every sample of the families
@@ -294,13 +345,14 @@ impl TargetAccumulator {
         extra: &FamilyFilter,
         on_extra: impl FnMut(&parse::Sample<'p>),
     ) -> IngestReport {
-        self.ingest_split(page, routing, Some(extra), on_extra)
+        self.ingest_split(page, routing, f64::NAN, Some(extra), on_extra)
     }
 
     fn ingest_split<'p>(
         &mut self,
         page: &'p str,
         routing: &Routing,
+        at: f64,
         extra: Option<&FamilyFilter>,
         mut on_extra: impl FnMut(&parse::Sample<'p>),
     ) -> IngestReport {
@@ -312,6 +364,18 @@ impl TargetAccumulator {
         let families = &mut self.families;
         let le_sets = &mut self.le_sets;
         let forgotten = &mut self.forgotten;
+        let limits = &self.limits;
+        let family_rates = &mut self.family_rates;
+        self.page_at[scrape_no as usize % PAGE_TIMES] = at;
+        let page_at = &self.page_at;
+        // The time since page `n` was read, when known and within the kept window.
+        let since = |n: u64| -> f64 {
+            if n == 0 || scrape_no - n >= PAGE_TIMES as u64 {
+                return f64::NAN;
+            }
+            at - page_at[n as usize % PAGE_TIMES]
+        };
+        let mut broken: Option<Violation> = None;
         let parsed = parse::parse_split(page, &routing.filter, extra, |s, wanted| {
             if wanted.extra {
                 on_extra(&s);
@@ -320,7 +384,12 @@ impl TargetAccumulator {
                 return;
             }
             report.samples += 1;
-            if !s.value.is_finite() {
+            if broken.is_some() {
+                // The page is quarantined whatever follows; its values must not be kept.
+                return;
+            }
+            if let Some(v) = check_sample(limits, &s) {
+                broken = Some(v);
                 return;
             }
             if s.name.ends_with("_bucket") {
@@ -417,6 +486,53 @@ impl TargetAccumulator {
                 );
                 state.routes_generation = routing.generation;
             }
+            if let Some(d) = delta.filter(|d| *d > 0.0 && limits::Limits::rate_applies(s.name)) {
+                // A series seen before grew since the page it was last on; a new one since the
+                // previous page.
+                let seen = if state.last_seen == 0 {
+                    scrape_no - 1
+                } else {
+                    state.last_seen
+                };
+                let elapsed = since(seen);
+                if elapsed > 0.0 {
+                    let rate = d / elapsed;
+                    let max = limits.max_increase_per_second;
+                    let family_rate = if s.name.ends_with("_bucket") {
+                        0.0
+                    } else {
+                        let e = match family_rates.get_mut(s.name) {
+                            Some(e) => e,
+                            None => family_rates.entry(s.name.into()).or_insert((0, 0.0)),
+                        };
+                        if e.0 != scrape_no {
+                            *e = (scrape_no, 0.0);
+                        }
+                        e.1 += rate;
+                        e.1
+                    };
+                    if rate > max {
+                        broken = Some(Violation::new(
+                            "max_increase_per_second",
+                            format!(
+                                "{} grew by {d} in {elapsed:.3}s ({rate:.0}/s), above {max}/s",
+                                limits::series_name(s.name, s.labels.raw())
+                            ),
+                        ));
+                        return;
+                    }
+                    if family_rate > max {
+                        broken = Some(Violation::new(
+                            "max_increase_per_second",
+                            format!(
+                                "the {} series of this target grew by {family_rate:.0}/s together, above {max}/s",
+                                s.name
+                            ),
+                        ));
+                        return;
+                    }
+                }
+            }
             if let Some(d) = delta {
                 for r in &state.routes {
                     let a = &routing.analyses[r.analysis as usize];
@@ -433,6 +549,26 @@ impl TargetAccumulator {
         report.skipped = parsed.skipped;
         report.errors = parsed.errors;
         report.error_count = parsed.error_count;
+        let on_page = parsed.samples + parsed.skipped;
+        if broken.is_none() && self.limits.sample_limit > 0 && on_page > self.limits.sample_limit {
+            broken = Some(Violation::new(
+                "sample_limit",
+                format!(
+                    "page has {on_page} samples, above the limit of {}",
+                    self.limits.sample_limit
+                ),
+            ));
+        }
+        if let Some(v) = broken {
+            self.quarantine_page(&mut report, v);
+            return report;
+        }
+        if let Some((_, left)) = &mut self.quarantine {
+            *left -= 1;
+            if *left == 0 {
+                self.quarantine = None;
+            }
+        }
         if scrape_no % 10 == 0 {
             let ttl = self.series_ttl;
             let forgotten = &mut self.forgotten;
@@ -452,6 +588,90 @@ impl TargetAccumulator {
         report.series = self.series();
         report
     }
+
+    /// Drop what a page that broke a limit gave, and forget every series of the target: its
+    /// values on the broken page are not to be believed, and neither are the deltas the next page
+    /// would compute against them (nor against values from before, which a partly applied page
+    /// overwrote). The next page only records starting values, as a target's first page does.
+    fn quarantine_page(&mut self, report: &mut IngestReport, v: Violation) {
+        self.families.clear();
+        self.forgotten.clear();
+        self.family_rates.clear();
+        self.prev_filter = None;
+        report.deltas.clear();
+        report.strata.clear();
+        report.resets = 0;
+        report.new_series = 0;
+        report.returned = 0;
+        report.overlaps = 0;
+        report.series = 0;
+        report.quarantined = Some(v.clone());
+        self.quarantine = Some((v, CLEAN_PAGES_TO_LIFT));
+    }
+}
+
+/// The limits one wanted sample can break on its own: a value that is no counter's, and labels
+/// too long.
+fn check_sample(limits: &Limits, s: &parse::Sample<'_>) -> Option<Violation> {
+    let v = s.value;
+    let name = || limits::series_name(s.name, s.labels.raw());
+    if !v.is_finite() {
+        return Some(Violation::new(
+            "finite",
+            format!("{} has the value {v}, not a finite count", name()),
+        ));
+    }
+    if v < 0.0 {
+        return Some(Violation::new(
+            "max_counter_value",
+            format!("{} has the negative value {v}, not a count", name()),
+        ));
+    }
+    if v > limits.max_counter_value {
+        return Some(Violation::new(
+            "max_counter_value",
+            format!(
+                "{} has the value {v}, above {} (f64 stops holding every integer at 2^53)",
+                name(),
+                limits.max_counter_value
+            ),
+        ));
+    }
+    let (max_name, max_value) = (
+        limits.label_name_length_limit,
+        limits.label_value_length_limit,
+    );
+    let shortest = match (max_name, max_value) {
+        (0, 0) => return None,
+        (0, m) | (m, 0) => m,
+        (a, b) => a.min(b),
+    };
+    if s.labels.raw().len() <= shortest {
+        return None;
+    }
+    for (label, value) in s.labels.iter() {
+        if max_name > 0 && label.len() > max_name {
+            return Some(Violation::new(
+                "label_name_length_limit",
+                format!(
+                    "{} has a label name of {} bytes, above {max_name}",
+                    name(),
+                    label.len()
+                ),
+            ));
+        }
+        if max_value > 0 && value.len() > max_value {
+            return Some(Violation::new(
+                "label_value_length_limit",
+                format!(
+                    "{} has a value of {} bytes for label {label}, above {max_value}",
+                    name(),
+                    value.len()
+                ),
+            ));
+        }
+    }
+    None
 }
 
 fn merge_delta(out: &mut Vec<Delta>, analysis: u64, r: &Route, value: f64) {
@@ -1122,5 +1342,215 @@ mod tests {
             }
             prop_assert_eq!(total, expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    //! Plausibility limits: a page that breaks one gives nothing, and the target's memory starts
+    //! over, so neither the broken values nor deltas against them ever reach an e-process.
+    use super::*;
+    use crate::judge::Catalog;
+
+    fn routing() -> Routing {
+        let cat = Catalog::builtin();
+        Routing::new(
+            1,
+            vec![RoutedAnalysis {
+                id: 7,
+                since_generation: 1,
+                baseline: Selector::parse(r#"{revision="old"}"#).unwrap(),
+                canary: Selector::parse(r#"{revision="new"}"#).unwrap(),
+                checks: vec![Arc::new(cat.get("error-rate").unwrap().clone())],
+            }],
+        )
+    }
+
+    fn page(ok: &str, err: u64) -> String {
+        format!(
+            "# TYPE istio_requests_total counter\n\
+             istio_requests_total{{response_code=\"200\",reporter=\"destination\"}} {ok}\n\
+             istio_requests_total{{response_code=\"503\",reporter=\"destination\"}} {err}\n"
+        )
+    }
+
+    fn acc() -> TargetAccumulator {
+        TargetAccumulator::new([("revision".to_string(), "new".to_string())].into())
+    }
+
+    fn total(r: &IngestReport) -> f64 {
+        r.deltas.iter().map(|d| d.value).sum()
+    }
+
+    /// One absurd page: nothing from it, nothing from the page after (new starting values), then
+    /// deltas again and the quarantine lifted.
+    fn absurd_page_is_quarantined_then_lifts(bad: &str, limit: &str) {
+        let r = routing();
+        let mut a = acc();
+        a.ingest(&page("1000", 10), &r);
+        assert!(total(&a.ingest(&page("2000", 20), &r)) > 0.0);
+        let broken = a.ingest(&page(bad, 30), &r);
+        let v = broken.quarantined.as_ref().expect("quarantined");
+        assert_eq!(v.limit, limit, "{v}");
+        assert!(v.message.contains("istio_requests_total"), "{v}");
+        assert!(broken.deltas.is_empty(), "{:?}", broken.deltas);
+        assert_eq!(a.quarantine(), Some(v));
+        assert_eq!(a.series(), 0, "the memory starts over");
+        // Back to the true value: no delta against the absurd one nor against the one before.
+        let after = a.ingest(&page("3000", 30), &r);
+        assert!(after.quarantined.is_none());
+        assert!(after.deltas.is_empty(), "{:?}", after.deltas);
+        assert!(
+            a.quarantine().is_some(),
+            "held until deltas are sound again"
+        );
+        let resumed = a.ingest(&page("3100", 31), &r);
+        assert_eq!(total(&resumed), 102.0, "101 requests, 1 of them 5xx");
+        assert!(a.quarantine().is_none());
+    }
+
+    #[test]
+    fn a_u64_wrap_is_quarantined() {
+        absurd_page_is_quarantined_then_lifts("18446744073709551615", "max_counter_value");
+    }
+
+    #[test]
+    fn a_huge_value_is_quarantined() {
+        absurd_page_is_quarantined_then_lifts("1e300", "max_counter_value");
+    }
+
+    #[test]
+    fn non_finite_values_are_quarantined() {
+        absurd_page_is_quarantined_then_lifts("NaN", "finite");
+        absurd_page_is_quarantined_then_lifts("+Inf", "finite");
+    }
+
+    #[test]
+    fn a_negative_counter_is_quarantined() {
+        absurd_page_is_quarantined_then_lifts("-5", "max_counter_value");
+    }
+
+    #[test]
+    fn a_value_just_above_2_pow_53_is_quarantined_and_2_pow_53_is_not() {
+        let r = routing();
+        let mut a = acc();
+        assert!(a
+            .ingest(&page("9007199254740992", 0), &r)
+            .quarantined
+            .is_none());
+        let v = a
+            .ingest(&page("9007199254740994", 0), &r)
+            .quarantined
+            .unwrap();
+        assert_eq!(v.limit, "max_counter_value");
+    }
+
+    #[test]
+    fn too_many_samples_quarantine_the_page() {
+        let r = routing();
+        let mut a = acc().with_limits(Limits {
+            sample_limit: 3,
+            ..Limits::default()
+        });
+        assert!(a.ingest(&page("1", 1), &r).quarantined.is_none());
+        // Samples of families no check reads count too, as in Prometheus.
+        let p = format!("{}envoy_a 1\nenvoy_b 2\n", page("2", 2));
+        let rep = a.ingest(&p, &r);
+        let v = rep.quarantined.unwrap();
+        assert_eq!(v.limit, "sample_limit");
+        assert!(v.message.contains("4 samples"), "{v}");
+        assert!(rep.deltas.is_empty());
+    }
+
+    #[test]
+    fn long_label_names_and_values_quarantine_the_page() {
+        let r = routing();
+        let long = "x".repeat(3000);
+        let mut a = acc();
+        a.ingest(&page("1", 1), &r);
+        let p = format!(
+            "{}istio_requests_total{{response_code=\"500\",reporter=\"destination\",path=\"{long}\"}} 1\n",
+            page("2", 2)
+        );
+        let v = a.ingest(&p, &r).quarantined.unwrap();
+        assert_eq!(v.limit, "label_value_length_limit");
+        assert!(v.message.contains("3000 bytes for label path"), "{v}");
+        let name = "n".repeat(300);
+        let p = format!("{}istio_requests_total{{{name}=\"a\"}} 1\n", page("2", 2));
+        let v = a.ingest(&p, &r).quarantined.unwrap();
+        assert_eq!(v.limit, "label_name_length_limit");
+    }
+
+    #[test]
+    fn growth_beyond_the_rate_ceiling_is_quarantined_per_series_and_per_family() {
+        let r = routing();
+        let limits = Limits {
+            max_increase_per_second: 1000.0,
+            ..Limits::default()
+        };
+        let mut a = acc().with_limits(limits.clone());
+        let f = |p: &str| p.to_owned();
+        a.ingest_at(&f(&page("0", 0)), &r, 100.0, None, |_| {});
+        // 9,000 in 10 s: 900/s, under the ceiling.
+        let ok = a.ingest_at(&page("9000", 0), &r, 110.0, None, |_| {});
+        assert!(ok.quarantined.is_none());
+        assert_eq!(total(&ok), 9000.0);
+        // 11,000 more in 10 s: 1,100/s.
+        let v = a
+            .ingest_at(&page("20000", 0), &r, 120.0, None, |_| {})
+            .quarantined
+            .unwrap();
+        assert_eq!(v.limit, "max_increase_per_second");
+        assert!(v.message.contains("1100/s"), "{v}");
+        // Two series each under the ceiling, together above it: one pod cannot serve that.
+        let mut a = acc().with_limits(limits);
+        let two = |ok: u64, err: u64| {
+            format!(
+                "istio_requests_total{{response_code=\"200\",reporter=\"destination\"}} {ok}\n\
+                 istio_requests_total{{response_code=\"200\",reporter=\"source\"}} {err}\n"
+            )
+        };
+        a.ingest_at(&two(0, 0), &r, 0.0, None, |_| {});
+        let v = a
+            .ingest_at(&two(6000, 6000), &r, 10.0, None, |_| {})
+            .quarantined
+            .unwrap();
+        assert!(v.message.contains("together"), "{v}");
+    }
+
+    #[test]
+    fn the_rate_ceiling_uses_the_time_since_the_series_was_last_seen() {
+        let r = routing();
+        let mut a = acc().with_limits(Limits {
+            max_increase_per_second: 1000.0,
+            ..Limits::default()
+        });
+        let one = "istio_requests_total{response_code=\"200\",reporter=\"destination\"} 0\n";
+        a.ingest_at(one, &r, 0.0, None, |_| {});
+        // The series is missing for two pages, then back 5,000 higher 10 s after it was last
+        // seen: 500/s, not 5,000/s over the last page's 1 s.
+        a.ingest_at("other 1\n", &r, 9.0, None, |_| {});
+        let back = "istio_requests_total{response_code=\"200\",reporter=\"destination\"} 5000\n";
+        let rep = a.ingest_at(back, &r, 10.0, None, |_| {});
+        assert!(rep.quarantined.is_none(), "{:?}", rep.quarantined);
+        assert_eq!(total(&rep), 5000.0);
+    }
+
+    #[test]
+    fn restored_values_beyond_the_limits_are_not_taken_back() {
+        let r = routing();
+        let mut a = acc();
+        a.restore(
+            &SeriesSnapshot {
+                series: vec![(
+                    "istio_requests_total".into(),
+                    "response_code=\"200\",reporter=\"destination\"".into(),
+                    1e300,
+                )],
+            },
+            1,
+        );
+        assert_eq!(a.series(), 0);
+        let _ = r;
     }
 }

@@ -912,6 +912,38 @@ fn token_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether a page's end shows it arrived whole, per [`page_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageEnd {
+    /// Ends with a newline, or with an OpenMetrics `# EOF` line.
+    Whole,
+    /// A text-format page whose last line has no newline: cut short, its last value maybe too.
+    NoFinalNewline,
+    /// An OpenMetrics page whose last line is not `# EOF`, the format's only truncation signal.
+    NoEof,
+}
+
+/// How `page` ends. An OpenMetrics page (`openmetrics`: served as
+/// `application/openmetrics-text`) must end with its `# EOF` line (a final newline after it is
+/// optional, as the format allows), as Prometheus requires; text after `# EOF` counts as no `# EOF`.
+/// A 0.0.4 page has no end marker, so its final newline is the only sign that its last line is
+/// complete: a page without one is not whole (Prometheus accepts it; a cut `1234` reads as `12`). A
+/// page of any format whose last line is `# EOF` is whole.
+pub fn page_end(page: &str, openmetrics: bool) -> PageEnd {
+    let body = page.strip_suffix('\n').unwrap_or(page);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    let last = body.rsplit('\n').next().unwrap_or("");
+    if last == "# EOF" {
+        PageEnd::Whole
+    } else if openmetrics {
+        PageEnd::NoEof
+    } else if !page.is_empty() && !page.ends_with('\n') {
+        PageEnd::NoFinalNewline
+    } else {
+        PageEnd::Whole
+    }
+}
+
 /// Render samples back to text (used by tests and the simulator): `name{labels} value [ts]\n`,
 /// escaping label values, values formatted so that `parse(render(x)) == x` (`NaN`, `+Inf`, `-Inf`
 /// included). With no labels the braces are left out.
@@ -976,6 +1008,27 @@ fn write_value(out: &mut String, value: f64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn page_end_follows_each_format_rule() {
+        use super::{page_end, PageEnd};
+        let om = true;
+        assert_eq!(page_end("a_total 1\n# EOF\n", om), PageEnd::Whole);
+        assert_eq!(
+            page_end("a_total 1\n# EOF", om),
+            PageEnd::Whole,
+            "newline after EOF optional"
+        );
+        assert_eq!(page_end("a_total 1\r\n# EOF\r\n", om), PageEnd::Whole);
+        assert_eq!(page_end("a_total 1\n", om), PageEnd::NoEof);
+        assert_eq!(page_end("a_total 1\n# EOF\na 2\n", om), PageEnd::NoEof);
+        assert_eq!(page_end("a_total 1\n# EOF and more\n", om), PageEnd::NoEof);
+        assert_eq!(page_end("", om), PageEnd::NoEof);
+        assert_eq!(page_end("a 1\n", false), PageEnd::Whole);
+        assert_eq!(page_end("", false), PageEnd::Whole);
+        assert_eq!(page_end("a 1\na 12", false), PageEnd::NoFinalNewline);
+        assert_eq!(page_end("a 1\n# EOF", false), PageEnd::Whole);
+    }
+
     use super::*;
 
     /// A delivered sample with everything owned, for comparisons.

@@ -99,6 +99,14 @@ pub struct CohortQuality {
     pub unreachable: usize,
     /// Counter resets seen in this cohort's series so far.
     pub resets: u64,
+    /// Targets of this cohort (members, or whose labels may match) whose pages are quarantined
+    /// now for breaking a plausibility limit (`[scrape.limits]`): their data is not used, and
+    /// one blocks GO.
+    #[serde(default)]
+    pub quarantined: usize,
+    /// The first quarantined target and the limit it broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 /// Data quality of both cohorts.
@@ -140,7 +148,7 @@ impl Default for QualityThresholds {
 /// Which data-quality threshold blocks a GO, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QualityBlock {
-    /// `min_fresh_targets` or `max_stale_fraction`.
+    /// `min_fresh_targets`, `max_stale_fraction`, or `plausibility_limits` (a quarantined target).
     pub threshold: String,
     /// `baseline` or `canary`.
     pub cohort: String,
@@ -157,6 +165,19 @@ impl DataQuality {
     pub fn block(&self) -> Option<QualityBlock> {
         let t = &self.thresholds;
         for (name, q) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            if q.quarantined > 0 {
+                return Some(QualityBlock {
+                    threshold: "plausibility_limits".into(),
+                    cohort: name.into(),
+                    value: q.quarantined as f64,
+                    limit: 0.0,
+                    message: format!(
+                        "{} {name} target(s) quarantined for implausible data: {}",
+                        q.quarantined,
+                        q.quarantine.as_deref().unwrap_or("a limit broken")
+                    ),
+                });
+            }
             let min_fresh = t.min_fresh_targets.max(1);
             if q.fresh < min_fresh {
                 let message = if q.fresh == 0 {
@@ -2186,6 +2207,8 @@ mod tests {
             stale: 1,
             unreachable: 1,
             resets: 0,
+            quarantined: 0,
+            quarantine: None,
         };
         // Default: any missing target blocks.
         let b = q.block().unwrap();
