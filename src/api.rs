@@ -248,10 +248,13 @@ pub struct VerdictDoc<'a> {
     pub decided_after_seconds: Option<f64>,
     /// Combined e-value.
     pub e_value: f64,
-    /// 1 / alpha.
+    /// The combined e-value at which it is NO-GO: 1 / alpha (1 / (alpha / 2) in the before/after
+    /// design, whose intervals take the other half).
     pub threshold: f64,
     /// Alpha.
     pub alpha: f64,
+    /// What is compared with what, in one line (`concurrent: ...` or `before/after ...`).
+    pub design: String,
     /// Per-check evidence.
     pub checks: &'a [CheckEvidence],
     /// Data quality.
@@ -269,8 +272,9 @@ async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Resp
         elapsed_seconds: st.elapsed.as_secs_f64(),
         decided_after_seconds: st.decided_after.map(|d| d.as_secs_f64()),
         e_value: e_value(st.ln_e),
-        threshold: 1.0 / st.settings.alpha,
+        threshold: 1.0 / st.settings.test_alpha(),
         alpha: st.settings.alpha,
+        design: st.settings.design.describe(),
         checks: &finite_evidence(&st.evidence),
         data_quality: &st.quality,
     };

@@ -85,6 +85,24 @@ pub struct GateOptions {
     /// this one (without it: exit 4).
     #[arg(long)]
     pub replace: bool,
+    /// What is compared with what: `concurrent` (the same workloads on both revisions at once),
+    /// or `before-after` for a namespace wave (each moved workload after its move against itself
+    /// before it; start the gate before the namespaces move). Default: `before-after` when
+    /// --moving is given, else `concurrent`.
+    #[arg(long, value_enum)]
+    pub design: Option<GateDesign>,
+    /// The namespaces that move (before-after), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub moving: Vec<String>,
+}
+
+/// `--design`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GateDesign {
+    /// The same workloads on both revisions at once.
+    Concurrent,
+    /// A namespace wave: before/after with a concurrent control.
+    BeforeAfter,
 }
 
 enum Step {
@@ -291,6 +309,26 @@ async fn create(
     }
     if let Some(x) = o.min_exposure {
         body["min_exposure"] = json!(x);
+    }
+    // The design: chosen by --moving unless told (the daemon refuses a before/after analysis
+    // without namespaces, and --moving with --design concurrent, naming the key).
+    let moving: Vec<&str> = o
+        .moving
+        .iter()
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+        .collect();
+    let design = o.design.unwrap_or(if moving.is_empty() {
+        GateDesign::Concurrent
+    } else {
+        GateDesign::BeforeAfter
+    });
+    if design == GateDesign::BeforeAfter || !moving.is_empty() {
+        body["design"] = json!(match design {
+            GateDesign::Concurrent => "concurrent",
+            GateDesign::BeforeAfter => "before_after",
+        });
+        body["moving"] = json!(moving);
     }
     let post = || async {
         client

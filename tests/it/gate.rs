@@ -121,3 +121,53 @@ async fn unreachable_daemon_is_exit_3() {
     assert!(err.contains("cannot reach the daemon"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(30));
 }
+
+/// `--moving` makes the gate's analysis a before/after one (the design a namespace wave needs),
+/// which its verdict document states; `--design before-after` without namespaces is refused with
+/// the key named (exit 64).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_namespaces_make_a_before_after_analysis() {
+    let l = lab("").await;
+    let b = l.base.clone();
+    let (wave, refused) = tokio::join!(
+        gate(create_args(
+            &b,
+            "gate-wave",
+            GOOD,
+            &["--moving", "shop,pay", "--timeout", "2s"]
+        )),
+        gate(create_args(
+            &b,
+            "gate-wave-empty",
+            GOOD,
+            &["--design", "before-after"]
+        )),
+    );
+    // Nothing moves in this mesh: PENDING until the timeout (exit 2).
+    assert_eq!(wave.0, 2, "{wave:?}");
+    let a: Value = reqwest::get(format!("{b}/v1/analyses/gate-wave"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["spec"]["design"], "before_after", "{a}");
+    assert_eq!(
+        a["spec"]["moving"],
+        serde_json::json!(["shop", "pay"]),
+        "{a}"
+    );
+    let v: Value = reqwest::get(format!("{b}/v1/analyses/gate-wave/verdict"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["design"].as_str().unwrap().starts_with("before/after"),
+        "{v}"
+    );
+    assert_eq!(v["threshold"], 40.0, "alpha / 2 for the tests: {v}");
+    assert_eq!(refused.0, 64, "{refused:?}");
+    assert!(refused.2.contains("moving"), "{refused:?}");
+}

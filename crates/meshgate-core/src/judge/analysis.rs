@@ -1330,7 +1330,8 @@ impl Analysis {
                     .iter()
                     .zip(&bw)
                     .map(|(t, w)| w * t.e_value)
-                    .sum::<f64>();
+                    .sum::<f64>()
+                    .min(f64::MAX);
                 let observable: Vec<&TestEvidence> = tests
                     .iter()
                     .filter(|t| t.baseline.exposure + t.canary.exposure > 0.0)
@@ -1724,8 +1725,11 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> T
         }
     });
     let certified_by = certification(t, spec, alpha, slo_go);
-    let e_value = test_e_value(t, spec);
-    let e_value_drop = (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp());
+    // Saturated: a tick of 10,000 requests all failing makes ln E a few thousand, beyond what a
+    // double's exp holds, and an infinite e-value would be JSON null in the store and the API.
+    let e_value = test_e_value(t, spec).min(f64::MAX);
+    let e_value_drop =
+        (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp().min(f64::MAX));
     let mut e = TestEvidence {
         boundary: t.boundary,
         baseline: Counts::new(tot.events_a, tot.exposure_a),

@@ -595,6 +595,29 @@ mod tests {
         assert!(a.reason.contains("not moved"), "{}", a.reason);
     }
 
+    /// Evidence far beyond what a double holds (the moved workload's rate x1000) stays a number:
+    /// the analysis round-trips through JSON, as the store needs.
+    #[test]
+    fn overwhelming_evidence_is_a_finite_e_value() {
+        let mesh = Mesh {
+            workloads: vec![
+                ("wave/api", 40000.0, 0.001, Some(40), false),
+                ("shop/web", 60000.0, 0.001, None, false),
+            ],
+            effect: 1000.0,
+            trend: flat,
+        };
+        let a = run(5, &mesh, wave(), 200);
+        assert_eq!(a.verdict, Verdict::NoGo, "{}", a.reason);
+        assert!(
+            a.ln_e.is_finite() && a.evidence[0].e_value.is_finite(),
+            "{}",
+            a.ln_e
+        );
+        let back: Analysis = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(a, back);
+    }
+
     /// The design and the state round-trip through JSON (the store persists analyses).
     #[test]
     fn before_after_state_round_trips() {
