@@ -67,6 +67,7 @@ fn bench(c: &mut Criterion) {
         max_duration: Duration::from_secs(7200),
         min_exposure: 100.0,
         slo_go: false,
+        design: Default::default(),
     };
     let mut warm = Analysis::new(settings, &specs);
     // Ten minutes of data first, as in a running analysis.

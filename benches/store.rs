@@ -68,6 +68,7 @@ fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
                 max_duration: Duration::from_secs(3600),
                 min_exposure: 1000.0,
                 slo_go: false,
+                design: Default::default(),
             };
             let urls = |side: &str| -> Vec<String> {
                 (0..n_targets / 2)

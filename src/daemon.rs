@@ -30,7 +30,7 @@ use crate::telemetry::Metrics;
 pub enum Command {
     /// Start an analysis.
     Create(
-        AnalysisConfig,
+        Box<AnalysisConfig>,
         oneshot::Sender<Result<Arc<AnalysisView>, CreateError>>,
     ),
     /// Stop and forget an analysis.
@@ -518,7 +518,7 @@ impl Engine {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Create(spec, reply) => {
-                let r = self.create(spec);
+                let r = self.create(*spec);
                 if r.is_ok() {
                     self.publish_routing();
                     self.publish_snapshot();
@@ -1087,7 +1087,7 @@ impl Shared {
     pub async fn create(&self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Create(spec, tx))
+            .send(Command::Create(Box::new(spec), tx))
             .await
             .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?;
         rx.await
