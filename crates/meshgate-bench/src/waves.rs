@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Beta, Distribution, Poisson};
+use rand_distr::{Beta, Distribution, Gamma, Poisson};
 
 use meshgate::config::JudgeConfig;
 use meshgate_core::judge::{
@@ -59,6 +59,9 @@ pub struct WaveScenario {
     /// The plan's design before: concurrent, canary = the wave on the new revision, baseline =
     /// the proxies on the old one.
     pub old_plan: bool,
+    /// The controls' traffic shifts over the run: shop/web's requests ramp to 3x, pay/card's
+    /// (twice shop's 5xx rate) fall to 0.5x (the design assumes a stable control mix).
+    pub shift: bool,
 }
 
 impl WaveScenario {
@@ -76,6 +79,7 @@ impl WaveScenario {
             outage: false,
             cv: None,
             old_plan: false,
+            shift: false,
         }
     }
 }
@@ -124,6 +128,17 @@ pub fn scenarios() -> Vec<WaveScenario> {
         WaveScenario {
             cv: Some(1.0),
             ..b("wave-aa-cv1", "A/A, per-interval rate variation CV 1")
+        },
+        WaveScenario {
+            cv: Some(3.0),
+            ..b("wave-aa-cv3", "A/A, per-interval rate variation CV 3")
+        },
+        WaveScenario {
+            shift: true,
+            ..b(
+                "wave-aa-shift",
+                "A/A, the controls' traffic mix shifts (0.1% one x3, 0.2% one x0.5)",
+            )
         },
         WaveScenario {
             moving_rate: 0.01,
@@ -270,11 +285,16 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
         ("wave/api", sc.moving_rate, Some(move_tick), false),
         ("wave/db", sc.moving_rate, Some(move_tick + 4), false),
     ];
-    let beta = sc.cv.map(|cv| {
-        // Beta(a, b) with mean 1/2 scaled to mean 1: var = 1/(4(2a+1)) * 4 = cv^2.
+    // Per-tick rate factors with mean 1 and the scenario's CV: 2 Beta(a, a) (variance 1/(2a+1))
+    // up to CV 1, a Gamma beyond (a bounded factor cannot reach CV 3).
+    let beta = sc.cv.filter(|cv| *cv <= 1.0).map(|cv| {
         let a = (1.0 / (cv * cv) - 1.0) / 2.0;
         Beta::new(a.max(0.01), a.max(0.01)).expect("positive parameters")
     });
+    let gamma = sc
+        .cv
+        .filter(|cv| *cv > 1.0)
+        .map(|cv| Gamma::new(1.0 / (cv * cv), cv * cv).expect("positive parameters"));
     let ticks = (sc.pre_s + sc.post_s) / TICK_S;
     let mut outcome = Outcome {
         verdict: Verdict::Pending,
@@ -289,9 +309,19 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
         };
         let mut pooled = [vec![0.0, 0.0], vec![0.0, 0.0]];
         let mut strata = Vec::new();
+        let progress = i as f64 / ticks as f64;
         for &(name, rate, moves_at, on_new) in &workloads {
-            let n = (sc.rps * TICK_S as f64 * rng.random_range(0.9..1.1f64)).round();
-            let noise = beta.as_ref().map_or(1.0, |b| 2.0 * b.sample(&mut rng));
+            let mix = match name {
+                "shop/web" if sc.shift => 1.0 + 2.0 * progress,
+                "pay/card" if sc.shift => 1.0 - 0.5 * progress,
+                _ => 1.0,
+            };
+            let n = (sc.rps * mix * TICK_S as f64 * rng.random_range(0.9..1.1f64)).round();
+            let noise = match (&beta, &gamma) {
+                (Some(b), _) => 2.0 * b.sample(&mut rng),
+                (_, Some(g)) => g.sample(&mut rng),
+                _ => 1.0,
+            };
             // The rolling restart: two ticks with half the requests on each revision.
             let share_new = match moves_at {
                 Some(t) if i >= t + 2 => 1.0,
