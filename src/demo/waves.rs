@@ -69,7 +69,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         );
     }
     let targets: Vec<StaticTarget> = mesh.targets().into_iter().map(StaticTarget::from).collect();
-    let cfg = demo_config(targets);
+    let mut cfg = demo_config(targets);
+    // The simulated sidecars serve 200,000 req/s each (about 300,000 series increments a second
+    // with the outbound side), above the plausibility ceiling meant for real ones: raised here,
+    // for the simulation only, so the pre-move windows fill in seconds.
+    cfg.scrape.limits.max_increase_per_second = 1_000_000.0;
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let daemon = crate::daemon::start(cfg, Catalog::builtin(), listener, shutdown.clone()).await?;
     let base = format!("http://{}", daemon.addr);
