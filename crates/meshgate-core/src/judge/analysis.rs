@@ -1144,7 +1144,7 @@ impl Analysis {
                 .collect();
             if !held_moved.is_empty() {
                 return Some(format!(
-                    "{} not yet certified: each moved workload holding {}% or more of the moved workloads' requests must be, and these are not: {}; {}",
+                    "{} not yet certified: every moved workload needs a pre-move window, and each holding {}% or more of the moved workloads' requests must be certified on its own; held back by: {}; {}",
                     e.name,
                     100.0 * MATERIAL_STRATUM_SHARE,
                     held_moved.join(", "),
@@ -1167,6 +1167,20 @@ impl Analysis {
 
     /// Data quality, exposure and duration: the GO blockers that need no evidence.
     fn go_blocker_before_certificates(&self, specs: &[&CheckSpec]) -> Option<String> {
+        // Strata without a namespace cannot find the moving workloads: say so first.
+        if let Design::BeforeAfter { moving } = &self.settings.design {
+            if let Some(spec) = specs.iter().find(|s| {
+                !s.strata.is_empty() && before_after::namespace_label(&s.strata).is_none()
+            }) {
+                return Some(format!(
+                    "before/after: {}'s strata ({}) carry no namespace label ({}), so its workloads of {} cannot be found",
+                    spec.name,
+                    spec.strata.join(", "),
+                    before_after::NAMESPACE_LABELS.join(", "),
+                    moving.join(", ")
+                ));
+            }
+        }
         // The before/after design before any move: say what it waits for (the canary
         // cohort is empty before a move, so data quality would speak first and say less).
         if self.canary_since.is_none() {
@@ -1812,7 +1826,7 @@ fn check_reason(
     } else {
         ("canary", "baseline", "ratio")
     };
-    let conf = format!("{:.0}%", (1.0 - alpha) * 100.0);
+    let conf = percent(1.0 - alpha);
     let what = |t: &TestEvidence| match t.boundary {
         Some(b) => format!("share > {b}{}", spec.boundary_unit()),
         None => format!("{} rate", spec.unit_label),
@@ -2110,8 +2124,29 @@ pub fn log_sum_exp(xs: impl Iterator<Item = f64>) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
+/// A confidence level for people: "95%", "97.5%", "99.95%" (as many decimals as it has, up to
+/// three; never rounded up to a level it does not reach).
+fn percent(level: f64) -> String {
+    let p = level * 100.0;
+    for d in 0..3 {
+        let scale = 10f64.powi(d);
+        if ((p * scale).round() - p * scale).abs() < 1e-6 {
+            return format!("{:.*}%", d as usize, p);
+        }
+    }
+    format!("{:.3}%", (p * 1000.0).floor() / 1000.0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn confidence_levels_are_never_rounded_up() {
+        assert_eq!(super::percent(0.95), "95%");
+        assert_eq!(super::percent(0.975), "97.5%");
+        assert_eq!(super::percent(0.9995), "99.95%");
+        assert_eq!(super::percent(1.0 - 0.05 / 7.0), "99.285%");
+    }
+
     use super::*;
     use crate::judge::Catalog;
 
