@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
         warm.tick(
             &specs,
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &input,
                 quality: quality(),
@@ -90,6 +91,7 @@ fn bench(c: &mut Criterion) {
         let v = a.tick(
             &specs,
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &input,
                 quality: quality(),
@@ -110,6 +112,7 @@ fn bench(c: &mut Criterion) {
         a.tick(
             &specs,
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &input,
                 quality: quality(),

@@ -445,6 +445,8 @@ struct Slot {
     pending: Vec<[Vec<f64>; 2]>,
     /// The same deltas per stratum (checks with strata), for like-for-like comparison.
     strata: crate::cohort::StrataPending,
+    /// The same deltas per pod, for the dispersion factor.
+    pods: crate::cohort::PodPending,
     members: [HashSet<Arc<str>>; 2],
     resets: [u64; 2],
     overlaps: u64,
@@ -631,6 +633,7 @@ impl Engine {
             .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
             .collect();
         let strata = crate::cohort::StrataPending::new(&specs);
+        let pods = crate::cohort::PodPending::new(&specs);
         self.analyses.insert(
             spec.name.clone(),
             Slot {
@@ -644,6 +647,7 @@ impl Engine {
                 elapsed_base: Duration::ZERO,
                 pending,
                 strata,
+                pods,
                 members: Default::default(),
                 resets: [0; 2],
                 overlaps: 0,
@@ -767,6 +771,8 @@ impl Engine {
             }
             crate::cohort::add_delta(&mut slot.pending, d);
             slot.strata.add(d);
+            let pod = slot.pods.pod_id(&rep.url);
+            slot.pods.add(pod, d);
             if !slot.members[d.side.index()].contains(&rep.url) {
                 slot.members[d.side.index()].insert(rep.url.clone());
             }
@@ -886,9 +892,11 @@ impl Engine {
             let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
             let before = slot.analysis.verdict;
             let strata = slot.strata.take();
+            let pods = slot.pods.take();
             let v = slot.analysis.tick(
                 &specs,
                 TickInput {
+                    pods: &pods,
                     strata: &strata,
                     slots: &slot.pending,
                     quality,

@@ -118,6 +118,10 @@ async fn error_regression_is_no_go_and_names_the_check() {
         ev["tests"][0]["ratio_lower_bound"].as_f64().unwrap() > 1.0,
         "{ev:#}"
     );
+    // The simulated pods are Poisson: the dispersion factor measured across them through the
+    // daemon's per-pod deltas stays near one (it is reported, and it is a number).
+    let phi = ev["tests"][0]["dispersion"].as_f64().unwrap();
+    assert!((1.0..1.5).contains(&phi), "dispersion {phi}: {ev:#}");
     // The counts come from the simulated traffic: the canary's 5xx share is near the fault's 1%.
     let canary_rate = ev["tests"][0]["canary"]["rate"].as_f64().unwrap();
     assert!((0.004..0.02).contains(&canary_rate), "{canary_rate}");

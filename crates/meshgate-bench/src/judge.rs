@@ -9,8 +9,9 @@
 //! pod's counters as its sidecar's Prometheus page, a real `TargetAccumulator` per pod ingests
 //! it under a `Routing` of one analysis with the catalog's default checks, the deltas are summed
 //! with `cohort::add_delta` as in the daemon, and `Analysis::tick` decides with the daemon's
-//! `[judge]` defaults and data quality (the robust variant: the same checks with `robust = true`).
-//! The peers (Kayenta- and Flagger-style) and the what-if variants `meshgate-phi` and
+//! `[judge]` defaults and data quality (the robust variant: the same checks with `robust = true`;
+//! the Poisson variant: `dispersion = "poisson"`, the counts taken as Poisson, the default before
+//! the dispersion factor). The peers (Kayenta- and Flagger-style) and the what-if variant
 //! `meshgate-tail-tuned` (an in-bench copy of the verdict rule on [`RatioEProcess`]) see the
 //! same counters through the simple per-series reset rule (a value below the previous one is a
 //! reset and the delta is the new value).
@@ -44,7 +45,7 @@ const SLOTS: usize = 2 + NB;
 /// Baseline latency: log-normal with median 40 ms and sigma 0.8 (p99 ~ 257 ms).
 const LAT_MU: f64 = 3.688_879_454_113_936; // ln 40
 const LAT_SIGMA: f64 = 0.8;
-/// The alpha of the in-bench copy's tests (`meshgate-phi`, `meshgate-tail-tuned`); the shipped
+/// The alpha of the in-bench copy's test (`meshgate-tail-tuned`); the shipped
 /// judge takes the daemon's `[judge]` defaults.
 pub const ALPHA: f64 = 0.05;
 /// The copy's minimum duration before a GO (the daemon's default).
@@ -82,8 +83,12 @@ pub struct Scenario {
     pub beta_concentration: Option<f64>,
     /// Failed requests are retried twice, each retry failing with probability 1/2.
     pub retries: bool,
-    /// One baseline pod's error rate is far noisier (Beta concentration 20).
-    pub noisy_pod: bool,
+    /// Per-pod per-interval error rate with this coefficient of variation (a Beta with the
+    /// scenario's mean), whatever the mean: CV 1 at 0.1% and at 0.5% alike.
+    pub rate_cv: Option<f64>,
+    /// One pod of this cohort (0 baseline, 1 canary) has a far noisier error rate (Beta
+    /// concentration 20).
+    pub noisy_pod: Option<usize>,
     /// Traffic bursts: a pod's load x5 for one interval with probability 1/30.
     pub bursts: bool,
     /// Zero-baseline counter: canary istiod xDS rejects at 1/min among 1 push/s per cohort.
@@ -107,7 +112,8 @@ impl Scenario {
             onset_s: 0.0,
             beta_concentration: None,
             retries: false,
-            noisy_pod: false,
+            rate_cv: None,
+            noisy_pod: None,
             bursts: false,
             xds: false,
             horizon_s: 3600.0,
@@ -128,7 +134,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             beta_concentration: Some(200.0),
             retries: true,
-            noisy_pod: true,
+            noisy_pod: Some(0),
             ..aa(
                 "aa-overdispersed",
                 "A/A, Beta error rate per pod, retries, one noisy pod",
@@ -140,7 +146,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ..aa("aa-bursty", "A/A, traffic bursts x5, Beta error rate")
         },
         Scenario {
-            noisy_pod: true,
+            noisy_pod: Some(0),
             ..aa(
                 "aa-noisy-pod",
                 "A/A, one baseline pod with a noisy error rate (Beta, concentration 20)",
@@ -185,6 +191,68 @@ pub fn scenarios() -> Vec<Scenario> {
             xds: true,
             ..Scenario::base("xds-rejects", "canary xDS rejects 1/min, baseline none")
         },
+        // Added with the dispersion factor (at the end: the seeds of the rows above stay).
+        Scenario {
+            rate_cv: Some(0.3),
+            ..aa(
+                "aa-cv0.3",
+                "A/A, error rate per pod and interval with CV 0.3",
+            )
+        },
+        Scenario {
+            rate_cv: Some(1.0),
+            ..aa("aa-cv1", "A/A, error rate per pod and interval with CV 1")
+        },
+        Scenario {
+            rate_cv: Some(1.0),
+            retries: true,
+            ..aa(
+                "aa-cv1-retries",
+                "A/A, CV 1 and retries (each failure retried twice, 1/2 fail)",
+            )
+        },
+        Scenario {
+            rate_cv: Some(3.0),
+            ..aa("aa-cv3", "A/A, error rate per pod and interval with CV 3")
+        },
+        Scenario {
+            noisy_pod: Some(1),
+            ..aa(
+                "aa-noisy-canary-pod",
+                "A/A, one canary pod with a noisy error rate (Beta, concentration 20)",
+            )
+        },
+        Scenario {
+            p_canary: 0.005,
+            rate_cv: Some(1.0),
+            ..Scenario::base("err-0.5-50rps-cv1", "errors 0.1% -> 0.5%, 50 rps, CV 1")
+        },
+        Scenario {
+            p_canary: 0.005,
+            rate_cv: Some(1.0),
+            retries: true,
+            ..Scenario::base(
+                "err-0.5-50rps-cv1-retries",
+                "errors 0.1% -> 0.5%, 50 rps, CV 1, retries",
+            )
+        },
+        Scenario {
+            rps: 500.0,
+            p_base: 0.01,
+            p_canary: 0.01,
+            rate_cv: Some(1.0),
+            ..aa(
+                "aa-cv1-busy",
+                "A/A, 500 rps/cohort at 1% errors, CV 1 (~15 errors per pod and scrape)",
+            )
+        },
+        Scenario {
+            rps: 500.0,
+            p_base: 0.01,
+            p_canary: 0.02,
+            rate_cv: Some(1.0),
+            ..Scenario::base("err-1-2-500rps-cv1", "errors 1% -> 2%, 500 rps, CV 1")
+        },
     ]
 }
 
@@ -215,7 +283,7 @@ enum Decision {
 pub const JUDGES: [&str; 8] = [
     "meshgate",
     "meshgate-robust",
-    "meshgate-phi",
+    "meshgate-poisson",
     "meshgate-tail-tuned",
     "kayenta",
     "kayenta-calibrated",
@@ -227,7 +295,7 @@ pub const JUDGES: [&str; 8] = [
 #[derive(Clone, Debug)]
 struct RunResult {
     decisions: [Decision; 8],
-    /// meshgate (plain, robust, phi, tail-tuned): first time the NO-GO test crossed, ignoring
+    /// meshgate (plain, robust, poisson, tail-tuned): first time the NO-GO test crossed, ignoring
     /// any earlier GO.
     first_cross: [Option<f64>; 4],
     /// Kayenta: largest z (canary greater, effect beyond tolerance) by 30 min and by the end.
@@ -406,8 +474,10 @@ impl Stream {
                     } else {
                         sc.p_base
                     };
-                    let conc = if sc.noisy_pod && side == 0 && p == 0 {
+                    let conc = if sc.noisy_pod == Some(side) && p == 0 {
                         Some(20.0)
+                    } else if let Some(cv) = sc.rate_cv {
+                        Some((1.0 - perr) / (perr * cv * cv) - 1.0).filter(|c| *c > 0.0)
                     } else {
                         sc.beta_concentration
                     };
@@ -471,48 +541,11 @@ impl Stream {
 
 // === meshgate ===
 
-/// Pearson dispersion of events across one cohort's pods, pooled over ticks.
-#[derive(Clone, Default)]
-struct Dispersion {
-    x2: f64,
-    df: f64,
-}
-
-impl Dispersion {
-    /// Adds one tick: per pod (events, exposure).
-    fn add(&mut self, pods: impl Iterator<Item = (f64, f64)> + Clone) {
-        let (e, x) = pods
-            .clone()
-            .fold((0.0, 0.0), |(e, x), (pe, px)| (e + pe, x + px));
-        if e <= 0.0 || x <= 0.0 {
-            return;
-        }
-        let r = e / x;
-        let mut used = 0.0;
-        for (pe, px) in pods {
-            if px > 0.0 {
-                let m = px * r;
-                self.x2 += (pe - m) * (pe - m) / m;
-                used += 1.0;
-            }
-        }
-        self.df += used - 1.0;
-    }
-
-    /// Dispersion factor phi >= 1, shrunk towards 3 until there is data: a cautious start.
-    fn phi(&self) -> f64 {
-        ((self.x2 + 3.0 * 20.0) / (self.df + 20.0)).max(1.0)
-    }
-}
-
 /// Which variant of meshgate's test the in-bench copy runs per check. These are what-ifs the
 /// shipped checks cannot express; `meshgate` and `meshgate-robust` run the shipped path
 /// ([`shipped`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
-    /// The Poisson e-process on counts divided by a Pearson dispersion factor phi measured on
-    /// the baseline's pods (predictably). Approximate: not a proven e-process.
-    Phi,
     /// The Poisson e-process with the latency-tail check tuned to the p99 (still valid: fixed
     /// weights and targets): boundary weights [0, 1, 1, 0] over 100/250/500/1000 ms and target
     /// events [100, 150, 20, 100] (about two minutes of tail events at 50 rps).
@@ -529,7 +562,6 @@ const TUNED_TARGETS: [f64; 4] = [100.0, 150.0, 20.0, 100.0];
 struct Mesh {
     /// [0] error rate (or xDS rejects), [1..] tail boundaries.
     tests: Vec<RatioEProcess>,
-    disp: Vec<Dispersion>,
     mode: Mode,
     exposure: [f64; 2],
     /// Raw canary (events, exposure) per test, for the SLO certificate.
@@ -558,7 +590,6 @@ impl Mesh {
             }));
         }
         Mesh {
-            disp: (0..tests.len()).map(|_| Dispersion::default()).collect(),
             tests,
             mode,
             exposure: [0.0; 2],
@@ -589,14 +620,6 @@ impl Mesh {
                 self.canary[i].1 += b[0];
             }
             match self.mode {
-                Mode::Phi => {
-                    // Widen by the dispersion measured on the baseline's pods up to the last
-                    // tick (predictable), then take this tick in. Approximate, not a proven
-                    // e-process.
-                    let phi = self.disp[i].phi();
-                    test.observe(ea / phi, eb / phi, a[0], b[0]);
-                    self.disp[i].add(tick.pods[0].iter().map(|p| (Self::events(i, p), p[0])));
-                }
                 Mode::TailTuned => test.observe(ea, eb, a[0], b[0]),
             }
         }
@@ -801,10 +824,7 @@ fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
             shipped.scrape(side, p, 0.0, &stream.pods[side][p], true);
         }
     }
-    let mut mesh = [
-        Mesh::new(sc.xds, Mode::Phi),
-        Mesh::new(sc.xds, Mode::TailTuned),
-    ];
+    let mut mesh = [Mesh::new(sc.xds, Mode::TailTuned)];
     let mut kay = Kayenta::default();
     let mut flag = Flagger::default();
     let ticks = (sc.horizon_s / SCRAPE_S).round() as usize;
@@ -868,14 +888,14 @@ fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
         decisions: [
             decisions[0],
             decisions[1],
+            decisions[2],
             mesh[0].decision(),
-            mesh[1].decision(),
             nogo(kay.default_at),
             nogo(kay.calibrated_at),
             nogo(flag.at[0]),
             nogo(flag.at[1]),
         ],
-        first_cross: [cross[0], cross[1], mesh[0].first_cross, mesh[1].first_cross],
+        first_cross: [cross[0], cross[1], cross[2], mesh[0].first_cross],
         kayenta_max_z: [kay.max_z_30, kay.max_z],
         flagger_minutes: flag.minutes,
     }
@@ -1388,6 +1408,6 @@ mod tests {
             r.aa_false_alarms("aa-poisson", "meshgate-robust"),
             Some((0, 40))
         );
-        assert!(r.table().contains("| aa-poisson | meshgate-phi | 40 |"));
+        assert!(r.table().contains("| aa-poisson | meshgate-poisson | 40 |"));
     }
 }

@@ -354,6 +354,7 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
         let all = [strata];
         let elapsed = Duration::from_secs(TICK_S * i);
         let input = || TickInput {
+            pods: &[],
             slots: std::slice::from_ref(&pooled),
             strata: &all,
             quality: quality(),

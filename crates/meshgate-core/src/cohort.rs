@@ -786,6 +786,78 @@ impl StrataPending {
     }
 }
 
+/// An analysis' deltas since its last tick, per check, stratum, cohort and pod: what
+/// [`TickInput::pods`](crate::judge::TickInput::pods) is built from (the dispersion factor is
+/// measured across the pods of one cohort and stratum).
+#[derive(Clone, Debug, Default)]
+pub struct PodPending {
+    per_check: Vec<BTreeMap<(u64, usize, u32), Vec<f64>>>,
+    slots: Vec<usize>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl PodPending {
+    /// Empty, for an analysis with these checks.
+    pub fn new(checks: &[Arc<CheckSpec>]) -> Self {
+        Self {
+            per_check: vec![BTreeMap::new(); checks.len()],
+            slots: checks.iter().map(|c| c.slots()).collect(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// A small number for a pod (a target's URL), stable for the analysis' life.
+    pub fn pod_id(&mut self, target: &Arc<str>) -> u32 {
+        let next = self.ids.len() as u32;
+        *self.ids.entry(target.clone()).or_insert(next)
+    }
+
+    /// Add one delta of pod `pod` ([`Self::pod_id`]). False when it lies outside the analysis'
+    /// layout.
+    pub fn add(&mut self, pod: u32, d: &Delta) -> bool {
+        let (Some(m), Some(&n)) = (
+            self.per_check.get_mut(d.check as usize),
+            self.slots.get(d.check as usize),
+        ) else {
+            return false;
+        };
+        let v = m
+            .entry((d.stratum, d.side.index(), pod))
+            .or_insert_with(|| vec![0.0; n]);
+        match v.get_mut(d.slot as usize) {
+            Some(v) => {
+                *v += d.value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tick's pods per check, grouped by stratum and cohort, emptied for the next tick.
+    pub fn take(&mut self) -> Vec<Vec<crate::judge::PodGroup>> {
+        self.per_check
+            .iter_mut()
+            .map(|m| {
+                let mut groups: Vec<crate::judge::PodGroup> = Vec::new();
+                let mut last = None;
+                for ((stratum, side, _), slots) in std::mem::take(m) {
+                    if last != Some((stratum, side)) {
+                        groups.push(crate::judge::PodGroup {
+                            side,
+                            pods: Vec::new(),
+                        });
+                        last = Some((stratum, side));
+                    }
+                    if let Some(g) = groups.last_mut() {
+                        g.pods.push(slots);
+                    }
+                }
+                groups
+            })
+            .collect()
+    }
+}
+
 /// Parse an `le` label value (`0.5`, `1e+06`, `+Inf`).
 pub fn parse_le(v: &str) -> Option<f64> {
     match v {
@@ -938,6 +1010,55 @@ mod tests {
     use super::*;
     use crate::judge::Catalog;
     use proptest::prelude::*;
+
+    /// Per-pod deltas come back grouped by stratum and cohort, each pod's slots summed, and the
+    /// pending state empties.
+    #[test]
+    fn pod_pending_groups_by_stratum_and_cohort() {
+        let cat = Catalog::builtin();
+        let checks = vec![Arc::new(cat.get("error-rate").unwrap().clone())];
+        let mut p = PodPending::new(&checks);
+        let (a, b, c) = (
+            Arc::from("http://a"),
+            Arc::from("http://b"),
+            Arc::from("http://c"),
+        );
+        let (a, b, c) = (p.pod_id(&a), p.pod_id(&b), p.pod_id(&c));
+        assert_eq!((a, b, c), (0, 1, 2));
+        let d = |side, slot, stratum, value| Delta {
+            analysis: 7,
+            check: 0,
+            side,
+            slot,
+            stratum,
+            value,
+        };
+        for (pod, delta) in [
+            (a, d(Side::Baseline, 0, 5, 100.0)),
+            (a, d(Side::Baseline, 1, 5, 2.0)),
+            (a, d(Side::Baseline, 0, 5, 50.0)),
+            (b, d(Side::Baseline, 0, 5, 80.0)),
+            (c, d(Side::Canary, 0, 5, 90.0)),
+            (c, d(Side::Canary, 0, 9, 10.0)),
+        ] {
+            assert!(p.add(pod, &delta));
+        }
+        assert!(
+            !p.add(a, &d(Side::Baseline, 7, 5, 1.0)),
+            "slot outside the layout"
+        );
+        let groups = p.take();
+        assert_eq!(groups.len(), 1);
+        let g = &groups[0];
+        assert_eq!(g.len(), 3, "{g:?}");
+        assert_eq!(
+            (g[0].side, g[0].pods.clone()),
+            (0, vec![vec![150.0, 2.0], vec![80.0, 0.0]])
+        );
+        assert_eq!((g[1].side, g[1].pods.clone()), (1, vec![vec![90.0, 0.0]]));
+        assert_eq!((g[2].side, g[2].pods.clone()), (1, vec![vec![10.0, 0.0]]));
+        assert!(p.take()[0].is_empty());
+    }
 
     fn routing(generation: u64) -> Routing {
         let cat = Catalog::builtin();

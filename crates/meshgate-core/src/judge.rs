@@ -5,14 +5,18 @@
 mod analysis;
 mod before_after;
 mod check;
+#[cfg(test)]
+mod overdispersion;
+#[cfg(test)]
+mod testkit;
 
-pub use meshgate_stats::{betabinom, explain, mixture, rate, robust};
+pub use meshgate_stats::{betabinom, dispersion, explain, mixture, rate, robust};
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
     CheckState, CheckStatus, CohortQuality, Counts, DataQuality, EvidenceKind, FixedHorizon,
-    QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided, Stratum, StratumEvidence,
-    StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
+    PodGroup, QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided, Stratum,
+    StratumEvidence, StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
-pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};
+pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, DispersionMode, RECENT_WINDOW};

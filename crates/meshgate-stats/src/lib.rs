@@ -5,9 +5,11 @@
 //! [`betabinom`] closed-form Beta-binomial e-values and special functions; [`mixture`] the
 //! grid-mixture e-process on the rate ratio (NO-GO test, GO certificate, confidence bounds);
 //! [`rate`] the absolute-rate bound; [`robust`] the distribution-free betting e-process;
-//! [`explain`] fixed-horizon statistics shown beside the e-values.
+//! [`explain`] fixed-horizon statistics shown beside the e-values; [`dispersion`] the
+//! overdispersion factor measured across pods.
 
 pub mod betabinom;
+pub mod dispersion;
 pub mod explain;
 pub mod mixture;
 pub mod rate;

@@ -31,8 +31,8 @@ use meshgate::sim::traffic::{Body, Direction, SeriesSpec, ENVOY_LE};
 use meshgate_core::cohort::{self, IngestReport, RoutedAnalysis, Routing, Selector};
 use meshgate_core::cohort::{Side, TargetAccumulator};
 use meshgate_core::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityThresholds, Settings,
-    TickInput, Verdict,
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, DispersionMode, QualityThresholds,
+    Settings, TickInput, Verdict,
 };
 
 use super::{Decision, Pod, NB, PODS};
@@ -171,32 +171,44 @@ pub(super) fn render_istiod(pod: &Pod, out: &mut Vec<u8>) {
 
 // === the analysis as the daemon sets it up ===
 
+/// The variants of the shipped judge, in [`Shipped::results`] order.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// The catalog's checks as they are.
+    Plain,
+    /// `robust = true`.
+    Robust,
+    /// `dispersion = "poisson"`.
+    Poisson,
+}
+
 /// Checks of the analyses: the catalog's default set (an analysis that names no checks), or for
-/// the xDS scenario the catalog's `istiod-xds-rejects`; with `robust = true` for the robust
-/// variant. Index: `[xds][robust]`.
-fn checks(xds: bool, robust: bool) -> &'static [Arc<CheckSpec>] {
-    static CHECKS: OnceLock<[[Vec<Arc<CheckSpec>>; 2]; 2]> = OnceLock::new();
+/// the xDS scenario the catalog's `istiod-xds-rejects`; changed as the variant says.
+fn checks(xds: bool, variant: Variant) -> &'static [Arc<CheckSpec>] {
+    static CHECKS: OnceLock<[[Vec<Arc<CheckSpec>>; 3]; 2]> = OnceLock::new();
     &CHECKS.get_or_init(|| {
         let cat = Catalog::builtin();
-        let make = |names: Vec<String>, robust: bool| {
+        let make = |names: &[String], variant: Variant| {
             names
                 .iter()
                 .map(|n| {
                     let mut c = cat.get(n).expect("a catalog check").clone();
-                    c.robust = robust;
+                    c.robust = variant == Variant::Robust;
+                    if variant == Variant::Poisson {
+                        c.dispersion = DispersionMode::Poisson;
+                    }
                     Arc::new(c)
                 })
                 .collect::<Vec<_>>()
         };
-        let xds = vec!["istiod-xds-rejects".to_string()];
+        let all = |names: Vec<String>| {
+            [Variant::Plain, Variant::Robust, Variant::Poisson].map(|v| make(&names, v))
+        };
         [
-            [
-                make(cat.default_names(), false),
-                make(cat.default_names(), true),
-            ],
-            [make(xds.clone(), false), make(xds, true)],
+            all(cat.default_names()),
+            all(vec!["istiod-xds-rejects".to_string()]),
         ]
-    })[usize::from(xds)][usize::from(robust)]
+    })[usize::from(xds)][variant as usize]
 }
 
 fn routing(xds: bool) -> &'static Routing {
@@ -212,7 +224,7 @@ fn routing(xds: bool) -> &'static Routing {
                     since_generation: 1,
                     baseline: sel(REVISIONS[0]),
                     canary: sel(REVISIONS[1]),
-                    checks: checks(xds, false).to_vec(),
+                    checks: checks(xds, Variant::Plain).to_vec(),
                 }],
             )
         };
@@ -281,9 +293,11 @@ impl Judged {
         t: f64,
         slots: &[[Vec<f64>; 2]],
         strata: &[Vec<meshgate_core::judge::Stratum>],
+        pods: &[Vec<meshgate_core::judge::PodGroup>],
         quality: &DataQuality,
     ) {
         let input = || TickInput {
+            pods,
             slots,
             strata,
             quality: quality.clone(),
@@ -318,13 +332,15 @@ pub(super) struct Shipped {
     pending: Vec<[Vec<f64>; 2]>,
     /// The same deltas per stratum, as the engine keeps them.
     strata: cohort::StrataPending,
+    /// And per pod.
+    pods: cohort::PodPending,
     resets: [u64; 2],
     overlaps: u64,
     stale_after: f64,
     thresholds: QualityThresholds,
     page: Vec<u8>,
-    /// Plain, robust.
-    judged: [Judged; 2],
+    /// Plain, robust, Poisson.
+    judged: [Judged; 3],
 }
 
 impl Shipped {
@@ -368,6 +384,7 @@ impl Shipped {
                 .map(|c| [vec![0.0; c.slots()], vec![0.0; c.slots()]])
                 .collect(),
             strata: cohort::StrataPending::new(&routing.analyses[0].checks),
+            pods: cohort::PodPending::new(&routing.analyses[0].checks),
             resets: [0; 2],
             overlaps: 0,
             stale_after: ScrapeConfig::default().stale_after().as_secs_f64(),
@@ -377,8 +394,9 @@ impl Shipped {
             },
             page: Vec::with_capacity(64 * 1024),
             judged: [
-                Judged::new(checks(xds, false), aa),
-                Judged::new(checks(xds, true), aa),
+                Judged::new(checks(xds, Variant::Plain), aa),
+                Judged::new(checks(xds, Variant::Robust), aa),
+                Judged::new(checks(xds, Variant::Poisson), aa),
             ],
         }
     }
@@ -388,11 +406,11 @@ impl Shipped {
         self.judged.iter().all(Judged::done)
     }
 
-    /// The verdicts as benchmark decisions, and the first NO-GO crossings: plain, robust.
-    pub(super) fn results(&self) -> ([Decision; 2], [Option<f64>; 2]) {
+    /// The verdicts as benchmark decisions, and the first NO-GO crossings: plain, robust, Poisson.
+    pub(super) fn results(&self) -> ([Decision; 3], [Option<f64>; 3]) {
         (
-            [self.judged[0].decision, self.judged[1].decision],
-            [self.judged[0].first_cross, self.judged[1].first_cross],
+            self.judged.each_ref().map(|j| j.decision),
+            self.judged.each_ref().map(|j| j.first_cross),
         )
     }
 
@@ -435,6 +453,7 @@ impl Shipped {
             }
             cohort::add_delta(&mut self.pending, d);
             self.strata.add(d);
+            self.pods.add((side * PODS + p) as u32, d);
             target.member = true;
         }
         if target.member {
@@ -485,8 +504,9 @@ impl Shipped {
     pub(super) fn tick(&mut self, t: f64) {
         let quality = self.quality(t);
         let strata = self.strata.take();
+        let pods = self.pods.take();
         for j in &mut self.judged {
-            j.tick(t, &self.pending, &strata, &quality);
+            j.tick(t, &self.pending, &strata, &pods, &quality);
         }
         for c in &mut self.pending {
             for side in c.iter_mut() {

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::before_after::{self, BeforeAfterCheck, BeforeAfterTest, Design};
 use super::betabinom::{choose_k, ln_e_two_sided};
-use super::check::{CheckKind, CheckSpec, RECENT_WINDOW};
+use super::check::{CheckKind, CheckSpec, DispersionMode, RECENT_WINDOW};
+use super::dispersion::Dispersion;
 use super::explain::{chi_square_2xk, fisher_exact, mann_whitney_binned, two_proportion_z};
 use super::mixture::{RatioEProcess, RatioParams, Totals};
 use super::rate::rate_upper_bound;
@@ -282,6 +283,18 @@ pub struct TestState {
     /// stays empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_after: Option<Box<BeforeAfterTest>>,
+    /// The dispersion factor measured across pods (`dispersion = "pods"`): each tick's counts
+    /// are divided by the factor of the ticks before it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub dispersion: Dispersion,
+    /// The counts as they came, before the division by the dispersion factor: [baseline events,
+    /// baseline requests, canary events, canary requests] (what people read).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub raw: [f64; 4],
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A stratum holding at least this share of the compared canary requests must be certified on
@@ -299,6 +312,19 @@ fn uncertified_strata(t: &TestState) -> impl Iterator<Item = (&str, &RatioEProce
 }
 
 impl TestState {
+    /// Feed the e-processes one tick's counts divided by the dispersion factor `phi`, and the
+    /// raw tallies the counts themselves (where the process takes them: both cohorts with
+    /// requests).
+    fn observe_scaled(&mut self, (ea, eb, xa, xb): (f64, f64, f64, f64), phi: f64) {
+        self.process.observe(ea / phi, eb / phi, xa / phi, xb / phi);
+        let ok = |v: f64| v >= 0.0 && v.is_finite();
+        if xa > 0.0 && xb > 0.0 && [ea, eb, xa, xb].into_iter().all(ok) {
+            for (r, v) in self.raw.iter_mut().zip([ea, xa, eb, xb]) {
+                *r += v;
+            }
+        }
+    }
+
     fn remember(&mut self, limits: bool, now: Duration, exposure_b: f64, events_b: f64) {
         if !limits {
             return;
@@ -332,6 +358,10 @@ pub struct TestEvidence {
     pub baseline: Counts,
     /// Canary counts.
     pub canary: Counts,
+    /// The dispersion factor the counts were divided by in the last tick (`dispersion =
+    /// "pods"`; 1 for Poisson-like counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
     /// e-value against "canary not worse beyond the margin" (two-sided checks: the mean of the
     /// rise and drop tests).
     pub e_value: f64,
@@ -742,6 +772,16 @@ pub struct Stratum {
     pub slots: [Vec<f64>; 2],
 }
 
+/// One cohort's pods in one stratum, in one tick: each pod's slot deltas (what the dispersion
+/// factor is measured on: pods serve the same traffic at the same time).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodGroup {
+    /// 0 baseline, 1 canary.
+    pub side: usize,
+    /// Each pod's slots, as in [`TickInput::slots`].
+    pub pods: Vec<Vec<f64>>,
+}
+
 /// One tick's input: per check, per cohort, the deltas of its slots.
 pub struct TickInput<'a> {
     /// `slots[check][side]` = slot deltas (see [`CheckSpec::slots`]), summed over all strata.
@@ -750,6 +790,9 @@ pub struct TickInput<'a> {
     /// compare each stratum's cohorts only with each other. Empty: the caller does not stratify,
     /// and `slots` is one stratum.
     pub strata: &'a [Vec<Stratum>],
+    /// `pods[check]` = the tick's pods per cohort and stratum (empty: the caller has no per-pod
+    /// counts, and the dispersion factor keeps its last value).
+    pub pods: &'a [Vec<PodGroup>],
     /// Data quality now.
     pub quality: DataQuality,
     /// Time since the analysis started.
@@ -780,6 +823,8 @@ impl Analysis {
                         recent: VecDeque::new(),
                         strata: BTreeMap::new(),
                         before_after: None,
+                        dispersion: Dispersion::default(),
+                        raw: [0.0; 4],
                     }],
                     CheckKind::HistogramTail { boundaries } => boundaries
                         .iter()
@@ -790,6 +835,8 @@ impl Analysis {
                             recent: VecDeque::new(),
                             strata: BTreeMap::new(),
                             before_after: None,
+                            dispersion: Dispersion::default(),
+                            raw: [0.0; 4],
                         })
                         .collect(),
                 };
@@ -852,6 +899,20 @@ impl Analysis {
             .zip(input.slots)
             .enumerate()
         {
+            // The pods' split within each cohort, given the cohort's total, is multinomial for
+            // Poisson counts whatever the ratio (ancillary): this tick's split teaches the
+            // dispersion factor before the tick is judged with it (`dispersion.rs`).
+            if let Some(groups) = input.pods.get(i) {
+                learn_dispersion(state, spec, groups);
+            }
+            let phi: Vec<f64> = state
+                .tests
+                .iter()
+                .map(|t| match spec.dispersion {
+                    DispersionMode::Pods => t.dispersion.phi(),
+                    DispersionMode::Poisson => 1.0,
+                })
+                .collect();
             match (input.strata.get(i), self.settings.design.moving()) {
                 (Some(strata), Some(moving)) if !spec.strata.is_empty() => {
                     moved_data |= observe_before_after(
@@ -862,12 +923,13 @@ impl Analysis {
                         input.elapsed,
                         moving,
                         interval_alpha,
+                        &phi,
                     );
                 }
                 (Some(strata), _) if !spec.strata.is_empty() => {
-                    observe_strata(state, spec, slots, strata, input.elapsed)
+                    observe_strata(state, spec, slots, strata, input.elapsed, &phi)
                 }
-                _ => observe(state, spec, slots, input.elapsed),
+                _ => observe(state, spec, slots, input.elapsed, &phi),
             }
         }
         // min_duration counts from the first canary data; in the before/after design, from the
@@ -1455,6 +1517,7 @@ fn observe_strata(
     pooled: &[Vec<f64>; 2],
     strata: &[Stratum],
     now: Duration,
+    phi: &[f64],
 ) {
     let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
     let v = |side: usize, slot: usize| pooled[side].get(slot).copied().unwrap_or(0.0).max(0.0);
@@ -1469,14 +1532,15 @@ fn observe_strata(
             tally[2] += eb;
             tally[3] += xb;
         }
-        for (t, (ea, eb, xa, xb)) in state.tests.iter_mut().zip(counts) {
+        for ((t, (ea, eb, xa, xb)), &f) in state.tests.iter_mut().zip(counts).zip(phi) {
             if xa > 0.0 && xb > 0.0 {
-                t.process.observe(ea, eb, xa, xb);
+                t.observe_scaled((ea, eb, xa, xb), f);
+                let (sa, sb, sxa, sxb) = (ea / f, eb / f, xa / f, xb / f);
                 let params = t.process.params().clone();
                 t.strata
                     .entry(st.name.to_string())
                     .or_insert_with(|| RatioEProcess::new(params))
-                    .observe(ea, eb, xa, xb);
+                    .observe(sa, sb, sxa, sxb);
                 if let Some(r) = &mut t.robust {
                     r.observe(ea, eb, xa, xb);
                 }
@@ -1494,6 +1558,7 @@ fn observe_strata(
 /// A stratified check's tick in the before/after design (`before_after.rs` has the argument):
 /// the strata of the moving namespaces against the pooled controls (every other stratum, on
 /// either revision). Returns whether a moved workload had requests in this tick.
+#[allow(clippy::too_many_arguments)] // the tick's parts, each used once
 fn observe_before_after(
     state: &mut CheckState,
     spec: &CheckSpec,
@@ -1502,6 +1567,7 @@ fn observe_before_after(
     now: Duration,
     moving: &[String],
     interval_alpha: f64,
+    phi: &[f64],
 ) -> bool {
     let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
     let is_moving = |name: &str| {
@@ -1572,7 +1638,13 @@ fn observe_before_after(
             &movers,
             &moved_now,
             delta,
+            phi.get(i).copied().unwrap_or(1.0),
         );
+        if x > 0.0 && xc > 0.0 {
+            for (r, v) in t.raw.iter_mut().zip([ec, xc, e, x]) {
+                *r += v;
+            }
+        }
         if i == 0 {
             x_controls = xc;
             x_moved = x;
@@ -1587,13 +1659,24 @@ fn observe_before_after(
     x_moved > 0.0
 }
 
-fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2], now: Duration) {
+fn observe(
+    state: &mut CheckState,
+    spec: &CheckSpec,
+    slots: &[Vec<f64>; 2],
+    now: Duration,
+    phi: &[f64],
+) {
     let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
     let limits = spec.slo.is_some() || spec.incident_ceiling.is_some();
     state.exposure[0] += v(0, 0);
     state.exposure[1] += v(1, 0);
-    for (t, (ea, eb, xa, xb)) in state.tests.iter_mut().zip(test_counts(spec, slots)) {
-        t.process.observe(ea, eb, xa, xb);
+    for ((t, (ea, eb, xa, xb)), &f) in state
+        .tests
+        .iter_mut()
+        .zip(test_counts(spec, slots))
+        .zip(phi)
+    {
+        t.observe_scaled((ea, eb, xa, xb), f);
         t.remember(limits, now, xb, eb);
         if let Some(r) = &mut t.robust {
             r.observe(ea, eb, xa, xb);
@@ -1601,6 +1684,32 @@ fn observe(state: &mut CheckState, spec: &CheckSpec, slots: &[Vec<f64>; 2], now:
     }
     if spec.is_histogram() {
         observe_buckets(state, spec, slots);
+    }
+}
+
+/// Teach each test's dispersion factor this tick's pods (checks with `dispersion = "pods"`):
+/// within one cohort and stratum, Pearson's statistic across the pods (`dispersion.rs`).
+fn learn_dispersion(state: &mut CheckState, spec: &CheckSpec, groups: &[PodGroup]) {
+    if spec.dispersion != DispersionMode::Pods {
+        return;
+    }
+    for g in groups.iter().filter(|g| g.pods.len() >= 2 && g.side < 2) {
+        let per_pod: Vec<Vec<(f64, f64)>> = g
+            .pods
+            .iter()
+            .map(|slots| {
+                let mut both = [Vec::new(), Vec::new()];
+                both[g.side] = slots.clone();
+                test_counts(spec, &both)
+                    .into_iter()
+                    .map(|(ea, eb, xa, xb)| if g.side == 0 { (ea, xa) } else { (eb, xb) })
+                    .collect()
+            })
+            .collect();
+        for (j, t) in state.tests.iter_mut().enumerate() {
+            t.dispersion
+                .add(per_pod.iter().filter_map(move |c| c.get(j).copied()));
+        }
     }
 }
 
@@ -1746,8 +1855,9 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> T
         (t.robust.is_none() && spec.two_sided).then(|| p.ln_e_drop().exp().min(f64::MAX));
     let mut e = TestEvidence {
         boundary: t.boundary,
-        baseline: Counts::new(tot.events_a, tot.exposure_a),
-        canary: Counts::new(tot.events_b, tot.exposure_b),
+        baseline: Counts::new(t.raw[0], t.raw[1]),
+        canary: Counts::new(t.raw[2], t.raw[3]),
+        dispersion: (spec.dispersion == DispersionMode::Pods).then(|| t.dispersion.phi()),
         e_value,
         e_value_drop,
         weight: None,
@@ -2194,6 +2304,7 @@ mod tests {
             v = a.tick(
                 &[spec],
                 TickInput {
+                    pods: &[],
                     strata: &[],
                     slots: &slots,
                     quality: quality.clone(),
@@ -2341,6 +2452,7 @@ mod tests {
             v = a.tick(
                 &[spec],
                 TickInput {
+                    pods: &[],
                     strata: &[],
                     slots: &[slots],
                     quality: good_quality(),
@@ -2402,6 +2514,7 @@ mod tests {
             a.tick(
                 &[&spec],
                 TickInput {
+                    pods: &[],
                     strata: &[],
                     slots: &slots,
                     quality: good_quality(),
@@ -2422,6 +2535,7 @@ mod tests {
         let v = b.tick(
             &[&plain],
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &slots,
                 quality: good_quality(),
@@ -2447,6 +2561,7 @@ mod tests {
             v = a.tick(
                 &specs,
                 TickInput {
+                    pods: &[],
                     strata: &[],
                     slots: &slots,
                     quality: good_quality(),
@@ -2502,6 +2617,7 @@ mod tests {
         h.tick(
             &[&spec],
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &[slots],
                 quality: good_quality(),
@@ -2597,6 +2713,7 @@ mod tests {
                     a.tick_with(
                         &specs,
                         TickInput {
+                            pods: &[],
                             strata: &[],
                             slots: &input,
                             quality: quality.clone(),
@@ -2710,6 +2827,7 @@ mod robust_check_tests {
             shadow.observe(ea, eb, 1000.0, 1000.0);
             let slots = [[vec![1000.0, ea], vec![1000.0, eb]]];
             let input = |slots| TickInput {
+                pods: &[],
                 strata: &[],
                 slots,
                 quality: quality.clone(),
@@ -2824,6 +2942,7 @@ mod go_semantics_tests {
         a.tick(
             &[spec],
             TickInput {
+                pods: &[],
                 strata: &[],
                 slots: &slots,
                 quality: quality(),
@@ -3002,36 +3121,18 @@ mod go_semantics_tests {
 /// Strata (statistics.md, section 8): each workload is only compared with itself.
 #[cfg(test)]
 mod strata_tests {
-    /// The shipped default.
-    const SLO_GO: bool = false;
     use super::*;
+    use crate::judge::testkit::{self, draw};
     use crate::judge::Catalog;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-    use rand_distr::{Distribution, Poisson};
 
     fn settings() -> Settings {
-        Settings {
-            alpha: 0.05,
-            min_duration: Duration::from_secs(300),
-            max_duration: Duration::from_secs(3600),
-            min_exposure: 100.0,
-            slo_go: SLO_GO,
-            design: Design::default(),
-        }
+        testkit::settings(Duration::from_secs(3600), Design::default())
     }
 
     fn quality() -> DataQuality {
-        let q = CohortQuality {
-            targets: 4,
-            fresh: 4,
-            ..Default::default()
-        };
-        DataQuality {
-            baseline: q.clone(),
-            canary: q,
-            ..Default::default()
-        }
+        testkit::quality(4)
     }
 
     fn spec() -> CheckSpec {
@@ -3046,14 +3147,6 @@ mod strata_tests {
 
     /// A workload of one tick: (baseline requests, canary requests, baseline rate, canary rate).
     type Load = (f64, f64, f64, f64);
-
-    fn draw(rng: &mut SmallRng, mean: f64) -> f64 {
-        if mean > 0.0 {
-            Poisson::new(mean).unwrap().sample(rng)
-        } else {
-            0.0
-        }
-    }
 
     /// Run one analysis over `ticks` ticks of these workloads; `stratified` false feeds the same
     /// counts pooled, as before strata.
@@ -3089,6 +3182,7 @@ mod strata_tests {
             let v = a.tick(
                 &[&spec],
                 TickInput {
+                    pods: &[],
                     slots: &[pooled],
                     strata: if stratified { &all } else { &[] },
                     quality: quality(),

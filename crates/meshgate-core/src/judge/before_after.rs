@@ -220,8 +220,10 @@ pub fn stratum_namespace<'n>(labels: &[String], name: &'n str) -> Option<&'n str
 /// One test's tick: `controls` = the controls' (events, requests), both revisions together;
 /// `movers` = per workload of the moving namespaces (name, events and requests on the old
 /// revision, events and requests on the new), `moved_now` = the workloads whose first requests
-/// on the new revision are in this tick; `delta` = the level of each interval. Returns the moved
-/// workloads' (events, requests) of this tick, for the exposure gates and the recent rates.
+/// on the new revision are in this tick; `delta` = the level of each interval; `phi` = the
+/// dispersion factor the e-processes divide the counts by (the tallies stay raw). Returns the
+/// moved workloads' (events, requests) of this tick, for the exposure gates and the recent rates.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn observe_test(
     ba: &mut BeforeAfterTest,
     process: &mut RatioEProcess,
@@ -230,8 +232,10 @@ pub(crate) fn observe_test(
     movers: &[(&str, f64, f64, f64, f64)],
     moved_now: &BTreeSet<&str>,
     delta: f64,
+    phi: f64,
 ) -> (f64, f64) {
     let (ec, xc) = controls;
+    let f = phi.max(1.0);
     let params = process.params().clone();
     let (mut e, mut xu, mut xl) = (0.0, 0.0, 0.0);
     let (mut e_raw, mut x_raw) = (0.0, 0.0);
@@ -268,8 +272,8 @@ pub(crate) fn observe_test(
             e_raw += eb;
             x_raw += xb;
             if let (Some([lo, hi]), Some(nogo), Some(go)) = (m.bounds, &mut m.nogo, &mut m.go) {
-                nogo.observe(ec, eb, xc, hi * xb);
-                go.observe(ec, eb, xc, lo * xb);
+                nogo.observe(ec / f, eb / f, xc / f, hi * xb / f);
+                go.observe(ec / f, eb / f, xc / f, lo * xb / f);
                 e += eb;
                 xu += hi * xb;
                 xl += lo * xb;
@@ -280,15 +284,15 @@ pub(crate) fn observe_test(
                 ba.pre
                     .entry(name.to_string())
                     .or_insert_with(|| RatioEProcess::new(params.clone()))
-                    .observe(ec, ea, xc, xa);
+                    .observe(ec / f, ea / f, xc / f, xa / f);
             }
         }
     }
     if xu > 0.0 || xl > 0.0 {
-        process.observe(ec, e, xc, xu);
+        process.observe(ec / f, e / f, xc / f, xu / f);
         ba.go
             .get_or_insert_with(|| RatioEProcess::new(params.clone()))
-            .observe(ec, e, xc, xl);
+            .observe(ec / f, e / f, xc / f, xl / f);
     }
     (e_raw, x_raw)
 }
@@ -309,25 +313,18 @@ mod tests {
 
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-    use rand_distr::{Distribution, Poisson};
 
     use super::Design;
+    use crate::judge::testkit::{self, draw};
     use crate::judge::{
-        Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, Stratum, StratumStatus,
-        TickInput, Verdict,
+        Analysis, Catalog, CheckSpec, DataQuality, Settings, Stratum, StratumStatus, TickInput,
+        Verdict,
     };
 
     const TICK_S: u64 = 15;
 
     fn settings(design: Design) -> Settings {
-        Settings {
-            alpha: 0.05,
-            min_duration: Duration::from_secs(300),
-            max_duration: Duration::from_secs(6 * 3600),
-            min_exposure: 100.0,
-            slo_go: false,
-            design,
-        }
+        testkit::settings(Duration::from_secs(6 * 3600), design)
     }
 
     fn wave() -> Design {
@@ -337,16 +334,7 @@ mod tests {
     }
 
     fn quality() -> DataQuality {
-        let q = CohortQuality {
-            targets: 4,
-            fresh: 4,
-            ..Default::default()
-        };
-        DataQuality {
-            baseline: q.clone(),
-            canary: q,
-            ..Default::default()
-        }
+        testkit::quality(4)
     }
 
     fn spec() -> CheckSpec {
@@ -356,14 +344,6 @@ mod tests {
             slo: None,
             incident_ceiling: None,
             ..s
-        }
-    }
-
-    fn draw(rng: &mut SmallRng, mean: f64) -> f64 {
-        if mean > 0.0 {
-            Poisson::new(mean).unwrap().sample(rng)
-        } else {
-            0.0
         }
     }
 
@@ -414,6 +394,7 @@ mod tests {
             let v = a.tick(
                 &[&spec],
                 TickInput {
+                    pods: &[],
                     slots: &[pooled],
                     strata: &all,
                     quality: quality(),
@@ -628,6 +609,7 @@ mod tests {
         a.tick(
             &[&spec],
             TickInput {
+                pods: &[],
                 slots: &[[vec![0.0, 0.0], vec![1000.0, 1.0]]],
                 strata: &[vec![stratum]],
                 quality: quality(),

@@ -124,6 +124,30 @@ pub struct CheckSpec {
     /// `robust = true`: the NO-GO e-value and the GO certificate come from the distribution-free
     /// betting e-process of [`super::robust`] (valid without the Poisson assumption, slower).
     pub robust: bool,
+    /// How the counts' overdispersion is allowed for (statistics.md, section 7a).
+    pub dispersion: DispersionMode,
+}
+
+/// How a check's counts' overdispersion is allowed for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispersionMode {
+    /// Divide the counts by the dispersion factor measured across each cohort's pods
+    /// ([`meshgate_stats::dispersion`]): the default.
+    #[default]
+    Pods,
+    /// Take the counts as Poisson (no allowance; exact only for Poisson counts).
+    Poisson,
+}
+
+impl DispersionMode {
+    /// The name in check files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispersionMode::Pods => "pods",
+            DispersionMode::Poisson => "poisson",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,6 +199,8 @@ struct CheckFile {
     boundary_weights: Option<Vec<f64>>,
     #[serde(default)]
     robust: bool,
+    #[serde(default)]
+    dispersion: Option<String>,
     /// PromQL that yields the same counts on a Prometheus backend (documentation for now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -357,6 +383,17 @@ impl CheckSpec {
                 false
             }
         };
+        let dispersion = match file.dispersion.as_deref() {
+            None | Some("pods") => DispersionMode::Pods,
+            Some("poisson") => DispersionMode::Poisson,
+            Some(other) => {
+                problems.push(ConfigProblem::new(
+                    key("dispersion"),
+                    format!("{other:?} is neither \"pods\" nor \"poisson\""),
+                ));
+                DispersionMode::Pods
+            }
+        };
         if file.zero_baseline_rule
             && !matches!(
                 kind,
@@ -391,6 +428,7 @@ impl CheckSpec {
         match (problems.is_empty(), kind) {
             (true, Some(kind)) => Ok(CheckSpec {
                 robust: file.robust,
+                dispersion,
                 two_sided,
                 zero_baseline_rule: file.zero_baseline_rule,
                 veto: file.veto,
@@ -592,6 +630,8 @@ pub struct CheckInfo {
     pub veto: bool,
     /// Canary events over a silent baseline are a NO-GO by policy.
     pub zero_baseline_rule: bool,
+    /// `pods` (counts divided by the dispersion measured across pods) or `poisson`.
+    pub dispersion: &'static str,
 }
 
 impl From<&CheckSpec> for CheckInfo {
@@ -627,6 +667,7 @@ impl From<&CheckSpec> for CheckInfo {
             sided: if c.two_sided { "two" } else { "one" },
             veto: c.veto,
             zero_baseline_rule: c.zero_baseline_rule,
+            dispersion: c.dispersion.as_str(),
         }
     }
 }

@@ -1,0 +1,44 @@
+//! What the judge's simulation tests share: settings, data quality, a Poisson draw.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Poisson};
+
+use super::{CohortQuality, DataQuality, Design, Settings};
+
+/// The shipped defaults that matter here (alpha 0.05, 5 min minimum, no GO by SLO), with the
+/// given maximum duration and design.
+pub fn settings(max_duration: Duration, design: Design) -> Settings {
+    Settings {
+        alpha: 0.05,
+        min_duration: Duration::from_secs(300),
+        max_duration,
+        min_exposure: 100.0,
+        slo_go: false,
+        design,
+    }
+}
+
+/// Both cohorts with `targets` fresh targets and nothing wrong.
+pub fn quality(targets: usize) -> DataQuality {
+    let q = CohortQuality {
+        targets,
+        fresh: targets,
+        ..Default::default()
+    };
+    DataQuality {
+        baseline: q.clone(),
+        canary: q,
+        ..Default::default()
+    }
+}
+
+/// A Poisson count (zero for a zero mean).
+pub fn draw(rng: &mut SmallRng, mean: f64) -> f64 {
+    if mean > 0.0 {
+        Poisson::new(mean).unwrap().sample(rng)
+    } else {
+        0.0
+    }
+}
