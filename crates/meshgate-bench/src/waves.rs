@@ -22,14 +22,16 @@ use rand_distr::{Beta, Distribution, Gamma, Poisson};
 
 use meshgate::config::JudgeConfig;
 use meshgate_core::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Design, Settings, Stratum, TickInput,
-    Verdict,
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Design, PodGroup, Settings, Stratum,
+    TickInput, Verdict,
 };
 
 use crate::judge::wilson;
 
 /// Tick length, seconds.
 const TICK_S: u64 = 15;
+/// Pods per workload and revision in the `per_pod` scenarios.
+const PODS: usize = 3;
 
 /// One wave scenario.
 #[derive(Clone, Debug)]
@@ -56,6 +58,11 @@ pub struct WaveScenario {
     pub outage: bool,
     /// Per-workload per-tick rate variation: Beta with this coefficient of variation.
     pub cv: Option<f64>,
+    /// Each workload runs [`PODS`] pods per revision, each with its own rate variation (`cv`)
+    /// and its own counts, handed to the tick per pod (what the dispersion factor measures).
+    /// Without it, one variation per workload and tick is shared by all its pods: dispersion
+    /// only in time, which no split across pods shows.
+    pub per_pod: bool,
     /// The plan's design before: concurrent, canary = the wave on the new revision, baseline =
     /// the proxies on the old one.
     pub old_plan: bool,
@@ -78,6 +85,7 @@ impl WaveScenario {
             post_s: 7200,
             outage: false,
             cv: None,
+            per_pod: false,
             old_plan: false,
             shift: false,
         }
@@ -170,6 +178,35 @@ pub fn scenarios() -> Vec<WaveScenario> {
             control_rates: [0.002, 0.002, 0.002],
             effect: 2.0,
             ..b("wave-2x-2", "the wave's 2% namespace made 2x worse")
+        },
+        // Added with the dispersion factor (at the end: the seeds of the rows above stay).
+        WaveScenario {
+            cv: Some(1.0),
+            per_pod: true,
+            ..b(
+                "wave-aa-cv1-pods",
+                "A/A, CV 1 per pod and interval (3 pods per workload)",
+            )
+        },
+        WaveScenario {
+            cv: Some(3.0),
+            per_pod: true,
+            ..b(
+                "wave-aa-cv3-pods",
+                "A/A, CV 3 per pod and interval (3 pods per workload)",
+            )
+        },
+        WaveScenario {
+            aa: false,
+            moving_rate: 0.02,
+            control_rates: [0.002, 0.002, 0.002],
+            effect: 2.0,
+            cv: Some(1.0),
+            per_pod: true,
+            ..b(
+                "wave-2x-2-cv1-pods",
+                "the wave's 2% namespace made 2x worse, CV 1 per pod",
+            )
         },
         WaveScenario {
             aa: false,
@@ -309,6 +346,7 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
         };
         let mut pooled = [vec![0.0, 0.0], vec![0.0, 0.0]];
         let mut strata = Vec::new();
+        let mut groups = Vec::new();
         let progress = i as f64 / ticks as f64;
         for &(name, rate, moves_at, on_new) in &workloads {
             let mix = match name {
@@ -317,11 +355,12 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
                 _ => 1.0,
             };
             let n = (sc.rps * mix * TICK_S as f64 * rng.random_range(0.9..1.1f64)).round();
-            let noise = match (&beta, &gamma) {
-                (Some(b), _) => 2.0 * b.sample(&mut rng),
-                (_, Some(g)) => g.sample(&mut rng),
+            let noise = |rng: &mut SmallRng| match (&beta, &gamma) {
+                (Some(b), _) => 2.0 * b.sample(rng),
+                (_, Some(g)) => g.sample(rng),
                 _ => 1.0,
             };
+            let shared = if sc.per_pod { 1.0 } else { noise(&mut rng) };
             // The rolling restart: two ticks with half the requests on each revision.
             let share_new = match moves_at {
                 Some(t) if i >= t + 2 => 1.0,
@@ -335,12 +374,33 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
                     continue;
                 }
                 let moved = side == 1 && moves_at.is_some();
-                let r = (rate * trend * noise * if moved { sc.effect } else { 1.0 }).min(1.0);
+                let r = rate * trend * if moved { sc.effect } else { 1.0 };
                 let ns = (n * share).round();
-                let e = poisson(&mut rng, ns * r).min(ns);
+                let (e, pods) = if sc.per_pod {
+                    let np = (ns / PODS as f64).round();
+                    let pods: Vec<Vec<f64>> = (0..PODS)
+                        .map(|_| {
+                            let x = (r * noise(&mut rng)).min(1.0);
+                            let e = poisson(&mut rng, np * x).min(np);
+                            vec![np, e]
+                        })
+                        .collect();
+                    (pods.iter().map(|p| p[1]).sum(), pods)
+                } else {
+                    let x = (r * shared).min(1.0);
+                    (poisson(&mut rng, ns * x).min(ns), Vec::new())
+                };
+                let ns = if sc.per_pod {
+                    pods.iter().map(|p| p[0]).sum()
+                } else {
+                    ns
+                };
                 // The plan before: only the wave's namespace on the new revision is the canary.
                 if sc.old_plan && side == 1 && moves_at.is_none() {
                     continue;
+                }
+                if !pods.is_empty() {
+                    groups.push(PodGroup { side, pods });
                 }
                 slots[side] = vec![ns, e];
                 pooled[side][0] += ns;
@@ -352,9 +412,10 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
             });
         }
         let all = [strata];
+        let pods = [groups];
         let elapsed = Duration::from_secs(TICK_S * i);
         let input = || TickInput {
-            pods: &[],
+            pods: &pods,
             slots: std::slice::from_ref(&pooled),
             strata: &all,
             quality: quality(),
