@@ -33,6 +33,25 @@ pub enum ApiError {
     /// The engine is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// The store cannot be written: the change is not on disk.
+    #[error("{0}; meshgate takes no change it cannot keep: retry once the store works again (GET /readyz says when)")]
+    StoreUnavailable(String),
+    /// The cap on analyses held is reached by running ones.
+    #[error("{0}")]
+    TooMany(String),
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Invalid(m) => ApiError::Invalid(m),
+            CreateError::Exists(n) => {
+                ApiError::Conflict(format!("an analysis named {n:?} already exists"))
+            }
+            CreateError::Unavailable(m) => ApiError::StoreUnavailable(m),
+            CreateError::TooMany(m) => ApiError::TooMany(m),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -43,6 +62,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "exists"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_analyses"),
         };
         (
             status,
@@ -68,10 +89,43 @@ pub fn router(shared: Shared) -> Router {
         .merge(crate::istio::api::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            refuse_changes_while_the_store_fails,
+        ))
         .with_state(shared)
 }
 
+/// While the store cannot be written, every request that may change state (POST, PUT, PATCH,
+/// DELETE: creates, deletes, and the Argo, Flagger and Kayenta routes that create analyses) is
+/// a 503 before its handler runs, so no route answers a change it could not keep. The PromQL
+/// endpoint (`/api/v1/query`, POST allowed as in Prometheus) only reads.
+async fn refuse_changes_while_the_store_fails(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let changes = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) && !req.uri().path().starts_with("/api/v1/query");
+    if changes {
+        if let Some(Err(why)) = s.store.as_ref().map(|h| h.health()) {
+            return ApiError::StoreUnavailable(why).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn readyz(State(s): State<Shared>) -> Response {
+    if let Some(Err(why)) = s.store.as_ref().map(|h| h.health()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": why, "error": { "code": "store_unavailable", "message": why } })),
+        )
+            .into_response();
+    }
     if s.snapshot.borrow().ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -144,7 +198,7 @@ async fn create(
                 "an analysis named {n:?} already exists"
             ))),
         },
-        Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -224,7 +278,7 @@ async fn show(
 }
 
 async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    if s.delete(&id).await {
+    if s.try_delete(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(id))
