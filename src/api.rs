@@ -89,33 +89,7 @@ pub fn router(shared: Shared) -> Router {
         .merge(crate::istio::api::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            refuse_changes_while_the_store_fails,
-        ))
         .with_state(shared)
-}
-
-/// While the store cannot be written, every request that may change state (POST, PUT, PATCH,
-/// DELETE: creates, deletes, and the Argo, Flagger and Kayenta routes that create analyses) is
-/// a 503 before its handler runs, so no route answers a change it could not keep. The PromQL
-/// endpoint (`/api/v1/query`, POST allowed as in Prometheus) only reads.
-async fn refuse_changes_while_the_store_fails(
-    State(s): State<Shared>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use axum::http::Method;
-    let changes = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && !req.uri().path().starts_with("/api/v1/query");
-    if changes {
-        if let Some(Err(why)) = s.store.as_ref().map(|h| h.health()) {
-            return ApiError::StoreUnavailable(why).into_response();
-        }
-    }
-    next.run(req).await
 }
 
 async fn readyz(State(s): State<Shared>) -> Response {

@@ -608,6 +608,12 @@ impl Engine {
                 }
             }
             Command::Delete(id, reply) => {
+                // Known to fail: refused before anything changes (a delete answered 503 did
+                // nothing, unless the store broke during its own write).
+                if let Some(Err(why)) = self.writer.as_ref().map(|w| w.handle().health()) {
+                    let _ = reply.send(Err(CreateError::Unavailable(why)));
+                    return;
+                }
                 if self.analyses.contains_key(&id) {
                     self.remove(&id, "analysis deleted");
                     self.publish_routing();

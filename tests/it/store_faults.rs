@@ -228,6 +228,11 @@ async fn a_full_filesystem_refuses_changes_recovers_by_itself_and_loses_nothing_
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
+    let (st, _) = get(&c, &format!("{base}/v1/analyses/{}", acknowledged[0])).await;
+    assert_eq!(st, 200, "a refused delete changed nothing");
+    // Reads of stored analyses answer as usual, the same create of a stored one too (200).
+    let (st, v) = post(&c, &base, &body(&acknowledged[1])).await;
+    assert_eq!(st, 200, "{v}");
     let r = c.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let ready: Value = r.json().await.unwrap();
