@@ -68,6 +68,42 @@ async fn wait_ready(c: &reqwest::Client, base: &str, child: &mut Child) {
     }
 }
 
+/// A simulated mesh and the real daemon scraping it with its store at `store`.
+struct Daemon {
+    base: String,
+    cfg: PathBuf,
+    log: PathBuf,
+    child: Child,
+    stop: CancellationToken,
+    _mesh: SimMesh,
+}
+
+async fn daemon(dir: &Path, store: &Path, seed: u64, c: &reqwest::Client) -> Daemon {
+    let stop = CancellationToken::new();
+    let mesh = SimMesh::start(
+        SimConfig::small(seed, 2, 500.0),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = dir.join(format!("m{seed}.toml"));
+    std::fs::write(&cfg, config(&mesh, port, store)).unwrap();
+    let log = dir.join(format!("meshgate{seed}.log"));
+    let mut child = spawn(&cfg, &log);
+    wait_ready(c, &base, &mut child).await;
+    Daemon {
+        base,
+        cfg,
+        log,
+        child,
+        stop,
+        _mesh: mesh,
+    }
+}
+
 fn body(name: &str) -> Value {
     json!({"name": name, "baseline": "{role=\"proxy\", revision=\"1-24-2\"}", "canary": "{role=\"proxy\", revision=\"1-25-0\"}"})
 }
@@ -165,23 +201,16 @@ async fn a_full_filesystem_refuses_changes_recovers_by_itself_and_loses_nothing_
     let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "24m") else {
         return;
     };
-    let stop = CancellationToken::new();
-    let mesh = SimMesh::start(
-        SimConfig::small(31, 2, 500.0),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
     let store = fs.0.join("state.redb");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let cfg = dir.path().join("m.toml");
-    std::fs::write(&cfg, config(&mesh, port, &store)).unwrap();
-    let log = dir.path().join("meshgate.log");
     let c = reqwest::Client::new();
-    let mut d = spawn(&cfg, &log);
-    wait_ready(&c, &base, &mut d).await;
+    let Daemon {
+        base,
+        cfg,
+        log,
+        child: mut d,
+        stop,
+        _mesh,
+    } = daemon(dir.path(), &store, 31, &c).await;
 
     // Acknowledged while the disk has room: 201 each.
     let mut acknowledged = Vec::new();
@@ -320,22 +349,15 @@ async fn a_full_filesystem_refuses_changes_recovers_by_itself_and_loses_nothing_
 
 /// A real store file, written by the daemon and closed by SIGTERM.
 async fn real_store(dir: &Path) -> Vec<u8> {
-    let stop = CancellationToken::new();
-    let mesh = SimMesh::start(
-        SimConfig::small(32, 2, 500.0),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
     let store = dir.join("real.redb");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let cfg = dir.join("real.toml");
-    std::fs::write(&cfg, config(&mesh, port, &store)).unwrap();
     let c = reqwest::Client::new();
-    let mut d = spawn(&cfg, &dir.join("real.log"));
-    wait_ready(&c, &base, &mut d).await;
+    let Daemon {
+        base,
+        child: mut d,
+        stop,
+        _mesh,
+        ..
+    } = daemon(dir, &store, 32, &c).await;
     for i in 0..3 {
         assert_eq!(post(&c, &base, &body(&format!("a{i}"))).await.0, 201);
     }

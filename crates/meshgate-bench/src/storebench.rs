@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::scale::{free_port, spawn, TempDir};
+use crate::scale::{free_port, simulate, spawn, wait_ready, TempDir};
 use crate::selfmetrics::metric_sum;
 
 /// Harness options.
@@ -58,28 +58,7 @@ pub async fn run(opts: &StoreOptions) -> anyhow::Result<(Latency, Latency, f64)>
     let dir = TempDir(base_dir.join(format!("meshgate-storebench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
     let sd = dir.0.join("targets.json");
-    let mut sim = spawn(
-        "simulate",
-        Command::new(&exe).args([
-            "simulate",
-            "--pods",
-            &(opts.sidecars / 2).max(1).to_string(),
-            "--rps",
-            "20",
-            "--file-sd",
-            &sd.display().to_string(),
-        ]),
-        &dir.0.join("sim.log"),
-    )?;
-    let started = Instant::now();
-    while !sd.exists() {
-        sim.alive()?;
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the simulator did not write its targets within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sim = simulate(&exe, opts.sidecars / 2, 20.0, &sd, &dir.0.join("sim.log")).await?;
     let port = free_port()?;
     let cfg = dir.0.join("meshgate.toml");
     let store = dir.0.join("state.redb");
@@ -107,23 +86,8 @@ pub async fn run(opts: &StoreOptions) -> anyhow::Result<(Latency, Latency, f64)>
         .timeout(Duration::from_secs(10))
         .build()?;
     let api = format!("http://127.0.0.1:{port}");
-    let t0 = Instant::now();
-    loop {
-        daemon.alive()?;
-        if client
-            .get(format!("{api}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("meshgate did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Two cycles so every target's series keys are stored and writes are steady.
+    wait_ready(&client, &api, &mut daemon).await?;
+    // Three cycles, so every target's series keys are stored and writes are steady.
     tokio::time::sleep(opts.interval * 3).await;
     let m0 = client
         .get(format!("{api}/metrics"))
