@@ -92,6 +92,8 @@ fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
                 members: [urls("b"), urls("c")],
                 resets: [0, 0],
                 overlaps: 0,
+                finished_at: None,
+                scope: None,
             };
             (format!("bench-{i}"), a)
         })

@@ -33,6 +33,25 @@ pub enum ApiError {
     /// The engine is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// The store cannot be written: the change is not on disk.
+    #[error("{0}; meshgate takes no change it cannot keep: retry once the store works again (GET /readyz says when)")]
+    StoreUnavailable(String),
+    /// The cap on analyses held is reached by running ones.
+    #[error("{0}")]
+    TooMany(String),
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Invalid(m) => ApiError::Invalid(m),
+            CreateError::Exists(n) => {
+                ApiError::Conflict(format!("an analysis named {n:?} already exists"))
+            }
+            CreateError::Unavailable(m) => ApiError::StoreUnavailable(m),
+            CreateError::TooMany(m) => ApiError::TooMany(m),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -43,6 +62,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "exists"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_analyses"),
         };
         (
             status,
@@ -72,6 +93,13 @@ pub fn router(shared: Shared) -> Router {
 }
 
 async fn readyz(State(s): State<Shared>) -> Response {
+    if let Some(Err(why)) = s.store.as_ref().map(|h| h.health()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": why, "error": { "code": "store_unavailable", "message": why } })),
+        )
+            .into_response();
+    }
     if s.snapshot.borrow().ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -144,7 +172,7 @@ async fn create(
                 "an analysis named {n:?} already exists"
             ))),
         },
-        Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -224,7 +252,7 @@ async fn show(
 }
 
 async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    if s.delete(&id).await {
+    if s.try_delete(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(id))

@@ -49,6 +49,36 @@ pub struct PathScope {
     pub scope: String,
     /// Path prefixes, e.g. `/canary`, `/flagger/`, `/api/v1/query`.
     pub prefixes: Vec<String>,
+    /// Most analyses held that requests of this scope created (tokens of this scope, not
+    /// `admin`); past it the oldest finished one goes early, and a create while all are running
+    /// is a 429.
+    #[serde(default = "default_scope_max_analyses")]
+    pub max_analyses: usize,
+}
+
+fn default_scope_max_analyses() -> usize {
+    100
+}
+
+/// The `[[auth.scopes]]` scope a request was let in by, with its limit on analyses: set for the
+/// request's handler (a task-local, so every route that creates an analysis, integrations
+/// included, counts it without passing it along).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// The scope.
+    pub scope: String,
+    /// Its `max_analyses`.
+    pub max_analyses: usize,
+}
+
+tokio::task_local! {
+    static QUOTA: Option<Quota>;
+}
+
+/// The quota of the request being handled: `None` without auth, for `admin` tokens and for
+/// requests outside every configured scope.
+pub fn current_quota() -> Option<Quota> {
+    QUOTA.try_with(|q| q.clone()).ok().flatten()
 }
 
 /// Scope names with a fixed meaning.
@@ -73,6 +103,12 @@ impl AuthConfig {
                         "{:?} must be a name of [a-z0-9_-] other than read and admin",
                         s.scope
                     ),
+                ));
+            }
+            if s.max_analyses == 0 {
+                out.push(ConfigProblem::new(
+                    format!("auth.scopes[{i}].max_analyses"),
+                    "must be at least 1",
                 ));
             }
             if s.prefixes.is_empty() {
@@ -269,15 +305,16 @@ impl Auth {
         out
     }
 
-    /// Allow or refuse one request.
+    /// Allow or refuse one request; allowed by a token of a configured scope (not `admin`), the
+    /// quota it counts against.
     fn check(
         &self,
         method: &Method,
         path: &str,
         authorization: Option<&[u8]>,
-    ) -> Result<(), Denied> {
+    ) -> Result<Option<Quota>, Denied> {
         let Need::Scope(need) = self.need(method, path) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(value) = authorization else {
             return Err(Denied::Missing);
@@ -292,8 +329,13 @@ impl Auth {
         if scopes.is_empty() {
             return Err(Denied::Unknown);
         }
-        if scopes.iter().any(|s| *s == ADMIN || *s == need) {
-            Ok(())
+        if scopes.contains(&ADMIN) {
+            Ok(None)
+        } else if scopes.contains(&need) {
+            Ok(self.scopes.iter().find(|s| s.scope == need).map(|s| Quota {
+                scope: s.scope.clone(),
+                max_analyses: s.max_analyses,
+            }))
         } else {
             Err(Denied::Scope(need.to_owned()))
         }
@@ -321,7 +363,7 @@ async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
             .map(|v| v.as_bytes()),
     );
     match verdict {
-        Ok(()) => next.run(req).await,
+        Ok(quota) => QUOTA.scope(quota, next.run(req)).await,
         Err(d) => {
             let (status, code, message) = match &d {
                 Denied::Missing => (
@@ -381,6 +423,7 @@ mod tests {
             vec![PathScope {
                 scope: "integrations".into(),
                 prefixes: vec!["/canary".into(), "/flagger/".into()],
+                max_analyses: 100,
             }],
         );
         let r = Some(&b"Bearer rrrrrrrrrrrrrrrrrrrr"[..]);

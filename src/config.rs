@@ -46,6 +46,8 @@ pub struct Config {
     pub plan: Option<crate::istio::plan::Plan>,
     /// Where state survives restarts.
     pub store: StoreConfig,
+    /// How long finished analyses stay, how many may be held.
+    pub retention: RetentionConfig,
     /// Who may call the API.
     pub auth: crate::auth::AuthConfig,
 }
@@ -190,6 +192,55 @@ pub struct StoreConfig {
     /// File of the redb database (created when missing).
     #[serde(default)]
     pub path: Option<PathBuf>,
+}
+
+/// `[retention]`: how long finished analyses are kept, and how many analyses may be held.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// A finished analysis (GO, NO-GO, INCONCLUSIVE) is removed this long after its verdict.
+    #[serde(default = "default_finished_ttl", with = "humantime_serde")]
+    pub finished_ttl: Duration,
+    /// Most analyses held, running and finished; past it the oldest finished one goes early, and
+    /// a create while all are running is a 429.
+    #[serde(default = "default_max_analyses")]
+    pub max_analyses: usize,
+}
+
+fn default_finished_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_analyses() -> usize {
+    1000
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            finished_ttl: default_finished_ttl(),
+            max_analyses: default_max_analyses(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Problems with their keys.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.finished_ttl < Duration::from_secs(1) {
+            out.push(ConfigProblem::new(
+                "retention.finished_ttl",
+                format!("{} must be at least 1s", fmt_dur(self.finished_ttl)),
+            ));
+        }
+        if self.max_analyses == 0 {
+            out.push(ConfigProblem::new(
+                "retention.max_analyses",
+                "must be at least 1",
+            ));
+        }
+        out
+    }
 }
 
 /// `[server]`
@@ -714,6 +765,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "topology",
     "plan",
     "store",
+    "retention",
     "auth",
 ];
 
@@ -794,6 +846,7 @@ impl Config {
             topology: section(&table, "topology", &mut problems),
             plan: section(&table, "plan", &mut problems),
             store: section(&table, "store", &mut problems),
+            retention: section(&table, "retention", &mut problems),
             auth: section(&table, "auth", &mut problems),
         };
         problems.extend(cfg.problems());
@@ -913,6 +966,7 @@ impl Config {
             out.push(ConfigProblem::new(k.to_owned(), v.to_owned()));
         }
         out.extend(self.auth.problems());
+        out.extend(self.retention.problems());
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.analyses.iter().enumerate() {
             out.extend(a.problems(&format!("analyses[{i}]")));

@@ -22,19 +22,23 @@ use crate::judge::{
     Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, TickInput, Verdict,
 };
 use crate::scrape::{HealthMap, Scraper, TargetReport};
-use crate::store::{Loaded, Store, StoredAnalysis};
+use crate::store::writer::{StoreHandle, Writer};
+use crate::store::{Loaded, Store, StoreState, StoredAnalysis};
 use crate::telemetry::Metrics;
 
 /// What the API can ask the engine.
 #[derive(Debug)]
 pub enum Command {
-    /// Start an analysis.
+    /// Start an analysis, counted against the quota of the scope that asked (if any). The reply
+    /// comes once the state holding the analysis is in the store.
     Create(
         Box<AnalysisConfig>,
+        Option<crate::auth::Quota>,
         oneshot::Sender<Result<Arc<AnalysisView>, CreateError>>,
     ),
-    /// Stop and forget an analysis.
-    Delete(String, oneshot::Sender<bool>),
+    /// Stop and forget an analysis: `Ok(false)` when unknown; the reply comes once the state
+    /// without it is in the store.
+    Delete(String, oneshot::Sender<Result<bool, CreateError>>),
 }
 
 /// Why an analysis cannot be created.
@@ -46,6 +50,13 @@ pub enum CreateError {
     /// The name is taken.
     #[error("an analysis named {0:?} already exists")]
     Exists(String),
+    /// The store cannot be written, so the change is not on disk (it is held in memory and
+    /// written once the store works again).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The cap on analyses held (or the scope's) is reached and none of them is finished.
+    #[error("{0}")]
+    TooMany(String),
 }
 
 /// An analysis as the API shows it.
@@ -181,6 +192,8 @@ pub struct Shared {
     pub observer: crate::istio::Observer,
     /// The configured upgrade plan.
     pub plan: Option<Arc<crate::istio::plan::Plan>>,
+    /// The store's writer, when a store is configured: its health gates readiness and changes.
+    pub store: Option<StoreHandle>,
 }
 
 /// A started daemon.
@@ -235,12 +248,13 @@ pub async fn start_with_store(
             })?),
             None => None,
         };
-    let (store, loaded) = match store {
-        Some((s, l)) => (Some(s), Some(l)),
-        None => (None, None),
-    };
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
+    let (writer, loaded) = match store {
+        Some((s, l)) => (Some(Writer::spawn(s, metrics.store())?), Some(l)),
+        None => (None, None),
+    };
+    let store_handle = writer.as_ref().map(|w| w.handle().clone());
     let health: HealthMap = Arc::new(RwLock::new(HashMap::new()));
     let catalog = Arc::new(catalog);
     let discovery = Discovery::new(&cfg.targets, &cfg.discovery);
@@ -280,7 +294,10 @@ pub async fn start_with_store(
         skew: None,
         plan_status: None,
         plan_labels: Default::default(),
-        store,
+        writer,
+        seq: 0,
+        last_delete_seq: 0,
+        retention: cfg.retention.clone(),
         latest_state: HashMap::new(),
     };
     let mut restored_targets = HashMap::new();
@@ -301,7 +318,7 @@ pub async fn start_with_store(
     }
     engine.publish_routing();
     engine.publish_snapshot();
-    let scraper = if engine.store.is_some() {
+    let scraper = if engine.writer.is_some() {
         let generation = engine.generation;
         scraper.persisting(restored_targets, generation)
     } else {
@@ -318,6 +335,7 @@ pub async fn start_with_store(
         events: events_tx,
         observer,
         plan: cfg.plan.clone().map(Arc::new),
+        store: store_handle,
     };
     let mut tasks = tokio::task::JoinSet::new();
     let tick = cfg.tick();
@@ -454,6 +472,28 @@ struct Slot {
     triggers: Vec<(crate::istio::trigger::TriggerConfig, usize)>,
     /// Cumulative slots per check and cohort (what the triggers read).
     cumulative: Vec<[Vec<f64>; 2]>,
+    /// What retention and the store need to know about it.
+    kept: Kept,
+}
+
+/// Retention and persistence facts of one analysis.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Sequence number of the first store state holding it (0: nothing to wait for).
+    stored_seq: u64,
+    /// Unix time its verdict became final.
+    finished_at: Option<f64>,
+    /// The `[[auth.scopes]]` scope that created it.
+    scope: Option<String>,
+    /// A wave analysis of the plan: the plan's status needs it, so retention leaves it.
+    pinned: bool,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 struct Engine {
@@ -479,7 +519,13 @@ struct Engine {
     plan_status: Option<Arc<crate::istio::plan::PlanStatus>>,
     /// Namespace labels recorded before each namespace of the plan moved (the rollback).
     plan_labels: crate::istio::plan::RecordedLabels,
-    store: Option<Store>,
+    /// The store writer; states go to it, the engine never waits on the disk.
+    writer: Option<Writer>,
+    /// Sequence number of the last state handed to the writer.
+    seq: u64,
+    /// The state of the last deletion (a repeated delete waits for it like the first).
+    last_delete_seq: u64,
+    retention: crate::config::RetentionConfig,
     /// Each target's series values after the last page whose deltas were taken.
     latest_state: HashMap<Arc<str>, Arc<SeriesSnapshot>>,
 }
@@ -508,6 +554,10 @@ impl Engine {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.persist();
+                    if let Some(w) = self.writer.take() {
+                        // The last state is written (or its failure logged) before the task ends.
+                        let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+                    }
                     return;
                 }
                 Some(cmd) = commands.recv() => self.command(cmd),
@@ -519,29 +569,146 @@ impl Engine {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Create(spec, reply) => {
-                let r = self.create(*spec);
-                if r.is_ok() {
-                    self.publish_routing();
-                    self.publish_snapshot();
-                    self.persist();
+            Command::Create(spec, quota, reply) => {
+                let room = if self.analyses.contains_key(&spec.name) {
+                    Ok(Vec::new())
+                } else {
+                    self.room_for_one(quota.as_ref())
+                };
+                let victims = match room {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                match self.create(*spec) {
+                    Ok(view) => {
+                        for id in &victims {
+                            self.remove(id, "removed early: the cap on analyses held was reached and it was the oldest finished one");
+                        }
+                        self.publish_routing();
+                        self.publish_snapshot();
+                        if let Some(slot) = self.analyses.get_mut(&view.id) {
+                            slot.kept.scope = quota.map(|q| q.scope);
+                        }
+                        let seq = self.persist();
+                        if let Some(slot) = self.analyses.get_mut(&view.id) {
+                            slot.kept.stored_seq = seq;
+                        }
+                        self.reply_when_stored(seq, reply, Ok(view));
+                    }
+                    // The same name again: answered once the analysis is in the store (a retry
+                    // after a 503 gets its 200 only when the store has it).
+                    Err(CreateError::Exists(n)) => {
+                        let seq = self.analyses.get(&n).map_or(0, |s| s.kept.stored_seq);
+                        self.reply_when_stored(seq, reply, Err(CreateError::Exists(n)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                let _ = reply.send(r);
             }
             Command::Delete(id, reply) => {
-                let removed = self.analyses.remove(&id);
-                let found = removed.is_some();
-                if let Some(slot) = removed {
-                    let _ = self.events.send(VerdictEvent::Deleted { view: slot.view });
-                    self.metrics.remove_analysis(&id);
+                // Known to fail: refused before anything changes (a delete answered 503 did
+                // nothing, unless the store broke during its own write).
+                if let Some(Err(why)) = self.writer.as_ref().map(|w| w.handle().health()) {
+                    let _ = reply.send(Err(CreateError::Unavailable(why)));
+                    return;
+                }
+                if self.analyses.contains_key(&id) {
+                    self.remove(&id, "analysis deleted");
                     self.publish_routing();
                     self.publish_snapshot();
-                    self.persist();
-                    info!(analysis = %id, "analysis deleted");
+                    let seq = self.persist();
+                    self.last_delete_seq = seq;
+                    self.reply_when_stored(seq, reply, Ok(true));
+                } else {
+                    let seq = self.last_delete_seq;
+                    self.reply_when_stored(seq, reply, Ok(false));
                 }
-                let _ = reply.send(found);
             }
         }
+    }
+
+    /// Send `r` once the store state `seq` is on disk; a store fault replaces it with
+    /// [`CreateError::Unavailable`]. Without a store, at once.
+    fn reply_when_stored<T: Send + 'static>(
+        &self,
+        seq: u64,
+        reply: oneshot::Sender<Result<T, CreateError>>,
+        r: Result<T, CreateError>,
+    ) {
+        match &self.writer {
+            None => {
+                let _ = reply.send(r);
+            }
+            Some(w) => w.handle().when_stored(
+                seq,
+                Box::new(move |stored| {
+                    let _ = reply.send(match stored {
+                        Ok(()) => r,
+                        Err(why) => Err(CreateError::Unavailable(why)),
+                    });
+                }),
+            ),
+        }
+    }
+
+    /// Forget an analysis (delete, retention): alert sinks hear of it, its metrics go.
+    fn remove(&mut self, id: &str, why: &'static str) {
+        if let Some(slot) = self.analyses.remove(id) {
+            self.metrics.remove_analysis(id);
+            info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), reason = why, "analysis removed");
+            let _ = self.events.send(VerdictEvent::Deleted { view: slot.view });
+        }
+    }
+
+    /// The finished analyses to remove so that one more fits under the cap on analyses held
+    /// (and under `quota`'s), oldest verdict first; a 429 when the running ones alone fill it.
+    fn room_for_one(&self, quota: Option<&crate::auth::Quota>) -> Result<Vec<String>, CreateError> {
+        let finished = |pick: &dyn Fn(&Slot) -> bool| -> Vec<String> {
+            let mut v: Vec<(f64, &String)> = self
+                .analyses
+                .iter()
+                .filter(|(_, s)| !s.kept.pinned && pick(s))
+                .filter_map(|(id, s)| s.kept.finished_at.map(|t| (t, id)))
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            v.into_iter().map(|(_, id)| id.clone()).collect()
+        };
+        let mut victims = Vec::new();
+        if let Some(q) = quota {
+            let mine = |s: &Slot| s.kept.scope.as_deref() == Some(q.scope.as_str());
+            let held = self.analyses.values().filter(|s| mine(s)).count();
+            if held >= q.max_analyses {
+                let need = held + 1 - q.max_analyses;
+                victims = finished(&mine).into_iter().take(need).collect();
+                if victims.len() < need {
+                    return Err(CreateError::TooMany(format!(
+                        "the {:?} scope holds {held} analyses, its limit ([[auth.scopes]] max_analyses = {}), and none of them is finished: wait for one to finish or delete one",
+                        q.scope, q.max_analyses
+                    )));
+                }
+            }
+        }
+        let max = self.retention.max_analyses;
+        let held = self.analyses.len() - victims.len();
+        if held >= max {
+            let need = held + 1 - max;
+            let more: Vec<String> = finished(&|_| true)
+                .into_iter()
+                .filter(|id| !victims.contains(id))
+                .take(need)
+                .collect();
+            if more.len() < need {
+                return Err(CreateError::TooMany(format!(
+                    "{held} analyses are held, the limit ([retention] max_analyses = {max}), and none of them is finished: wait for one to finish or delete one (DELETE /v1/analyses/{{id}})"
+                )));
+            }
+            victims.extend(more);
+        }
+        Ok(victims)
     }
 
     fn create(&mut self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
@@ -653,6 +820,7 @@ impl Engine {
                 overlaps: 0,
                 triggers,
                 cumulative,
+                kept: Kept::default(),
             },
         );
         Ok(view)
@@ -687,6 +855,16 @@ impl Engine {
         });
         slot.resets = stored.resets;
         slot.overlaps = stored.overlaps;
+        slot.kept.scope = stored.scope;
+        // A store from before retention has no finish time: retention counts from now.
+        slot.kept.finished_at = stored
+            .finished_at
+            .or_else(|| stored.state.verdict.is_final().then(unix_now));
+        slot.kept.pinned = self.plan.as_ref().is_some_and(|p| {
+            p.waves
+                .iter()
+                .any(|w| crate::istio::plan::Plan::analysis_id(w) == id)
+        });
         slot.analysis = stored.state;
         slot.view = Arc::new(AnalysisView::new(
             id.clone(),
@@ -700,52 +878,55 @@ impl Engine {
         info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
     }
 
-    /// Write every analysis and every target's series values in one transaction.
-    fn persist(&mut self) {
-        if self.store.is_none() {
-            return;
-        }
+    /// Hand the whole state (every analysis, every target's series values, the plan's labels) to
+    /// the store writer; returns its sequence number (0 without a store). Only clones: the
+    /// encoding and the commit happen on the writer's thread.
+    fn persist(&mut self) -> u64 {
+        let Some(writer) = &self.writer else {
+            return 0;
+        };
         {
             let targets = self.targets.borrow();
             let current: HashSet<&str> = targets.iter().map(|t| t.url.as_str()).collect();
             self.latest_state
                 .retain(|u, _| current.contains(u.as_ref()));
         }
-        let analyses = self.analyses.iter().map(|(id, s)| {
-            (
-                id.as_str(),
-                StoredAnalysis {
-                    spec: s.view.spec.clone(),
-                    created_at: s.view.created_at,
-                    state: s.analysis.clone(),
-                    pending: s.pending.clone(),
-                    members: s.members.clone().map(|m| {
-                        let mut v: Vec<String> = m.iter().map(|u| u.to_string()).collect();
-                        v.sort();
-                        v
-                    }),
-                    resets: s.resets,
-                    overlaps: s.overlaps,
-                },
-            )
-        });
-        let store = self.store.as_ref().expect("checked");
-        match store.write(
+        let analyses = self
+            .analyses
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    StoredAnalysis {
+                        spec: s.view.spec.clone(),
+                        created_at: s.view.created_at,
+                        state: s.analysis.clone(),
+                        pending: s.pending.clone(),
+                        members: s.members.clone().map(|m| {
+                            let mut v: Vec<String> = m.iter().map(|u| u.to_string()).collect();
+                            v.sort();
+                            v
+                        }),
+                        resets: s.resets,
+                        overlaps: s.overlaps,
+                        finished_at: s.kept.finished_at,
+                        scope: s.kept.scope.clone(),
+                    },
+                )
+            })
+            .collect();
+        let state = StoreState {
             analyses,
-            self.latest_state
+            targets: self
+                .latest_state
                 .iter()
-                .map(|(u, s)| (u.as_ref(), s.as_ref())),
-        ) {
-            Ok(st) => tracing::debug!(
-                bytes = st.bytes,
-                series = st.series,
-                seconds = st.seconds,
-                "state stored"
-            ),
-            Err(e) => {
-                warn!(error = %e, "cannot write the store; state since the last write would be lost on a crash")
-            }
-        }
+                .map(|(u, s)| (u.clone(), s.clone()))
+                .collect(),
+            plan_labels: self.plan.as_ref().map(|_| self.plan_labels.clone()),
+        };
+        self.seq += 1;
+        writer.handle().submit(self.seq, state);
+        self.seq
     }
 
     fn take(&mut self, rep: TargetReport) {
@@ -935,6 +1116,9 @@ impl Engine {
                 slot.specs.clone(),
             ));
             if v != before {
+                if v.is_final() {
+                    slot.kept.finished_at = Some(unix_now());
+                }
                 info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
                 routing_changed |= v.is_final();
                 let _ = self.events.send(VerdictEvent::Changed {
@@ -946,8 +1130,25 @@ impl Engine {
         if routing_changed {
             self.publish_routing();
         }
+        self.expire();
         self.publish_snapshot();
         self.persist();
+    }
+
+    /// Remove the finished analyses whose verdict is older than `[retention] finished_ttl`
+    /// (from memory here, from the store with the next state written).
+    fn expire(&mut self) {
+        let now = unix_now();
+        let ttl = self.retention.finished_ttl.as_secs_f64();
+        let expired: Vec<String> = self
+            .analyses
+            .iter()
+            .filter(|(_, s)| !s.kept.pinned && s.kept.finished_at.is_some_and(|t| now - t >= ttl))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id, "finished longer than [retention] finished_ttl ago");
+        }
     }
 
     fn publish_routing(&mut self) {
@@ -994,13 +1195,8 @@ impl Engine {
         let counts = plan::namespace_counts(&plan, &refs);
         match plan::record_labels(&plan, &mut self.plan_labels, &refs, &counts) {
             Ok(false) => {}
-            Ok(true) => {
-                if let Some(store) = &self.store {
-                    if let Err(e) = store.write_plan_labels(&self.plan_labels) {
-                        warn!(error = %e, "cannot store the plan's namespace labels");
-                    }
-                }
-            }
+            // Stored with the state at the end of this tick.
+            Ok(true) => {}
             Err(e) => warn!(error = %e, "namespace labels not recorded"),
         }
         self.wave_moved_at.resize(plan.waves.len(), None);
@@ -1020,7 +1216,12 @@ impl Engine {
             let next = plan.waves[..i].iter().all(|e| plan::wave_moved(e, &counts));
             if (next || plan::wave_started(w, &counts)) && !self.analyses.contains_key(&id) {
                 match self.create(plan.analysis_for(w)) {
-                    Ok(_) => self.publish_routing(),
+                    Ok(_) => {
+                        if let Some(slot) = self.analyses.get_mut(&id) {
+                            slot.kept.pinned = true;
+                        }
+                        self.publish_routing()
+                    }
                     Err(e) => warn!(wave = %w.name, error = %e, "wave analysis not started"),
                 }
             }
@@ -1095,25 +1296,32 @@ impl Shared {
     pub async fn create(&self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Create(Box::new(spec), tx))
+            .send(Command::Create(
+                Box::new(spec),
+                crate::auth::current_quota(),
+                tx,
+            ))
             .await
             .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?;
         rx.await
             .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?
     }
 
-    /// Delete an analysis; false when unknown.
+    /// Delete an analysis; false when unknown, or when the deletion is not in the store yet.
     pub async fn delete(&self, id: &str) -> bool {
+        self.try_delete(id).await.unwrap_or(false)
+    }
+
+    /// Delete an analysis: `Ok(false)` when unknown, [`CreateError::Unavailable`] when the store
+    /// cannot be written (it is gone from memory, and from the store once a write succeeds).
+    pub async fn try_delete(&self, id: &str) -> Result<bool, CreateError> {
+        let gone = || CreateError::Invalid("the engine is shutting down".into());
         let (tx, rx) = oneshot::channel();
-        if self
-            .commands
+        self.commands
             .send(Command::Delete(id.to_owned(), tx))
             .await
-            .is_err()
-        {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// The current view of an analysis.

@@ -25,6 +25,9 @@ use crate::cohort::SeriesSnapshot;
 use crate::config::AnalysisConfig;
 use crate::judge::Analysis;
 
+mod overlay;
+pub mod writer;
+
 /// Exit code when the store cannot be used (sysexits EX_DATAERR).
 pub const EXIT_BAD_STORE: u8 = 65;
 
@@ -63,8 +66,17 @@ pub enum StoreError {
         /// Version this build knows.
         supported: u64,
     },
+    /// The file is not a whole store: empty, truncated, bits changed, not a redb file, or the
+    /// database library failed on it. Never taken for a new store.
+    #[error("the store {path} is damaged: {what}. meshgate does not start on a damaged store (it would lose what the store holds); move the file aside (mv {path} {path}.damaged) to start with an empty store, or restore it from a backup")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A record does not decode.
-    #[error("the store {path} is corrupt: {what}")]
+    #[error("the store {path} is corrupt: {what}; move the file aside (mv {path} {path}.damaged) to start with an empty store, or restore it from a backup")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -98,6 +110,24 @@ pub struct StoredAnalysis {
     pub resets: [u64; 2],
     /// Series left out for matching both cohorts.
     pub overlaps: u64,
+    /// Unix time at which the verdict became final (retention counts from it).
+    #[serde(default)]
+    pub finished_at: Option<f64>,
+    /// The `[[auth.scopes]]` scope whose token created it (its per-scope limit), if any.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// The whole state the daemon hands to the store writer: owned, so the engine can go on while
+/// it is written.
+#[derive(Clone, Debug, Default)]
+pub struct StoreState {
+    /// Every analysis by id.
+    pub analyses: Vec<(String, StoredAnalysis)>,
+    /// Each target's series values.
+    pub targets: Vec<(std::sync::Arc<str>, std::sync::Arc<SeriesSnapshot>)>,
+    /// The upgrade plan's recorded namespace labels, when a plan is configured.
+    pub plan_labels: Option<crate::istio::plan::RecordedLabels>,
 }
 
 /// Everything read back at start.
@@ -155,10 +185,143 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
+/// The error for `e` from opening `path`: damage when the library says the file is not a valid
+/// database, an open error otherwise (permissions, another process holding it).
+fn damaged_or_io(path: &Path, e: redb::DatabaseError) -> StoreError {
+    use redb::{DatabaseError as D, StorageError as S};
+    let damaged = |what: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        what,
+    };
+    match e {
+        D::Storage(S::Corrupted(m)) => damaged(format!("its checksums do not match ({m})")),
+        D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            damaged("it is not a redb database (its header is not one)".into())
+        }
+        D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            damaged(format!("it is shorter than its own header says ({io})"))
+        }
+        D::UpgradeRequired(v) => damaged(format!(
+            "redb file format {v}, which this meshgate does not read"
+        )),
+        D::DatabaseAlreadyOpen => StoreError::Open {
+            path: path.to_path_buf(),
+            message: "another process has it open (is another meshgate running on it?)".into(),
+        },
+        other => StoreError::Open {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Open `path` on a copy-on-write view (nothing reaches the file), check every page's checksum,
+/// and decode every record: what the real open would find, without changing the file.
+fn trial_open(path: &Path) -> Result<(), StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let view = overlay::Overlay::new(file).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let checked = quietly(|| -> Result<(), StoreError> {
+        let mut db = redb::Builder::new()
+            .create_with_backend(view)
+            .map_err(|e| damaged_or_io(path, e))?;
+        db.check_integrity().map_err(|e| damaged_or_io(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            keys_written: Mutex::new(HashMap::new()),
+        };
+        store.init_and_check_version()?;
+        store.load().map(drop)
+    });
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StoreError::Io { message, .. })) => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            what: format!("reading it failed ({message})"),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            what: format!("the database library failed on it ({panic})"),
+        }),
+    }
+}
+
+/// Create a new store at `path` (which does not exist): built under a temporary name and renamed
+/// into place once it holds its tables, so a file at `path` is always a whole store (an empty
+/// file there is never meshgate's own half-made one).
+fn create_new(path: &Path) -> Result<(), StoreError> {
+    let err = |m: String| StoreError::Open {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".creating");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let db = Database::create(&tmp).map_err(|e| err(e.to_string()))?;
+        let store = Store {
+            db,
+            path: tmp.clone(),
+            keys_written: Mutex::new(HashMap::new()),
+        };
+        store.init_and_check_version()?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("renaming {}: {e}", tmp.display())))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 // === impl Store ===
 
+/// How a library panic during open reads in the error: its message, if it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+thread_local! {
+    /// Set while this thread opens a store: its panics are caught and reported as an error.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`, turning a panic into `Err(message)` without printing it (no message, no backtrace
+/// on stderr): redb panics on some damaged files, and the caller reports the file instead.
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r.map_err(|p| panic_message(p.as_ref()))
+}
+
 impl Store {
-    /// Open (or create) the store at `path` and read everything in it.
+    /// Open the store at `path` and read everything in it; create it only when the file does
+    /// not exist. An existing file is first opened as a trial on a copy-on-write view (the file
+    /// itself is not written), with a full integrity check, and every record decoded: a damaged,
+    /// empty or foreign file is an error naming it, and the same error on every later try.
     pub fn open(path: &Path) -> Result<(Store, Loaded), StoreError> {
         let path = path.to_path_buf();
         let open_err = |m: String| StoreError::Open {
@@ -168,19 +331,63 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         }
-        // redb may panic on some malformed files in older versions; keep a panic from taking the
-        // process down without a message.
-        let db = std::panic::catch_unwind(|| Database::create(&path))
-            .map_err(|_| open_err("not a meshgate store (the file is damaged)".into()))?
-            .map_err(|e| open_err(e.to_string()))?;
-        let store = Store {
-            db,
-            path,
-            keys_written: Mutex::new(HashMap::new()),
-        };
-        store.init_and_check_version()?;
-        let loaded = store.load()?;
-        Ok((store, loaded))
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(&path)?,
+            Err(e) => return Err(open_err(e.to_string())),
+            Ok(m) if !m.is_file() => return Err(open_err("not a regular file".into())),
+            Ok(m) if m.len() == 0 => {
+                return Err(StoreError::Damaged {
+                    path: path.clone(),
+                    what: "the file is empty (0 bytes), so it holds no store; meshgate never takes an existing file for a new store".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        trial_open(&path)?;
+        let opened = quietly(|| -> Result<(Store, Loaded), StoreError> {
+            let db = redb::Builder::new()
+                .open(&path)
+                .map_err(|e| damaged_or_io(&path, e))?;
+            let store = Store {
+                db,
+                path: path.clone(),
+                keys_written: Mutex::new(HashMap::new()),
+            };
+            store.init_and_check_version()?;
+            let loaded = store.load()?;
+            Ok((store, loaded))
+        });
+        opened.map_err(|panic| StoreError::Damaged {
+            path: path.clone(),
+            what: format!("the database library failed on it ({panic})"),
+        })?
+    }
+
+    /// Open the store again after a failed write (redb refuses every write after an I/O error
+    /// until the database is reopened). Reads only what the next write needs: which series keys
+    /// are on disk.
+    pub fn reopen(path: &Path) -> Result<Store, StoreError> {
+        let path = path.to_path_buf();
+        quietly(|| -> Result<Store, StoreError> {
+            let db = redb::Builder::new()
+                .open(&path)
+                .map_err(|e| StoreError::Io {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let store = Store {
+                db,
+                path: path.clone(),
+                keys_written: Mutex::new(HashMap::new()),
+            };
+            let hashes = store.key_hashes()?;
+            *store.keys_written.lock().expect("store lock") = hashes;
+            Ok(store)
+        })
+        .map_err(|panic| StoreError::Damaged {
+            path: path.clone(),
+            what: format!("the database library failed on it ({panic})"),
+        })?
     }
 
     /// The file.
@@ -195,8 +402,17 @@ impl Store {
         }
     }
 
+    /// A write transaction with two-phase commit: a commit that returned is whole on disk, so a
+    /// primary that fails its checksums at open is damage (redb then refuses it) rather than a
+    /// torn last commit it would quietly roll back.
+    fn begin(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        tx.set_two_phase_commit(true);
+        Ok(tx)
+    }
+
     fn init_and_check_version(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let tx = self.begin()?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.io(e))?;
             let found = meta
@@ -291,12 +507,35 @@ impl Store {
         Ok(loaded)
     }
 
+    /// Per target, the hash of the series keys on disk.
+    fn key_hashes(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+        let mut out = HashMap::new();
+        for row in keys.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let names: Vec<(String, String)> =
+                ciborium::from_reader(v.value()).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("series keys of target {:?}: {e}", k.value()),
+                })?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            names.len().hash(&mut h);
+            for (family, labels) in &names {
+                family.hash(&mut h);
+                labels.hash(&mut h);
+            }
+            out.insert(k.value().to_owned(), h.finish());
+        }
+        Ok(out)
+    }
+
     /// Replace the upgrade plan's recorded namespace labels.
     pub fn write_plan_labels(
         &self,
         labels: &crate::istio::plan::RecordedLabels,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let tx = self.begin()?;
         tx.open_table(PLAN)
             .map_err(|e| self.io(e))?
             .insert("labels", encode(labels).as_slice())
@@ -311,18 +550,37 @@ impl Store {
         analyses: impl IntoIterator<Item = (&'a str, StoredAnalysis)>,
         targets: impl IntoIterator<Item = (&'a str, &'a SeriesSnapshot)>,
     ) -> Result<WriteStats, StoreError> {
+        self.write_all(analyses, targets, None)
+    }
+
+    /// Write `state` (what the store writer is handed) in one transaction, the plan's labels with
+    /// it.
+    pub fn write_state(&self, state: &StoreState) -> Result<WriteStats, StoreError> {
+        self.write_all(
+            state.analyses.iter().map(|(id, a)| (id.as_str(), a)),
+            state.targets.iter().map(|(u, s)| (u.as_ref(), s.as_ref())),
+            state.plan_labels.as_ref(),
+        )
+    }
+
+    fn write_all<'a, A: std::borrow::Borrow<StoredAnalysis>>(
+        &self,
+        analyses: impl IntoIterator<Item = (&'a str, A)>,
+        targets: impl IntoIterator<Item = (&'a str, &'a SeriesSnapshot)>,
+        plan_labels: Option<&crate::istio::plan::RecordedLabels>,
+    ) -> Result<WriteStats, StoreError> {
         let started = Instant::now();
         let mut stats = WriteStats::default();
         // What the store holds now; only replaced once this transaction has committed, so a
         // failed write rewrites the keys next time.
         let mut committed = self.keys_written.lock().expect("store lock");
         let mut next: HashMap<String, u64> = HashMap::with_capacity(committed.len());
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let tx = self.begin()?;
         {
             let mut t = tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
             t.retain(|_, _| false).map_err(|e| self.io(e))?;
             for (id, a) in analyses {
-                let bytes = encode(&a);
+                let bytes = encode(a.borrow());
                 stats.bytes += bytes.len();
                 t.insert(id, bytes.as_slice()).map_err(|e| self.io(e))?;
             }
@@ -363,6 +621,14 @@ impl Store {
                 .map_err(|e| self.io(e))?
                 .insert("schema_version", SCHEMA_VERSION)
                 .map_err(|e| self.io(e))?;
+            if let Some(labels) = plan_labels {
+                let bytes = encode(labels);
+                stats.bytes += bytes.len();
+                tx.open_table(PLAN)
+                    .map_err(|e| self.io(e))?
+                    .insert("labels", bytes.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
         }
         tx.commit().map_err(|e| self.io(e))?;
         *committed = next;
@@ -373,7 +639,7 @@ impl Store {
     /// Set the layout version (tests of the newer-version refusal).
     #[doc(hidden)]
     pub fn set_schema_version(&self, v: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let tx = self.begin()?;
         tx.open_table(META)
             .map_err(|e| self.io(e))?
             .insert("schema_version", v)
@@ -421,7 +687,7 @@ mod tests {
         )
         .unwrap();
         let e = Store::open(&p).unwrap_err();
-        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("bad.redb"), "{e}");
 
         let p = dir.path().join("new.redb");

@@ -72,6 +72,17 @@ pub struct Metrics {
     heap: HeapGauges,
 }
 
+/// The store writer's metrics, registered when a store is configured.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    /// Failed store writes (each try counts).
+    pub errors: Counter,
+    /// 1 while the store takes writes, 0 from a failed write until one succeeds.
+    pub healthy: Gauge,
+    /// Time of each successful write (encode and commit, both fsyncs included).
+    pub write_seconds: Histogram,
+}
+
 #[derive(Default)]
 struct HeapGauges {
     live: Option<Gauge>,
@@ -198,6 +209,32 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &reg)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Register the store writer's metrics (called once, when a store is configured).
+    pub fn store(&self) -> StoreMetrics {
+        let m = StoreMetrics {
+            errors: Counter::default(),
+            healthy: Gauge::default(),
+            write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        let mut reg = self.registry.lock().expect("registry lock");
+        reg.register(
+            "store_errors",
+            "Failed store writes, each try counted",
+            m.errors.clone(),
+        );
+        reg.register(
+            "store_healthy",
+            "1 while the store takes writes, 0 from a failed write until one succeeds",
+            m.healthy.clone(),
+        );
+        reg.register(
+            "store_write_duration_seconds",
+            "Time of each successful store write, encode and commit with fsync",
+            m.write_seconds.clone(),
+        );
+        m
     }
 
     /// Forget a target that left the target set.

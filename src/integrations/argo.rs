@@ -139,6 +139,6 @@ async fn measure(
             ))),
             None => Err(ApiError::NotFound(id)),
         },
-        Err(CreateError::Invalid(m)) => Err(ApiError::Invalid(m)),
+        Err(e) => Err(e.into()),
     }
 }

@@ -204,7 +204,7 @@ async fn ensure(s: &Shared, st: &super::State, p: &Payload) -> Result<Arc<Analys
     let v = match s.create(spec).await {
         Ok(v) => v,
         Err(CreateError::Exists(_)) => s.get(&id).ok_or(ApiError::NotFound(id.clone()))?,
-        Err(CreateError::Invalid(m)) => return Err(ApiError::Invalid(m)),
+        Err(e) => return Err(e.into()),
     };
     st.flagger
         .inner

@@ -169,6 +169,7 @@ async fn start(
             Ok(_) => None,
             Err(CreateError::Invalid(m)) => Some(ApiError::Invalid(format!("scopes.{name}: {m}"))),
             Err(CreateError::Exists(n)) => Some(ApiError::Conflict(n)),
+            Err(e) => Some(e.into()),
         };
         if let Some(e) = failed {
             // All scopes or none: the ones already started go.

@@ -30,4 +30,5 @@ mod reference_explain;
 mod reference_robust;
 mod restart;
 mod scrape;
+mod store_faults;
 mod tls;

@@ -4,13 +4,15 @@
 //!
 //! [`selfmetrics`] reads a daemon's /metrics with the production parser;
 //! [`scale`] N simulated sidecars scraped by meshgate and by Prometheus, side by side;
-//! [`loadtest`] the API load and soak harness; [`judge`] the decision benchmark; [`waves`] namespace
+//! [`loadtest`] the API load and soak harness; [`storebench`] engine command latency while the
+//! store commits; [`judge`] the decision benchmark; [`waves`] namespace
 //! waves on a heterogeneous mesh.
 
 pub mod judge;
 pub mod loadtest;
 pub mod scale;
 pub mod selfmetrics;
+pub mod storebench;
 pub mod waves;
 
 use std::path::PathBuf;

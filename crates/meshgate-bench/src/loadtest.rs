@@ -238,28 +238,8 @@ impl Bench {
         std::fs::create_dir_all(&dir_path)?;
         let dir = TempDir(dir_path);
         let sd = dir.0.join("targets.json");
-        let mut sim = spawn(
-            "simulate",
-            Command::new(exe).args([
-                "simulate",
-                "--pods",
-                &opts.pods.to_string(),
-                "--rps",
-                &opts.rps.to_string(),
-                "--file-sd",
-                &sd.display().to_string(),
-            ]),
-            &dir.0.join("sim.log"),
-        )?;
-        let started = Instant::now();
-        while !sd.exists() {
-            sim.alive()?;
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("the simulator did not write its targets within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut sim =
+            crate::scale::simulate(exe, opts.pods, opts.rps, &sd, &dir.0.join("sim.log")).await?;
 
         let port = free_port()?;
         let mut cfg = format!(

@@ -68,6 +68,24 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         sample: std::time::Duration,
     },
+    /// Engine command latency while the daemon's store commits (N simulated targets).
+    Store {
+        /// Sidecars in the simulated mesh.
+        #[arg(long, default_value_t = 1000)]
+        sidecars: usize,
+        /// Scrape interval (= tick, = one store write per tick).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Measuring time.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Probes per second of each kind.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Directory for the store file (default: the temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Benchmark the judge's decisions against Kayenta- and Flagger-style judges on simulated streams.
     Judge {
         /// Runs per A/A scenario.
@@ -133,6 +151,23 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Store {
+            sidecars,
+            interval,
+            duration,
+            rate,
+            dir,
+        } => {
+            meshgate_bench::storebench::run(&meshgate_bench::storebench::StoreOptions {
+                sidecars,
+                interval,
+                duration,
+                rate,
+                dir,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Waves {
             aa_runs,
             runs,

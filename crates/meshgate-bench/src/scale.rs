@@ -173,28 +173,7 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
     let dir = TempDir(dir_path);
     let sd = dir.path().join("targets.json");
     eprintln!("== {n} sidecars: starting the simulated mesh");
-    let mut sim = spawn(
-        "simulate",
-        Command::new(exe).args([
-            "simulate",
-            "--pods",
-            &(n / 2).max(1).to_string(),
-            "--rps",
-            "20",
-            "--file-sd",
-            &sd.display().to_string(),
-        ]),
-        &dir.path().join("sim.log"),
-    )?;
-    let started = Instant::now();
-    while !sd.exists() {
-        sim.alive()?;
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the simulator did not write its targets within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sim = simulate(exe, n / 2, 20.0, &sd, &dir.path().join("sim.log")).await?;
     let targets = meshgate::discovery::read_file_sd(&sd)?.len();
 
     let port = free_port()?;
@@ -253,22 +232,7 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         .timeout(Duration::from_secs(10))
         .build()?;
     let api = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        daemon.alive()?;
-        if client
-            .get(format!("{api}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("meshgate did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&client, &api, &mut daemon).await?;
     eprintln!("   warming up for {} cycle(s)", opts.warmup_cycles);
     tokio::time::sleep(opts.interval * opts.warmup_cycles).await;
 
@@ -434,6 +398,64 @@ pub fn print_row(r: &Row, interval: Duration) {
         r.sim_cpu_per_cycle
     );
     let _ = std::io::stdout().flush();
+}
+
+/// Start `meshgate simulate` with `per_revision` sidecars per revision (`rps` req/s each), and
+/// wait until it has written its targets to `file_sd`.
+pub(crate) async fn simulate(
+    exe: &Path,
+    per_revision: usize,
+    rps: f64,
+    file_sd: &Path,
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let mut sim = spawn(
+        "simulate",
+        Command::new(exe).args([
+            "simulate",
+            "--pods",
+            &per_revision.max(1).to_string(),
+            "--rps",
+            &rps.to_string(),
+            "--file-sd",
+            &file_sd.display().to_string(),
+        ]),
+        log,
+    )?;
+    let started = Instant::now();
+    while !file_sd.exists() {
+        sim.alive()?;
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("the simulator did not write its targets within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(sim)
+}
+
+/// Wait (60 s at most) until the daemon at `api` answers `/readyz` with 200.
+pub(crate) async fn wait_ready(
+    client: &reqwest::Client,
+    api: &str,
+    daemon: &mut Proc,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        daemon.alive()?;
+        if client
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("meshgate did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A directory removed on drop.
