@@ -490,6 +490,130 @@ fn valid_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// An analysis definition that passed [`validate`]: what `Engine::create` starts.
+struct Validated {
+    names: Vec<String>,
+    specs: Vec<Arc<CheckSpec>>,
+    settings: Settings,
+    triggers: Vec<(crate::istio::trigger::TriggerConfig, usize)>,
+}
+
+/// Every problem of an analysis definition against the loaded checks and the judge defaults,
+/// each naming its key under `prefix` (`analysis` for the API, `analyses[2]` for a config
+/// file): what `POST /v1/analyses` answers 422 with, and what `check-config` and `serve`
+/// refuse a config file for.
+pub fn analysis_problems(
+    spec: &AnalysisConfig,
+    catalog: &Catalog,
+    defaults: &crate::config::JudgeConfig,
+    prefix: &str,
+) -> Vec<String> {
+    validate(spec, catalog, defaults, prefix).err().unwrap_or_default()
+}
+
+/// The problems of a config file's `[[analyses]]` against the loaded checks ([`analysis_problems`]
+/// of each, keyed `analyses[i]`): `check-config` reports them, and `serve` refuses to start on
+/// them rather than run without an analysis the file asks for.
+pub fn config_problems(cfg: &Config, catalog: &Catalog) -> Vec<String> {
+    cfg.analyses
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| analysis_problems(a, catalog, &cfg.judge, &format!("analyses[{i}]")))
+        .collect()
+}
+
+fn validate(
+    spec: &AnalysisConfig,
+    catalog: &Catalog,
+    d: &crate::config::JudgeConfig,
+    prefix: &str,
+) -> Result<Validated, Vec<String>> {
+    let mut problems: Vec<String> = spec
+        .problems(prefix)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !valid_id(&spec.name) {
+        problems.push(format!(
+            "{prefix}.name: {:?} must be 1-128 characters of [A-Za-z0-9._-]",
+            spec.name
+        ));
+    }
+    let defaulted = spec.checks.is_empty();
+    let names = if defaulted {
+        catalog.default_names()
+    } else {
+        spec.checks.clone()
+    };
+    let mut specs = Vec::new();
+    for n in &names {
+        match catalog.get(n) {
+            Some(c) => specs.push(Arc::new(c.clone())),
+            None => problems.push(format!(
+                "{prefix}.checks: unknown check {n:?}, known: {}",
+                catalog.names().join(", ")
+            )),
+        }
+    }
+    // A check whose families only targets of one role export, over a cohort whose `role`
+    // matcher excludes that role, could only ever say "no data" (issue 13).
+    for (cohort, text) in [("baseline", &spec.baseline), ("canary", &spec.canary)] {
+        let Ok(sel) = Selector::parse(text) else {
+            continue; // reported by spec.problems
+        };
+        let mismatched: Vec<String> = specs
+            .iter()
+            .filter_map(|c| c.cohort_mismatch(cohort, &sel))
+            .collect();
+        if mismatched.is_empty() {
+            continue;
+        }
+        let hint = if defaulted {
+            " (no checks named: the default set was used; name the checks that read what this cohort selects, e.g. the istiod-* checks for role=\"istiod\", or select other targets)"
+        } else {
+            " (pair control-plane checks with role=\"istiod\" cohorts and the request checks with role=\"proxy\" ones)"
+        };
+        problems.push(format!(
+            "{prefix}.checks: {}{hint}",
+            mismatched.join("; ")
+        ));
+    }
+    let settings = Settings {
+        alpha: spec.alpha.unwrap_or(d.alpha),
+        min_duration: spec.min_duration.unwrap_or(d.min_duration),
+        max_duration: spec.max_duration.unwrap_or(d.max_duration),
+        min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
+        slo_go: d.slo_go,
+        design: spec.judge_design(),
+    };
+    if settings.min_duration >= settings.max_duration {
+        problems.push(format!(
+            "{prefix}.min_duration: must be shorter than max_duration"
+        ));
+    }
+    let mut triggers = Vec::new();
+    for (i, t) in spec.rollback.iter().enumerate() {
+        let idx = names.iter().position(|n| *n == t.check);
+        let check = idx.and_then(|i| specs.get(i)).map(|c| c.as_ref());
+        let p = t.problems(&format!("{prefix}.rollback[{i}]"), check);
+        if p.is_empty() {
+            if let Some(idx) = idx {
+                triggers.push((t.clone(), idx));
+            }
+        }
+        problems.extend(p);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Validated {
+        names,
+        specs,
+        settings,
+        triggers,
+    })
+}
+
 // === impl Engine ===
 
 impl Engine {
@@ -543,59 +667,13 @@ impl Engine {
     }
 
     fn create(&mut self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
-        let mut problems: Vec<String> = spec
-            .problems("analysis")
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        if !valid_id(&spec.name) {
-            problems.push(format!(
-                "analysis.name: {:?} must be 1-128 characters of [A-Za-z0-9._-]",
-                spec.name
-            ));
-        }
-        let names = if spec.checks.is_empty() {
-            self.catalog.default_names()
-        } else {
-            spec.checks.clone()
-        };
-        let mut specs = Vec::new();
-        for n in &names {
-            match self.catalog.get(n) {
-                Some(c) => specs.push(Arc::new(c.clone())),
-                None => problems.push(format!(
-                    "analysis.checks: unknown check {n:?}, known: {}",
-                    self.catalog.names().join(", ")
-                )),
-            }
-        }
-        let d = &self.defaults;
-        let settings = Settings {
-            alpha: spec.alpha.unwrap_or(d.alpha),
-            min_duration: spec.min_duration.unwrap_or(d.min_duration),
-            max_duration: spec.max_duration.unwrap_or(d.max_duration),
-            min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
-            slo_go: d.slo_go,
-            design: spec.judge_design(),
-        };
-        if settings.min_duration >= settings.max_duration {
-            problems.push("analysis.min_duration: must be shorter than max_duration".into());
-        }
-        let mut triggers = Vec::new();
-        for (i, t) in spec.rollback.iter().enumerate() {
-            let idx = names.iter().position(|n| *n == t.check);
-            let check = idx.and_then(|i| specs.get(i)).map(|c| c.as_ref());
-            let p = t.problems(&format!("analysis.rollback[{i}]"), check);
-            if p.is_empty() {
-                if let Some(idx) = idx {
-                    triggers.push((t.clone(), idx));
-                }
-            }
-            problems.extend(p);
-        }
-        if !problems.is_empty() {
-            return Err(CreateError::Invalid(problems.join("; ")));
-        }
+        let Validated {
+            names,
+            specs,
+            settings,
+            triggers,
+        } = validate(&spec, &self.catalog, &self.defaults, "analysis")
+            .map_err(|p| CreateError::Invalid(p.join("; ")))?;
         if self.analyses.contains_key(&spec.name) {
             return Err(CreateError::Exists(spec.name));
         }

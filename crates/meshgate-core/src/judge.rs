@@ -15,4 +15,4 @@ pub use analysis::{
     StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
-pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, RECENT_WINDOW};
+pub use check::{admitted_roles, Catalog, CheckInfo, CheckKind, CheckSpec, Component, RECENT_WINDOW};
