@@ -19,7 +19,8 @@ use crate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, Side};
 use crate::config::{AnalysisConfig, Config};
 use crate::discovery::{Discovery, TargetSet};
 use crate::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, TickInput, Verdict,
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityBlock, Settings, TickInput,
+    Verdict,
 };
 use crate::scrape::{HealthMap, Scraper, TargetReport};
 use crate::store::{Loaded, Store, StoredAnalysis};
@@ -281,6 +282,7 @@ pub async fn start_with_store(
         plan_status: None,
         plan_labels: Default::default(),
         store,
+        direct: cfg.prometheus.is_none(),
         latest_state: HashMap::new(),
     };
     let mut restored_targets = HashMap::new();
@@ -396,33 +398,17 @@ pub async fn start_with_store(
         Some(a) => a.protect(router),
         None => router,
     };
-    let stop = shutdown.clone();
-    match tls {
-        // TLS only: a plain-HTTP client on this port fails its handshake.
-        Some(tls) => {
-            tasks.spawn(
-                tls.clone()
-                    .watch(cfg.server.tls_reload_interval, shutdown.clone()),
-            );
-            let listener = tls.listen(listener, shutdown.clone())?;
-            tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = served.await {
-                    warn!(error = %e, "api server stopped");
-                }
-            });
-        }
-        None => {
-            tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = served.await {
-                    warn!(error = %e, "api server stopped");
-                }
-            });
-        }
+    if let Some(tls) = &tls {
+        tasks.spawn(
+            tls.clone()
+                .watch(cfg.server.tls_reload_interval, shutdown.clone()),
+        );
     }
+    // With TLS, TLS only: a plain-HTTP client on this port fails its handshake.
+    tasks.spawn(
+        crate::server::serve(listener, router, tls, cfg.server.limits(), shutdown.clone())
+            .instrument(tracing::info_span!("api")),
+    );
     info!(%addr, tls = cfg.server.tls_cert.is_some(), "meshgate listening");
     Ok(Running {
         addr,
@@ -452,6 +438,8 @@ struct Slot {
     triggers: Vec<(crate::istio::trigger::TriggerConfig, usize)>,
     /// Cumulative slots per check and cohort (what the triggers read).
     cumulative: Vec<[Vec<f64>; 2]>,
+    /// Since when a selector of this analysis matches no target (the no-target rule).
+    unmatched_since: Option<Instant>,
 }
 
 struct Engine {
@@ -478,6 +466,9 @@ struct Engine {
     /// Namespace labels recorded before each namespace of the plan moved (the rollback).
     plan_labels: crate::istio::plan::RecordedLabels,
     store: Option<Store>,
+    /// Targets come from discovery and are scraped here (not from a Prometheus backend): the
+    /// no-target rule can read the target set.
+    direct: bool,
     /// Each target's series values after the last page whose deltas were taken.
     latest_state: HashMap<Arc<str>, Arc<SeriesSnapshot>>,
 }
@@ -727,6 +718,7 @@ impl Engine {
                 overlaps: 0,
                 triggers,
                 cumulative,
+                unmatched_since: None,
             },
         );
         Ok(view)
@@ -921,6 +913,7 @@ impl Engine {
                     .unwrap_or(self.defaults.min_fresh_targets),
             },
             blocked_by: None,
+            hold: None,
         }
     }
 
@@ -953,12 +946,25 @@ impl Engine {
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {
-            let quality = {
+            let (quality, unmatched) = {
                 let slot = &self.analyses[&id];
                 if slot.analysis.verdict.is_final() {
                     continue;
                 }
-                self.quality(slot)
+                let mut quality = self.quality(slot);
+                let unmatched = if self.direct {
+                    unmatched(slot, &targets)
+                } else {
+                    None
+                };
+                quality.hold = unmatched.clone().or_else(|| {
+                    if self.defaults.allow_go_without_istiod_skew_check {
+                        None
+                    } else {
+                        skew_hold(&skew, &targets, &slot.baseline, &slot.canary)
+                    }
+                });
+                (quality, unmatched)
             };
             let slot = self.analyses.get_mut(&id).expect("present");
             let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
@@ -986,10 +992,26 @@ impl Engine {
                     crate::istio::trigger::evaluate(t, &slot.specs[*i], &slot.cumulative[*i])
                 })
                 .or_else(|| skew_reason(&skew, &targets, &slot.baseline, &slot.canary));
-            let v = match fired {
+            let mut v = match fired {
                 Some(reason) => slot.analysis.trip(reason),
                 None => v,
             };
+            // A selector that matches no target past the grace period: INCONCLUSIVE, saying so
+            // (no data can come, and PENDING for max_duration would say nothing new).
+            match unmatched {
+                Some(block) => {
+                    let since = *slot.unmatched_since.get_or_insert(now);
+                    let grace = self.defaults.no_target_grace;
+                    if v == Verdict::Pending && now.saturating_duration_since(since) >= grace {
+                        v = slot.analysis.abandon(format!(
+                            "{} for {} (judge.no_target_grace)",
+                            block.message,
+                            humantime::format_duration(grace)
+                        ));
+                    }
+                }
+                None => slot.unmatched_since = None,
+            }
             for c in &mut slot.pending {
                 for side in c.iter_mut() {
                     side.iter_mut().for_each(|x| *x = 0.0);
@@ -1153,6 +1175,103 @@ fn skew_reason(
         .map(|p| p.message.as_str())
         .collect();
     (!msgs.is_empty()).then(|| format!("version skew guard: {}", msgs.join("; ")))
+}
+
+/// The no-target rule: a cohort whose selector no target of the set may match, and that has had
+/// no data, as the hold that says so. The canary of a before/after analysis is left alone: it is
+/// empty until the first namespace moves.
+fn unmatched(slot: &Slot, targets: &TargetSet) -> Option<QualityBlock> {
+    let concurrent = slot.view.spec.design == crate::config::DesignName::Concurrent;
+    let sides = [
+        (Side::Baseline, &slot.baseline, "baseline", true),
+        (Side::Canary, &slot.canary, "canary", concurrent),
+    ];
+    for (side, sel, name, judged) in sides {
+        if !judged
+            || !slot.members[side.index()].is_empty()
+            || targets.iter().any(|t| sel.may_match(|n| t.label(n)))
+        {
+            continue;
+        }
+        // What the targets have instead, for the labels the selector names.
+        let mut labels: Vec<&str> = sel.matchers().iter().map(|m| m.name.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let seen: Vec<String> = labels
+            .iter()
+            .filter_map(|l| {
+                let mut values: Vec<&str> = targets.iter().filter_map(|t| t.label(l)).collect();
+                values.sort_unstable();
+                values.dedup();
+                (!values.is_empty()).then(|| {
+                    let more = values.len().saturating_sub(8);
+                    values.truncate(8);
+                    format!(
+                        "{l}: {}{}",
+                        values.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+            })
+            .collect();
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!("; the targets have {}", seen.join("; "))
+        };
+        return Some(QualityBlock {
+            threshold: "no_matching_target".into(),
+            cohort: name.into(),
+            value: 0.0,
+            limit: 1.0,
+            message: format!(
+                "no scraped target matches the {name} selector {sel} ({} targets known{seen})",
+                targets.len()
+            ),
+        });
+    }
+    None
+}
+
+/// The version skew guard's hold on GO for an analysis: it cannot judge a revision that the
+/// proxies its cohorts may select use, because no istiod of that revision is observed.
+fn skew_hold(
+    skew: &crate::istio::SkewReport,
+    targets: &TargetSet,
+    baseline: &Selector,
+    canary: &Selector,
+) -> Option<QualityBlock> {
+    let selects = |sel: &Selector, url: &str| {
+        targets
+            .iter()
+            .any(|t| t.url == url && sel.may_match(|n| t.label(n)))
+    };
+    skew.problems
+        .iter()
+        .filter(|p| p.holds_go)
+        .find_map(|p| {
+            let cohort = if p.targets.iter().any(|u| selects(canary, u)) {
+                "canary"
+            } else if p.targets.iter().any(|u| selects(baseline, u)) {
+                "baseline"
+            } else {
+                return None;
+            };
+            Some(QualityBlock {
+                threshold: "skew_guard".into(),
+                cohort: cohort.into(),
+                value: 0.0,
+                limit: 0.0,
+                message: format!(
+                    "version skew guard cannot judge revision {} of the {cohort} cohort: {}; GO is held until an istiod of revision {} is scraped ([judge] allow_go_without_istiod_skew_check = true accepts the risk)",
+                    p.revision, p.message, p.revision
+                ),
+            })
+        })
 }
 
 /// A stable numeric id for routing, derived from the analysis' creation generation.

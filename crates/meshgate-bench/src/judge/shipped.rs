@@ -477,6 +477,7 @@ impl Shipped {
             overlapping_series: self.overlaps,
             thresholds: self.thresholds.clone(),
             blocked_by: None,
+            hold: None,
         }
     }
 
