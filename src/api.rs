@@ -133,14 +133,16 @@ async fn json_errors(
             let allow = resp.headers().get(header::ALLOW).cloned();
             let mut r = (
                 StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({"error": {"code": "method_not_allowed", "message": format!(
-                    "{method} is not allowed on {path}{}",
-                    allow
-                        .as_ref()
-                        .and_then(|a| a.to_str().ok())
-                        .map(|a| format!(" (allowed: {a})"))
-                        .unwrap_or_default()
-                )}})),
+                Json(
+                    json!({"error": {"code": "method_not_allowed", "message": format!(
+                        "{method} is not allowed on {path}{}",
+                        allow
+                            .as_ref()
+                            .and_then(|a| a.to_str().ok())
+                            .map(|a| format!(" (allowed: {a})"))
+                            .unwrap_or_default()
+                    )}}),
+                ),
             )
                 .into_response();
             if let Some(a) = allow {

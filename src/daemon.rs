@@ -499,7 +499,9 @@ pub fn analysis_problems(
     defaults: &crate::config::JudgeConfig,
     prefix: &str,
 ) -> Vec<String> {
-    validate(spec, catalog, defaults, prefix).err().unwrap_or_default()
+    validate(spec, catalog, defaults, prefix)
+        .err()
+        .unwrap_or_default()
 }
 
 /// The problems of a config file's `[[analyses]]` against the loaded checks ([`analysis_problems`]
@@ -564,10 +566,7 @@ fn validate(
         } else {
             " (pair control-plane checks with role=\"istiod\" cohorts and the request checks with role=\"proxy\" ones)"
         };
-        problems.push(format!(
-            "{prefix}.checks: {}{hint}",
-            mismatched.join("; ")
-        ));
+        problems.push(format!("{prefix}.checks: {}{hint}", mismatched.join("; ")));
     }
     let settings = Settings {
         alpha: spec.alpha.unwrap_or(d.alpha),

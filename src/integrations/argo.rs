@@ -126,11 +126,7 @@ async fn measure(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
     }
 }
 
-async fn measure_definition(
-    s: &Shared,
-    id: &str,
-    body: &[u8],
-) -> Result<Measurement, ApiError> {
+async fn measure_definition(s: &Shared, id: &str, body: &[u8]) -> Result<Measurement, ApiError> {
     let id = id.to_owned();
     let existing = s.get(&id);
     let req: MeasureRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {

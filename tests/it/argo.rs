@@ -637,10 +637,26 @@ async fn invalid_body_fails_the_metric_at_once_with_the_reason() {
     // An unknown check, a bad selector, a malformed body (unknown field), an empty check list:
     // each a configuration error that no retry fixes.
     let cases = [
-        ("argo-invalid-check", json!({"checks": ["no-such-check"]}), "no-such-check"),
-        ("argo-invalid-selector", json!({"canary": "{revision=\"1-25-0\""}), "canary"),
-        ("argo-invalid-field", json!({"min_durationn": "4s"}), "min_durationn"),
-        ("argo-invalid-empty", json!({"checks": []}), "jsonBody.checks"),
+        (
+            "argo-invalid-check",
+            json!({"checks": ["no-such-check"]}),
+            "no-such-check",
+        ),
+        (
+            "argo-invalid-selector",
+            json!({"canary": "{revision=\"1-25-0\""}),
+            "canary",
+        ),
+        (
+            "argo-invalid-field",
+            json!({"min_durationn": "4s"}),
+            "min_durationn",
+        ),
+        (
+            "argo-invalid-empty",
+            json!({"checks": []}),
+            "jsonBody.checks",
+        ),
     ];
     for (name, extra, names) in cases {
         let mut m = metric(&args(&l.base, name, GOOD));

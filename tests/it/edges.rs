@@ -63,8 +63,7 @@ async fn idle_connections_that_never_start_tls_never_delay_a_real_https_request(
     let (c, k, _) = ca.leaf("meshgate");
     let cert = write(dir.path(), "tls.crt", &c);
     let key = write(dir.path(), "tls.key", &k);
-    let running =
-        crate::tls::start(tls_config(&cert, &key, "handshake_timeout = \"3s\"\n")).await;
+    let running = crate::tls::start(tls_config(&cert, &key, "handshake_timeout = \"3s\"\n")).await;
     let port = running.addr.port();
     // 300 connections that never send a byte (the old accept loop had 256 handshake slots and
     // each idle connection held one for 10 s).
@@ -89,7 +88,10 @@ async fn idle_connections_that_never_start_tls_never_delay_a_real_https_request(
         closed_early >= 300 - 64,
         "only {closed_early} of 300 idle connections were closed by the per-peer cap"
     );
-    assert!(closed_early < 300, "the newest pending ones wait for their timeout");
+    assert!(
+        closed_early < 300,
+        "the newest pending ones wait for their timeout"
+    );
     // The rest are closed by the handshake timeout (3 s here).
     let closed = count_closed(&mut idle, Duration::from_secs(5)).await;
     assert_eq!(closed, 300, "an idle connection outlived handshake_timeout");
@@ -134,7 +136,9 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
     let (running, stop) = plain_daemon("header_read_timeout = \"1s\"\n").await;
     let port = running.addr.port();
     // One slow client alone: disconnected after the timeout, never answered 200.
-    let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+    let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     let (took, got) = slow_head(s).await;
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
@@ -146,7 +150,9 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
     // gone soon after the timeout (the old server held 500 of them for 60 s).
     let mut slow = Vec::new();
     for _ in 0..200 {
-        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
         slow.push(tokio::spawn(slow_head(s)));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -169,7 +175,9 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
     }
 
     // A kept-alive connection idle after its answer is closed after the same timeout.
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: meshgate\r\n\r\n")
         .await
         .unwrap();
@@ -178,7 +186,11 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let t = Instant::now();
     assert!(closed_within(&mut s, Duration::from_secs(3)).await);
-    assert!(t.elapsed() >= Duration::from_millis(800), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
     stop.cancel();
     running.join().await;
 }
@@ -269,7 +281,12 @@ async fn create(base: &str, body: &Value) -> reqwest::Response {
 async fn no_istiod_observed_holds_go_naming_the_revision_unless_the_risk_is_accepted() {
     let stop = CancellationToken::new();
     let (_mesh, targets) = proxies_only_mesh(&stop).await;
-    let held = daemon_with("min_duration = \"3s\"\nmax_duration = \"9s\"\n", &targets, &stop).await;
+    let held = daemon_with(
+        "min_duration = \"3s\"\nmax_duration = \"9s\"\n",
+        &targets,
+        &stop,
+    )
+    .await;
     let open = daemon_with(
         "min_duration = \"3s\"\nmax_duration = \"60s\"\nallow_go_without_istiod_skew_check = true\n",
         &targets,
@@ -313,7 +330,10 @@ async fn no_istiod_observed_holds_go_naming_the_revision_unless_the_risk_is_acce
     assert!(
         problems.iter().any(|p| p["holds_go"] == true
             && p["blocking"] == false
-            && p["message"].as_str().unwrap().contains("no istiod observed")),
+            && p["message"]
+                .as_str()
+                .unwrap()
+                .contains("no istiod observed")),
         "{skew:#}"
     );
     // With the opt-out, the same mesh and analysis can GO.
@@ -339,8 +359,10 @@ async fn mismatched_checks_and_cohorts_and_empty_checks_are_422s_naming_them() {
         (status, v)
     };
     // A control-plane check over sidecar cohorts.
-    let (s, v) = error(json!({"name": "cp-on-proxies", "baseline": pb, "canary": pc,
-        "checks": ["istiod-push-errors"]}))
+    let (s, v) = error(
+        json!({"name": "cp-on-proxies", "baseline": pb, "canary": pc,
+        "checks": ["istiod-push-errors"]}),
+    )
     .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["code"], "invalid_analysis");
@@ -590,7 +612,13 @@ async fn unknown_routes_big_bodies_and_long_uris_answer_the_json_error_shape() {
     // A known path with another method.
     let r = c.put(format!("{base}/v1/analyses")).send().await.unwrap();
     assert!(r.headers().get("allow").is_some());
-    check(r, 405, "method_not_allowed", "PUT is not allowed on /v1/analyses".into()).await;
+    check(
+        r,
+        405,
+        "method_not_allowed",
+        "PUT is not allowed on /v1/analyses".into(),
+    )
+    .await;
     // A body over max_body_bytes (64 KiB by default), on the API and on Argo's route.
     let big = format!(
         "{{\"name\": \"big\", \"baseline\": \"{{a=\\\"b\\\"}}\", \"canary\": \"{}\"}}",
@@ -604,7 +632,13 @@ async fn unknown_routes_big_bodies_and_long_uris_answer_the_json_error_shape() {
             .send()
             .await
             .unwrap();
-        check(r, 413, "body_too_large", "max_body_bytes (65536 bytes)".into()).await;
+        check(
+            r,
+            413,
+            "body_too_large",
+            "max_body_bytes (65536 bytes)".into(),
+        )
+        .await;
     }
     // A URI over 8 KiB.
     let r = c

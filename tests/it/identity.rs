@@ -100,7 +100,10 @@ async fn a_taken_name_is_a_409_that_says_what_differs_and_the_same_definition_is
     let r = argo(GOOD).await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["decision"], "INVALID", "no old decision in a conflict: {body}");
+    assert_eq!(
+        body["decision"], "INVALID",
+        "no old decision in a conflict: {body}"
+    );
     assert_eq!(body["error"]["code"], "exists", "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(

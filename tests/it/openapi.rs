@@ -104,7 +104,10 @@ fn validate(d: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String
             .collect();
         return match alts.len() - errors.len() {
             1 => Ok(()),
-            0 => Err(format!("{at}: matches no oneOf alternative: {}", errors.join(" | "))),
+            0 => Err(format!(
+                "{at}: matches no oneOf alternative: {}",
+                errors.join(" | ")
+            )),
             n => Err(format!("{at}: matches {n} oneOf alternatives, not one")),
         };
     }

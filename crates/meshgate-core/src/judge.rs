@@ -15,4 +15,6 @@ pub use analysis::{
     StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
-pub use check::{admitted_roles, Catalog, CheckInfo, CheckKind, CheckSpec, Component, RECENT_WINDOW};
+pub use check::{
+    admitted_roles, Catalog, CheckInfo, CheckKind, CheckSpec, Component, RECENT_WINDOW,
+};

@@ -256,7 +256,10 @@ impl CheckSpec {
     /// The kind of target that exports every family this check reads; `None` for families of
     /// neither (an application's own metrics) or a mix.
     pub fn component(&self) -> Option<Component> {
-        let mut all = self.families().into_iter().map(|f| Component::of_family(&f));
+        let mut all = self
+            .families()
+            .into_iter()
+            .map(|f| Component::of_family(&f));
         let first = all.next().flatten()?;
         all.all(|c| c == Some(first)).then_some(first)
     }
