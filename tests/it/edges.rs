@@ -3,19 +3,18 @@
 //! mismatches, selectors that match no target, `"checks": []`, `serve` against `check-config`,
 //! and the JSON shape of 404/405/413/414.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshgate::config::{Config, StaticTarget};
-use meshgate::judge::Catalog;
-use meshgate::sim::{RevisionSpec, SimConfig, SimMesh};
+use meshgate::sim::{Fault, SimMesh};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{analysis, free_port, lab, selectors, GOOD};
+use crate::support::{analysis, daemon, follow_verdicts, free_port, lab, mesh, selectors, GOOD};
 use crate::tls::{client, tls_config, write, Ca};
 
 /// Whether the server closed `s` within `wait` (EOF or reset), reading and discarding anything
@@ -98,15 +97,7 @@ async fn idle_connections_that_never_start_tls_never_delay_a_real_https_request(
 }
 
 async fn plain_daemon(extra_server_toml: &str) -> (meshgate::daemon::Running, CancellationToken) {
-    let cfg = Config::from_toml(&format!("[server]\n{extra_server_toml}"), "edges").unwrap();
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
-        .await
-        .unwrap();
-    (running, stop)
+    daemon(Config::from_toml(&format!("[server]\n{extra_server_toml}"), "edges").unwrap()).await
 }
 
 /// Send a request head one byte every 200 ms, forever; returns when the server closes.
@@ -198,17 +189,11 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
 // ---- 2. the skew guard without istiod ----
 
 async fn proxies_only_mesh(stop: &CancellationToken) -> (SimMesh, Vec<StaticTarget>) {
-    let mut sim = SimConfig {
-        rps_per_pod: 2000.0,
-        error_rate: 0.001,
-        seed: 131,
-        ..SimConfig::default()
+    let healthy = Fault {
+        error_rate: None,
+        latency_factor: 1.0,
     };
-    sim.baseline = RevisionSpec::new(GOOD.0, &GOOD.0.replace('-', "."), 2);
-    sim.canary = RevisionSpec::new(GOOD.1, &GOOD.1.replace('-', "."), 2);
-    let m = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
-        .await
-        .unwrap();
+    let m = mesh(131, GOOD, healthy, stop).await;
     // What the shipped Kubernetes manifests scrape: sidecars, no istiod.
     let targets = m
         .targets()
@@ -225,8 +210,7 @@ async fn proxies_only_mesh(stop: &CancellationToken) -> (SimMesh, Vec<StaticTarg
 async fn daemon_with(
     judge_toml: &str,
     targets: &[StaticTarget],
-    stop: &CancellationToken,
-) -> meshgate::daemon::Running {
+) -> (meshgate::daemon::Running, CancellationToken) {
     let mut cfg = Config::from_toml(
         &format!(
             "[scrape]\ninterval = \"250ms\"\ntimeout = \"200ms\"\n[judge]\nslo_go = true\nmin_exposure = 1000\n{judge_toml}"
@@ -235,37 +219,7 @@ async fn daemon_with(
     )
     .unwrap();
     cfg.targets = targets.to_vec();
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
-        .await
-        .unwrap()
-}
-
-/// Verdicts seen until the analysis is final or `limit` passes; the last verdict document.
-async fn follow(base: &str, id: &str, limit: Duration) -> (Vec<String>, Value) {
-    let c = reqwest::Client::new();
-    let t = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let v: Value = c
-            .get(format!("{base}/v1/analyses/{id}/verdict"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let verdict = v["verdict"].as_str().unwrap().to_owned();
-        if seen.last() != Some(&verdict) {
-            seen.push(verdict);
-        }
-        if v["decided"] == true || t.elapsed() > limit {
-            return (seen, v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon(cfg).await
 }
 
 async fn create(base: &str, body: &Value) -> reqwest::Response {
@@ -281,16 +235,11 @@ async fn create(base: &str, body: &Value) -> reqwest::Response {
 async fn no_istiod_observed_holds_go_naming_the_revision_unless_the_risk_is_accepted() {
     let stop = CancellationToken::new();
     let (_mesh, targets) = proxies_only_mesh(&stop).await;
-    let held = daemon_with(
-        "min_duration = \"3s\"\nmax_duration = \"9s\"\n",
-        &targets,
-        &stop,
-    )
-    .await;
-    let open = daemon_with(
+    let (held, stop_held) =
+        daemon_with("min_duration = \"3s\"\nmax_duration = \"9s\"\n", &targets).await;
+    let (open, stop_open) = daemon_with(
         "min_duration = \"3s\"\nmax_duration = \"60s\"\nallow_go_without_istiod_skew_check = true\n",
         &targets,
-        &stop,
     )
     .await;
     let (hb, ob) = (
@@ -301,8 +250,8 @@ async fn no_istiod_observed_holds_go_naming_the_revision_unless_the_risk_is_acce
         assert_eq!(create(b, &analysis("skew", GOOD)).await.status(), 201);
     }
     let ((seen_h, vh), (seen_o, vo)) = tokio::join!(
-        follow(&hb, "skew", Duration::from_secs(30)),
-        follow(&ob, "skew", Duration::from_secs(45))
+        follow_verdicts(&hb, "skew", Duration::from_secs(30)),
+        follow_verdicts(&ob, "skew", Duration::from_secs(45))
     );
     // Without istiod: never GO; the reason names the revision and the way to accept the risk;
     // at max_duration, INCONCLUSIVE saying why.
@@ -338,7 +287,9 @@ async fn no_istiod_observed_holds_go_naming_the_revision_unless_the_risk_is_acce
     );
     // With the opt-out, the same mesh and analysis can GO.
     assert_eq!(vo["verdict"], "GO", "{seen_o:?} {vo:#}");
-    stop.cancel();
+    for s in [stop, stop_held, stop_open] {
+        s.cancel();
+    }
     held.join().await;
     open.join().await;
 }
@@ -442,35 +393,17 @@ async fn a_selector_matching_no_target_is_pending_saying_so_then_inconclusive() 
     )
     .await;
     assert_eq!(r.status(), 201);
-    let c = reqwest::Client::new();
-    let t = Instant::now();
-    let mut pending_reason = None;
-    let mut seen = Vec::new();
-    let last = loop {
-        let v: Value = c
-            .get(format!("{}/v1/analyses/typo/verdict", l.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        seen.push(v["verdict"].as_str().unwrap().to_owned());
-        if v["verdict"] == "PENDING" && v["reason"].as_str().unwrap().contains("no scraped target")
-        {
-            assert_eq!(
-                v["data_quality"]["blocked_by"]["threshold"], "no_matching_target",
-                "{v:#}"
-            );
-            pending_reason = Some(v["reason"].as_str().unwrap().to_owned());
-        }
-        if v["decided"] == true {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{v:#}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    };
-    let pending = pending_reason.expect("a PENDING answer that says nothing matches");
+    // Within the grace period: PENDING, saying that nothing matches.
+    let (seen, v) = follow_verdicts(&l.base, "typo", Duration::from_millis(1500)).await;
+    assert_eq!(v["verdict"], "PENDING", "{seen:?} {v:#}");
+    assert_eq!(
+        v["data_quality"]["blocked_by"]["threshold"], "no_matching_target",
+        "{v:#}"
+    );
+    let pending = v["reason"].as_str().unwrap().to_owned();
+    // After it: INCONCLUSIVE, saying so.
+    let (more, last) = follow_verdicts(&l.base, "typo", Duration::from_secs(20)).await;
+    let seen: Vec<String> = seen.into_iter().chain(more).collect();
     assert!(
         pending.contains("no scraped target matches the canary selector")
             && pending.contains("1-25-O")

@@ -283,10 +283,12 @@ impl CheckSpec {
                     .join(", ")
             ),
         };
+        let mut families = self.families();
+        families.dedup();
         Some(format!(
             "check {:?} reads {}, {} metrics exported by role=\"{}\" targets, but the {cohort} selector {sel} selects {selects}",
             self.name,
-            self.families().join(" and "),
+            families.join(" and "),
             c.describe(),
             c.role()
         ))
@@ -730,6 +732,36 @@ impl From<&CheckSpec> for CheckInfo {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn checks_know_which_role_exports_their_families_and_refuse_other_cohorts() {
+        let c = Catalog::builtin();
+        let push = c.get("istiod-push-errors").unwrap();
+        let errors = c.get("error-rate").unwrap();
+        assert_eq!(push.component(), Some(Component::Istiod));
+        assert_eq!(errors.component(), Some(Component::Proxy));
+        let proxies = Selector::parse(r#"{role="proxy", revision="1-25-0"}"#).unwrap();
+        let istiods = Selector::parse(r#"{role=~"istiod", revision="1-25-0"}"#).unwrap();
+        let either = Selector::parse(r#"{role=~"proxy|istiod"}"#).unwrap();
+        let unknown = Selector::parse(r#"{revision="1-25-0"}"#).unwrap();
+        let m = push.cohort_mismatch("canary", &proxies).unwrap();
+        assert!(
+            m.contains("reads pilot_xds_pushes, control-plane (istiod)")
+                && m.contains("selects only role=\"proxy\" targets"),
+            "{m}"
+        );
+        assert!(errors.cohort_mismatch("baseline", &istiods).is_some());
+        for ok in [&either, &unknown] {
+            assert_eq!(push.cohort_mismatch("canary", ok), None);
+            assert_eq!(errors.cohort_mismatch("canary", ok), None);
+        }
+        assert_eq!(push.cohort_mismatch("canary", &istiods), None);
+        let none = Selector::parse(r#"{role="gateway"}"#).unwrap();
+        assert!(errors
+            .cohort_mismatch("canary", &none)
+            .unwrap()
+            .contains("no role=\"proxy\" or role=\"istiod\" target"));
+    }
 
     #[test]
     fn builtin_pack_loads() {
