@@ -129,27 +129,14 @@ async fn json_errors(
             "request body is larger than server.max_body_bytes ({max_body_bytes} bytes)"
         ))
         .into_response(),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allow = resp.headers().get(header::ALLOW).cloned();
-            let mut r = (
-                StatusCode::METHOD_NOT_ALLOWED,
-                Json(
-                    json!({"error": {"code": "method_not_allowed", "message": format!(
-                        "{method} is not allowed on {path}{}",
-                        allow
-                            .as_ref()
-                            .and_then(|a| a.to_str().ok())
-                            .map(|a| format!(" (allowed: {a})"))
-                            .unwrap_or_default()
-                    )}}),
-                ),
-            )
-                .into_response();
-            if let Some(a) = allow {
-                r.headers_mut().insert(header::ALLOW, a);
-            }
-            r
-        }
+        // axum adds the Allow header on the way out, after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(json!({"error": {"code": "method_not_allowed", "message": format!(
+                "{method} is not allowed on {path} (the Allow header lists the methods it takes)"
+            )}})),
+        )
+            .into_response(),
         _ => resp,
     }
 }

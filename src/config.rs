@@ -884,6 +884,19 @@ impl Config {
             store: section(&table, "store", &mut problems),
             auth: section(&table, "auth", &mut problems),
         };
+        // `checks = []` is not the default set (leave the key out for that), as in the API.
+        let analyses = table.get("analyses").and_then(|a| a.as_array());
+        for (i, a) in analyses.into_iter().flatten().enumerate() {
+            if a.get("checks")
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| c.is_empty())
+            {
+                problems.push(ConfigProblem::new(
+                    format!("analyses[{i}].checks"),
+                    "is an empty list; name at least one check, or leave the key out for the default set",
+                ));
+            }
+        }
         problems.extend(cfg.problems());
         if problems.is_empty() {
             Ok(cfg)
@@ -1138,6 +1151,19 @@ pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_empty_checks_list_is_a_problem_and_no_key_is_the_default_set() {
+        let base = "[[analyses]]\nname = \"w\"\nbaseline = '{revision=\"a\"}'\ncanary = '{revision=\"b\"}'\n";
+        let e = super::Config::from_toml(&format!("{base}checks = []\n"), "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("analyses[0].checks: is an empty list"),
+            "{e}"
+        );
+        let cfg = super::Config::from_toml(base, "t").unwrap();
+        assert!(cfg.analyses[0].checks.is_empty());
+    }
+
     use super::*;
 
     #[test]
