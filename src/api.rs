@@ -27,6 +27,18 @@ pub enum ApiError {
     /// No such analysis.
     #[error("no analysis with id {0:?}")]
     NotFound(String),
+    /// Something else that does not exist (a gate, a canary config); the message names it.
+    #[error("{0}")]
+    Missing(String),
+    /// No route has this path (or this method on it).
+    #[error("{0}")]
+    NoRoute(String),
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request URI is longer than [`MAX_URI_BYTES`].
+    #[error("{0}")]
+    UriTooLong(String),
     /// Name taken.
     #[error("{0}")]
     Conflict(String),
@@ -59,7 +71,10 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_analysis"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "exists"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
@@ -73,9 +88,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Longest request URI (path and query) routed; longer ones get a JSON 414. No route needs more
+/// than a few hundred bytes; a request head beyond hyper's read buffer never reaches the router
+/// (see `server::MAX_HEAD_BYTES`).
+pub const MAX_URI_BYTES: usize = 8192;
+
 /// The router over a running daemon's handles.
 pub fn router(shared: Shared) -> Router {
     let limit = shared.max_body_bytes;
+    let json_errors = axum::middleware::from_fn(move |req, next| json_errors(limit, req, next));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -87,9 +108,70 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/checks", get(checks))
         .merge(crate::integrations::routes())
         .merge(crate::istio::api::routes())
-        .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
+        .fallback(|req: axum::extract::Request| async move {
+            ApiError::NoRoute(format!(
+                "no such route: {} {} (GET /openapi.json lists the routes)",
+                req.method(),
+                req.uri().path()
+            ))
+            .into_response()
+        })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(json_errors)
         .with_state(shared)
+}
+
+/// Gives the errors that axum and the body limit answer themselves (413 from a body extractor,
+/// 405 for a known path with another method) the API's JSON error shape, and answers an
+/// overlong URI with 414 before any route sees it.
+async fn json_errors(
+    max_body_bytes: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri_len = req.uri().to_string().len();
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::UriTooLong(format!(
+            "request URI is {uri_len} bytes, longer than the {MAX_URI_BYTES} bytes accepted"
+        ))
+        .into_response();
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "request body is larger than server.max_body_bytes ({max_body_bytes} bytes)"
+        ))
+        .into_response(),
+        // axum adds the Allow header on the way out, after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(json!({"error": {"code": "method_not_allowed", "message": format!(
+                "{method} is not allowed on {path} (the Allow header lists the methods it takes)"
+            )}})),
+        )
+            .into_response(),
+        _ => resp,
+    }
+}
+
+/// The 422 for `"checks": []` in a request body: an empty list is not the default set (omit the
+/// field for that), and an analysis with no check could never decide anything.
+pub(crate) fn empty_checks(body: &[u8], prefix: &str) -> Option<ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let empty = v.get("checks")?.as_array()?.is_empty();
+    empty.then(|| {
+        ApiError::Invalid(format!(
+            "{prefix}checks: is an empty list; name at least one check (GET /v1/checks lists them), or omit the field for the default set"
+        ))
+    })
 }
 
 async fn readyz(State(s): State<Shared>) -> Response {
@@ -162,6 +244,9 @@ async fn create(
     let spec: AnalysisConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadJson(format!("request body is not a valid analysis: {e} (fields: name, baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"))
     })?;
+    if let Some(e) = empty_checks(&body, "analysis.") {
+        return Err(e);
+    }
     match s.create(spec.clone()).await {
         Ok(v) => Ok((StatusCode::CREATED, Json(v))),
         Err(CreateError::Exists(n)) => match s.get(&n) {

@@ -265,6 +265,37 @@ pub struct ServerConfig {
     /// How often the TLS files are checked for changes (reloaded without a restart).
     #[serde(default = "default_tls_reload", with = "humantime_serde")]
     pub tls_reload_interval: Duration,
+    /// Longest a client may take to finish its TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Longest a client may take to send a request's head (request line and headers), and
+    /// longest a kept-alive connection may wait idle for its next request.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Open API connections at most; past it the oldest connection that has not sent a request
+    /// yet is closed for the new one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections of one peer address that have not sent a request yet (still in their TLS
+    /// handshake or request head), at most; its oldest such one is closed for a new one.
+    #[serde(default = "default_max_pending_per_peer")]
+    pub max_pending_per_peer: usize,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_pending_per_peer() -> usize {
+    64
 }
 
 fn default_tls_reload() -> Duration {
@@ -272,6 +303,17 @@ fn default_tls_reload() -> Duration {
 }
 
 impl ServerConfig {
+    /// The connection limits (`handshake_timeout`, `header_read_timeout`, `max_connections`,
+    /// `max_pending_per_peer`).
+    pub(crate) fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            handshake_timeout: self.handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            max_pending_per_peer: self.max_pending_per_peer,
+        }
+    }
+
     /// The TLS files, when TLS is on.
     pub fn tls_files(&self) -> Option<crate::tls::ServerTlsFiles> {
         Some(crate::tls::ServerTlsFiles {
@@ -327,6 +369,32 @@ impl ServerConfig {
                 "must be at least 100ms",
             ));
         }
+        for (key, d) in [
+            ("server.handshake_timeout", self.handshake_timeout),
+            ("server.header_read_timeout", self.header_read_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(300) {
+                out.push(ConfigProblem::new(
+                    key,
+                    format!("{} must be between 100ms and 5m", fmt_dur(d)),
+                ));
+            }
+        }
+        if self.max_connections == 0 {
+            out.push(ConfigProblem::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_pending_per_peer == 0 || self.max_pending_per_peer > self.max_connections {
+            out.push(ConfigProblem::new(
+                "server.max_pending_per_peer",
+                format!(
+                    "must be between 1 and max_connections ({})",
+                    self.max_connections
+                ),
+            ));
+        }
         out
     }
 }
@@ -347,6 +415,10 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_client_ca: None,
             tls_reload_interval: default_tls_reload(),
+            handshake_timeout: default_handshake_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
+            max_pending_per_peer: default_max_pending_per_peer(),
         }
     }
 }
@@ -501,6 +573,20 @@ pub struct JudgeConfig {
     /// has no events (nothing to compare with).
     #[serde(default)]
     pub slo_go: bool,
+    /// How long an analysis waits for a scraped target that its baseline or canary selector
+    /// matches (PENDING, saying so) before it ends INCONCLUSIVE: a typo'd revision or label.
+    #[serde(default = "default_no_target_grace", with = "humantime_serde")]
+    pub no_target_grace: Duration,
+    /// Let analyses GO although the version skew guard cannot judge a revision their proxies use
+    /// because no istiod of it is observed (e.g. istiod is not scraped). Off by default: then
+    /// such analyses stay PENDING and end INCONCLUSIVE at `max_duration`. Turning it on accepts
+    /// that a proxy newer than its control plane, or too far behind it, goes unnoticed.
+    #[serde(default)]
+    pub allow_go_without_istiod_skew_check: bool,
+}
+
+fn default_no_target_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_min_fresh_targets() -> usize {
@@ -554,6 +640,8 @@ impl Default for JudgeConfig {
             max_stale_fraction: 0.0,
             min_fresh_targets: default_min_fresh_targets(),
             slo_go: false,
+            no_target_grace: default_no_target_grace(),
+            allow_go_without_istiod_skew_check: false,
         }
     }
 }
@@ -849,6 +937,19 @@ impl Config {
             retention: section(&table, "retention", &mut problems),
             auth: section(&table, "auth", &mut problems),
         };
+        // `checks = []` is not the default set (leave the key out for that), as in the API.
+        let analyses = table.get("analyses").and_then(|a| a.as_array());
+        for (i, a) in analyses.into_iter().flatten().enumerate() {
+            if a.get("checks")
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| c.is_empty())
+            {
+                problems.push(ConfigProblem::new(
+                    format!("analyses[{i}].checks"),
+                    "is an empty list; name at least one check, or leave the key out for the default set",
+                ));
+            }
+        }
         problems.extend(cfg.problems());
         if problems.is_empty() {
             Ok(cfg)
@@ -1104,6 +1205,19 @@ pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_empty_checks_list_is_a_problem_and_no_key_is_the_default_set() {
+        let base = "[[analyses]]\nname = \"w\"\nbaseline = '{revision=\"a\"}'\ncanary = '{revision=\"b\"}'\n";
+        let e = super::Config::from_toml(&format!("{base}checks = []\n"), "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("analyses[0].checks: is an empty list"),
+            "{e}"
+        );
+        let cfg = super::Config::from_toml(base, "t").unwrap();
+        assert!(cfg.analyses[0].checks.is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -19,7 +19,8 @@ use crate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, Side};
 use crate::config::{AnalysisConfig, Config};
 use crate::discovery::{Discovery, TargetSet};
 use crate::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Settings, TickInput, Verdict,
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityBlock, Settings, TickInput,
+    Verdict,
 };
 use crate::scrape::{HealthMap, Scraper, TargetReport};
 use crate::store::writer::{StoreHandle, Writer};
@@ -298,6 +299,7 @@ pub async fn start_with_store(
         seq: 0,
         last_delete_seq: 0,
         retention: cfg.retention.clone(),
+        direct: cfg.prometheus.is_none(),
         latest_state: HashMap::new(),
     };
     let mut restored_targets = HashMap::new();
@@ -414,33 +416,17 @@ pub async fn start_with_store(
         Some(a) => a.protect(router),
         None => router,
     };
-    let stop = shutdown.clone();
-    match tls {
-        // TLS only: a plain-HTTP client on this port fails its handshake.
-        Some(tls) => {
-            tasks.spawn(
-                tls.clone()
-                    .watch(cfg.server.tls_reload_interval, shutdown.clone()),
-            );
-            let listener = tls.listen(listener, shutdown.clone())?;
-            tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = served.await {
-                    warn!(error = %e, "api server stopped");
-                }
-            });
-        }
-        None => {
-            tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = served.await {
-                    warn!(error = %e, "api server stopped");
-                }
-            });
-        }
+    if let Some(tls) = &tls {
+        tasks.spawn(
+            tls.clone()
+                .watch(cfg.server.tls_reload_interval, shutdown.clone()),
+        );
     }
+    // With TLS, TLS only: a plain-HTTP client on this port fails its handshake.
+    tasks.spawn(
+        crate::server::serve(listener, router, tls, cfg.server.limits(), shutdown.clone())
+            .instrument(tracing::info_span!("api")),
+    );
     info!(%addr, tls = cfg.server.tls_cert.is_some(), "meshgate listening");
     Ok(Running {
         addr,
@@ -474,6 +460,8 @@ struct Slot {
     cumulative: Vec<[Vec<f64>; 2]>,
     /// What retention and the store need to know about it.
     kept: Kept,
+    /// Since when a selector of this analysis matches no target (the no-target rule).
+    unmatched_since: Option<Instant>,
 }
 
 /// Retention and persistence facts of one analysis.
@@ -526,6 +514,9 @@ struct Engine {
     /// The state of the last deletion (a repeated delete waits for it like the first).
     last_delete_seq: u64,
     retention: crate::config::RetentionConfig,
+    /// Targets come from discovery and are scraped here (not from a Prometheus backend): the
+    /// no-target rule can read the target set.
+    direct: bool,
     /// Each target's series values after the last page whose deltas were taken.
     latest_state: HashMap<Arc<str>, Arc<SeriesSnapshot>>,
 }
@@ -536,6 +527,129 @@ fn valid_id(s: &str) -> bool {
         && s.len() <= 128
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// An analysis definition that passed [`validate`]: what `Engine::create` starts.
+struct Validated {
+    names: Vec<String>,
+    specs: Vec<Arc<CheckSpec>>,
+    settings: Settings,
+    triggers: Vec<(crate::istio::trigger::TriggerConfig, usize)>,
+}
+
+/// Every problem of an analysis definition against the loaded checks and the judge defaults,
+/// each naming its key under `prefix` (`analysis` for the API, `analyses[2]` for a config
+/// file): what `POST /v1/analyses` answers 422 with, and what `check-config` and `serve`
+/// refuse a config file for.
+pub fn analysis_problems(
+    spec: &AnalysisConfig,
+    catalog: &Catalog,
+    defaults: &crate::config::JudgeConfig,
+    prefix: &str,
+) -> Vec<String> {
+    validate(spec, catalog, defaults, prefix)
+        .err()
+        .unwrap_or_default()
+}
+
+/// The problems of a config file's `[[analyses]]` against the loaded checks ([`analysis_problems`]
+/// of each, keyed `analyses[i]`): `check-config` reports them, and `serve` refuses to start on
+/// them rather than run without an analysis the file asks for.
+pub fn config_problems(cfg: &Config, catalog: &Catalog) -> Vec<String> {
+    cfg.analyses
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| analysis_problems(a, catalog, &cfg.judge, &format!("analyses[{i}]")))
+        .collect()
+}
+
+fn validate(
+    spec: &AnalysisConfig,
+    catalog: &Catalog,
+    d: &crate::config::JudgeConfig,
+    prefix: &str,
+) -> Result<Validated, Vec<String>> {
+    let mut problems: Vec<String> = spec
+        .problems(prefix)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !valid_id(&spec.name) {
+        problems.push(format!(
+            "{prefix}.name: {:?} must be 1-128 characters of [A-Za-z0-9._-]",
+            spec.name
+        ));
+    }
+    let defaulted = spec.checks.is_empty();
+    let names = if defaulted {
+        catalog.default_names()
+    } else {
+        spec.checks.clone()
+    };
+    let mut specs = Vec::new();
+    for n in &names {
+        match catalog.get(n) {
+            Some(c) => specs.push(Arc::new(c.clone())),
+            None => problems.push(format!(
+                "{prefix}.checks: unknown check {n:?}, known: {}",
+                catalog.names().join(", ")
+            )),
+        }
+    }
+    // A check whose families only targets of one role export, over a cohort whose `role`
+    // matcher excludes that role, could only ever say "no data" (issue 13).
+    for (cohort, text) in [("baseline", &spec.baseline), ("canary", &spec.canary)] {
+        let Ok(sel) = Selector::parse(text) else {
+            continue; // reported by spec.problems
+        };
+        let mismatched: Vec<String> = specs
+            .iter()
+            .filter_map(|c| c.cohort_mismatch(cohort, &sel))
+            .collect();
+        if mismatched.is_empty() {
+            continue;
+        }
+        let hint = if defaulted {
+            " (no checks named: the default set was used; name the checks that read what this cohort selects, e.g. the istiod-* checks for role=\"istiod\", or select other targets)"
+        } else {
+            " (pair control-plane checks with role=\"istiod\" cohorts and the request checks with role=\"proxy\" ones)"
+        };
+        problems.push(format!("{prefix}.checks: {}{hint}", mismatched.join("; ")));
+    }
+    let settings = Settings {
+        alpha: spec.alpha.unwrap_or(d.alpha),
+        min_duration: spec.min_duration.unwrap_or(d.min_duration),
+        max_duration: spec.max_duration.unwrap_or(d.max_duration),
+        min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
+        slo_go: d.slo_go,
+        design: spec.judge_design(),
+    };
+    if settings.min_duration >= settings.max_duration {
+        problems.push(format!(
+            "{prefix}.min_duration: must be shorter than max_duration"
+        ));
+    }
+    let mut triggers = Vec::new();
+    for (i, t) in spec.rollback.iter().enumerate() {
+        let idx = names.iter().position(|n| *n == t.check);
+        let check = idx.and_then(|i| specs.get(i)).map(|c| c.as_ref());
+        let p = t.problems(&format!("{prefix}.rollback[{i}]"), check);
+        if p.is_empty() {
+            if let Some(idx) = idx {
+                triggers.push((t.clone(), idx));
+            }
+        }
+        problems.extend(p);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Validated {
+        names,
+        specs,
+        settings,
+        triggers,
+    })
 }
 
 // === impl Engine ===
@@ -712,59 +826,13 @@ impl Engine {
     }
 
     fn create(&mut self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
-        let mut problems: Vec<String> = spec
-            .problems("analysis")
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        if !valid_id(&spec.name) {
-            problems.push(format!(
-                "analysis.name: {:?} must be 1-128 characters of [A-Za-z0-9._-]",
-                spec.name
-            ));
-        }
-        let names = if spec.checks.is_empty() {
-            self.catalog.default_names()
-        } else {
-            spec.checks.clone()
-        };
-        let mut specs = Vec::new();
-        for n in &names {
-            match self.catalog.get(n) {
-                Some(c) => specs.push(Arc::new(c.clone())),
-                None => problems.push(format!(
-                    "analysis.checks: unknown check {n:?}, known: {}",
-                    self.catalog.names().join(", ")
-                )),
-            }
-        }
-        let d = &self.defaults;
-        let settings = Settings {
-            alpha: spec.alpha.unwrap_or(d.alpha),
-            min_duration: spec.min_duration.unwrap_or(d.min_duration),
-            max_duration: spec.max_duration.unwrap_or(d.max_duration),
-            min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
-            slo_go: d.slo_go,
-            design: spec.judge_design(),
-        };
-        if settings.min_duration >= settings.max_duration {
-            problems.push("analysis.min_duration: must be shorter than max_duration".into());
-        }
-        let mut triggers = Vec::new();
-        for (i, t) in spec.rollback.iter().enumerate() {
-            let idx = names.iter().position(|n| *n == t.check);
-            let check = idx.and_then(|i| specs.get(i)).map(|c| c.as_ref());
-            let p = t.problems(&format!("analysis.rollback[{i}]"), check);
-            if p.is_empty() {
-                if let Some(idx) = idx {
-                    triggers.push((t.clone(), idx));
-                }
-            }
-            problems.extend(p);
-        }
-        if !problems.is_empty() {
-            return Err(CreateError::Invalid(problems.join("; ")));
-        }
+        let Validated {
+            names,
+            specs,
+            settings,
+            triggers,
+        } = validate(&spec, &self.catalog, &self.defaults, "analysis")
+            .map_err(|p| CreateError::Invalid(p.join("; ")))?;
         if self.analyses.contains_key(&spec.name) {
             return Err(CreateError::Exists(spec.name));
         }
@@ -821,6 +889,7 @@ impl Engine {
                 triggers,
                 cumulative,
                 kept: Kept::default(),
+                unmatched_since: None,
             },
         );
         Ok(view)
@@ -1030,6 +1099,7 @@ impl Engine {
                     .unwrap_or(self.defaults.min_fresh_targets),
             },
             blocked_by: None,
+            hold: None,
         }
     }
 
@@ -1062,12 +1132,25 @@ impl Engine {
         let mut routing_changed = false;
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {
-            let quality = {
+            let (quality, unmatched) = {
                 let slot = &self.analyses[&id];
                 if slot.analysis.verdict.is_final() {
                     continue;
                 }
-                self.quality(slot)
+                let mut quality = self.quality(slot);
+                let unmatched = if self.direct {
+                    unmatched(slot, &targets)
+                } else {
+                    None
+                };
+                quality.hold = unmatched.clone().or_else(|| {
+                    if self.defaults.allow_go_without_istiod_skew_check {
+                        None
+                    } else {
+                        skew_hold(&skew, &targets, &slot.baseline, &slot.canary)
+                    }
+                });
+                (quality, unmatched)
             };
             let slot = self.analyses.get_mut(&id).expect("present");
             let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
@@ -1097,10 +1180,26 @@ impl Engine {
                     crate::istio::trigger::evaluate(t, &slot.specs[*i], &slot.cumulative[*i])
                 })
                 .or_else(|| skew_reason(&skew, &targets, &slot.baseline, &slot.canary));
-            let v = match fired {
+            let mut v = match fired {
                 Some(reason) => slot.analysis.trip(reason),
                 None => v,
             };
+            // A selector that matches no target past the grace period: INCONCLUSIVE, saying so
+            // (no data can come, and PENDING for max_duration would say nothing new).
+            match unmatched {
+                Some(block) => {
+                    let since = *slot.unmatched_since.get_or_insert(now);
+                    let grace = self.defaults.no_target_grace;
+                    if v == Verdict::Pending && now.saturating_duration_since(since) >= grace {
+                        v = slot.analysis.abandon(format!(
+                            "{} for {} (judge.no_target_grace)",
+                            block.message,
+                            humantime::format_duration(grace)
+                        ));
+                    }
+                }
+                None => slot.unmatched_since = None,
+            }
             for c in &mut slot.pending {
                 for side in c.iter_mut() {
                     side.iter_mut().for_each(|x| *x = 0.0);
@@ -1284,6 +1383,103 @@ fn skew_reason(
         .map(|p| p.message.as_str())
         .collect();
     (!msgs.is_empty()).then(|| format!("version skew guard: {}", msgs.join("; ")))
+}
+
+/// The no-target rule: a cohort whose selector no target of the set may match, and that has had
+/// no data, as the hold that says so. The canary of a before/after analysis is left alone: it is
+/// empty until the first namespace moves.
+fn unmatched(slot: &Slot, targets: &TargetSet) -> Option<QualityBlock> {
+    let concurrent = slot.view.spec.design == crate::config::DesignName::Concurrent;
+    let sides = [
+        (Side::Baseline, &slot.baseline, "baseline", true),
+        (Side::Canary, &slot.canary, "canary", concurrent),
+    ];
+    for (side, sel, name, judged) in sides {
+        if !judged
+            || !slot.members[side.index()].is_empty()
+            || targets.iter().any(|t| sel.may_match(|n| t.label(n)))
+        {
+            continue;
+        }
+        // What the targets have instead, for the labels the selector names.
+        let mut labels: Vec<&str> = sel.matchers().iter().map(|m| m.name.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let seen: Vec<String> = labels
+            .iter()
+            .filter_map(|l| {
+                let mut values: Vec<&str> = targets.iter().filter_map(|t| t.label(l)).collect();
+                values.sort_unstable();
+                values.dedup();
+                (!values.is_empty()).then(|| {
+                    let more = values.len().saturating_sub(8);
+                    values.truncate(8);
+                    format!(
+                        "{l}: {}{}",
+                        values.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+            })
+            .collect();
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!("; the targets have {}", seen.join("; "))
+        };
+        return Some(QualityBlock {
+            threshold: "no_matching_target".into(),
+            cohort: name.into(),
+            value: 0.0,
+            limit: 1.0,
+            message: format!(
+                "no scraped target matches the {name} selector {sel} ({} targets known{seen})",
+                targets.len()
+            ),
+        });
+    }
+    None
+}
+
+/// The version skew guard's hold on GO for an analysis: it cannot judge a revision that the
+/// proxies its cohorts may select use, because no istiod of that revision is observed.
+fn skew_hold(
+    skew: &crate::istio::SkewReport,
+    targets: &TargetSet,
+    baseline: &Selector,
+    canary: &Selector,
+) -> Option<QualityBlock> {
+    let selects = |sel: &Selector, url: &str| {
+        targets
+            .iter()
+            .any(|t| t.url == url && sel.may_match(|n| t.label(n)))
+    };
+    skew.problems
+        .iter()
+        .filter(|p| p.holds_go)
+        .find_map(|p| {
+            let cohort = if p.targets.iter().any(|u| selects(canary, u)) {
+                "canary"
+            } else if p.targets.iter().any(|u| selects(baseline, u)) {
+                "baseline"
+            } else {
+                return None;
+            };
+            Some(QualityBlock {
+                threshold: "skew_guard".into(),
+                cohort: cohort.into(),
+                value: 0.0,
+                limit: 0.0,
+                message: format!(
+                    "version skew guard cannot judge revision {} of the {cohort} cohort: {}; GO is held until an istiod of revision {} is scraped ([judge] allow_go_without_istiod_skew_check = true accepts the risk)",
+                    p.revision, p.message, p.revision
+                ),
+            })
+        })
 }
 
 /// A stable numeric id for routing, derived from the analysis' creation generation.

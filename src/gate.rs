@@ -296,8 +296,11 @@ async fn create(
     canary: &str,
     created: &mut bool,
 ) -> Step {
-    let mut body =
-        json!({"name": o.name, "baseline": baseline, "canary": canary, "checks": o.checks});
+    let mut body = json!({"name": o.name, "baseline": baseline, "canary": canary});
+    // No --check: the field is left out, which means the default set ("checks": [] is a 422).
+    if !o.checks.is_empty() {
+        body["checks"] = json!(o.checks);
+    }
     if let Some(a) = o.alpha {
         body["alpha"] = json!(a);
     }

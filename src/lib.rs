@@ -15,6 +15,7 @@
 //! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
 //! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
 //! - [`api`]: the HTTP API (axum).
+//! - `server`: the API's connections: TLS handshakes, HTTP/1.1, timeouts and connection caps.
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
 //! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
 //! - [`gate`]: the `meshgate gate` client for upgrade scripts.
@@ -42,6 +43,7 @@ pub mod integrations;
 pub mod istio;
 pub mod promsource;
 pub mod scrape;
+mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

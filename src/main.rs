@@ -293,14 +293,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
-    let mut problems = Vec::new();
-    for (i, a) in cfg.analyses.iter().enumerate() {
-        for c in &a.checks {
-            if catalog.get(c).is_none() {
-                problems.push(format!("analyses[{i}].checks: unknown check {c:?}"));
-            }
-        }
-    }
+    let problems = meshgate::daemon::config_problems(&cfg, &catalog);
     // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
     let mut out = String::new();
     let mut file_targets = 0;
@@ -316,10 +309,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
     }
     if !problems.is_empty() {
-        eprintln!("{} problem(s) in {}:", problems.len(), file.display());
-        for p in problems {
-            eprintln!("  - {p}");
-        }
+        print_problems(file, &problems);
         return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
     let _ = writeln!(out, "{} is valid. It would run:", file.display());
@@ -367,6 +357,14 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The problems `check-config` and `serve` refuse a config file for, in one format.
+fn print_problems(file: &std::path::Path, problems: &[String]) {
+    eprintln!("{} problem(s) in {}:", problems.len(), file.display());
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
 fn print_ignoring_closed_pipe(text: &str) {
     use std::io::Write;
@@ -410,6 +408,12 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
         }
     };
+    // What check-config rejects, serve refuses too (exit 64), with the same message.
+    let problems = meshgate::daemon::config_problems(&cfg, &catalog);
+    if !problems.is_empty() {
+        print_problems(path, &problems);
+        return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+    }
     if let Err(e) = meshgate::auth::Auth::from_config(&cfg.auth) {
         eprintln!("{e}");
         return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));

@@ -4,11 +4,10 @@
 //! The server side loads a PEM certificate chain and key (and optionally a client CA, which then
 //! requires every client to present a certificate it signed). A poller re-reads the files when
 //! their modification time or size changes; a new pair that does not load or does not match keeps
-//! the old one in service and logs the error with the file name. Handshakes run in their own tasks
-//! (bounded in time and number), so a slow or silent client never holds up the accept loop.
+//! the old one in service and logs the error with the file name. The handshakes themselves run in
+//! `server.rs`, one task per connection, bounded in time (`server.handshake_timeout`).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -16,18 +15,10 @@ use std::time::{Duration, SystemTime};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::ConfigProblem;
-
-/// Longest a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
 
 /// Why a certificate, key or CA file cannot be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +172,8 @@ impl ServerTls {
         })
     }
 
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    /// An acceptor with the configuration in force (the connections of `server.rs` take one each).
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current.read().expect("tls lock").clone())
     }
 
@@ -219,77 +211,6 @@ impl ServerTls {
                 ),
             }
         }
-    }
-
-    /// Accept TCP connections on `listener` and hand out finished TLS streams, for `axum::serve`.
-    pub fn listen(
-        &self,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) -> io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(64);
-        let tls = self.clone();
-        tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-            loop {
-                let permit = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tx.closed() => return,
-                    p = permits.clone().acquire_owned() => p.expect("semaphore open"),
-                };
-                let (tcp, peer) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tx.closed() => return,
-                    r = listener.accept() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            warn!(error = %e, "API accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = tls.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            let _ = tx.send((s, peer)).await;
-                        }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "API TLS handshake failed"),
-                        Err(_) => debug!(%peer, "API TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-/// Finished TLS connections, as an `axum::serve` listener.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop only ends on shutdown; by then axum stops calling accept.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

@@ -8,12 +8,22 @@
 //! after `consecutiveErrorLimit` in a row, which the template sets above the analysis' maximum
 //! duration. PENDING therefore neither promotes, nor pauses, nor aborts the Rollout, and the
 //! first final verdict ends the metric at once (count 1).
+//!
+//! A definition meshgate cannot run (a bad selector, an unknown check, a malformed body, a name
+//! taken by another definition) is a configuration error that waiting cannot fix. webmetric.go
+//! makes every non-2xx answer an Error measurement, retried every 10 s until
+//! `consecutiveErrorLimit`: with the shipped template, 400 tries, over an hour before the Rollout
+//! aborts. So these are answered 200 with `"decision": "INVALID"` and the error, which the
+//! template's `failureCondition` (`result != "GO"`) makes a Failed measurement at once. Only
+//! answers the daemon truly cannot give now (503, 429) stay non-2xx Errors.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::api::ApiError;
 use crate::config::AnalysisConfig;
@@ -82,28 +92,62 @@ impl Measurement {
     }
 }
 
-async fn measure(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Measurement>, ApiError> {
+/// The decision of a definition that cannot run (see the module documentation).
+pub const INVALID: &str = "INVALID";
+
+async fn measure(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+    match measure_definition(&s, &id, &body).await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => match &e {
+            ApiError::BadJson(_)
+            | ApiError::Invalid(_)
+            | ApiError::Missing(_)
+            | ApiError::NotFound(_)
+            | ApiError::Conflict(_) => {
+                let code = match &e {
+                    ApiError::BadJson(_) => "bad_json",
+                    ApiError::Conflict(_) => "exists",
+                    ApiError::Missing(_) | ApiError::NotFound(_) => "not_found",
+                    _ => "invalid_analysis",
+                };
+                let message = e.to_string();
+                Json(json!({
+                    "id": id,
+                    "verdict": INVALID,
+                    "decided": true,
+                    "decision": INVALID,
+                    "reason": format!("the analysis definition cannot run: {message}"),
+                    "error": {"code": code, "message": message},
+                }))
+                .into_response()
+            }
+            _ => e.into_response(),
+        },
+    }
+}
+
+async fn measure_definition(s: &Shared, id: &str, body: &[u8]) -> Result<Measurement, ApiError> {
+    let id = id.to_owned();
     let existing = s.get(&id);
     let req: MeasureRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         MeasureRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        serde_json::from_slice(body).map_err(|e| {
             ApiError::BadJson(format!(
                 "argo measurement body: {e} (fields: baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"
             ))
         })?
     };
+    if let Some(e) = crate::api::empty_checks(body, "jsonBody.") {
+        return Err(e);
+    }
     let (Some(baseline), Some(canary)) = (req.baseline, req.canary) else {
         // No definition in the body: follow the analysis of that name.
         if let Some(v) = existing {
-            return Ok(Json(Measurement::of(&v)));
+            return Ok(Measurement::of(&v));
         }
-        return Err(ApiError::NotFound(format!(
-            "{id} (and the body has no baseline and canary to create it)"
+        return Err(ApiError::Missing(format!(
+            "no analysis named {id:?}, and the body has no baseline and canary to create it (the AnalysisTemplate needs a jsonBody)"
         )));
     };
     let spec = AnalysisConfig {
@@ -121,19 +165,19 @@ async fn measure(
         // The next measurement of the same run: its analysis. Another definition (a retried
         // rollout with a new canary) must not get the old decision.
         if v.spec == spec {
-            return Ok(Json(Measurement::of(&v)));
+            return Ok(Measurement::of(&v));
         }
         return Err(ApiError::Conflict(crate::api::conflict_message(
             &v.spec, &spec,
         )));
     }
     match s.create(spec.clone()).await {
-        Ok(v) => Ok(Json(Measurement::of(&v))),
+        Ok(v) => Ok(Measurement::of(&v)),
         // Two measurements racing to create, or the next measurement of the same run: the
         // analysis of this definition. Another definition under the name (a retried rollout with
-        // a new canary) must not get the old decision: 409, an Error measurement for Argo.
+        // a new canary) must not get the old decision: INVALID, a Failed measurement for Argo.
         Err(CreateError::Exists(_)) => match s.get(&id) {
-            Some(v) if v.spec == spec => Ok(Json(Measurement::of(&v))),
+            Some(v) if v.spec == spec => Ok(Measurement::of(&v)),
             Some(v) => Err(ApiError::Conflict(crate::api::conflict_message(
                 &v.spec, &spec,
             ))),

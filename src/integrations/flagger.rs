@@ -223,8 +223,11 @@ async fn hook(
 ) -> Response {
     let Some(g) = Gate::parse(&gate) else {
         let names: Vec<&str> = Gate::ALL.iter().map(|(n, _)| *n).collect();
-        return ApiError::NotFound(format!("flagger gate {gate} (known: {})", names.join(", ")))
-            .into_response();
+        return ApiError::Missing(format!(
+            "no flagger gate {gate:?} (known: {})",
+            names.join(", ")
+        ))
+        .into_response();
     };
     let p: Payload = match serde_json::from_slice(&body) {
         Ok(p) => p,

@@ -122,8 +122,8 @@ async fn start(
     } else if s.catalog.get(&config).is_some() {
         vec![config.clone()]
     } else {
-        return Err(ApiError::NotFound(format!(
-            "canary config {config} (known: {ALL_CHECKS}, {})",
+        return Err(ApiError::Missing(format!(
+            "no canary config {config:?} (known: {ALL_CHECKS}, {})",
             s.catalog.names().join(", ")
         )));
     };

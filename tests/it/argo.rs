@@ -516,8 +516,14 @@ fn the_expression_subset_behaves_like_expr_lang() {
     assert_eq!(evaluate_result(&json!("NO-GO"), s, f), Phase::Failed);
     assert_eq!(evaluate_result(&json!("INCONCLUSIVE"), s, f), Phase::Failed);
     assert_eq!(
+        evaluate_result(&json!("INVALID"), s, f),
+        Phase::Failed,
+        "a definition that cannot run fails the measurement at once"
+    );
+    assert_eq!(
         evaluate_result(&json!("SOMETHING"), s, f),
-        Phase::Inconclusive
+        Phase::Failed,
+        "any decision but GO fails; none pauses the Rollout"
     );
     assert_eq!(
         jsonpath_first("{$.decision}", &json!({"verdict": "PENDING"})).unwrap_err(),
@@ -626,25 +632,58 @@ async fn unreachable_slow_and_failing_daemons_are_errors_that_end_in_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_body_is_a_non_2xx_error_with_the_reason() {
+async fn invalid_body_fails_the_metric_at_once_with_the_reason() {
     let l = lab("").await;
-    let mut m = metric(&args(&l.base, "argo-invalid", GOOD));
-    lab_body(&mut m, GOOD, json!({"checks": ["no-such-check"]}));
-    let r = reqwest::Client::new()
-        .post(&m.url)
-        .json(m.json_body.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no-such-check"),
-        "{body}"
-    );
-    assert_eq!(measure(&m, &reqwest::Client::new()).await.0, Phase::Error);
+    // An unknown check, a bad selector, a malformed body (unknown field), an empty check list:
+    // each a configuration error that no retry fixes.
+    let cases = [
+        (
+            "argo-invalid-check",
+            json!({"checks": ["no-such-check"]}),
+            "no-such-check",
+        ),
+        (
+            "argo-invalid-selector",
+            json!({"canary": "{revision=\"1-25-0\""}),
+            "canary",
+        ),
+        (
+            "argo-invalid-field",
+            json!({"min_durationn": "4s"}),
+            "min_durationn",
+        ),
+        (
+            "argo-invalid-empty",
+            json!({"checks": []}),
+            "jsonBody.checks",
+        ),
+    ];
+    for (name, extra, names) in cases {
+        let mut m = metric(&args(&l.base, name, GOOD));
+        lab_body(&mut m, GOOD, extra);
+        let r = reqwest::Client::new()
+            .post(&m.url)
+            .json(m.json_body.as_ref().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["decision"], "INVALID", "{name}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(names), "{name}: {body}");
+        assert!(body["reason"].as_str().unwrap().contains(names), "{body}");
+        // Argo's side: the first measurement is Failed and the metric is Failed with it, not
+        // 400 Errors ten seconds apart.
+        let (p, seen) = run_metric(&m, Duration::from_millis(1), Duration::from_secs(10)).await;
+        assert_eq!(p, Phase::Failed, "{name}: {seen:?}");
+        assert_eq!(seen.len(), 1, "{name}: {seen:?}");
+        assert_eq!(seen[0], (Phase::Failed, "\"INVALID\"".to_owned()));
+        // And nothing was created under the name.
+        let r = reqwest::get(format!("{}/v1/analyses/{name}", l.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{name}");
+    }
     l.shutdown().await;
 }

@@ -85,7 +85,8 @@ async fn a_taken_name_is_a_409_that_says_what_differs_and_the_same_definition_is
     );
 
     // Argo's measurement route: the same body is the same analysis; another body under the same
-    // name gets a 409 (an Error measurement), never the old decision.
+    // name is a definition that cannot run: 200 with decision INVALID (a Failed measurement, at
+    // once), never the old decision.
     let argo = |revs: (&str, &str)| {
         let (b, cn) = selectors(revs);
         c.post(format!("{}/argo/v1/analyses/roll-7", l.base))
@@ -97,12 +98,13 @@ async fn a_taken_name_is_a_409_that_says_what_differs_and_the_same_definition_is
     let r = argo(BAD).await.unwrap();
     assert_eq!(r.status(), 200, "the next measurement of the same run");
     let r = argo(GOOD).await.unwrap();
-    assert_eq!(r.status(), 409);
+    assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert!(
-        body.get("verdict").is_none(),
-        "no decision in a conflict: {body}"
+    assert_eq!(
+        body["decision"], "INVALID",
+        "no old decision in a conflict: {body}"
     );
+    assert_eq!(body["error"]["code"], "exists", "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("canary: existing") && msg.contains(GOOD.1),

@@ -8,6 +8,7 @@ mod argo;
 mod auth;
 mod deploy;
 mod e2e;
+mod edges;
 mod faults;
 mod fuzz_regressions;
 mod gate;

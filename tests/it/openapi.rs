@@ -97,6 +97,20 @@ fn validate(d: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String
         let name = r.rsplit('/').next().unwrap();
         return validate(d, &d["components"]["schemas"][name], v, at);
     }
+    if let Some(alts) = schema["oneOf"].as_array() {
+        let errors: Vec<String> = alts
+            .iter()
+            .filter_map(|s| validate(d, s, v, at).err())
+            .collect();
+        return match alts.len() - errors.len() {
+            1 => Ok(()),
+            0 => Err(format!(
+                "{at}: matches no oneOf alternative: {}",
+                errors.join(" | ")
+            )),
+            n => Err(format!("{at}: matches {n} oneOf alternatives, not one")),
+        };
+    }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
             Value::String(s) => vec![s.as_str()],
@@ -190,6 +204,15 @@ fn the_validator_rejects_what_it_should() {
         ""
     )
     .is_err());
+    // The Argo answer is one of a measurement and an INVALID definition, never neither.
+    let argo = &d["paths"]["/argo/v1/analyses/{id}"]["post"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    let invalid = json!({"id": "a", "verdict": "INVALID", "decided": true, "decision": "INVALID",
+        "reason": "r", "error": {"code": "invalid_analysis", "message": "m"}});
+    assert!(validate(&d, argo, &invalid, "").is_ok());
+    let mut half = invalid.clone();
+    half["decision"] = json!("GO");
+    assert!(validate(&d, argo, &half, "").is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

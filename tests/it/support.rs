@@ -24,7 +24,13 @@ pub struct Lab {
     _meshes: Vec<SimMesh>,
 }
 
-async fn mesh(seed: u64, revs: (&str, &str), fault: Fault, stop: &CancellationToken) -> SimMesh {
+/// A simulated mesh: two pods per revision and one istiod each, 0.1% 5xx, `fault` on the canary.
+pub async fn mesh(
+    seed: u64,
+    revs: (&str, &str),
+    fault: Fault,
+    stop: &CancellationToken,
+) -> SimMesh {
     let mut sim = SimConfig {
         rps_per_pod: 2000.0,
         error_rate: 0.001,
@@ -153,4 +159,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A daemon with `cfg` on 127.0.0.1:0, and the token that stops it.
+pub async fn daemon(cfg: Config) -> (meshgate::daemon::Running, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
+        .await
+        .unwrap();
+    (running, stop)
+}
+
+/// The verdicts an analysis went through (each change once) until it is final or `limit`
+/// passes, and its last verdict document.
+pub async fn follow_verdicts(base: &str, id: &str, limit: Duration) -> (Vec<String>, Value) {
+    let c = reqwest::Client::new();
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let v: Value = c
+            .get(format!("{base}/v1/analyses/{id}/verdict"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let verdict = v["verdict"].as_str().unwrap().to_owned();
+        if seen.last() != Some(&verdict) {
+            seen.push(verdict);
+        }
+        if v["decided"] == true || t.elapsed() > limit {
+            return (seen, v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

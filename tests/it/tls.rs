@@ -13,13 +13,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// A CA that signs leaf certificates.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -32,7 +32,7 @@ impl Ca {
     }
 
     /// A leaf for 127.0.0.1 and localhost: (certificate PEM, key PEM, certificate DER).
-    fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+    pub(crate) fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -42,7 +42,7 @@ impl Ca {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     // Write then rename, as certificate managers do, so the poller never reads half a file.
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -51,7 +51,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-async fn start(cfg: Config) -> meshgate::daemon::Running {
+pub(crate) async fn start(cfg: Config) -> meshgate::daemon::Running {
     let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn start(cfg: Config) -> meshgate::daemon::Running {
         .unwrap()
 }
 
-fn client(ca_pem: &str) -> reqwest::Client {
+pub(crate) fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .tls_info(true)
@@ -82,7 +82,7 @@ async fn served(c: &reqwest::Client, url: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn tls_config(cert: &Path, key: &Path, extra: &str) -> Config {
+pub(crate) fn tls_config(cert: &Path, key: &Path, extra: &str) -> Config {
     Config::from_toml(
         &format!(
             "[server]\ntls_cert = {:?}\ntls_key = {:?}\ntls_reload_interval = \"100ms\"\n{extra}",

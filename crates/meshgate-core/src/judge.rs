@@ -19,4 +19,7 @@ pub use analysis::{
     StratumEvidence, StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
-pub use check::{Catalog, CheckInfo, CheckKind, CheckSpec, DispersionMode, RECENT_WINDOW};
+pub use check::{
+    admitted_roles, Catalog, CheckInfo, CheckKind, CheckSpec, Component, DispersionMode,
+    RECENT_WINDOW,
+};

@@ -496,6 +496,7 @@ impl Shipped {
             overlapping_series: self.overlaps,
             thresholds: self.thresholds.clone(),
             blocked_by: None,
+            hold: None,
         }
     }
 

@@ -124,8 +124,13 @@ pub struct SkewProblem {
     pub cluster: String,
     /// Revision concerned.
     pub revision: String,
-    /// Whether it makes the verdict NO-GO (else it is a note that keeps it PENDING).
+    /// Whether it makes the verdict NO-GO.
     pub blocking: bool,
+    /// Whether it holds GO (PENDING, INCONCLUSIVE at `max_duration`) for the analyses whose
+    /// cohorts it concerns: the guard cannot judge a revision the proxies use because no istiod
+    /// of it is observed. `[judge] allow_go_without_istiod_skew_check` lifts the hold.
+    #[serde(default)]
+    pub holds_go: bool,
     /// Explanation.
     pub message: String,
     /// Targets concerned (proxies, or the istiod).
@@ -215,6 +220,7 @@ pub fn report_known(
             cluster: String::new(),
             revision: String::new(),
             blocking: false,
+            holds_go: false,
             message: format!(
                 "{} proxy targets have no istio_build{{component=\"proxy\"}} on their page: their version is unknown",
                 unknown.len()
@@ -260,6 +266,7 @@ pub fn report_known(
                 cluster,
                 revision: rev,
                 blocking: false,
+                holds_go: false,
                 message: format!("istiod {} has no istio_build{{component=\"pilot\"}} and no version label: its version is unknown", i.url),
                 targets: vec![i.url.clone()],
             });
@@ -272,6 +279,7 @@ pub fn report_known(
                     cluster,
                     revision: rev,
                     blocking: true,
+                    holds_go: false,
                     message: format!("istiod {}: cannot parse its version: {e}", i.url),
                     targets: vec![i.url.clone()],
                 });
@@ -294,6 +302,7 @@ pub fn report_known(
                     cluster: cluster.clone(),
                     revision: rev.clone(),
                     blocking: true,
+                    holds_go: false,
                     message: format!(
                         "istiod {} of revision {rev} reports {n} connected proxies of version {v} (pilot_xds): {m}",
                         i.pod_or_url()
@@ -321,15 +330,17 @@ pub fn report_known(
         *rv.proxies.entry(tag.clone()).or_default() += members.len();
         let targets: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
         let cp = rv.control_plane_cluster.clone();
-        let mut push = |blocking: bool, message: String| {
+        let mut push_held = |blocking: bool, holds_go: bool, message: String| {
             problems.push(SkewProblem {
                 cluster: cluster.clone(),
                 revision: rev.clone(),
                 blocking,
+                holds_go,
                 message,
                 targets: targets.clone(),
             })
         };
+        let mut push = |blocking: bool, message: String| push_held(blocking, false, message);
         let pv = match Version::parse(&tag) {
             Ok(v) => v,
             Err(e) => {
@@ -348,9 +359,10 @@ pub fn report_known(
             let discovered =
                 discovered_istiods.is_some_and(|d| d.iter().any(|(c, r)| *c == cp && *r == rev));
             if discovered {
-                push(
+                push_held(
                     false,
-                    format!("the istiod of revision {rev} in cluster {cp} is discovered but not scraped yet"),
+                    true,
+                    format!("the istiod of revision {rev} in cluster {cp} is discovered but not scraped yet: the proxies of revision {rev} ({pv}) cannot be judged"),
                 );
             } else if cp != cluster {
                 push(
@@ -369,9 +381,10 @@ pub fn report_known(
                     ),
                 );
             } else {
-                push(
+                push_held(
                     false,
-                    format!("no istiod observed in cluster {cp}: cannot judge the proxies of revision {rev}"),
+                    true,
+                    format!("no istiod observed in cluster {cp}: cannot judge the {} proxies of revision {rev} ({pv}) against their control plane", members.len()),
                 );
             }
             continue;

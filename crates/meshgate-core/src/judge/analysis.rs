@@ -125,6 +125,10 @@ pub struct DataQuality {
     /// The threshold that blocks a GO at this tick, if any (set by [`Analysis::tick`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<QualityBlock>,
+    /// A hold on GO found outside the counts (no target matches a selector; the version skew
+    /// guard cannot judge the revisions the cohorts run): blocks GO before any threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<QualityBlock>,
 }
 
 /// How much missing data a cohort may have with a GO still possible.
@@ -164,6 +168,9 @@ pub struct QualityBlock {
 impl DataQuality {
     /// The first threshold the data fails, baseline before canary.
     pub fn block(&self) -> Option<QualityBlock> {
+        if let Some(h) = &self.hold {
+            return Some(h.clone());
+        }
         let t = &self.thresholds;
         for (name, q) in [("baseline", &self.baseline), ("canary", &self.canary)] {
             if q.quarantined > 0 {
@@ -1066,6 +1073,15 @@ impl Analysis {
             return self.verdict;
         }
         self.decide(Verdict::NoGo, reason)
+    }
+
+    /// End INCONCLUSIVE now, with `reason` (a condition that no more data can fix, such as a
+    /// selector that matches no target past its grace period). A final verdict stays.
+    pub fn abandon(&mut self, reason: String) -> Verdict {
+        if self.verdict.is_final() {
+            return self.verdict;
+        }
+        self.decide(Verdict::Inconclusive, reason)
     }
 
     fn decide(&mut self, v: Verdict, reason: String) -> Verdict {

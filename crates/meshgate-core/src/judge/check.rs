@@ -220,9 +220,106 @@ fn default_weight() -> f64 {
     1.0
 }
 
+/// Which kind of target exports the families a check reads: Istio's sidecars (`istio_*`,
+/// `envoy_*`) or istiod (`pilot_*`, `citadel_*`, `galley_*`). Targets say which they are with
+/// their `role` label (`proxy` or `istiod`), which cohort selectors use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// The data plane: sidecars (and gateways), `role="proxy"`.
+    Proxy,
+    /// The control plane: istiod, `role="istiod"`.
+    Istiod,
+}
+
+impl Component {
+    /// The `role` target label of the targets that export it.
+    pub fn role(self) -> &'static str {
+        match self {
+            Component::Proxy => "proxy",
+            Component::Istiod => "istiod",
+        }
+    }
+
+    /// What the families are, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Component::Proxy => "data-plane (sidecar)",
+            Component::Istiod => "control-plane (istiod)",
+        }
+    }
+
+    fn of_family(family: &str) -> Option<Component> {
+        const PROXY: [&str; 2] = ["istio_", "envoy_"];
+        const ISTIOD: [&str; 3] = ["pilot_", "citadel_", "galley_"];
+        if PROXY.iter().any(|p| family.starts_with(p)) {
+            Some(Component::Proxy)
+        } else if ISTIOD.iter().any(|p| family.starts_with(p)) {
+            Some(Component::Istiod)
+        } else {
+            None
+        }
+    }
+}
+
+/// The roles (`proxy`, `istiod`) a cohort selector admits through its `role` matchers; `None`
+/// when it has no `role` matcher (it may select targets of any role, or targets without one).
+pub fn admitted_roles(sel: &Selector) -> Option<Vec<&'static str>> {
+    let role: Vec<_> = sel.matchers().iter().filter(|m| m.name == "role").collect();
+    if role.is_empty() {
+        return None;
+    }
+    Some(
+        ["proxy", "istiod"]
+            .into_iter()
+            .filter(|r| role.iter().all(|m| m.matches(Some(r))))
+            .collect(),
+    )
+}
+
 // === impl CheckSpec ===
 
 impl CheckSpec {
+    /// The kind of target that exports every family this check reads; `None` for families of
+    /// neither (an application's own metrics) or a mix.
+    pub fn component(&self) -> Option<Component> {
+        let mut all = self
+            .families()
+            .into_iter()
+            .map(|f| Component::of_family(&f));
+        let first = all.next().flatten()?;
+        all.all(|c| c == Some(first)).then_some(first)
+    }
+
+    /// Why this check cannot read anything through a cohort selected by `sel` (`cohort` names
+    /// it: `baseline`, `canary`): its families come from targets of one role and the selector's
+    /// `role` matcher excludes that role. Such an analysis would only ever say "no data".
+    pub fn cohort_mismatch(&self, cohort: &str, sel: &Selector) -> Option<String> {
+        let c = self.component()?;
+        let roles = admitted_roles(sel)?;
+        if roles.contains(&c.role()) {
+            return None;
+        }
+        let selects = match roles.as_slice() {
+            [] => "no role=\"proxy\" or role=\"istiod\" target".to_owned(),
+            r => format!(
+                "only {} targets",
+                r.iter()
+                    .map(|r| format!("role=\"{r}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut families = self.families();
+        families.dedup();
+        Some(format!(
+            "check {:?} reads {}, {} metrics exported by role=\"{}\" targets, but the {cohort} selector {sel} selects {selects}",
+            self.name,
+            families.join(" and "),
+            c.describe(),
+            c.role()
+        ))
+    }
+
     /// Parse and validate one check file's text; `source` names it in errors.
     pub fn from_toml(text: &str, source: &str) -> Result<CheckSpec, Vec<ConfigProblem>> {
         let file: CheckFile = toml_from_str(text)
@@ -676,6 +773,36 @@ impl From<&CheckSpec> for CheckInfo {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn checks_know_which_role_exports_their_families_and_refuse_other_cohorts() {
+        let c = Catalog::builtin();
+        let push = c.get("istiod-push-errors").unwrap();
+        let errors = c.get("error-rate").unwrap();
+        assert_eq!(push.component(), Some(Component::Istiod));
+        assert_eq!(errors.component(), Some(Component::Proxy));
+        let proxies = Selector::parse(r#"{role="proxy", revision="1-25-0"}"#).unwrap();
+        let istiods = Selector::parse(r#"{role=~"istiod", revision="1-25-0"}"#).unwrap();
+        let either = Selector::parse(r#"{role=~"proxy|istiod"}"#).unwrap();
+        let unknown = Selector::parse(r#"{revision="1-25-0"}"#).unwrap();
+        let m = push.cohort_mismatch("canary", &proxies).unwrap();
+        assert!(
+            m.contains("reads pilot_xds_pushes, control-plane (istiod)")
+                && m.contains("selects only role=\"proxy\" targets"),
+            "{m}"
+        );
+        assert!(errors.cohort_mismatch("baseline", &istiods).is_some());
+        for ok in [&either, &unknown] {
+            assert_eq!(push.cohort_mismatch("canary", ok), None);
+            assert_eq!(errors.cohort_mismatch("canary", ok), None);
+        }
+        assert_eq!(push.cohort_mismatch("canary", &istiods), None);
+        let none = Selector::parse(r#"{role="gateway"}"#).unwrap();
+        assert!(errors
+            .cohort_mismatch("canary", &none)
+            .unwrap()
+            .contains("no role=\"proxy\" or role=\"istiod\" target"));
+    }
 
     #[test]
     fn builtin_pack_loads() {
