@@ -7,14 +7,18 @@
 //! API read after the tick builds it, and as every deciding tick does;
 //! `tick/decision` is the e-process part alone (observe, NO-GO rule on the mean e-value, GO
 //! certificates) with the bracket shortcuts of `mixture`; `tick/decision_exact` the same
-//! decisions from the exact e-values.
+//! decisions from the exact e-values; `tick/full_pods` is `tick/full` with each cohort's deltas
+//! also split among five pods, as the engine passes them, so the tick measures the dispersion
+//! factor (`dispersion = "pods"`, the default) across the pods too.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshgate::judge::mixture::{weighted_e_reaches, RatioEProcess, RatioParams};
-use meshgate::judge::{Analysis, CheckSpec, CohortQuality, DataQuality, Settings, TickInput};
+use meshgate::judge::{
+    Analysis, CheckSpec, CohortQuality, DataQuality, PodGroup, Settings, TickInput,
+};
 
 /// Slot deltas of one tick for a 4-boundary histogram check: 750 requests per cohort, a tail
 /// of 12% above 100 ms, 2% above 250 ms, 0.5% above 500 ms, 0.03% above 1 s.
@@ -28,6 +32,28 @@ fn slots(i: u64) -> [Vec<f64>; 2] {
     };
     let wobble = (i % 7) as f64;
     [side(750.0 + wobble), side(740.0 + 2.0 * wobble)]
+}
+
+/// The tick's deltas split among five pods per cohort, per check (what `PodPending::take` gives).
+fn pods(input: &[[Vec<f64>; 2]]) -> Vec<Vec<PodGroup>> {
+    input
+        .iter()
+        .map(|sides| {
+            sides
+                .iter()
+                .enumerate()
+                .map(|(side, slots)| PodGroup {
+                    side,
+                    pods: (0..5)
+                        .map(|p| {
+                            let share = [0.3, 0.25, 0.2, 0.15, 0.1][p];
+                            slots.iter().map(|v| (v * share).round()).collect()
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn specs() -> Vec<CheckSpec> {
@@ -124,6 +150,25 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(
             || warm.clone(),
             |a| black_box(tick(a)),
+            BatchSize::SmallInput,
+        )
+    });
+    let per_pod = pods(&input);
+    g.bench_function("full_pods", |b| {
+        b.iter_batched_ref(
+            || warm.clone(),
+            |a| {
+                black_box(a.tick(
+                    &specs,
+                    TickInput {
+                        pods: &per_pod,
+                        strata: &[],
+                        slots: &input,
+                        quality: quality(),
+                        elapsed: Duration::from_secs(615),
+                    },
+                ))
+            },
             BatchSize::SmallInput,
         )
     });

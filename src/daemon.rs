@@ -1012,6 +1012,9 @@ impl Engine {
         }
         // Deltas are attributed by analysis id, so a report computed under an older routing
         // generation still lands in the right place; deleted analyses simply drop theirs.
+        // A report's deltas come grouped by analysis: the pod's number and its cohort membership
+        // are looked up once per analysis and side, not once per delta.
+        let mut last: Option<(u64, u32, [bool; 2])> = None;
         for d in &rep.deltas {
             let Some(slot) = self.analyses.values_mut().find(|s| s_id(s) == d.analysis) else {
                 continue;
@@ -1021,11 +1024,19 @@ impl Engine {
             }
             crate::cohort::add_delta(&mut slot.pending, d);
             slot.strata.add(d);
-            let pod = slot.pods.pod_id(&rep.url);
+            let (pod, mut known) = match last {
+                Some((a, pod, known)) if a == d.analysis => (pod, known),
+                _ => (slot.pods.pod_id(&rep.url), [false; 2]),
+            };
             slot.pods.add(pod, d);
-            if !slot.members[d.side.index()].contains(&rep.url) {
-                slot.members[d.side.index()].insert(rep.url.clone());
+            let side = d.side.index();
+            if !known[side] {
+                if !slot.members[side].contains(&rep.url) {
+                    slot.members[side].insert(rep.url.clone());
+                }
+                known[side] = true;
             }
+            last = Some((d.analysis, pod, known));
         }
         if rep.resets > 0 || rep.overlaps > 0 {
             for slot in self.analyses.values_mut() {

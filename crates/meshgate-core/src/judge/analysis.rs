@@ -1499,23 +1499,29 @@ fn robust_test(alpha: f64, c: &CheckSpec) -> Option<RobustEProcess> {
 
 /// The events and exposures per test of one set of slots: `(ea, eb, xa, xb)` per test.
 fn test_counts(spec: &CheckSpec, slots: &[Vec<f64>; 2]) -> Vec<(f64, f64, f64, f64)> {
-    let v = |side: usize, slot: usize| slots[side].get(slot).copied().unwrap_or(0.0).max(0.0);
+    let tests = match &spec.kind {
+        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => 1,
+        CheckKind::HistogramTail { boundaries } => boundaries.len(),
+    };
+    (0..tests)
+        .map(|j| {
+            let (ea, xa) = side_counts(spec, &slots[0], j);
+            let (eb, xb) = side_counts(spec, &slots[1], j);
+            (ea, eb, xa, xb)
+        })
+        .collect()
+}
+
+/// Test `j`'s events and exposure in one cohort's slots.
+fn side_counts(spec: &CheckSpec, slots: &[f64], j: usize) -> (f64, f64) {
+    let v = |slot: usize| slots.get(slot).copied().unwrap_or(0.0).max(0.0);
     match &spec.kind {
-        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => {
-            let (xa, xb) = (v(0, 0), v(1, 0));
-            // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
-            vec![(v(0, 1).min(xa), v(1, 1).min(xb), xa, xb)]
-        }
+        // Clamp: a reset seen on one series and not its sibling must not make events exceed exposure.
+        CheckKind::Ratio { .. } | CheckKind::EventsRatio { .. } => (v(1).min(v(0)), v(0)),
         CheckKind::HistogramTail { boundaries } => {
             let n = boundaries.len();
-            (0..n)
-                .map(|i| {
-                    let (xa, xb) = (v(0, 1 + n + i), v(1, 1 + n + i));
-                    let ea = (xa - v(0, 1 + i)).clamp(0.0, xa);
-                    let eb = (xb - v(1, 1 + i)).clamp(0.0, xb);
-                    (ea, eb, xa, xb)
-                })
-                .collect()
+            let x = v(1 + n + j);
+            ((x - v(1 + j)).clamp(0.0, x), x)
         }
     }
 }
@@ -1710,21 +1716,9 @@ fn learn_dispersion(state: &mut CheckState, spec: &CheckSpec, groups: &[PodGroup
         return;
     }
     for g in groups.iter().filter(|g| g.pods.len() >= 2 && g.side < 2) {
-        let per_pod: Vec<Vec<(f64, f64)>> = g
-            .pods
-            .iter()
-            .map(|slots| {
-                let mut both = [Vec::new(), Vec::new()];
-                both[g.side] = slots.clone();
-                test_counts(spec, &both)
-                    .into_iter()
-                    .map(|(ea, eb, xa, xb)| if g.side == 0 { (ea, xa) } else { (eb, xb) })
-                    .collect()
-            })
-            .collect();
         for (j, t) in state.tests.iter_mut().enumerate() {
             t.dispersion
-                .add(per_pod.iter().filter_map(move |c| c.get(j).copied()));
+                .add(g.pods.iter().map(|slots| side_counts(spec, slots, j)));
         }
     }
 }
