@@ -24,10 +24,17 @@ pub fn parse_and_ingest(page: &str) {
     let mut acc = TargetAccumulator::new([("revision".to_string(), "new".to_string())].into());
     acc.ingest(page, &routing);
     let rep = acc.ingest(page, &routing);
-    for d in &rep.deltas {
-        assert!(d.value >= 0.0 && d.value.is_finite(), "bad delta {d:?}");
-    }
+    check_report(&rep);
     let _ = crate::parse::parse(page, &routing.filter, |_| {});
+    // The truncation signal (issue 13): an OpenMetrics page ends with `# EOF` or is cut short;
+    // the answer never panics, and a page whose last line is `# EOF` is whole in either format.
+    for openmetrics in [false, true] {
+        let end = meshgate_expo::page_end(page, openmetrics);
+        let last = page.trim_end_matches('\n').trim_end_matches('\r');
+        if last.rsplit('\n').next() == Some("# EOF") {
+            assert_eq!(end, meshgate_expo::PageEnd::Whole, "{page:?}");
+        }
+    }
     // Pages separated by NUL bytes: successive scrapes of one target, so values going up,
     // down (resets, dips) and back reach the reset logic; then the same in reverse.
     if page.contains('\0') {
@@ -40,11 +47,29 @@ pub fn parse_and_ingest(page: &str) {
                 page.split('\0').collect()
             };
             for p in pages {
-                for d in &acc.ingest(p, &routing).deltas {
-                    assert!(d.value >= 0.0 && d.value.is_finite(), "bad delta {d:?}");
-                }
+                check_report(&acc.ingest(p, &routing));
             }
         }
+    }
+}
+
+/// What every ingest must give, whatever the page: no negative, non-finite or inexact delta
+/// (the plausibility limits, issue 13), and nothing at all from a quarantined page.
+fn check_report(rep: &crate::cohort::IngestReport) {
+    if let Some(v) = &rep.quarantined {
+        assert!(
+            rep.deltas.is_empty(),
+            "deltas from a quarantined page ({v}): {:?}",
+            rep.deltas
+        );
+        assert!(!v.limit.is_empty() && !v.message.is_empty(), "{v:?}");
+    }
+    for d in &rep.deltas {
+        assert!(d.value >= 0.0 && d.value.is_finite(), "bad delta {d:?}");
+        assert!(
+            d.value <= crate::cohort::EXACT_INTEGER_LIMIT,
+            "a delta beyond 2^53: {d:?}"
+        );
     }
 }
 

@@ -138,6 +138,42 @@ async fn serve_one(srv: Arc<FaultServer>, mut s: TcpStream) {
             }
             let _ = s.write_all(b"0\r\n\r\n").await;
         }
+        // OpenMetrics without its `# EOF`: the format's only truncation signal (issue 13).
+        "/no-eof" => {
+            let body = page(n);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text; version=1.0.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        }
+        // Plausibility limits (issue 13): a u64 wrap on every page, ...
+        "/absurd" => {
+            let body =
+                page(1000 + k).replace(&format!(" {}\n", 1000 + k), " 18446744073709551615\n");
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
+        // ... 10^9 more requests per scrape (1 s) than the page before, far past what a pod
+        // serves (`max_increase_per_second`), ...
+        "/jump" => {
+            let body = format!(
+                "# TYPE istio_requests_total counter\n\
+                 istio_requests_total{{reporter=\"destination\",response_code=\"200\"}} {}\n\
+                 istio_requests_total{{reporter=\"destination\",response_code=\"503\"}} {k}\n",
+                k * 1_000_000_000
+            );
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
+        // ... and a label value longer than `label_value_length_limit` (2,048 bytes).
+        "/long-label" => {
+            let body = format!(
+                "{}istio_requests_total{{reporter=\"destination\",response_code=\"503\",x=\"{}\"}} {k}\n",
+                page(1000 + k),
+                "v".repeat(3000)
+            );
+            respond(&mut s, "200 OK", body.as_bytes()).await
+        }
         "/duplicates" => {
             // Each series twice, the repeat with a value 1000x larger.
             let again = page(n * 1000);
@@ -343,6 +379,7 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
         ("/garbage", "not valid utf-8"),
         ("/garbage-text", "no valid sample"),
         ("/truncated", "truncated"),
+        ("/no-eof", "without a final `# EOF`"),
         ("/oversize", "byte cap"),
         ("/oversize-chunked", "byte cap"),
         ("/nothing-listens", "request failed"),
@@ -373,6 +410,17 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
     t.push(canary_target(furl("/vanishing"), "v1"));
     t.push(canary_target(furl("/vanishing?2"), "v2"));
     daemons.push(daemon_with("vanishing", t, &canary_sel, "60s").await);
+    // Implausible data: the target answers, its pages are quarantined (path, the limit named).
+    let implausible: &[(&str, &str)] = &[
+        ("/absurd", "max_counter_value"),
+        ("/jump", "max_increase_per_second"),
+        ("/long-label", "label_value_length_limit"),
+    ];
+    for (path, _) in implausible {
+        let mut t = healthy.clone();
+        t.push(canary_target(furl(path), path));
+        daemons.push(daemon(path, t, &canary_sel).await);
+    }
 
     let t0 = Instant::now();
     let mut control_go = None;
@@ -479,6 +527,42 @@ async fn fault_matrix_keeps_running_says_why_and_never_goes() {
         reason.contains("stale") || reason.contains("no freshly scraped"),
         "{reason}"
     );
+
+    // Quarantined pages: never GO, the limit named in /v1/targets and in the verdict's reason,
+    // and the canary's data quality counts the target as quarantined.
+    for (i, (path, limit)) in implausible.iter().enumerate() {
+        let d = &daemons[n + 4 + i];
+        assert!(
+            !d.seen.iter().any(|v| v == "GO"),
+            "{path}: GO from implausible data: {:#}",
+            d.last
+        );
+        let h = health_of(d, &d.fault_url).await;
+        eprintln!("{path} health: {h:#}");
+        assert!(
+            d.errors
+                .iter()
+                .any(|e| e.contains("page quarantined") && e.contains(limit)),
+            "{path}: expected the quarantine naming {limit:?} in one of {:?}",
+            d.errors
+        );
+        assert!(
+            h["quarantined_pages"].as_u64().unwrap() >= 2,
+            "{path}: {h:#}"
+        );
+        assert!(
+            h["quarantine"].as_str().is_some_and(|q| q.contains(limit)),
+            "{path}: {h:#}"
+        );
+        assert_eq!(d.last["verdict"], "PENDING", "{path}: {:#}", d.last);
+        assert_eq!(
+            d.last["data_quality"]["canary"]["quarantined"], 1,
+            "{path}: {:#}",
+            d.last
+        );
+        let reason = d.last["reason"].as_str().unwrap();
+        assert!(reason.contains("quarantined"), "{path}: {reason}");
+    }
 
     // Every daemon is still serving.
     for d in &daemons {

@@ -40,6 +40,12 @@ fn piece() -> impl Strategy<Value = String> {
         Just("-Inf".to_string()),
         Just("1e308".to_string()),
         Just("-5".to_string()),
+        // The plausibility limits (issue 13): a u64 wrap, just past 2^53, a page boundary (the
+        // NUL splits successive scrapes), an overlong label value.
+        Just("18446744073709551615".to_string()),
+        Just("9007199254740993".to_string()),
+        Just("\0".to_string()),
+        Just(format!("x=\"{}\"", "v".repeat(2100))),
         Just(" # {trace_id=\"x\"} 1 2".to_string()),
         "[0-9]{1,6}",
         "[ -~]{0,8}",
