@@ -1,7 +1,7 @@
 //! End to end over real sockets: the simulated mesh, the daemon scraping it, the API judging it.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshgate::config::{Config, StaticTarget};
 use meshgate::judge::Catalog;
@@ -55,32 +55,14 @@ async fn setup(seed: u64, fault: Fault, extra_targets: Vec<StaticTarget>) -> Set
 }
 
 async fn follow(base: &str, body: Value, limit: Duration) -> (Vec<String>, Value) {
-    let c = reqwest::Client::new();
-    let r = c
+    let r = reqwest::Client::new()
         .post(format!("{base}/v1/analyses"))
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id = body["name"].as_str().unwrap();
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let v: Value = c
-            .get(format!("{base}/v1/analyses/{id}/verdict"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        seen.push(v["verdict"].as_str().unwrap().to_owned());
-        if v["decided"] == true || start.elapsed() > limit {
-            return (seen, v);
-        }
-    }
+    crate::support::follow_verdicts(base, body["name"].as_str().unwrap(), limit).await
 }
 
 /// Revisions are the simulator's defaults (baseline 1-24-2, canary 1-25-0).

@@ -83,31 +83,16 @@ fn sim(seed: u64) -> SimConfig {
 }
 
 async fn follow(base: &str, body: Value, limit: Duration) -> Value {
-    let c = reqwest::Client::new();
-    let r = c
+    let r = reqwest::Client::new()
         .post(format!("{base}/v1/analyses"))
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id = body["name"].as_str().unwrap();
-    let start = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let v: Value = c
-            .get(format!("{base}/v1/analyses/{id}/verdict"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["decided"] == true {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "undecided after {limit:?}: {v}");
-    }
+    let (_, v) = crate::support::follow_verdicts(base, body["name"].as_str().unwrap(), limit).await;
+    assert_eq!(v["decided"], true, "undecided after {limit:?}: {v}");
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
