@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+pub mod fdlimit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
