@@ -54,10 +54,68 @@ pub struct Row {
     pub delay_p50_s: f64,
     /// Same, p99.
     pub delay_p99_s: f64,
-    /// Prometheus CPU seconds per cycle and peak RSS, MB, when it ran.
-    pub prometheus: Option<(f64, f64)>,
+    /// The Prometheus servers on the same targets, when they ran.
+    pub prometheus: Vec<PromRow>,
     /// Simulator CPU seconds per cycle (kept apart, for reference).
     pub sim_cpu_per_cycle: f64,
+}
+
+/// The families meshgate's default pack and Istio observer read: what the same-families
+/// Prometheus keeps.
+pub const SAME_FAMILIES: &str =
+    "istio_requests_total|istio_request_duration_milliseconds_(bucket|count|sum)|istio_build|pilot_.*|citadel_.*";
+
+/// Which Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromKind {
+    /// `metric_relabel_configs` keeps only [`SAME_FAMILIES`].
+    SameFamilies,
+    /// Stores every series it scrapes.
+    Everything,
+}
+
+impl PromKind {
+    fn name(self) -> &'static str {
+        match self {
+            PromKind::SameFamilies => "same-families",
+            PromKind::Everything => "everything",
+        }
+    }
+}
+
+/// One Prometheus server's figures.
+#[derive(Clone, Debug)]
+pub struct PromRow {
+    /// Which one.
+    pub kind: PromKind,
+    /// CPU seconds per cycle.
+    pub cpu_per_cycle: f64,
+    /// Peak RSS, MB.
+    pub peak_rss_mb: f64,
+    /// Its targets whose `up` is 1 at the end, and all its targets.
+    pub targets_up: u64,
+    /// All its targets.
+    pub targets: u64,
+    /// Series it holds (with a sample in the last 5 minutes).
+    pub series: u64,
+}
+
+/// One number from Prometheus' query API (an instant vector of one sample, or nothing: 0).
+async fn prom_scalar(client: &reqwest::Client, base: &str, query: &str) -> anyhow::Result<f64> {
+    let v = client
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await?
+        .error_for_status()?
+        .json::<Value>()
+        .await?;
+    let x = v["data"]["result"]
+        .get(0)
+        .and_then(|r| r["value"][1].as_str())
+        .map_or(Ok(0.0), str::parse)
+        .with_context(|| format!("prometheus answered {v} to {query}"))?;
+    Ok(x)
 }
 
 /// A child process (simulator, daemon, Prometheus) killed on drop; its stderr goes to `log`.
@@ -203,29 +261,44 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
     )?;
 
     let prom_bin = Path::new("/usr/bin/prometheus");
-    let mut prom = None;
+    // Two Prometheus servers on the same targets when asked for: one keeping only the families
+    // meshgate reads (metric_relabel_configs keep, the fair comparison), one storing everything.
+    let mut proms: Vec<(PromKind, u16, Proc)> = Vec::new();
     if opts.prometheus && prom_bin.exists() {
-        let pport = free_port()?;
-        let pcfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &pcfg,
-            format!(
-                "global:\n  scrape_interval: {}ms\n  scrape_timeout: {}ms\nscrape_configs:\n  - job_name: mesh\n    file_sd_configs:\n      - files: [\"{}\"]\n",
-                opts.interval.as_millis(),
-                opts.interval.mul_f64(0.66).as_millis(),
-                sd.display()
-            ),
-        )?;
-        eprintln!("   starting prometheus");
-        prom = Some(spawn(
-            "prometheus",
-            Command::new(prom_bin).args([
-                format!("--config.file={}", pcfg.display()),
-                format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-                format!("--web.listen-address=127.0.0.1:{pport}"),
-            ]),
-            &dir.path().join("prometheus.log"),
-        )?);
+        for kind in [PromKind::SameFamilies, PromKind::Everything] {
+            let pport = free_port()?;
+            let name = kind.name();
+            let pcfg = dir.path().join(format!("prometheus-{name}.yml"));
+            let keep = match kind {
+                PromKind::SameFamilies => format!(
+                    "    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: '{SAME_FAMILIES}'\n        action: keep\n"
+                ),
+                PromKind::Everything => String::new(),
+            };
+            std::fs::write(
+                &pcfg,
+                format!(
+                    "global:\n  scrape_interval: {}ms\n  scrape_timeout: {}ms\nscrape_configs:\n  - job_name: mesh\n    file_sd_configs:\n      - files: [\"{}\"]\n{keep}",
+                    opts.interval.as_millis(),
+                    opts.interval.mul_f64(0.66).as_millis(),
+                    sd.display()
+                ),
+            )?;
+            eprintln!("   starting prometheus ({name})");
+            let proc = spawn(
+                "prometheus",
+                Command::new(prom_bin).args([
+                    format!("--config.file={}", pcfg.display()),
+                    format!(
+                        "--storage.tsdb.path={}",
+                        dir.path().join(format!("tsdb-{name}")).display()
+                    ),
+                    format!("--web.listen-address=127.0.0.1:{pport}"),
+                ]),
+                &dir.path().join(format!("prometheus-{name}.log")),
+            )?;
+            proms.push((kind, pport, proc));
+        }
     }
 
     let client = reqwest::Client::builder()
@@ -252,7 +325,10 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
     };
     let cpu0 = cpu_seconds(daemon.pid())?;
     let sim_cpu0 = cpu_seconds(sim.pid())?;
-    let prom_cpu0 = prom.as_ref().map(|p| cpu_seconds(p.pid())).transpose()?;
+    let prom_cpu0 = proms
+        .iter()
+        .map(|(_, _, p)| cpu_seconds(p.pid()))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     let m0 = client
         .get(format!("{api}/metrics"))
         .send()
@@ -267,25 +343,43 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         humantime::format_duration(window)
     );
     let mut peak_rss = 0u64;
-    let mut prom_peak = 0u64;
+    let mut prom_peak = vec![0u64; proms.len()];
     let end = Instant::now() + window;
     while Instant::now() < end {
         daemon.alive()?;
         peak_rss = peak_rss.max(status_kb(daemon.pid(), "VmRSS")?);
         sim.alive()?;
-        if let Some(p) = &mut prom {
+        for ((_, _, p), peak) in proms.iter_mut().zip(&mut prom_peak) {
             p.alive()?;
-            prom_peak = prom_peak.max(status_kb(p.pid(), "VmRSS")?);
+            *peak = (*peak).max(status_kb(p.pid(), "VmRSS")?);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cpu1 = cpu_seconds(daemon.pid())?;
     let sim_cpu1 = cpu_seconds(sim.pid())?;
-    let prom_cpu1 = prom.as_ref().map(|p| cpu_seconds(p.pid())).transpose()?;
+    let prom_cpu1 = proms
+        .iter()
+        .map(|(_, _, p)| cpu_seconds(p.pid()))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     peak_rss = peak_rss.max(status_kb(daemon.pid(), "VmHWM")?);
-    if let Some(p) = &mut prom {
+    let mut prom_rows = Vec::new();
+    for (i, (kind, pport, p)) in proms.iter_mut().enumerate() {
         p.alive()?;
-        prom_peak = prom_peak.max(status_kb(p.pid(), "VmHWM")?);
+        prom_peak[i] = prom_peak[i].max(status_kb(p.pid(), "VmHWM")?);
+        // Prometheus' own view of its scrapes: how many of its targets are up, and the series
+        // it holds now (every series with a sample in the last 5 minutes).
+        let base = format!("http://127.0.0.1:{pport}");
+        let up = prom_scalar(&client, &base, "count(up == 1)").await?;
+        let all = prom_scalar(&client, &base, "count(up)").await?;
+        let series = prom_scalar(&client, &base, "count({__name__=~\".+\"})").await?;
+        prom_rows.push(PromRow {
+            kind: *kind,
+            cpu_per_cycle: (prom_cpu1[i] - prom_cpu0[i]) / opts.cycles as f64,
+            peak_rss_mb: prom_peak[i] as f64 / 1024.0,
+            targets_up: up as u64,
+            targets: all as u64,
+            series: series as u64,
+        });
     }
     let m1 = client
         .get(format!("{api}/metrics"))
@@ -337,12 +431,10 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         missed,
         delay_p50_s: quantile_upper(&m1_delay, 0.5),
         delay_p99_s: quantile_upper(&m1_delay, 0.99),
-        prometheus: prom_cpu0
-            .zip(prom_cpu1)
-            .map(|(a, b)| ((b - a) / cycles, prom_peak as f64 / 1024.0)),
+        prometheus: prom_rows,
         sim_cpu_per_cycle: (sim_cpu1 - sim_cpu0) / cycles,
     };
-    drop(prom);
+    drop(proms);
     drop(daemon);
     drop(sim);
     Ok(row)
@@ -351,11 +443,12 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
 /// The table header.
 pub fn print_header(interval: Duration) {
     println!(
-        "\nscrape interval {}; CPU s per cycle from /proc (user+sys); RSS peak from VmHWM and 2 Hz VmRSS samples",
+        "\nscrape interval {}; CPU s per cycle from /proc (user+sys); RSS peak from VmHWM and 2 Hz VmRSS samples; \
+         each Prometheus on its own line below its row (up: its targets with up == 1 at the end, from its own query API)",
         humantime::format_duration(interval)
     );
     println!(
-        "{:>6} {:>7} {:>9} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>14} {:>12} {:>12} {:>9}",
+        "{:>6} {:>7} {:>9} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>14} {:>9}",
         "N",
         "targets",
         "series",
@@ -367,21 +460,14 @@ pub fn print_header(interval: Duration) {
         "p99 ms",
         "missed",
         "delay p50/p99",
-        "prom cpu s",
-        "prom RSS MB",
         "sim cpu"
     );
 }
 
-/// One line of the table.
+/// One line of the table, and a line per Prometheus with its ratios to meshgate.
 pub fn print_row(r: &Row, interval: Duration) {
-    let (pc, pr) = r
-        .prometheus
-        .map_or(("-".to_string(), "-".to_string()), |(c, m)| {
-            (format!("{c:.3}"), format!("{m:.0}"))
-        });
     println!(
-        "{:>6} {:>7} {:>9} {:>10.1} {:>9.3} {:>8.3} {:>9.1} {:>8.2} {:>8.2} {:>7} {:>14} {:>12} {:>12} {:>9.3}",
+        "{:>6} {:>7} {:>9} {:>10.1} {:>9.3} {:>8.3} {:>9.1} {:>8.2} {:>8.2} {:>7} {:>14} {:>9.3}",
         r.sidecars,
         r.targets,
         r.series,
@@ -393,10 +479,21 @@ pub fn print_row(r: &Row, interval: Duration) {
         r.scrape_p99_ms,
         r.missed,
         format!("<={}s/<={}s", r.delay_p50_s, r.delay_p99_s),
-        pc,
-        pr,
         r.sim_cpu_per_cycle
     );
+    for p in &r.prometheus {
+        println!(
+            "       prometheus {:<13} cpu {:.3} s/cycle ({:.1}x meshgate), RSS {:.0} MB ({:.1}x), up {}/{}, series {}",
+            p.kind.name(),
+            p.cpu_per_cycle,
+            p.cpu_per_cycle / r.cpu_per_cycle,
+            p.peak_rss_mb,
+            p.peak_rss_mb / r.peak_rss_mb,
+            p.targets_up,
+            p.targets,
+            p.series
+        );
+    }
     let _ = std::io::stdout().flush();
 }
 
