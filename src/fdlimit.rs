@@ -31,6 +31,8 @@ impl FdLimit {
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit (capped by the kernel's `fs.nr_open` where
 /// the hard limit is unlimited). Never lowers it.
+// `rlim_t` is u64 on 64-bit Linux and narrower elsewhere: the casts are for those.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise() -> io::Result<FdLimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -78,6 +80,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unnecessary_cast)]
     fn raises_the_soft_limit_to_the_hard_one_and_never_lowers_it() {
         let l = raise().expect("getrlimit works");
         assert!(l.now >= l.before, "{l:?}");
