@@ -65,8 +65,8 @@ fn input(checks: &[&CheckSpec], w: usize, i: u64) -> Input {
             .collect();
         let mut total = [vec![0.0; c.slots()], vec![0.0; c.slots()]];
         for st in &per {
-            for s in 0..2 {
-                for (t, v) in total[s].iter_mut().zip(&st.slots[s]) {
+            for (total, slots) in total.iter_mut().zip(&st.slots) {
+                for (t, v) in total.iter_mut().zip(slots) {
                     *t += v;
                 }
             }
