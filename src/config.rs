@@ -272,6 +272,9 @@ pub struct ServerConfig {
     /// longest a kept-alive connection may wait idle for its next request.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body once its head has arrived.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Open API connections at most; past it the oldest connection that has not sent a request
     /// yet is closed for the new one.
     #[serde(default = "default_max_connections")]
@@ -287,6 +290,10 @@ fn default_handshake_timeout() -> Duration {
 }
 
 fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
@@ -311,6 +318,8 @@ impl ServerConfig {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             max_pending_per_peer: self.max_pending_per_peer,
+            body_read_timeout: self.body_read_timeout,
+            max_body_bytes: self.max_body_bytes,
         }
     }
 
@@ -372,6 +381,7 @@ impl ServerConfig {
         for (key, d) in [
             ("server.handshake_timeout", self.handshake_timeout),
             ("server.header_read_timeout", self.header_read_timeout),
+            ("server.body_read_timeout", self.body_read_timeout),
         ] {
             if d < Duration::from_millis(100) || d > Duration::from_secs(300) {
                 out.push(ConfigProblem::new(
@@ -417,6 +427,7 @@ impl Default for ServerConfig {
             tls_reload_interval: default_tls_reload(),
             handshake_timeout: default_handshake_timeout(),
             header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
             max_connections: default_max_connections(),
             max_pending_per_peer: default_max_pending_per_peer(),
         }

@@ -9,6 +9,10 @@
 //! - a pending connection has `handshake_timeout` for its TLS handshake and hyper's
 //!   `header_read_timeout` for each request head (also how long a kept-alive connection may wait
 //!   idle for its next request);
+//! - every request has `body_read_timeout` for its whole body, read before any route sees it
+//!   (up to `max_body_bytes`: a larger one is left to the router's 413); a body that does not
+//!   arrive in time is answered 408 in the API's JSON error shape and the connection closed, so
+//!   a client announcing a body it never sends holds no handler;
 //! - one peer address has at most `max_pending_per_peer` pending connections: its oldest pending
 //!   one is closed when it opens another, so an idle client only ever displaces its own;
 //! - at `max_connections` open connections the oldest pending connection (of any peer) is
@@ -50,6 +54,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Pending connections (before their first request head) of one peer address at most.
     pub max_pending_per_peer: usize,
+    /// Longest a request's body may take to arrive, once its head has.
+    pub body_read_timeout: Duration,
+    /// Largest body read ahead of the router (`[server] max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 /// Serve `router` on `listener` (over TLS when `tls` is given) until `stop`, then wait for the
@@ -138,10 +146,17 @@ async fn http<I>(
     let evicted = admitted.evicted.clone();
     let admitted = Arc::new(admitted);
     let svc = TowerToHyperService::new(router);
+    let (wait, max_body) = (limits.body_read_timeout, limits.max_body_bytes);
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         // A request head arrived: no longer pending.
         admitted.established();
-        hyper::service::Service::call(&svc, req)
+        let svc = svc.clone();
+        async move {
+            match read_body(req, wait, max_body).await {
+                Ok(req) => hyper::service::Service::call(&svc, req).await,
+                Err(refused) => Ok(refused),
+            }
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -169,6 +184,81 @@ async fn http<I>(
             }
         }
     }
+}
+
+/// The request with its body read within `wait`, or the answer that refuses it: 408 when the
+/// body does not arrive in time, 400 when the client breaks it off. A body announced larger
+/// than `max` is passed on unread, and one that grows past `max` is passed on as read so far:
+/// the router's body limit answers both with its 413.
+async fn read_body(
+    req: hyper::Request<Incoming>,
+    wait: Duration,
+    max: usize,
+) -> Result<hyper::Request<axum::body::Body>, axum::response::Response> {
+    use http_body_util::BodyExt;
+    use hyper::body::Body as _;
+    let (parts, mut body) = req.into_parts();
+    let announced = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if body.is_end_stream() || announced.is_some_and(|n| n > max as u64) {
+        return Ok(hyper::Request::from_parts(
+            parts,
+            axum::body::Body::new(body),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = bytes::BytesMut::new();
+    while buf.len() <= max {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(refusal(
+                    hyper::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within server.body_read_timeout ({}): {} of {} bytes read",
+                        humantime::format_duration(wait),
+                        buf.len(),
+                        announced.map_or("an unannounced number of".to_string(), |n| n.to_string())
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(refusal(
+                    hyper::StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the request body broke off after {} bytes: {e}", buf.len()),
+                ))
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok(hyper::Request::from_parts(
+        parts,
+        axum::body::Body::from(buf.freeze()),
+    ))
+}
+
+/// An answer in the API's JSON error shape that also closes the connection (the rest of the
+/// request may still be on its way).
+fn refusal(status: hyper::StatusCode, code: &str, message: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = (
+        status,
+        axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 // === impl Gate ===
@@ -279,6 +369,8 @@ mod tests {
             header_read_timeout: Duration::from_secs(1),
             max_connections,
             max_pending_per_peer: per_peer,
+            body_read_timeout: Duration::from_secs(1),
+            max_body_bytes: 1024,
         })
     }
 

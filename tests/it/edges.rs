@@ -186,6 +186,89 @@ async fn slow_request_heads_are_cut_off_at_header_read_timeout_and_delay_no_one(
     running.join().await;
 }
 
+/// A request whose body never arrives (a POST announcing 200 bytes, sending 20), or arrives one
+/// byte a second: answered 408 in the JSON error shape at `body_read_timeout`, the connection
+/// closed; meanwhile a real create answers at once, and a whole body still creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_do_not_arrive_are_408s_at_body_read_timeout() {
+    let (running, stop) = plain_daemon("body_read_timeout = \"1s\"\n").await;
+    let port = running.addr.port();
+    let held_body = |trickle: bool| async move {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let t = Instant::now();
+        s.write_all(
+            b"POST /v1/analyses HTTP/1.1\r\nHost: meshgate\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"name\": \"held\", \"",
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            if trickle && s.write_all(b"x").await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(250), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        (t.elapsed(), String::from_utf8_lossy(&got).into_owned())
+    };
+    let stalled = tokio::spawn(held_body(false));
+    let trickling = tokio::spawn(held_body(true));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A whole request meanwhile: answered at once (the selector matches nothing yet: 201).
+    let c = reqwest::Client::new();
+    let t = Instant::now();
+    let r = c
+        .post(format!("http://127.0.0.1:{port}/v1/analyses"))
+        .json(&serde_json::json!({
+            "name": "whole",
+            "baseline": "{revision=\"a\"}",
+            "canary": "{revision=\"b\"}"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    for h in [stalled, trickling] {
+        let (took, got) = h.await.unwrap();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "held {took:?}: {got}"
+        );
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(
+            got.to_ascii_lowercase().contains("connection: close"),
+            "{got}"
+        );
+        let body = got.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {got}"));
+        assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("server.body_read_timeout (1s)") && msg.contains("of 200 bytes"),
+            "{msg}"
+        );
+    }
+    // Neither half-sent analysis exists.
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/v1/analyses/held"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    stop.cancel();
+    running.join().await;
+}
+
 // ---- 2. the skew guard without istiod ----
 
 async fn proxies_only_mesh(stop: &CancellationToken) -> (SimMesh, Vec<StaticTarget>) {
