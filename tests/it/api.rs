@@ -317,7 +317,10 @@ async fn verdict_events_are_broadcast() {
     match second {
         meshgate::daemon::VerdictEvent::Changed { previous, view } => {
             assert_eq!(previous, Some(meshgate::judge::Verdict::Pending));
-            assert_eq!(view.state().verdict, meshgate::judge::Verdict::Inconclusive);
+            assert_eq!(
+                view.state().verdict(),
+                meshgate::judge::Verdict::Inconclusive
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
