@@ -316,7 +316,7 @@ mod tests {
 
     use super::*;
     use crate::istio::skew::{report, Topology};
-    use crate::judge::{Catalog, Design, Settings};
+    use crate::judge::{Catalog, CheckSpec, Design, Settings};
 
     /// `doc` serializes with exactly the `fields` at its top level and reads back equal.
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(doc: &T, fields: &[&str]) {
@@ -336,18 +336,20 @@ mod tests {
         assert_eq!(&back, doc);
     }
 
-    fn analysis() -> Analysis {
-        let catalog = Catalog::builtin();
-        let spec = catalog.get("error-rate").unwrap();
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             alpha: 0.05,
             min_duration: std::time::Duration::from_secs(60),
             max_duration: std::time::Duration::from_secs(600),
             min_exposure: 100.0,
             slo_go: false,
             design: Design::default(),
-        };
-        Analysis::new(settings, &[spec])
+        }
+    }
+
+    fn analysis() -> Analysis {
+        let catalog = Catalog::builtin();
+        Analysis::new(settings(), &[catalog.get("error-rate").unwrap()])
     }
 
     #[test]
@@ -375,6 +377,25 @@ mod tests {
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["verdict"], "PENDING");
         assert_eq!(v["decided_after_seconds"], Value::Null);
+    }
+
+    #[test]
+    fn a_robust_checks_unbounded_rate_reads_back() {
+        // serde_json writes the infinite bound as null; the document must still parse.
+        let spec = CheckSpec::from_toml(
+            "name='e'\nkind='ratio'\nmetric='m'\nbad='{code=\"5\"}'\nrobust=true",
+            "e.toml",
+        )
+        .unwrap();
+        let a = Analysis::new(settings(), &[&spec]);
+        let doc = a.verdict_doc("r");
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            v["checks"][0]["tests"][0]["canary_rate_upper_bound"],
+            Value::Null
+        );
+        let back: VerdictDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc);
     }
 
     #[test]

@@ -300,6 +300,12 @@ pub struct TestState {
     pub raw: [f64; 4],
 }
 
+/// A bound that serde_json wrote as `null` (it writes every non-finite number so) reads back
+/// as the infinity it was: the verdict document and the store then parse what they wrote.
+fn null_is_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
@@ -384,7 +390,9 @@ pub struct TestEvidence {
     pub ratio_lower_bound: f64,
     /// Anytime-valid upper confidence bound on the ratio (`null` when unbounded).
     pub ratio_upper_bound: Option<f64>,
-    /// Anytime-valid upper bound on the canary's absolute rate.
+    /// Anytime-valid upper bound on the canary's absolute rate (infinite, JSON `null`, for a
+    /// `robust` check, which does not bound it).
+    #[serde(deserialize_with = "null_is_infinity")]
     pub canary_rate_upper_bound: f64,
     /// Certified not worse: by the ratio bound, by the SLO, or not at all.
     pub certified_by: Option<Certificate>,
