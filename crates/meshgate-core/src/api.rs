@@ -135,6 +135,19 @@ pub enum WavePhase {
     Failed,
 }
 
+impl WavePhase {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotStarted => "not_started",
+            Self::Moving => "moving",
+            Self::Soaking => "soaking",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A namespace's Istio injection labels as written on the namespace (a revision tag stays a
 /// tag): what a wave's rollback restores.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,6 +542,55 @@ mod tests {
                 "waves",
             ],
         );
+    }
+
+    #[test]
+    fn each_enum_shows_the_word_it_serializes_to() {
+        use crate::judge::{Certificate, CheckStatus, EvidenceKind, StratumStatus};
+        fn same<T: Serialize>(x: T, word: &str) {
+            assert_eq!(serde_json::to_value(x).unwrap(), word);
+        }
+        for v in [
+            Verdict::Pending,
+            Verdict::Go,
+            Verdict::NoGo,
+            Verdict::Inconclusive,
+        ] {
+            same(v, v.as_str());
+        }
+        for p in [
+            WavePhase::NotStarted,
+            WavePhase::Moving,
+            WavePhase::Soaking,
+            WavePhase::Done,
+            WavePhase::Failed,
+        ] {
+            same(p, p.as_str());
+        }
+        for s in [
+            CheckStatus::Policy,
+            CheckStatus::Regression,
+            CheckStatus::Certified,
+            CheckStatus::Collecting,
+        ] {
+            same(s, s.as_str());
+        }
+        for k in [EvidenceKind::Ratio, EvidenceKind::HistogramTail] {
+            same(k, k.as_str());
+        }
+        for c in [Certificate::Ratio, Certificate::Slo] {
+            same(c, c.as_str());
+        }
+        for s in [
+            StratumStatus::Compared,
+            StratumStatus::CanaryOnly,
+            StratumStatus::BaselineOnly,
+            StratumStatus::TooLittleData,
+            StratumStatus::NoPreWindow,
+            StratumStatus::NotMoved,
+        ] {
+            same(s, s.as_str());
+        }
     }
 
     #[test]

@@ -429,6 +429,16 @@ pub enum Certificate {
     Slo,
 }
 
+impl Certificate {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ratio => "ratio",
+            Self::Slo => "slo",
+        }
+    }
+}
+
 /// State of one check within an analysis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckState {
@@ -537,6 +547,16 @@ pub enum EvidenceKind {
     HistogramTail,
 }
 
+impl EvidenceKind {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ratio => "ratio",
+            Self::HistogramTail => "histogram_tail",
+        }
+    }
+}
+
 /// Which direction is a regression (serialized `one` or `two`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -568,6 +588,20 @@ pub enum StratumStatus {
     /// Before/after: a workload of the moving namespaces still on the old revision.
     #[serde(rename = "not moved yet")]
     NotMoved,
+}
+
+impl StratumStatus {
+    /// The words the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compared => "compared",
+            Self::CanaryOnly => "canary only",
+            Self::BaselineOnly => "baseline only",
+            Self::TooLittleData => "too little data",
+            Self::NoPreWindow => "no pre-move window",
+            Self::NotMoved => "not moved yet",
+        }
+    }
 }
 
 /// The evidence of one check at the last tick.
