@@ -11,9 +11,8 @@ use serde_json::json;
 use crate::config::AnalysisConfig;
 use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::CheckInfo;
-pub use meshgate_core::api::{
-    e_value, finite_evidence, saturate, AnalysisSummary, ErrorDoc, VerdictDoc,
-};
+pub(crate) use meshgate_core::api::{e_value, saturate};
+pub use meshgate_core::api::{AnalysisSummary, ErrorDoc, VerdictDoc};
 
 /// `GET /v1/analyses/{id}`: the core document with this daemon's request type.
 pub type AnalysisDoc = meshgate_core::api::AnalysisDoc<AnalysisConfig>;
