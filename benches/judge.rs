@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
                 elapsed: Duration::from_secs(615),
             },
         );
-        assert_eq!(v, meshgate::judge::Verdict::Pending, "{}", a.reason);
+        assert_eq!(v, meshgate::judge::Verdict::Pending, "{}", a.reason());
         assert!(!a.is_current(), "the measured tick builds no evidence");
     }
     let mut g = c.benchmark_group("tick");
@@ -185,7 +185,7 @@ fn bench(c: &mut Criterion) {
             |a| {
                 tick(a);
                 a.refresh(&specs);
-                black_box(a.ln_e)
+                black_box(a.ln_e())
             },
             BatchSize::SmallInput,
         )

@@ -78,7 +78,7 @@ pub fn alert_for(v: &AnalysisView, cfg: &AlertsConfig, started: SystemTime) -> A
     labels.insert("alertname".into(), ALERT_NAME.into());
     labels.insert("analysis".into(), v.id.clone());
     labels.insert("severity".into(), "critical".into());
-    labels.insert("verdict".into(), v.state().verdict.as_str().into());
+    labels.insert("verdict".into(), v.state().verdict().as_str().into());
     for (key, side) in [
         ("baseline_revision", &v.spec.baseline),
         ("canary_revision", &v.spec.canary),
@@ -100,7 +100,7 @@ pub fn alert_for(v: &AnalysisView, cfg: &AlertsConfig, started: SystemTime) -> A
         "summary".into(),
         format!("meshgate: canary of analysis {} is NO-GO", v.id),
     );
-    annotations.insert("description".into(), v.state().reason.clone());
+    annotations.insert("description".into(), v.state().reason().to_owned());
     annotations.insert("verdict_url".into(), url.clone());
     annotations.insert("baseline".into(), v.spec.baseline.clone());
     annotations.insert("canary".into(), v.spec.canary.clone());

@@ -1,19 +1,21 @@
 //! The HTTP API (axum): analyses, verdicts with evidence, targets, checks, own metrics, probes.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::config::AnalysisConfig;
 use crate::daemon::{AnalysisView, CreateError, Shared};
-use crate::judge::{CheckEvidence, CheckInfo, DataQuality, Verdict};
+use crate::judge::CheckInfo;
+pub(crate) use meshgate_core::api::{e_value, saturate};
+pub use meshgate_core::api::{AnalysisSummary, ErrorDoc, VerdictDoc};
+
+/// `GET /v1/analyses/{id}`: the core document with this daemon's request type.
+pub type AnalysisDoc = meshgate_core::api::AnalysisDoc<AnalysisConfig>;
 
 /// Every API error, mapped to a status and a JSON body `{"error": {"code", "message"}}`.
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +82,7 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_analyses"),
         };
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
-        )
-            .into_response()
+        (status, Json(ErrorDoc::new(code, self.to_string()))).into_response()
     }
 }
 
@@ -153,9 +151,10 @@ async fn json_errors(
         // axum adds the Allow header on the way out, after this layer.
         StatusCode::METHOD_NOT_ALLOWED => (
             StatusCode::METHOD_NOT_ALLOWED,
-            Json(json!({"error": {"code": "method_not_allowed", "message": format!(
-                "{method} is not allowed on {path} (the Allow header lists the methods it takes)"
-            )}})),
+            Json(ErrorDoc::new(
+                "method_not_allowed",
+                format!("{method} is not allowed on {path} (the Allow header lists the methods it takes)"),
+            )),
         )
             .into_response(),
         _ => resp,
@@ -209,30 +208,12 @@ async fn metrics(State(s): State<Shared>) -> Response {
         .into_response()
 }
 
-/// One line per analysis in the list.
-#[derive(Serialize)]
-struct Summary {
-    id: String,
-    verdict: Verdict,
-    reason: String,
-    elapsed_seconds: f64,
-    baseline: String,
-    canary: String,
-}
-
-async fn list(State(s): State<Shared>) -> Json<Vec<Summary>> {
+async fn list(State(s): State<Shared>) -> Json<Vec<AnalysisSummary>> {
     let snap = s.snapshot.borrow().clone();
     Json(
         snap.analyses
             .values()
-            .map(|v| Summary {
-                id: v.id.clone(),
-                verdict: v.state().verdict,
-                reason: v.state().reason.clone(),
-                elapsed_seconds: v.state().elapsed.as_secs_f64(),
-                baseline: v.spec.baseline.clone(),
-                canary: v.spec.canary.clone(),
-            })
+            .map(|v| v.state().summary(&v.id, &v.spec.baseline, &v.spec.canary))
             .collect(),
     )
 }
@@ -240,7 +221,7 @@ async fn list(State(s): State<Shared>) -> Json<Vec<Summary>> {
 async fn create(
     State(s): State<Shared>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Arc<AnalysisView>>), ApiError> {
+) -> Result<(StatusCode, Json<AnalysisDoc>), ApiError> {
     let spec: AnalysisConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadJson(format!("request body is not a valid analysis: {e} (fields: name, baseline, canary, checks, alpha, min_duration, max_duration, min_exposure)"))
     })?;
@@ -248,10 +229,10 @@ async fn create(
         return Err(e);
     }
     match s.create(spec.clone()).await {
-        Ok(v) => Ok((StatusCode::CREATED, Json(v))),
+        Ok(v) => Ok((StatusCode::CREATED, Json(analysis_doc(&v)))),
         Err(CreateError::Exists(n)) => match s.get(&n) {
             // The same definition again (a retried request, a re-run script): the one running.
-            Some(v) if v.spec == spec => Ok((StatusCode::OK, Json(v))),
+            Some(v) if v.spec == spec => Ok((StatusCode::OK, Json(analysis_doc(&v)))),
             Some(v) => Err(ApiError::Conflict(conflict_message(&v.spec, &spec))),
             None => Err(ApiError::Conflict(format!(
                 "an analysis named {n:?} already exists"
@@ -259,40 +240,6 @@ async fn create(
         },
         Err(e) => Err(e.into()),
     }
-}
-
-/// An e-value from its log, saturated: evidence beyond what a double holds (a tick of 10,000
-/// canary requests all failing already overflows `exp`) is reported as `f64::MAX`, never as
-/// infinity, which JSON cannot carry (serde writes `null`, which clients read as no evidence).
-pub(crate) fn e_value(ln_e: f64) -> f64 {
-    saturate(ln_e.exp())
-}
-
-/// `x`, or `f64::MAX` when it is not finite (an overflow; NaN only comes of one, inf - inf).
-pub(crate) fn saturate(x: f64) -> f64 {
-    if x.is_finite() {
-        x
-    } else if x == f64::NEG_INFINITY {
-        0.0
-    } else {
-        f64::MAX
-    }
-}
-
-/// The evidence with every e-value saturated (see [`e_value`]).
-pub(crate) fn finite_evidence(evidence: &[CheckEvidence]) -> Vec<CheckEvidence> {
-    let mut out = evidence.to_vec();
-    for c in &mut out {
-        c.e_value = saturate(c.e_value);
-        for t in &mut c.tests {
-            t.e_value = saturate(t.e_value);
-            t.e_value_drop = t.e_value_drop.map(saturate);
-            if let Some(r) = &mut t.robust {
-                r.e_value_not_worse = saturate(r.e_value_not_worse);
-            }
-        }
-    }
-    out
 }
 
 /// The fields in which `requested` differs from `existing` (same name), as `field: existing
@@ -332,8 +279,20 @@ pub(crate) fn conflict_message(existing: &AnalysisConfig, requested: &AnalysisCo
 async fn show(
     State(s): State<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<Arc<AnalysisView>>, ApiError> {
-    s.get(&id).map(Json).ok_or(ApiError::NotFound(id))
+) -> Result<Json<AnalysisDoc>, ApiError> {
+    s.get(&id)
+        .map(|v| Json(analysis_doc(&v)))
+        .ok_or(ApiError::NotFound(id))
+}
+
+/// The document of one analysis: its request and its state, current to the last tick.
+fn analysis_doc(v: &AnalysisView) -> AnalysisDoc {
+    AnalysisDoc {
+        id: v.id.clone(),
+        spec: v.spec.clone(),
+        created_at: v.created_at,
+        state: v.state().clone(),
+    }
 }
 
 async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -344,54 +303,12 @@ async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<Statu
     }
 }
 
-/// The verdict document.
-#[derive(Serialize)]
-pub struct VerdictDoc<'a> {
-    /// Analysis id.
-    pub id: &'a str,
-    /// PENDING, GO, NO-GO, INCONCLUSIVE.
-    pub verdict: Verdict,
-    /// True for GO, NO-GO and INCONCLUSIVE.
-    pub decided: bool,
-    /// Why.
-    pub reason: &'a str,
-    /// Seconds since the analysis started.
-    pub elapsed_seconds: f64,
-    /// Seconds until the verdict became final.
-    pub decided_after_seconds: Option<f64>,
-    /// Combined e-value.
-    pub e_value: f64,
-    /// The combined e-value at which it is NO-GO: 1 / alpha (1 / (alpha / 2) in the before/after
-    /// design, whose intervals take the other half).
-    pub threshold: f64,
-    /// Alpha.
-    pub alpha: f64,
-    /// What is compared with what, in one line (`concurrent: ...` or `before/after ...`).
-    pub design: String,
-    /// Per-check evidence.
-    pub checks: &'a [CheckEvidence],
-    /// Data quality.
-    pub data_quality: &'a DataQuality,
-}
-
-async fn verdict(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn verdict(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<VerdictDoc>, ApiError> {
     let v = s.get(&id).ok_or(ApiError::NotFound(id))?;
-    let st = &v.state();
-    let doc = VerdictDoc {
-        id: &v.id,
-        verdict: st.verdict,
-        decided: st.verdict.is_final(),
-        reason: &st.reason,
-        elapsed_seconds: st.elapsed.as_secs_f64(),
-        decided_after_seconds: st.decided_after.map(|d| d.as_secs_f64()),
-        e_value: e_value(st.ln_e),
-        threshold: 1.0 / st.settings.test_alpha(),
-        alpha: st.settings.alpha,
-        design: st.settings.design.describe(),
-        checks: &finite_evidence(&st.evidence),
-        data_quality: &st.quality,
-    };
-    Ok(Json(doc).into_response())
+    Ok(Json(v.state().verdict_doc(&v.id)))
 }
 
 async fn targets(State(s): State<Shared>) -> Json<Vec<crate::scrape::TargetHealth>> {

@@ -18,7 +18,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::config::ConfigProblem;
@@ -383,11 +382,7 @@ async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
                 ),
             };
             tracing::debug!(method = %req.method(), path = %req.uri().path(), status = status.as_u16(), "request refused");
-            let mut resp = (
-                status,
-                Json(json!({ "error": { "code": code, "message": message } })),
-            )
-                .into_response();
+            let mut resp = (status, Json(crate::api::ErrorDoc::new(code, message))).into_response();
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

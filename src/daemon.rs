@@ -99,7 +99,7 @@ impl AnalysisView {
 
     /// The verdict (always current: ticks never defer it), without building the evidence.
     pub fn verdict(&self) -> Verdict {
-        self.state.verdict
+        self.state.verdict()
     }
 
     /// State, verdict and evidence, current to the last tick.
@@ -121,7 +121,7 @@ impl AnalysisView {
     /// without the evidence document otherwise (so `/metrics` does not build it every tick).
     pub fn ln_e(&self) -> f64 {
         match self.current.get() {
-            Some(a) => a.ln_e,
+            Some(a) => a.ln_e(),
             None => {
                 let specs: Vec<&CheckSpec> = self.specs.iter().map(|s| s.as_ref()).collect();
                 self.state.current_ln_e(&specs)
@@ -773,7 +773,7 @@ impl Engine {
     fn remove(&mut self, id: &str, why: &'static str) {
         if let Some(slot) = self.analyses.remove(id) {
             self.metrics.remove_analysis(id);
-            info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), reason = why, "analysis removed");
+            info!(analysis = %id, verdict = slot.analysis.verdict().as_str(), reason = why, "analysis removed");
             let _ = self.events.send(VerdictEvent::Deleted { view: slot.view });
         }
     }
@@ -903,11 +903,11 @@ impl Engine {
             return;
         }
         let slot = self.analyses.get_mut(&id).expect("just created");
-        if stored.state.checks.len() != slot.specs.len() {
+        if stored.state.checks().len() != slot.specs.len() {
             warn!(analysis = %id, "stored analysis has other checks than the current pack; restarted from zero");
             return;
         }
-        slot.elapsed_base = stored.state.elapsed;
+        slot.elapsed_base = stored.state.elapsed();
         if stored.pending.len() == slot.pending.len()
             && stored
                 .pending
@@ -928,7 +928,7 @@ impl Engine {
         // A store from before retention has no finish time: retention counts from now.
         slot.kept.finished_at = stored
             .finished_at
-            .or_else(|| stored.state.verdict.is_final().then(unix_now));
+            .or_else(|| stored.state.verdict().is_final().then(unix_now));
         slot.kept.pinned = self.plan.as_ref().is_some_and(|p| {
             p.waves
                 .iter()
@@ -943,8 +943,8 @@ impl Engine {
             slot.specs.clone(),
         ));
         self.metrics
-            .set_verdict(&id, slot.analysis.verdict.as_str());
-        info!(analysis = %id, verdict = slot.analysis.verdict.as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
+            .set_verdict(&id, slot.analysis.verdict().as_str());
+        info!(analysis = %id, verdict = slot.analysis.verdict().as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
     }
 
     /// Hand the whole state (every analysis, every target's series values, the plan's labels) to
@@ -1019,7 +1019,7 @@ impl Engine {
             let Some(slot) = self.analyses.values_mut().find(|s| s_id(s) == d.analysis) else {
                 continue;
             };
-            if slot.analysis.verdict.is_final() {
+            if slot.analysis.verdict().is_final() {
                 continue;
             }
             crate::cohort::add_delta(&mut slot.pending, d);
@@ -1145,7 +1145,7 @@ impl Engine {
         for id in ids {
             let (quality, unmatched) = {
                 let slot = &self.analyses[&id];
-                if slot.analysis.verdict.is_final() {
+                if slot.analysis.verdict().is_final() {
                     continue;
                 }
                 let mut quality = self.quality(slot);
@@ -1165,7 +1165,7 @@ impl Engine {
             };
             let slot = self.analyses.get_mut(&id).expect("present");
             let specs: Vec<&CheckSpec> = slot.specs.iter().map(|s| s.as_ref()).collect();
-            let before = slot.analysis.verdict;
+            let before = slot.analysis.verdict();
             let strata = slot.strata.take();
             let pods = slot.pods.take();
             let v = slot.analysis.tick(
@@ -1229,7 +1229,7 @@ impl Engine {
                 if v.is_final() {
                     slot.kept.finished_at = Some(unix_now());
                 }
-                info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason, "verdict");
+                info!(analysis = %id, verdict = v.as_str(), reason = %slot.analysis.reason(), "verdict");
                 routing_changed |= v.is_final();
                 let _ = self.events.send(VerdictEvent::Changed {
                     view: slot.view.clone(),
@@ -1265,7 +1265,7 @@ impl Engine {
         let analyses = self
             .analyses
             .values()
-            .filter(|s| !s.analysis.verdict.is_final())
+            .filter(|s| !s.analysis.verdict().is_final())
             .map(|s| RoutedAnalysis {
                 id: s_id(s),
                 since_generation: s.since_generation,
@@ -1336,12 +1336,10 @@ impl Engine {
                 }
             }
             runtime.push(plan::WaveRuntime {
-                verdict: self.analyses.get(&id).map(|s| {
-                    (
-                        s.analysis.verdict.as_str().to_owned(),
-                        s.analysis.reason.clone(),
-                    )
-                }),
+                verdict: self
+                    .analyses
+                    .get(&id)
+                    .map(|s| (s.analysis.verdict(), s.analysis.reason().to_owned())),
                 moved_for: self.wave_moved_at[i].map(|at| now.saturating_duration_since(at)),
             });
         }

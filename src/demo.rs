@@ -6,11 +6,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use meshgate_core::api::{SkewReport, VerdictDoc};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::read_doc;
 use crate::config::{Config, StaticTarget};
-use crate::judge::Catalog;
+use crate::judge::{Catalog, Counts};
 use crate::sim::{Cohort, Fault, IstiodFault, SimConfig, SimMesh};
 
 mod multicluster;
@@ -236,23 +238,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
 
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(60);
-    let doc: Value = loop {
+    let doc: VerdictDoc = loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let doc: Value = client
-            .get(format!("{base}/v1/analyses/{id}/verdict"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let doc = get_verdict(&client, &base, &id).await?;
         let line = progress_line(&doc);
         if tty {
             print!("\r\x1b[2K{line}");
             std::io::stdout().flush().ok();
-        } else if last_print.elapsed() >= Duration::from_secs(5) || doc["decided"] == true {
+        } else if last_print.elapsed() >= Duration::from_secs(5) || doc.decided {
             println!("{line}");
             last_print = Instant::now();
         }
-        if doc["decided"] == true {
+        if doc.decided {
             if tty {
                 println!();
             }
@@ -268,20 +265,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     } else {
         print_evidence(&doc);
     }
-    if let Ok(r) = client.get(format!("{base}/v1/skew")).send().await {
-        if let Ok(skew) = r.json::<Value>().await {
-            println!(
-                "\n  version skew (GET /v1/skew): {} - {}",
-                skew["verdict"].as_str().unwrap_or("?"),
-                skew["reason"].as_str().unwrap_or("")
-            );
-        }
-    }
-    let verdict = doc["verdict"].as_str().unwrap_or("?");
+    let skew = get_skew(&client, &base).await?;
+    println!(
+        "\n  version skew (GET /v1/skew): {} - {}",
+        skew.verdict.as_str(),
+        skew.reason
+    );
+    let verdict = doc.verdict.as_str();
     let ok = verdict == opts.scenario.expected();
     println!(
         "\nverdict {verdict} after {:.0} s of analysis ({:.1} s in all); expected {}: {}",
-        doc["decided_after_seconds"].as_f64().unwrap_or(f64::NAN),
+        doc.decided_after_seconds.unwrap_or(f64::NAN),
         started.elapsed().as_secs_f64(),
         opts.scenario.expected(),
         if ok { "ok" } else { "UNEXPECTED" }
@@ -301,58 +295,77 @@ fn fmt_count(x: f64) -> String {
     }
 }
 
+/// `GET {base}/v1/analyses/{id}/verdict`, read as the verdict document.
+pub(crate) async fn get_verdict(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+) -> anyhow::Result<VerdictDoc> {
+    let url = format!("{base}/v1/analyses/{id}/verdict");
+    let r = client.get(&url).send().await?;
+    Ok(read_doc(&format!("GET {url}"), r).await?)
+}
+
+/// `GET {base}/v1/skew`, read as the skew report.
+pub(crate) async fn get_skew(client: &reqwest::Client, base: &str) -> anyhow::Result<SkewReport> {
+    let url = format!("{base}/v1/skew");
+    let r = client.get(&url).send().await?;
+    Ok(read_doc(&format!("GET {url}"), r).await?)
+}
+
 /// One status line from a verdict document.
-pub fn progress_line(doc: &Value) -> String {
+pub fn progress_line(doc: &VerdictDoc) -> String {
     let mut s = format!(
         "[{:>4.0}s] {:<12} E = {:>8.2} / {:.0}",
-        doc["elapsed_seconds"].as_f64().unwrap_or(0.0),
-        doc["verdict"].as_str().unwrap_or("?"),
-        doc["e_value"].as_f64().unwrap_or(f64::NAN),
-        doc["threshold"].as_f64().unwrap_or(f64::NAN),
+        doc.elapsed_seconds,
+        doc.verdict.as_str(),
+        doc.e_value,
+        doc.threshold,
     );
-    for c in doc["checks"].as_array().into_iter().flatten() {
-        let t0 = &c["tests"][0];
+    let none = Counts::default();
+    for c in &doc.checks {
+        let (b, k) = c
+            .tests
+            .first()
+            .map_or((&none, &none), |t| (&t.baseline, &t.canary));
         s.push_str(&format!(
             " | {} e={:.2} {} base {}/{} canary {}/{}",
-            c["name"].as_str().unwrap_or("?"),
-            c["e_value"].as_f64().unwrap_or(f64::NAN),
-            c["status"].as_str().unwrap_or("?"),
-            fmt_count(t0["baseline"]["events"].as_f64().unwrap_or(0.0)),
-            fmt_count(t0["baseline"]["exposure"].as_f64().unwrap_or(0.0)),
-            fmt_count(t0["canary"]["events"].as_f64().unwrap_or(0.0)),
-            fmt_count(t0["canary"]["exposure"].as_f64().unwrap_or(0.0)),
+            c.name,
+            c.e_value,
+            c.status.as_str(),
+            fmt_count(b.events),
+            fmt_count(b.exposure),
+            fmt_count(k.events),
+            fmt_count(k.exposure),
         ));
     }
-    let q = &doc["data_quality"];
+    let q = &doc.data_quality;
     s.push_str(&format!(
         " | targets fresh {}/{}",
-        q["baseline"]["fresh"].as_u64().unwrap_or(0) + q["canary"]["fresh"].as_u64().unwrap_or(0),
-        q["baseline"]["targets"].as_u64().unwrap_or(0)
-            + q["canary"]["targets"].as_u64().unwrap_or(0)
+        q.baseline.fresh + q.canary.fresh,
+        q.baseline.targets + q.canary.targets
     ));
     s
 }
 
-fn print_evidence(doc: &Value) {
-    println!("verdict: {}", doc["verdict"].as_str().unwrap_or("?"));
-    println!("reason:  {}", doc["reason"].as_str().unwrap_or(""));
+fn print_evidence(doc: &VerdictDoc) {
+    println!("verdict: {}", doc.verdict.as_str());
+    println!("reason:  {}", doc.reason);
     println!(
         "combined e-value {:.3} (NO-GO at {:.0}, alpha {})",
-        doc["e_value"].as_f64().unwrap_or(f64::NAN),
-        doc["threshold"].as_f64().unwrap_or(f64::NAN),
-        doc["alpha"]
+        doc.e_value, doc.threshold, doc.alpha
     );
-    for c in doc["checks"].as_array().into_iter().flatten() {
+    for c in &doc.checks {
         println!(
             "\n  check {} ({}, critical {}, weight {:.2}): e = {:.3}, status {}",
-            c["name"].as_str().unwrap_or("?"),
-            c["kind"].as_str().unwrap_or("?"),
-            c["critical"],
-            c["weight"].as_f64().unwrap_or(0.0),
-            c["e_value"].as_f64().unwrap_or(f64::NAN),
-            c["status"].as_str().unwrap_or("?")
+            c.name,
+            c.kind.as_str(),
+            c.critical,
+            c.weight,
+            c.e_value,
+            c.status.as_str()
         );
-        println!("    {}", c["reason"].as_str().unwrap_or(""));
+        println!("    {}", c.reason);
         println!(
             "    {:<10} {:>12} {:>12} {:>9} {:>12} {:>9} {:>11} {:>10} {:>10}",
             "test",
@@ -365,48 +378,40 @@ fn print_evidence(doc: &Value) {
             "ratio",
             "bound"
         );
-        for t in c["tests"].as_array().into_iter().flatten() {
-            let name = match t["boundary"].as_f64() {
-                Some(b) if c["name"].as_str().is_some_and(|n| n.starts_with("istiod-")) => {
-                    format!("> {b} s")
-                }
+        for t in &c.tests {
+            let name = match t.boundary {
+                Some(b) if c.name.starts_with("istiod-") => format!("> {b} s"),
                 Some(b) => format!("> {b} ms"),
                 None => "rate".into(),
             };
-            let bound = match (
-                t["ratio_lower_bound"].as_f64(),
-                t["ratio_upper_bound"].as_f64(),
-            ) {
-                (Some(l), Some(u)) => format!("{l:.2}..{u:.2}"),
-                (Some(l), None) => format!("{l:.2}..inf"),
-                _ => "-".into(),
+            // The lower bound is always there; the upper one is null when unbounded.
+            let bound = match t.ratio_upper_bound {
+                Some(u) => format!("{:.2}..{u:.2}", t.ratio_lower_bound),
+                None => format!("{:.2}..inf", t.ratio_lower_bound),
             };
             println!(
                 "    {:<10} {:>12} {:>12} {:>8.3}% {:>12} {:>8.3}% {:>11.3} {:>10} {:>10} {}",
                 name,
-                fmt_count(t["baseline"]["events"].as_f64().unwrap_or(0.0)),
-                fmt_count(t["baseline"]["exposure"].as_f64().unwrap_or(0.0)),
-                t["baseline"]["rate"].as_f64().unwrap_or(0.0) * 100.0,
-                fmt_count(t["canary"]["events"].as_f64().unwrap_or(0.0)),
-                t["canary"]["rate"].as_f64().unwrap_or(0.0) * 100.0,
-                t["e_value"].as_f64().unwrap_or(f64::NAN),
-                t["ratio_estimate"]
-                    .as_f64()
-                    .map_or("-".into(), |r| format!("{r:.2}")),
+                fmt_count(t.baseline.events),
+                fmt_count(t.baseline.exposure),
+                t.baseline.rate.unwrap_or(0.0) * 100.0,
+                fmt_count(t.canary.events),
+                t.canary.rate.unwrap_or(0.0) * 100.0,
+                t.e_value,
+                t.ratio_estimate.map_or("-".into(), |r| format!("{r:.2}")),
                 bound,
-                t["certified_by"]
-                    .as_str()
-                    .map_or(String::new(), |c| format!("certified by {c}")),
+                t.certified_by
+                    .map_or(String::new(), |c| format!("certified by {}", c.as_str())),
             );
         }
-        if let Some(r) = c["resolution"].as_str() {
+        if let Some(r) = &c.resolution {
             println!("    resolution: {r}");
         }
     }
-    let q = &doc["data_quality"];
+    let (b, k) = (&doc.data_quality.baseline, &doc.data_quality.canary);
     println!(
         "\n  data quality: baseline {} targets ({} fresh, {} stale, {} unreachable, {} resets); canary {} targets ({} fresh, {} stale, {} unreachable, {} resets)",
-        q["baseline"]["targets"], q["baseline"]["fresh"], q["baseline"]["stale"], q["baseline"]["unreachable"], q["baseline"]["resets"],
-        q["canary"]["targets"], q["canary"]["fresh"], q["canary"]["stale"], q["canary"]["unreachable"], q["canary"]["resets"]
+        b.targets, b.fresh, b.stale, b.unreachable, b.resets,
+        k.targets, k.fresh, k.stale, k.unreachable, k.resets
     );
 }

@@ -14,7 +14,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use meshgate_core::api::{ErrorDoc, VerdictDoc};
+use serde_json::json;
+
+use crate::client::read_doc;
+use crate::judge::Verdict;
 
 /// Exit code for GO.
 pub const EXIT_GO: u8 = 0;
@@ -111,12 +115,12 @@ enum Step {
     Transient(String),
 }
 
-fn exit_for(verdict: &str) -> Option<u8> {
+fn exit_for(verdict: Verdict) -> Option<u8> {
     match verdict {
-        "GO" => Some(EXIT_GO),
-        "NO-GO" => Some(EXIT_NO_GO),
-        "INCONCLUSIVE" => Some(EXIT_INCONCLUSIVE),
-        _ => None,
+        Verdict::Go => Some(EXIT_GO),
+        Verdict::NoGo => Some(EXIT_NO_GO),
+        Verdict::Inconclusive => Some(EXIT_INCONCLUSIVE),
+        Verdict::Pending => None,
     }
 }
 
@@ -246,18 +250,20 @@ async fn poll_once(
         let text = r.text().await.unwrap_or_default();
         return Step::Transient(format!("GET {url}: {status}: {text}"));
     }
-    let doc: Value = match r.json().await {
-        Ok(v) => v,
-        Err(e) => return Step::Transient(format!("GET {url}: not JSON: {e}")),
+    // A document this gate cannot read (another daemon version) is retried like an unreachable
+    // daemon, with the serde error naming the field, and never shown as an unknown verdict.
+    let doc: VerdictDoc = match read_doc(&format!("GET {url}"), r).await {
+        Ok(d) => d,
+        Err(e) => return Step::Transient(e.to_string()),
     };
-    let verdict = doc["verdict"].as_str().unwrap_or("?").to_owned();
+    let verdict = doc.verdict;
     let line = format!(
         "[{:>5.0}s] {:<12} e={:.3}/{:.0}  {}",
         started.elapsed().as_secs_f64(),
-        verdict,
-        doc["e_value"].as_f64().unwrap_or(f64::NAN),
-        doc["threshold"].as_f64().unwrap_or(f64::NAN),
-        doc["reason"].as_str().unwrap_or("")
+        verdict.as_str(),
+        doc.e_value,
+        doc.threshold,
+        doc.reason
     );
     if tty {
         eprint!("\r\x1b[2K{line}");
@@ -266,7 +272,7 @@ async fn poll_once(
         eprintln!("{line}");
     }
     *last_line = line;
-    let Some(code) = exit_for(&verdict) else {
+    let Some(code) = exit_for(verdict) else {
         return Step::Progress;
     };
     if tty {
@@ -275,7 +281,7 @@ async fn poll_once(
     if o.json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        println!("{verdict}: {}", doc["reason"].as_str().unwrap_or(""));
+        println!("{}: {}", verdict.as_str(), doc.reason);
     }
     if o.delete {
         let _ = client
@@ -380,10 +386,8 @@ async fn create(
     }
     let text = r.text().await.unwrap_or_default();
     if s == reqwest::StatusCode::CONFLICT {
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
+        // The error document's message; a body that is not one is shown as it came.
+        let msg = serde_json::from_str::<ErrorDoc>(&text).map_or(text, |d| d.error.message);
         eprintln!(
             "meshgate gate: {msg}\nmeshgate gate: pass --replace to delete it and start this one, or use a fresh --name; exiting {EXIT_NAME_TAKEN}"
         );

@@ -19,6 +19,7 @@
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
 //! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
 //! - [`gate`]: the `meshgate gate` client for upgrade scripts.
+//! - [`client`]: what the CLI clients share: an API answer read as its `meshgate_core::api` document.
 //! - [`auth`]: bearer tokens and scopes for the API.
 //! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
@@ -31,6 +32,7 @@
 pub mod alert;
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -246,30 +246,31 @@ async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PlanAction::Status { url } => {
+            use meshgate::client::read_doc;
+            use meshgate_core::api::{ErrorDoc, PlanStatus};
+            let url = format!("{}/v1/plan/status", url.trim_end_matches('/'));
             let resp = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()?
-                .get(format!("{}/v1/plan/status", url.trim_end_matches('/')))
+                .get(&url)
                 .send()
                 .await
                 .with_context(|| format!("asking {url}"))?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.context("reading the answer")?;
+            let (status, endpoint) = (resp.status(), format!("GET {url}"));
             if !status.is_success() {
-                eprintln!(
-                    "{status}: {}",
-                    body["error"]["message"].as_str().unwrap_or("")
-                );
+                let e: ErrorDoc = read_doc(&endpoint, resp).await?;
+                eprintln!("{status}: {}", e.error.message);
                 return Ok(ExitCode::from(1));
             }
-            println!("{}", body["advice"].as_str().unwrap_or(""));
-            for w in body["waves"].as_array().into_iter().flatten() {
+            let plan: PlanStatus = read_doc(&endpoint, resp).await?;
+            println!("{}", plan.advice);
+            for w in &plan.waves {
                 println!(
                     "  {:<16} {:<12} verdict {:<12} {}",
-                    w["name"].as_str().unwrap_or("?"),
-                    w["phase"].as_str().unwrap_or("?"),
-                    w["verdict"].as_str().unwrap_or("-"),
-                    w["reason"].as_str().unwrap_or("")
+                    w.name,
+                    w.phase.as_str(),
+                    w.verdict.map_or("-", |v| v.as_str()),
+                    w.reason.as_deref().unwrap_or("")
                 );
             }
             Ok(ExitCode::SUCCESS)

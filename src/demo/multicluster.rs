@@ -6,10 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use meshgate_core::api::VerdictDoc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{demo_config, demo_mesh, progress_line, DemoOptions, Scenario};
+use super::{demo_config, demo_mesh, get_skew, get_verdict, progress_line, DemoOptions, Scenario};
 use crate::config::StaticTarget;
 use crate::judge::Catalog;
 use crate::sim::multicluster::{MultiClusterConfig, SimMultiCluster, UpgradeOrder};
@@ -130,19 +131,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     println!();
 
     let mut last_print = Instant::now() - Duration::from_secs(60);
-    let docs: Vec<Value> = loop {
+    let docs: Vec<VerdictDoc> = loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let mut docs = Vec::new();
         for (id, _) in &list {
-            let doc: Value = client
-                .get(format!("{base}/v1/analyses/{id}/verdict"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            docs.push(doc);
+            docs.push(get_verdict(&client, &base, id).await?);
         }
-        let all = docs.iter().all(|d| d["decided"] == true);
+        let all = docs.iter().all(|d| d.decided);
         if last_print.elapsed() >= Duration::from_secs(5) || all {
             for ((id, _), d) in list.iter().zip(&docs) {
                 println!("{id:<18} {}", progress_line(d));
@@ -163,37 +158,34 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let mut ok = true;
     println!("\n  verdicts per cluster and overall:");
     for ((id, _), d) in list.iter().zip(&docs) {
-        let v = d["verdict"].as_str().unwrap_or("?");
+        let v = d.verdict.as_str();
         ok &= v == expected;
         println!(
             "    {id:<18} {v:<12} after {:>4.0} s: {}",
-            d["decided_after_seconds"].as_f64().unwrap_or(f64::NAN),
-            d["reason"].as_str().unwrap_or("")
+            d.decided_after_seconds.unwrap_or(f64::NAN),
+            d.reason
         );
     }
-    let overall = docs.last().and_then(|d| d["reason"].as_str()).unwrap_or("");
+    let overall = docs.last().map_or("", |d| d.reason.as_str());
     if order == UpgradeOrder::RemoteFirst && !overall.contains("upgrade the primary first") {
         println!("  the overall reason does not name the upgrade-order rule");
         ok = false;
     }
-    if let Ok(r) = client.get(format!("{base}/v1/skew")).send().await {
-        if let Ok(skew) = r.json::<Value>().await {
+    let skew = get_skew(&client, &base).await?;
+    println!(
+        "\n  version skew (GET /v1/skew): {} - {}",
+        skew.verdict.as_str(),
+        skew.reason
+    );
+    for (cluster, revs) in &skew.clusters {
+        for r in revs {
             println!(
-                "\n  version skew (GET /v1/skew): {} - {}",
-                skew["verdict"].as_str().unwrap_or("?"),
-                skew["reason"].as_str().unwrap_or("")
+                "    cluster {cluster}, revision {}: control plane in {}, {} istiod(s), proxies {}",
+                r.revision,
+                r.control_plane_cluster,
+                r.istiods.len(),
+                serde_json::to_string(&r.proxies)?
             );
-            for (cluster, revs) in skew["clusters"].as_object().into_iter().flatten() {
-                for r in revs.as_array().into_iter().flatten() {
-                    println!(
-                        "    cluster {cluster}, revision {}: control plane in {}, {} istiod(s), proxies {}",
-                        r["revision"].as_str().unwrap_or("?"),
-                        r["control_plane_cluster"].as_str().unwrap_or("?"),
-                        r["istiods"].as_array().map_or(0, Vec::len),
-                        r["proxies"]
-                    );
-                }
-            }
         }
     }
     println!(

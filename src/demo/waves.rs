@@ -12,10 +12,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use meshgate_core::api::VerdictDoc;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{demo_config, progress_line, DemoOptions, Scenario};
+use super::{demo_config, get_verdict, progress_line, DemoOptions, Scenario};
 use crate::config::StaticTarget;
 use crate::judge::Catalog;
 use crate::sim::{Cohort, Fault, SimConfig, SimMesh};
@@ -125,43 +126,33 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         println!("   {ns} moved to {canary_rev} (its pods restarted onto the new sidecar)");
         let wave_started = Instant::now();
         let mut last_print = Instant::now();
-        let doc: Value = loop {
+        let doc: VerdictDoc = loop {
             tokio::time::sleep(Duration::from_millis(1000)).await;
-            let doc: Value = client
-                .get(format!("{base}/v1/analyses/{id}/verdict"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if doc["decided"] == true {
+            let doc = get_verdict(&client, &base, &id).await?;
+            if doc.decided {
                 break doc;
             }
             if last_print.elapsed() >= Duration::from_secs(10) {
                 println!("   {}", progress_line(&doc));
-                println!("   {}", doc["reason"].as_str().unwrap_or(""));
+                println!("   {}", doc.reason);
                 last_print = Instant::now();
             }
             if wave_started.elapsed() > Duration::from_secs(300) {
                 bail!("wave {} did not decide within 300 s", i + 1);
             }
         };
-        let verdict = doc["verdict"].as_str().unwrap_or("?");
+        let verdict = doc.verdict.as_str();
         let ok = verdict == expected;
         all_ok &= ok;
-        println!(
-            "   verdict {verdict}: {}",
-            doc["reason"].as_str().unwrap_or("")
-        );
-        for s in doc["checks"][0]["strata"].as_array().into_iter().flatten() {
+        println!("   verdict {verdict}: {}", doc.reason);
+        for s in doc.checks.first().into_iter().flat_map(|c| &c.strata) {
             println!(
                 "     {:<16} {:<18} before {:>7.3}%  after {:>7.3}%  after/before vs the others {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["status"].as_str().unwrap_or("?"),
-                100.0 * s["baseline"]["rate"].as_f64().unwrap_or(0.0),
-                100.0 * s["canary"]["rate"].as_f64().unwrap_or(0.0),
-                s["ratio"]
-                    .as_f64()
-                    .map_or("-".into(), |r| format!("{r:.2}")),
+                s.name,
+                s.status.as_str(),
+                100.0 * s.baseline.rate.unwrap_or(0.0),
+                100.0 * s.canary.rate.unwrap_or(0.0),
+                s.ratio.map_or("-".into(), |r| format!("{r:.2}")),
             );
         }
         println!(

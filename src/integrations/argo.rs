@@ -80,13 +80,17 @@ impl Measurement {
     pub fn of(v: &AnalysisView) -> Self {
         Self {
             id: v.id.clone(),
-            verdict: v.state().verdict,
-            decided: v.state().verdict.is_final(),
-            decision: v.state().verdict.is_final().then_some(v.state().verdict),
-            reason: v.state().reason.clone(),
-            e_value: crate::api::e_value(v.state().ln_e),
-            threshold: 1.0 / v.state().settings.alpha,
-            elapsed_seconds: v.state().elapsed.as_secs_f64(),
+            verdict: v.state().verdict(),
+            decided: v.state().verdict().is_final(),
+            decision: v
+                .state()
+                .verdict()
+                .is_final()
+                .then_some(v.state().verdict()),
+            reason: v.state().reason().to_owned(),
+            e_value: crate::api::e_value(v.state().ln_e()),
+            threshold: 1.0 / v.state().settings().alpha,
+            elapsed_seconds: v.state().elapsed().as_secs_f64(),
             evidence: format!("/v1/analyses/{}/verdict", v.id),
         }
     }

@@ -291,7 +291,7 @@ fn answer(g: Gate, v: &AnalysisView) -> (StatusCode, Option<Verdict>, Response) 
         StatusCode::PRECONDITION_FAILED
     };
     let body = json!({
-        "analysis": v.id, "gate": g, "verdict": verdict, "reason": v.state().reason,
+        "analysis": v.id, "gate": g, "verdict": verdict, "reason": v.state().reason(),
         "pass": status == StatusCode::OK, "evidence": format!("/v1/analyses/{}/verdict", v.id),
     });
     (status, Some(verdict), (status, Json(body)).into_response())

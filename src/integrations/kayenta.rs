@@ -220,7 +220,7 @@ pub fn score(v: &AnalysisView, marginal: f64) -> Option<f64> {
 
 fn check_scores(v: &AnalysisView) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
-    for c in &v.state().evidence {
+    for c in v.state().evidence() {
         let s = match c.status.as_str() {
             "certified" => 100.0,
             "regression" => 0.0,
@@ -266,8 +266,8 @@ async fn execution(
         .iter()
         .map(|(scope, v)| {
             json!({
-                "scope": scope, "analysis": v.id, "verdict": v.state().verdict,
-                "reason": v.state().reason, "evidence": format!("/v1/analyses/{}/verdict", v.id),
+                "scope": scope, "analysis": v.id, "verdict": v.state().verdict(),
+                "reason": v.state().reason(), "evidence": format!("/v1/analyses/{}/verdict", v.id),
             })
         })
         .collect();
@@ -279,7 +279,7 @@ async fn execution(
         "meshgate": if many {
             json!({ "scopes": per_scope })
         } else {
-            json!({ "verdict": first.state().verdict, "reason": first.state().reason, "evidence": format!("/v1/analyses/{}/verdict", first.id) })
+            json!({ "verdict": first.state().verdict(), "reason": first.state().reason(), "evidence": format!("/v1/analyses/{}/verdict", first.id) })
         },
     });
     if complete {
@@ -302,12 +302,12 @@ async fn execution(
         let reason = if many {
             format!(
                 "meshgate {} (worst of {} scopes: {scope}): {}",
-                st.verdict.as_str(),
+                st.verdict().as_str(),
                 views.len(),
-                st.reason
+                st.reason()
             )
         } else {
-            format!("meshgate {}: {}", st.verdict.as_str(), st.reason)
+            format!("meshgate {}: {}", st.verdict().as_str(), st.reason())
         };
         let mut checks = serde_json::Map::new();
         for (scope, v) in &views {

@@ -152,7 +152,7 @@ fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64
         "meshgate_decided" => out.push(sample(base(&[]), flag(verdict.is_final()))),
         "meshgate_e_value" => out.push(sample(base(&[]), v.ln_e().exp())),
         _ => {
-            for c in &v.state().evidence {
+            for c in v.state().evidence() {
                 if name == "meshgate_check_e_value" {
                     out.push(sample(base(&[("check", c.name.clone())]), c.e_value));
                     continue;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::observe::TargetObservation;
+use crate::api::ErrorDoc;
 use crate::daemon::Shared;
 
 /// The routes, merged into the API router.
@@ -25,7 +26,10 @@ pub fn routes() -> Router<Shared> {
 fn not_ready(what: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"error": {"code": "unavailable", "message": format!("{what}: the engine has not ticked yet")}})),
+        Json(ErrorDoc::new(
+            "unavailable",
+            format!("{what}: the engine has not ticked yet"),
+        )),
     )
         .into_response()
 }
@@ -40,7 +44,7 @@ async fn skew(State(s): State<Shared>) -> Response {
 fn no_plan() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": {"code": "not_found", "message": "no [plan] in the configuration"}})),
+        Json(ErrorDoc::new("not_found", "no [plan] in the configuration")),
     )
         .into_response()
 }

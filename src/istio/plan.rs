@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::Target;
+use crate::judge::Verdict;
+pub use meshgate_core::api::{NamespaceLabels, NamespaceState, PlanStatus, WavePhase, WaveStatus};
 
 /// `[plan]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,68 +100,6 @@ impl Plan {
     }
 }
 
-/// A namespace's Istio injection labels as written on the namespace (a revision tag stays a
-/// tag): what a wave's rollback restores.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamespaceLabels {
-    /// `istio-injection` (e.g. `enabled`), if set.
-    pub istio_injection: Option<String>,
-    /// `istio.io/rev` (a revision or a tag), if set.
-    pub rev: Option<String>,
-}
-
-/// `istio-injection=enabled,istio.io/rev=1-24-2` (only the labels set; empty when none): the
-/// form of the `namespace_labels` target label that Kubernetes discovery sets.
-impl std::fmt::Display for NamespaceLabels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut sep = "";
-        if let Some(v) = &self.istio_injection {
-            write!(f, "istio-injection={v}")?;
-            sep = ",";
-        }
-        if let Some(v) = &self.rev {
-            write!(f, "{sep}istio.io/rev={v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for NamespaceLabels {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut out = NamespaceLabels::default();
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            match part.split_once('=') {
-                Some(("istio-injection", v)) => out.istio_injection = Some(v.to_owned()),
-                Some(("istio.io/rev", v)) => out.rev = Some(v.to_owned()),
-                _ => {
-                    return Err(format!(
-                        "namespace_labels {s:?}: {part:?} is not istio-injection=... or istio.io/rev=..."
-                    ))
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl NamespaceLabels {
-    /// The `kubectl` command that puts these labels back on namespace `ns` (a label that was
-    /// not set is removed).
-    pub fn kubectl(&self, ns: &str) -> String {
-        let inj = match &self.istio_injection {
-            Some(v) => format!("istio-injection={v}"),
-            None => "istio-injection-".into(),
-        };
-        let rev = match &self.rev {
-            Some(v) => format!("istio.io/rev={v}"),
-            None => "istio.io/rev-".into(),
-        };
-        format!("kubectl label namespace {ns} {inj} {rev} --overwrite")
-    }
-}
-
 /// The namespace labels recorded before each namespace moved, for one plan (persisted with the
 /// store, so a restart after the relabel still knows what to restore).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -229,66 +169,11 @@ pub fn record_labels(
     Ok(changed)
 }
 
-/// Where one namespace stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NamespaceState {
-    /// Every discovered proxy runs the old revision (or its label says so).
-    NotStarted,
-    /// Some proxies run the new revision, some the old (pods restarting).
-    Moving,
-    /// Every discovered proxy runs the new revision.
-    Moved,
-    /// No proxy discovered in it.
-    Empty,
-}
-
-/// One wave's status.
-#[derive(Clone, Debug, Serialize)]
-pub struct WaveStatus {
-    /// Name.
-    pub name: String,
-    /// Per namespace: state and proxies on (old, new, other) revisions.
-    pub namespaces: BTreeMap<String, (NamespaceState, [usize; 3])>,
-    /// `not_started`, `moving`, `soaking`, `done`, `failed`.
-    pub phase: &'static str,
-    /// The wave analysis' verdict, if it exists.
-    pub verdict: Option<String>,
-    /// Its reason.
-    pub reason: Option<String>,
-    /// Seconds left of the soak, while soaking.
-    pub soak_left_seconds: Option<f64>,
-    /// What to run to roll this wave back (advice; meshgate never relabels).
-    pub rollback: Vec<String>,
-    /// Per namespace, the labels the rollback restores: as recorded before the namespace moved,
-    /// or `null` when none were recorded (then `istio.io/rev=<from_revision>` is assumed).
-    pub rollback_labels: BTreeMap<String, Option<NamespaceLabels>>,
-}
-
-/// The plan's status (`GET /v1/plan/status`).
-#[derive(Clone, Debug, Serialize)]
-pub struct PlanStatus {
-    /// Plan name.
-    pub name: String,
-    /// From -> to.
-    pub from_revision: String,
-    /// To.
-    pub to_revision: String,
-    /// The wave in progress (first not done), if any.
-    pub current_wave: Option<String>,
-    /// Whether the next wave may start now, and why (not).
-    pub next_wave_may_start: bool,
-    /// Explanation.
-    pub advice: String,
-    /// Every wave.
-    pub waves: Vec<WaveStatus>,
-}
-
 /// What the engine knows about a wave's analysis and soak.
 #[derive(Clone, Debug, Default)]
 pub struct WaveRuntime {
     /// Verdict and reason of the wave's analysis.
-    pub verdict: Option<(String, String)>,
+    pub verdict: Option<(Verdict, String)>,
     /// How long the wave has been fully moved.
     pub moved_for: Option<Duration>,
 }
@@ -365,21 +250,21 @@ pub fn status(
                 (n.clone(), (ns_state(c), c))
             })
             .collect();
-        let verdict = rt.verdict.as_ref().map(|(v, _)| v.as_str());
+        let verdict = rt.verdict.as_ref().map(|(v, _)| *v);
         let moved = wave_moved(w, counts);
         let soak_left = rt.moved_for.map(|d| w.soak.saturating_sub(d).as_secs_f64());
-        let phase = if verdict == Some("NO-GO") || verdict == Some("INCONCLUSIVE") {
-            "failed"
+        let phase = if matches!(verdict, Some(Verdict::NoGo | Verdict::Inconclusive)) {
+            WavePhase::Failed
         } else if !wave_started(w, counts) {
-            "not_started"
+            WavePhase::NotStarted
         } else if !moved {
-            "moving"
-        } else if verdict == Some("GO") && soak_left == Some(0.0) {
-            "done"
+            WavePhase::Moving
+        } else if verdict == Some(Verdict::Go) && soak_left == Some(0.0) {
+            WavePhase::Done
         } else {
-            "soaking"
+            WavePhase::Soaking
         };
-        if phase != "done" && current.is_none() {
+        if phase != WavePhase::Done && current.is_none() {
             current = Some(i);
         }
         let rollback_labels: BTreeMap<String, Option<NamespaceLabels>> = w
@@ -406,9 +291,13 @@ pub fn status(
             name: w.name.clone(),
             namespaces,
             phase,
-            verdict: verdict.map(str::to_owned),
+            verdict,
             reason: rt.verdict.map(|(_, r)| r),
-            soak_left_seconds: if phase == "soaking" { soak_left } else { None },
+            soak_left_seconds: if phase == WavePhase::Soaking {
+                soak_left
+            } else {
+                None
+            },
             rollback,
             rollback_labels,
         });
@@ -422,7 +311,7 @@ pub fn status(
             let w = &waves[i];
             let next = plan.waves.get(i + 1).map(|w| w.name.as_str());
             match w.phase {
-                "failed" => (
+                WavePhase::Failed => (
                     false,
                     format!(
                         "wave {} failed ({}): roll it back: {}",
@@ -431,12 +320,12 @@ pub fn status(
                         w.rollback.join(" && ")
                     ),
                 ),
-                "not_started" if i == 0 || waves[i - 1].phase == "done" => (
+                WavePhase::NotStarted if i == 0 || waves[i - 1].phase == WavePhase::Done => (
                     true,
                     format!("wave {} may start: relabel its namespaces to istio.io/rev={} and restart their workloads", w.name, plan.to_revision),
                 ),
-                "not_started" => (false, format!("wave {} has not started", w.name)),
-                "moving" => (
+                WavePhase::NotStarted => (false, format!("wave {} has not started", w.name)),
+                WavePhase::Moving => (
                     false,
                     format!("wave {} is moving: not every namespace runs revision {} yet", w.name, plan.to_revision),
                 ),
@@ -445,7 +334,7 @@ pub fn status(
                     format!(
                         "wave {} is soaking: verdict {}, {:.0} s of soak left; {} waits",
                         w.name,
-                        w.verdict.as_deref().unwrap_or("none yet"),
+                        w.verdict.map_or("none yet", Verdict::as_str),
                         w.soak_left_seconds.unwrap_or(f64::NAN),
                         next.unwrap_or("nothing")
                     ),
@@ -527,14 +416,14 @@ mod tests {
         let refs: Vec<&Target> = targets.iter().collect();
         let c = namespace_counts(&p, &refs);
         let s = status(&p, &c, &[], &RecordedLabels::default());
-        assert_eq!(s.waves[0].phase, "moving");
+        assert_eq!(s.waves[0].phase, WavePhase::Moving);
         assert!(!s.next_wave_may_start);
         // Staging moved, GO, soak not over: soaking; then done and the next may start.
         let targets = [t("staging", "1-25-0", 1), t("shop", "1-24-2", 0)];
         let refs: Vec<&Target> = targets.iter().collect();
         let c = namespace_counts(&p, &refs);
         let go = WaveRuntime {
-            verdict: Some(("GO".into(), "ok".into())),
+            verdict: Some((Verdict::Go, "ok".into())),
             moved_for: Some(Duration::from_secs(30)),
         };
         let s = status(
@@ -543,7 +432,7 @@ mod tests {
             std::slice::from_ref(&go),
             &RecordedLabels::default(),
         );
-        assert_eq!(s.waves[0].phase, "soaking");
+        assert_eq!(s.waves[0].phase, WavePhase::Soaking);
         assert_eq!(s.waves[0].soak_left_seconds, Some(30.0));
         assert!(!s.next_wave_may_start);
         let done = WaveRuntime {
@@ -551,16 +440,16 @@ mod tests {
             ..go
         };
         let s = status(&p, &c, &[done], &RecordedLabels::default());
-        assert_eq!(s.waves[0].phase, "done");
+        assert_eq!(s.waves[0].phase, WavePhase::Done);
         assert_eq!(s.current_wave.as_deref(), Some("critical"));
         assert!(s.next_wave_may_start, "{}", s.advice);
         // A NO-GO fails the wave and gives the rollback.
         let bad = WaveRuntime {
-            verdict: Some(("NO-GO".into(), "5xx up".into())),
+            verdict: Some((Verdict::NoGo, "5xx up".into())),
             moved_for: Some(Duration::from_secs(10)),
         };
         let s = status(&p, &c, &[bad], &RecordedLabels::default());
-        assert_eq!(s.waves[0].phase, "failed");
+        assert_eq!(s.waves[0].phase, WavePhase::Failed);
         assert!(!s.next_wave_may_start);
         assert!(
             s.advice
@@ -620,7 +509,7 @@ mod tests {
             }
         );
         let bad = WaveRuntime {
-            verdict: Some(("NO-GO".into(), "5xx up".into())),
+            verdict: Some((Verdict::NoGo, "5xx up".into())),
             moved_for: None,
         };
         let s = status(&p, &c, std::slice::from_ref(&bad), &rec);

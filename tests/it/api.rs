@@ -9,7 +9,7 @@ use meshgate::judge::Catalog;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-async fn daemon(extra: &str) -> (String, CancellationToken, meshgate::daemon::Running) {
+pub async fn daemon(extra: &str) -> (String, CancellationToken, meshgate::daemon::Running) {
     let cfg = Config::from_toml(
         &format!(
             "[scrape]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n[judge]\nmin_duration = \"1s\"\nmax_duration = \"3s\"\n{extra}"
@@ -27,7 +27,7 @@ async fn daemon(extra: &str) -> (String, CancellationToken, meshgate::daemon::Ru
     (format!("http://{}", running.addr), stop, running)
 }
 
-fn analysis(name: &str) -> Value {
+pub fn analysis(name: &str) -> Value {
     json!({"name": name, "baseline": "{revision=\"old\"}", "canary": "{revision=\"new\"}"})
 }
 
@@ -317,7 +317,10 @@ async fn verdict_events_are_broadcast() {
     match second {
         meshgate::daemon::VerdictEvent::Changed { previous, view } => {
             assert_eq!(previous, Some(meshgate::judge::Verdict::Pending));
-            assert_eq!(view.state().verdict, meshgate::judge::Verdict::Inconclusive);
+            assert_eq!(
+                view.state().verdict(),
+                meshgate::judge::Verdict::Inconclusive
+            );
         }
         other => panic!("unexpected {other:?}"),
     }

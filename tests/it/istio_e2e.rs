@@ -393,6 +393,26 @@ async fn plan_status_follows_discovery_and_starts_wave_analyses() {
     assert_eq!(status["waves"][0]["namespaces"]["staging"][0], "moved");
     assert_eq!(status["current_wave"], "critical");
     assert_eq!(status["next_wave_may_start"], true, "{status}");
+    // `meshgate plan status` reads the same answer as the core's plan status document.
+    let url = base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args(["plan", "status", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("staging") && text.contains("done") && text.contains("verdict GO"),
+        "{text}"
+    );
     assert_eq!(status["waves"][1]["namespaces"]["shop"][0], "not_started");
     assert!(status["waves"][1]["rollback"][0]
         .as_str()

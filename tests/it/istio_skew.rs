@@ -7,6 +7,7 @@ use meshgate::discovery::Target;
 use meshgate::istio::observe::read_page;
 use meshgate::istio::skew::{report, supported, Topology, Version};
 use meshgate::istio::TargetObservation;
+use meshgate::judge::Verdict;
 
 const ISTIOD_1_5: &str = include_str!("../fixtures/istio/istiod-1.5.0_metrics-15014_datadog.prom");
 const PROXY_1_11: &str =
@@ -81,7 +82,7 @@ fn real_captures_proxy_1_11_ahead_of_istiod_1_5_is_no_go() {
         obs("proxy", "proxy", "c1", "default", PROXY_1_11),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "NO-GO", "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::NoGo, "{}", r.reason);
     assert!(
         r.reason.contains("data plane ahead of its control plane"),
         "{}",
@@ -105,7 +106,7 @@ fn real_capture_without_istio_build_keeps_it_pending() {
         obs("proxy", "proxy", "c1", "default", PROXY_1_5_EXCERPT),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "PENDING", "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::Pending, "{}", r.reason);
     assert!(r.reason.contains("version is unknown"), "{}", r.reason);
 }
 
@@ -130,7 +131,7 @@ fn supported_pairings_are_go_and_two_minors_behind_is_no_go() {
         obs("proxy2", "proxy", "c1", "1-12", &proxy_page("1.11.4")),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "GO", "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::Go, "{}", r.reason);
     let all = vec![
         obs(
             "istiod",
@@ -142,7 +143,7 @@ fn supported_pairings_are_go_and_two_minors_behind_is_no_go() {
         obs("proxy", "proxy", "c1", "1-13", PROXY_1_11),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "NO-GO");
+    assert_eq!(r.verdict, Verdict::NoGo);
     assert!(
         r.reason
             .contains("proxy 1.11.4 is 2 minor versions behind istiod 1.13.2; Istio supports one"),
@@ -165,7 +166,7 @@ fn pilot_xds_versions_are_judged_too() {
         obs("proxy", "proxy", "c1", "1-25-0", &proxy_page("1.25.0")),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "NO-GO");
+    assert_eq!(r.verdict, Verdict::NoGo);
     assert!(
         r.reason
             .contains("reports 2 connected proxies of version 1.26.1 (pilot_xds)"),
@@ -181,7 +182,7 @@ fn unparseable_versions_are_no_go_with_a_clear_message() {
         obs("proxy", "proxy", "c1", "r", &proxy_page("a1b2c3d-dirty")),
     ];
     let r = report(&all, &Topology::default());
-    assert_eq!(r.verdict, "NO-GO");
+    assert_eq!(r.verdict, Verdict::NoGo);
     assert!(
         r.reason.contains("cannot parse istio_build{component=\"proxy\"}: \"a1b2c3d-dirty\" is not an Istio version"),
         "{}",
@@ -207,7 +208,7 @@ fn remote_cluster_needs_its_primary_upgraded_first() {
         obs("p-west", "proxy", "west", "1-25-0", &proxy_page("1.25.0")),
     ];
     let r = report(&all, &topo);
-    assert_eq!(r.verdict, "NO-GO");
+    assert_eq!(r.verdict, Verdict::NoGo);
     assert!(
         r.reason.contains("in remote cluster west, but its primary east runs no istiod of revision 1-25-0: upgrade the primary first"),
         "{}",
@@ -224,7 +225,7 @@ fn remote_cluster_needs_its_primary_upgraded_first() {
         &istiod_page("1.25.0", &[]),
     ));
     let r = report(&all, &topo);
-    assert_eq!(r.verdict, "GO", "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::Go, "{}", r.reason);
     assert_eq!(r.clusters["west"][0].control_plane_cluster, "east");
     // An istiod that discovery lists but that is not scraped yet: PENDING, not NO-GO.
     let r = meshgate::istio::skew::report_known(
@@ -232,7 +233,7 @@ fn remote_cluster_needs_its_primary_upgraded_first() {
         &topo,
         Some(&[("east".to_string(), "1-25-0".to_string())]),
     );
-    assert_eq!(r.verdict, "PENDING", "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::Pending, "{}", r.reason);
     assert!(
         r.reason.contains("discovered but not scraped yet"),
         "{}",

@@ -12,6 +12,7 @@ mod edges;
 mod faults;
 mod fuzz_regressions;
 mod gate;
+mod handlers;
 mod identity;
 mod istio_e2e;
 mod istio_multicluster;

@@ -233,7 +233,7 @@ async fn sigkill_mid_analysis_resumes_with_its_evidence_and_same_verdict() {
     let (_, loaded) = meshgate::store::Store::open(&store).unwrap();
     assert_eq!(loaded.analyses.len(), 1);
     assert_eq!(
-        loaded.analyses[0].state.verdict.as_str(),
+        loaded.analyses[0].state.verdict().as_str(),
         "GO",
         "the final verdict is stored"
     );

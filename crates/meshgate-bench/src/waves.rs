@@ -421,21 +421,21 @@ fn run_one(sc: &WaveScenario, seed: u64) -> Outcome {
             quality: quality(),
             elapsed,
         };
-        if !a.verdict.is_final() && a.tick(&specs, input()).is_final() {
-            outcome.verdict = a.verdict;
+        if !a.verdict().is_final() && a.tick(&specs, input()).is_final() {
+            outcome.verdict = a.verdict();
             outcome.after_move_s = Some(elapsed.as_secs_f64() - sc.pre_s as f64);
         }
         if let Some(t) = &mut twin {
-            if !t.verdict.is_final() && t.tick(&specs, input()) == Verdict::NoGo {
+            if !t.verdict().is_final() && t.tick(&specs, input()) == Verdict::NoGo {
                 outcome.twin_nogo = true;
             }
         }
-        let twin_done = twin.as_ref().is_none_or(|t| t.verdict.is_final());
-        if a.verdict.is_final() && twin_done {
+        let twin_done = twin.as_ref().is_none_or(|t| t.verdict().is_final());
+        if a.verdict().is_final() && twin_done {
             break;
         }
     }
-    if !a.verdict.is_final() {
+    if !a.verdict().is_final() {
         outcome.verdict = Verdict::Inconclusive;
     }
     outcome

@@ -8,8 +8,10 @@
 //! [`target`] a scrape target; [`problem`] a configuration problem with its key; [`cohort`]
 //! selectors, routing of series to analyses, reset-aware deltas; [`judge`] check specs, the
 //! analysis and its verdict rules (the statistics come from `meshgate-stats`); [`istio`] the
-//! Istio rules: revisions observed on pages, version skew, rollback triggers.
+//! Istio rules: revisions observed on pages, version skew, rollback triggers; [`api`] the documents
+//! the HTTP API answers (Serialize + Deserialize), shared by the server and its clients.
 
+pub mod api;
 pub mod cohort;
 pub mod istio;
 pub mod judge;

@@ -285,7 +285,7 @@ impl Judged {
     }
 
     fn done(&self) -> bool {
-        self.real.verdict.is_final() && self.twin.as_ref().is_none_or(|a| a.verdict.is_final())
+        self.real.verdict().is_final() && self.twin.as_ref().is_none_or(|a| a.verdict().is_final())
     }
 
     fn tick(
@@ -303,7 +303,7 @@ impl Judged {
             quality: quality.clone(),
             elapsed: Duration::from_secs_f64(t),
         };
-        if !self.real.verdict.is_final() {
+        if !self.real.verdict().is_final() {
             match self.real.tick(&self.specs, input()) {
                 Verdict::NoGo => {
                     self.decision = Decision::NoGo(t);
@@ -316,7 +316,7 @@ impl Judged {
             }
         }
         if let Some(twin) = &mut self.twin {
-            if !twin.verdict.is_final() && twin.tick(&self.specs, input()) == Verdict::NoGo {
+            if !twin.verdict().is_final() && twin.tick(&self.specs, input()) == Verdict::NoGo {
                 self.first_cross = Some(t);
             }
         }
@@ -731,12 +731,20 @@ mod tests {
             }
             scrape(&mut s, &pods, t);
             s.tick(t);
-            if s.judged[0].real.verdict.is_final() {
-                return (s.judged[0].real.verdict, t, s.judged[0].real.reason.clone());
+            if s.judged[0].real.verdict().is_final() {
+                return (
+                    s.judged[0].real.verdict(),
+                    t,
+                    s.judged[0].real.reason().to_owned(),
+                );
             }
         }
         let a = &s.judged[0].real;
-        (a.verdict, a.elapsed.as_secs_f64(), a.reason.clone())
+        (
+            a.verdict(),
+            a.elapsed().as_secs_f64(),
+            a.reason().to_owned(),
+        )
     }
 
     #[test]

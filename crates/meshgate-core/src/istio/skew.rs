@@ -16,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::observe::TargetObservation;
+use crate::judge::Verdict;
 
 /// An Istio version: major.minor.patch with an optional suffix (`1.25.0-beta.1`, `1.11.4`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -118,7 +119,7 @@ impl Topology {
 }
 
 /// One skew finding.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Deserialize)]
 pub struct SkewProblem {
     /// Cluster of the proxies (or of the istiod).
     pub cluster: String,
@@ -138,7 +139,7 @@ pub struct SkewProblem {
 }
 
 /// One istiod as observed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IstiodView {
     /// Target URL.
     pub url: String,
@@ -151,7 +152,7 @@ pub struct IstiodView {
 }
 
 /// One revision in one cluster.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RevisionView {
     /// Revision (`istio.io/rev`).
     pub revision: String,
@@ -164,10 +165,10 @@ pub struct RevisionView {
 }
 
 /// The skew report (`GET /v1/skew`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SkewReport {
     /// `GO` (every pairing supported), `NO-GO` (see problems) or `PENDING` (nothing to judge yet).
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     /// Summary.
     pub reason: String,
     /// Per cluster, per revision.
@@ -412,7 +413,7 @@ pub fn report_known(
     let blocking: Vec<&SkewProblem> = problems.iter().filter(|p| p.blocking).collect();
     let (verdict, reason) = if !blocking.is_empty() {
         (
-            "NO-GO",
+            Verdict::NoGo,
             format!(
                 "version skew: {}",
                 blocking
@@ -424,7 +425,7 @@ pub fn report_known(
         )
     } else if proxies.is_empty() || istiods.is_empty() || !problems.is_empty() {
         (
-            "PENDING",
+            Verdict::Pending,
             if problems.is_empty() {
                 format!(
                     "nothing to judge yet: {} proxies and {} istiods report their build",
@@ -441,7 +442,7 @@ pub fn report_known(
         )
     } else {
         (
-            "GO",
+            Verdict::Go,
             format!(
                 "{} proxies and {} istiods in {} clusters, every pairing within Istio's supported skew",
                 proxies.len(),

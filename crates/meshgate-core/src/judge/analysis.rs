@@ -300,6 +300,12 @@ pub struct TestState {
     pub raw: [f64; 4],
 }
 
+/// A bound that serde_json wrote as `null` (it writes every non-finite number so) reads back
+/// as the infinity it was: the verdict document and the store then parse what they wrote.
+fn null_is_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
@@ -384,7 +390,9 @@ pub struct TestEvidence {
     pub ratio_lower_bound: f64,
     /// Anytime-valid upper confidence bound on the ratio (`null` when unbounded).
     pub ratio_upper_bound: Option<f64>,
-    /// Anytime-valid upper bound on the canary's absolute rate.
+    /// Anytime-valid upper bound on the canary's absolute rate (infinite, JSON `null`, for a
+    /// `robust` check, which does not bound it).
+    #[serde(deserialize_with = "null_is_infinity")]
     pub canary_rate_upper_bound: f64,
     /// Certified not worse: by the ratio bound, by the SLO, or not at all.
     pub certified_by: Option<Certificate>,
@@ -419,6 +427,16 @@ pub enum Certificate {
     Ratio,
     /// Upper bound on the canary's rate below the SLO.
     Slo,
+}
+
+impl Certificate {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ratio => "ratio",
+            Self::Slo => "slo",
+        }
+    }
 }
 
 /// State of one check within an analysis.
@@ -529,6 +547,16 @@ pub enum EvidenceKind {
     HistogramTail,
 }
 
+impl EvidenceKind {
+    /// The word the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ratio => "ratio",
+            Self::HistogramTail => "histogram_tail",
+        }
+    }
+}
+
 /// Which direction is a regression (serialized `one` or `two`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -560,6 +588,20 @@ pub enum StratumStatus {
     /// Before/after: a workload of the moving namespaces still on the old revision.
     #[serde(rename = "not moved yet")]
     NotMoved,
+}
+
+impl StratumStatus {
+    /// The words the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compared => "compared",
+            Self::CanaryOnly => "canary only",
+            Self::BaselineOnly => "baseline only",
+            Self::TooLittleData => "too little data",
+            Self::NoPreWindow => "no pre-move window",
+            Self::NotMoved => "not moved yet",
+        }
+    }
 }
 
 /// The evidence of one check at the last tick.
@@ -736,38 +778,101 @@ fn moved_evidence(ba: &BeforeAfterTest, alpha: f64) -> Vec<StratumEvidence> {
 }
 
 /// One analysis: spec, state and last evidence. Serializable as a whole, so it can be persisted.
+///
+/// The fields are private: only the analysis' own methods ([`Analysis::tick`],
+/// [`Analysis::trip`], [`Analysis::abandon`]) set the verdict, and a final one stays, so no caller
+/// can turn a NO-GO into a GO by assignment. The accessors read them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// Settings in force.
-    pub settings: Settings,
+    settings: Settings,
     /// Check states, in the order of the analysis' checks.
-    pub checks: Vec<CheckState>,
+    checks: Vec<CheckState>,
     /// Current verdict.
-    pub verdict: Verdict,
+    verdict: Verdict,
     /// Why.
-    pub reason: String,
+    reason: String,
     /// ln of the combined e-value at tick `bounds_tick`.
-    pub ln_e: f64,
+    ln_e: f64,
     /// Ticks taken.
-    pub ticks: u64,
+    ticks: u64,
     /// Time since start at the last tick.
     #[serde(with = "humantime_serde")]
-    pub elapsed: Duration,
+    elapsed: Duration,
     /// When the verdict became final, since start.
     #[serde(with = "humantime_serde::option")]
-    pub decided_after: Option<Duration>,
+    decided_after: Option<Duration>,
     /// Evidence at tick `bounds_tick` (current after [`Analysis::refresh`]).
-    pub evidence: Vec<CheckEvidence>,
+    evidence: Vec<CheckEvidence>,
     /// Data quality at the last tick.
-    pub quality: DataQuality,
+    quality: DataQuality,
     /// The tick at which the evidence, `ln_e` and a PENDING `reason` were computed: every
     /// deciding tick, and otherwise when someone reads them ([`Analysis::refresh`]).
     #[serde(default)]
-    pub bounds_tick: u64,
+    bounds_tick: u64,
     /// When the canary first had data (time since start): `min_duration` counts from here, so an
     /// analysis created before its canary pods exist does not GO on a few minutes of data.
     #[serde(default, with = "humantime_serde::option")]
-    pub canary_since: Option<Duration>,
+    canary_since: Option<Duration>,
+}
+
+// === impl Analysis (accessors) ===
+
+impl Analysis {
+    /// Settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Check states, in the order of the analysis' checks.
+    pub fn checks(&self) -> &[CheckState] {
+        &self.checks
+    }
+
+    /// Current verdict.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// ln of the combined e-value at the tick of the evidence ([`Self::is_current`]).
+    pub fn ln_e(&self) -> f64 {
+        self.ln_e
+    }
+
+    /// Ticks taken.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Time since start at the last tick.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// When the verdict became final, since start.
+    pub fn decided_after(&self) -> Option<Duration> {
+        self.decided_after
+    }
+
+    /// Evidence at the tick of the evidence (current after [`Self::refresh`]).
+    pub fn evidence(&self) -> &[CheckEvidence] {
+        &self.evidence
+    }
+
+    /// Data quality at the last tick.
+    pub fn quality(&self) -> &DataQuality {
+        &self.quality
+    }
+
+    /// When the canary first had data (time since start).
+    pub fn canary_since(&self) -> Option<Duration> {
+        self.canary_since
+    }
 }
 
 /// One stratum's deltas in a tick (a destination workload, by default).

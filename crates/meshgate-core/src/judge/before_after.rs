@@ -434,8 +434,8 @@ mod tests {
             let (mut nogo, mut go) = (0, 0);
             for seed in 0..200 {
                 let a = run(seed, &mesh, wave(), 1200);
-                nogo += (a.verdict == Verdict::NoGo) as u32;
-                go += (a.verdict == Verdict::Go) as u32;
+                nogo += (a.verdict() == Verdict::NoGo) as u32;
+                go += (a.verdict() == Verdict::Go) as u32;
             }
             assert!(nogo <= 20, "{label}: NO-GO {nogo}/200");
             // GO is bounded by the pre-move counts: at 0.1x, wave/db had ~480 events in its hour
@@ -466,11 +466,11 @@ mod tests {
             let (mut go, mut nogo) = (0, 0);
             for seed in 0..100 {
                 let mut a = run(seed, &mesh, wave(), 1200);
-                go += (a.verdict == Verdict::Go) as u32;
-                if a.verdict == Verdict::NoGo {
+                go += (a.verdict() == Verdict::Go) as u32;
+                if a.verdict() == Verdict::NoGo {
                     nogo += 1;
                     a.refresh(&[&spec()]);
-                    assert_eq!(a.evidence[0].strata[0].name, "wave/api");
+                    assert_eq!(a.evidence()[0].strata[0].name, "wave/api");
                 }
             }
             eprintln!("{effect}x: GO {go}/100, NO-GO {nogo}/100");
@@ -504,7 +504,7 @@ mod tests {
         };
         let mut nogo = 0;
         for seed in 0..200 {
-            nogo += (run(seed, &mesh, wave(), 600).verdict == Verdict::NoGo) as u32;
+            nogo += (run(seed, &mesh, wave(), 600).verdict() == Verdict::NoGo) as u32;
         }
         eprintln!("shared outage: NO-GO {nogo}/200");
         assert!(nogo <= 20, "NO-GO {nogo}/200");
@@ -529,7 +529,7 @@ mod tests {
             };
             m.workloads.push(("calm/x", 6000.0, 0.001, None, false));
             let a = run(seed, &m, wave(), 600);
-            pooled_nogo += (a.verdict == Verdict::NoGo) as u32;
+            pooled_nogo += (a.verdict() == Verdict::NoGo) as u32;
         }
         assert!(
             pooled_nogo >= 15,
@@ -553,10 +553,10 @@ mod tests {
         };
         for seed in 0..5 {
             let mut a = run(seed, &mesh, wave(), 1500);
-            assert_eq!(a.verdict, Verdict::Inconclusive, "{}", a.reason);
-            assert!(a.reason.contains("no pre-move window"), "{}", a.reason);
+            assert_eq!(a.verdict(), Verdict::Inconclusive, "{}", a.reason());
+            assert!(a.reason().contains("no pre-move window"), "{}", a.reason());
             a.refresh(&[&spec()]);
-            assert_eq!(a.evidence[0].strata[0].status, StratumStatus::NoPreWindow);
+            assert_eq!(a.evidence()[0].strata[0].status, StratumStatus::NoPreWindow);
         }
     }
 
@@ -577,14 +577,14 @@ mod tests {
             appears,
         };
         let with = run(2, &mesh(vec![("wave/cron", 250)]), wave(), 1500);
-        assert_ne!(with.verdict, Verdict::Go, "{}", with.reason);
+        assert_ne!(with.verdict(), Verdict::Go, "{}", with.reason());
         assert!(
-            with.reason.contains("wave/cron") && with.reason.contains("no pre-move window"),
+            with.reason().contains("wave/cron") && with.reason().contains("no pre-move window"),
             "{}",
-            with.reason
+            with.reason()
         );
         let without = run(2, &mesh(vec![]), wave(), 1500);
-        assert_eq!(without.verdict, Verdict::Go, "{}", without.reason);
+        assert_eq!(without.verdict(), Verdict::Go, "{}", without.reason());
     }
 
     /// Strata that carry no namespace label cannot find the moving workloads, and say so.
@@ -616,7 +616,7 @@ mod tests {
                 elapsed: Duration::from_secs(TICK_S),
             },
         );
-        assert!(a.reason.contains("no namespace label"), "{}", a.reason);
+        assert!(a.reason().contains("no namespace label"), "{}", a.reason());
     }
 
     /// A workload of the moving namespace still on the old revision holds GO, with its name.
@@ -634,9 +634,9 @@ mod tests {
             appears: vec![],
         };
         let a = run(1, &mesh, wave(), 1500);
-        assert_eq!(a.verdict, Verdict::Inconclusive, "{}", a.reason);
-        assert!(a.reason.contains("wave/batch"), "{}", a.reason);
-        assert!(a.reason.contains("not moved"), "{}", a.reason);
+        assert_eq!(a.verdict(), Verdict::Inconclusive, "{}", a.reason());
+        assert!(a.reason().contains("wave/batch"), "{}", a.reason());
+        assert!(a.reason().contains("not moved"), "{}", a.reason());
     }
 
     /// Evidence far beyond what a double holds (the moved workload's rate x1000) stays a number:
@@ -654,11 +654,11 @@ mod tests {
             appears: vec![],
         };
         let a = run(5, &mesh, wave(), 200);
-        assert_eq!(a.verdict, Verdict::NoGo, "{}", a.reason);
+        assert_eq!(a.verdict(), Verdict::NoGo, "{}", a.reason());
         assert!(
-            a.ln_e.is_finite() && a.evidence[0].e_value.is_finite(),
+            a.ln_e().is_finite() && a.evidence()[0].e_value.is_finite(),
             "{}",
-            a.ln_e
+            a.ln_e()
         );
         let back: Analysis = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(a, back);
