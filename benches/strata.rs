@@ -167,7 +167,7 @@ fn bench(c: &mut Criterion) {
                 || warm.clone(),
                 |a| {
                     tick(a, &checks, &x, 41);
-                    black_box(a.ln_e)
+                    black_box(a.ln_e())
                 },
                 BatchSize::SmallInput,
             )
