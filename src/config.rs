@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cohort::Selector;
+use crate::judge::params::ALPHA;
 use crate::judge::Catalog;
 
 /// Exit code for a bad configuration (EX_CONFIG is 78; sysexits' EX_USAGE 64 is what the design asks).
@@ -798,8 +799,8 @@ impl AnalysisConfig {
 }
 
 fn check_alpha(out: &mut Vec<ConfigProblem>, key: &str, a: f64) {
-    if !(a > 0.0 && a < 0.5) {
-        out.push(ConfigProblem::new(key, format!("{a} is outside (0, 0.5)")));
+    if !ALPHA.contains(a) {
+        out.push(ConfigProblem::new(key, format!("{a} is outside {ALPHA}")));
     }
 }
 
