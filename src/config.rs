@@ -1168,6 +1168,24 @@ impl From<meshgate_sim::SimTarget> for StaticTarget {
 }
 
 /// Load every `*.toml` in `dir`, reporting all problems at once.
+impl Config {
+    /// The checks this configuration runs: the built-in pack, or the files of `queries.dir`
+    /// (the error lists every problem found in them).
+    pub fn catalog(&self) -> Result<Catalog, String> {
+        match &self.queries.dir {
+            None => Ok(Catalog::builtin()),
+            Some(dir) => load_checks_dir(dir).map_err(|problems| {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+                format!(
+                    "{} problem(s) in the checks:\n{}",
+                    problems.len(),
+                    lines.join("\n")
+                )
+            }),
+        }
+    }
+}
+
 pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         vec![ConfigProblem::new(

@@ -215,44 +215,161 @@ impl Running {
     }
 }
 
-/// Start everything on `listener`. Analyses in the config start at once; with a `[store]`,
-/// the stored ones resume first.
+/// Why the daemon could not start; [`StartError::exit_code`] is what `meshgate serve` exits with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration file cannot be read or is invalid (exit 64).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The check files of `queries.dir` are invalid (exit 64); the message lists each problem.
+    #[error("{0}")]
+    Checks(String),
+    /// The `[[analyses]]` of the configuration do not fit the checks or the judge (exit 64): the
+    /// problems `check-config` reports.
+    #[error("{} problem(s) in the configuration: {}", .0.len(), .0.join("; "))]
+    Analyses(Vec<String>),
+    /// The `[auth]` section is unusable (exit 64).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// The store file is damaged or cannot be opened (exit 65).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The API's address cannot be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener handed in is unusable (no local address).
+    #[error("{0}")]
+    Listener(#[source] std::io::Error),
+    /// The API's certificate or key cannot be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The store's writer thread cannot be started.
+    #[error("{0}")]
+    StoreWriter(#[source] std::io::Error),
+    /// The scrape client cannot be built.
+    #[error("{0}")]
+    Scrape(#[from] crate::scrape::ScrapeError),
+    /// The Prometheus backend's client cannot be built.
+    #[error("{0}")]
+    Prometheus(#[from] crate::promsource::QueryError),
+    /// Kubernetes discovery cannot be set up (service account, CA, URL).
+    #[error("{0}")]
+    Discovery(String),
+    /// An alert sink's client cannot be built.
+    #[error("{0}")]
+    Alerts(String),
+}
+
+impl StartError {
+    /// The exit code `meshgate serve` uses for it: 64 for a configuration `check-config`
+    /// rejects, 65 for a damaged store, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_)
+            | StartError::Checks(_)
+            | StartError::Analyses(_)
+            | StartError::Auth(_) => crate::config::EXIT_BAD_CONFIG as u8,
+            StartError::Store(_) => crate::store::EXIT_BAD_STORE,
+            StartError::Bind { .. }
+            | StartError::Listener(_)
+            | StartError::Tls(_)
+            | StartError::StoreWriter(_)
+            | StartError::Scrape(_)
+            | StartError::Prometheus(_)
+            | StartError::Discovery(_)
+            | StartError::Alerts(_) => 1,
+        }
+    }
+}
+
+/// Where the API listens.
+pub enum Listener {
+    /// Bind this address once the configuration and the store are known good (`serve`).
+    Bind(SocketAddr),
+    /// A listener the caller bound (tests bind `127.0.0.1:0`).
+    Bound(tokio::net::TcpListener),
+}
+
+/// Grace period for the tasks to stop after `shutdown` is cancelled.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The daemon: checks the configuration the way `check-config` does (its checks, its analyses,
+/// `[auth]`), opens the store, binds the API, runs every task until `shutdown` is cancelled and
+/// waits up to ten seconds for them to stop.
+pub async fn run(
+    cfg: Config,
+    listener: Listener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let catalog = cfg.catalog().map_err(StartError::Checks)?;
+    // What check-config rejects, serve refuses too, with the same message.
+    let problems = config_problems(&cfg, &catalog);
+    if !problems.is_empty() {
+        return Err(StartError::Analyses(problems));
+    }
+    crate::auth::Auth::from_config(&cfg.auth)?;
+    let store = match &cfg.store.path {
+        Some(p) => Some(Store::open(p)?),
+        None => None,
+    };
+    let listener = match listener {
+        Listener::Bound(l) => l,
+        Listener::Bind(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?,
+    };
+    let running = start_with_store(cfg, catalog, listener, shutdown.clone(), store).await?;
+    shutdown.cancelled().await;
+    info!("shutting down");
+    if tokio::time::timeout(GRACE, running.join()).await.is_err() {
+        warn!("tasks did not stop within 10s");
+    }
+    Ok(())
+}
+
+/// Start everything on `listener` and return the handles (for in-process callers: the demo,
+/// the tests, the benches). Analyses in the config start at once; with a `[store]`, the stored
+/// ones resume first.
 pub async fn start(
     cfg: Config,
     catalog: Catalog,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) -> std::io::Result<Running> {
+) -> Result<Running, StartError> {
     let store = match &cfg.store.path {
-        Some(p) => Some(Store::open(p).map_err(std::io::Error::other)?),
+        Some(p) => Some(Store::open(p)?),
         None => None,
     };
     start_with_store(cfg, catalog, listener, shutdown, store).await
 }
 
-/// [`start`] with a store already opened (so the caller can tell store errors apart).
-pub async fn start_with_store(
+/// [`start`] with a store already opened.
+async fn start_with_store(
     cfg: Config,
     catalog: Catalog,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     store: Option<(Store, Loaded)>,
-) -> std::io::Result<Running> {
-    let auth = crate::auth::Auth::from_config(&cfg.auth)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-        .map(Arc::new);
+) -> Result<Running, StartError> {
+    let auth = crate::auth::Auth::from_config(&cfg.auth)?.map(Arc::new);
     // Loaded before anything starts: a bad certificate or key is a start-up error.
-    let tls =
-        match cfg.server.tls_files() {
-            Some(f) => Some(crate::tls::ServerTls::new(f).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?),
-            None => None,
-        };
-    let addr = listener.local_addr()?;
+    let tls = match cfg.server.tls_files() {
+        Some(f) => Some(crate::tls::ServerTls::new(f)?),
+        None => None,
+    };
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
     let metrics = Arc::new(Metrics::new());
     let (writer, loaded) = match store {
-        Some((s, l)) => (Some(Writer::spawn(s, metrics.store())?), Some(l)),
+        Some((s, l)) => (
+            Some(Writer::spawn(s, metrics.store()).map_err(StartError::StoreWriter)?),
+            Some(l),
+        ),
         None => (None, None),
     };
     let store_handle = writer.as_ref().map(|w| w.handle().clone());
@@ -270,8 +387,7 @@ pub async fn start_with_store(
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (events_tx, _) = tokio::sync::broadcast::channel(256);
     let observer = crate::istio::Observer::new();
-    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())
-        .map_err(|e| std::io::Error::other(e.to_string()))?
+    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())?
         .with_observer(observer.clone());
 
     let mut engine = Engine {
@@ -352,7 +468,7 @@ pub async fn start_with_store(
         Some(kcfg) => {
             // Static and file_sd targets on one channel, Kubernetes' on another, merged.
             let kube = crate::discovery::kubernetes::KubeDiscovery::build(kcfg)
-                .map_err(std::io::Error::other)?;
+                .map_err(StartError::Discovery)?;
             let (file_tx, file_rx) = watch::channel(targets_tx.borrow().clone());
             let (kube_tx, kube_rx) = watch::channel(Vec::new());
             tasks.spawn(
@@ -380,8 +496,7 @@ pub async fn start_with_store(
                 tick,
                 shared.health.clone(),
                 shared.metrics.clone(),
-            )
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            )?;
             tasks.spawn(
                 source
                     .run(routing_rx, report_tx, shutdown.clone())
@@ -409,7 +524,7 @@ pub async fn start_with_store(
             &mut tasks,
             shutdown.clone(),
         )
-        .map_err(std::io::Error::other)?;
+        .map_err(StartError::Alerts)?;
     }
     let router = crate::api::router(shared.clone());
     let router = match auth {
