@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::AnalysisConfig;
+use crate::analysis::AnalysisConfig;
 use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::{CheckEvidence, CheckInfo, DataQuality, Verdict};
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::ConfigProblem;
+use meshgate_core::ConfigProblem;
 
 /// `[auth]`: no token source means the API is open (as before this section existed).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

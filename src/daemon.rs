@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::analysis::AnalysisConfig;
 use crate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, Side};
-use crate::config::{AnalysisConfig, Config};
+use crate::config::Config;
 use crate::discovery::{Discovery, TargetSet};
 use crate::judge::{
     Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityBlock, Settings, TickInput,
@@ -1504,7 +1505,7 @@ fn skew_reason(
 /// no data, as the hold that says so. The canary of a before/after analysis is left alone: it is
 /// empty until the first namespace moves.
 fn unmatched(slot: &Slot, targets: &TargetSet) -> Option<QualityBlock> {
-    let concurrent = slot.view.spec.design == crate::config::DesignName::Concurrent;
+    let concurrent = slot.view.spec.design == crate::analysis::DesignName::Concurrent;
     let sides = [
         (Side::Baseline, &slot.baseline, "baseline", true),
         (Side::Canary, &slot.canary, "canary", concurrent),

@@ -29,6 +29,7 @@
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
 pub mod alert;
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -58,27 +58,27 @@ fn default_retries() -> u32 {
 
 impl PrometheusConfig {
     /// Problems with this section, with key paths.
-    pub fn problems(&self) -> Vec<crate::config::ConfigProblem> {
+    pub fn problems(&self) -> Vec<meshgate_core::ConfigProblem> {
         let mut out = self.tls.problems("prometheus.tls");
         if let Err(e) = crate::discovery::check_url(&self.url) {
-            out.push(crate::config::ConfigProblem::new("prometheus.url", e));
+            out.push(meshgate_core::ConfigProblem::new("prometheus.url", e));
         }
         if self.timeout.is_zero() {
-            out.push(crate::config::ConfigProblem::new(
+            out.push(meshgate_core::ConfigProblem::new(
                 "prometheus.timeout",
                 "must be above zero",
             ));
         }
         for k in self.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                out.push(crate::config::ConfigProblem::new(
+                out.push(meshgate_core::ConfigProblem::new(
                     format!("prometheus.headers.{k}"),
                     "is not a valid header name",
                 ));
             }
         }
         if self.retries > 10 {
-            out.push(crate::config::ConfigProblem::new(
+            out.push(meshgate_core::ConfigProblem::new(
                 "prometheus.retries",
                 "must be at most 10",
             ));

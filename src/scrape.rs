@@ -7,14 +7,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::cohort::{Delta, Routing, TargetAccumulator};
-use crate::config::ScrapeConfig;
 use crate::discovery::{Target, TargetSet};
 use crate::telemetry::{Metrics, OutcomeLabels, TargetLabels};
 
@@ -624,4 +623,75 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+// === impl ScrapeConfig ===
+
+/// `[scrape]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes of one target.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Per-scrape timeout (connect + body).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Random spread of each scrape, as a fraction of the interval (0 to 0.5).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Largest page accepted, after decompression.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Scrapes in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// A target whose last good scrape is older than this is stale; default 3 x interval.
+    #[serde(default, with = "humantime_serde::option")]
+    pub stale_after: Option<Duration>,
+    /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
+    /// Plausibility limits (`[scrape.limits]`): a page that breaks one is quarantined, its data
+    /// never judged, and its target blocks GO while the quarantine lasts.
+    #[serde(default)]
+    pub limits: crate::cohort::Limits,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    64
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            jitter: default_jitter(),
+            max_body_bytes: default_max_body(),
+            concurrency: default_concurrency(),
+            stale_after: None,
+            tls: Default::default(),
+            limits: Default::default(),
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// The staleness threshold in force.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(self.interval * 3)
+    }
 }

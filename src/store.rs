@@ -21,8 +21,8 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::AnalysisConfig;
 use crate::cohort::SeriesSnapshot;
-use crate::config::AnalysisConfig;
 use crate::judge::Analysis;
 
 mod overlay;

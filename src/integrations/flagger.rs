@@ -20,8 +20,8 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::config::AnalysisConfig;
 use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
 

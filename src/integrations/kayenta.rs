@@ -23,8 +23,8 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::config::AnalysisConfig;
 use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
 
