@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::daemon::{AnalysisView, Snapshot, VerdictEvent};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, Snapshot, VerdictEvent};
 use meshgate_core::ConfigProblem;
 
 /// Alert name in Alertmanager.

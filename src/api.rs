@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::analysis::AnalysisConfig;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::{CheckEvidence, CheckInfo, DataQuality, Verdict};
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Every API error, mapped to a status and a JSON body `{"error": {"code", "message"}}`.
 #[derive(Debug, thiserror::Error)]

@@ -41,7 +41,7 @@ pub struct Config {
     /// Multi-cluster topology (`[topology.remotes]`: remote -> primary).
     pub topology: crate::istio::Topology,
     /// The upgrade plan (`[plan]`), if any.
-    pub plan: Option<crate::istio::plan::Plan>,
+    pub plan: Option<crate::plan::Plan>,
     /// Where state survives restarts.
     pub store: StoreConfig,
     /// How long finished analyses stay, how many may be held.

@@ -193,7 +193,7 @@ pub struct Scraper {
     permits: Arc<Semaphore>,
     health: HealthMap,
     metrics: Arc<Metrics>,
-    observer: Option<crate::istio::Observer>,
+    observer: Option<meshgate_core::istio::Observer>,
     /// Series values read back from the store, taken by each target's loop when it starts.
     restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
     restored_generation: u64,
@@ -236,7 +236,7 @@ impl Scraper {
     }
 
     /// Hook: also hand every page to `observer` (Istio builds, connected proxies, resources).
-    pub fn with_observer(mut self, observer: crate::istio::Observer) -> Self {
+    pub fn with_observer(mut self, observer: meshgate_core::istio::Observer) -> Self {
         self.observer = Some(observer);
         self
     }
@@ -380,12 +380,13 @@ impl Scraper {
                             let at = clock.elapsed().as_secs_f64();
                             let rep = match &self.observer {
                                 Some(o) => {
-                                    let mut page = crate::istio::observe::PageReader::default();
+                                    let mut page =
+                                        meshgate_core::istio::observe::PageReader::default();
                                     let rep = acc.ingest_at(
                                         text,
                                         &routing,
                                         at,
-                                        Some(crate::istio::observe::filter()),
+                                        Some(meshgate_core::istio::observe::filter()),
                                         |s| page.take(s),
                                     );
                                     // A quarantined page tells the observer nothing either.

@@ -27,8 +27,8 @@ use serde_json::json;
 
 use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Routes of the Argo `web` provider.
 pub fn routes() -> Router<Shared> {

@@ -22,8 +22,8 @@ use serde_json::json;
 
 use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Calls kept for `GET /v1/flagger/records`.
 const MAX_RECORDS: usize = 256;

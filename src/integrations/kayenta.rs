@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 
 use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Executions kept for polling (oldest forgotten first).
 const MAX_EXECUTIONS: usize = 1024;

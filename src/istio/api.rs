@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::observe::TargetObservation;
-use crate::daemon::Shared;
+use crate::state::Shared;
 
 /// The routes, merged into the API router.
 pub fn routes() -> Router<Shared> {
