@@ -22,10 +22,13 @@ use crate::judge::{
     Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityBlock, Settings, TickInput,
     Verdict,
 };
+use crate::scrape::ScrapeMetrics;
 use crate::scrape::{HealthMap, Scraper, TargetReport};
+use crate::state::{AnalysisMetrics, Metrics};
+use crate::store::writer::StoreMetrics;
 use crate::store::writer::Writer;
 use crate::store::{Loaded, Store, StoreState, StoredAnalysis};
-use crate::telemetry::Metrics;
+use crate::telemetry::Telemetry;
 
 pub use crate::state::{AnalysisView, Command, CreateError, Shared, Snapshot, VerdictEvent};
 
@@ -196,10 +199,18 @@ async fn start_with_store(
         None => None,
     };
     let addr = listener.local_addr().map_err(StartError::Listener)?;
-    let metrics = Arc::new(Metrics::new());
+    // Each component registers its own metrics, in the order `/metrics` has always listed them.
+    let telemetry = Arc::new(Telemetry::new());
+    let scrape_metrics = telemetry.register(ScrapeMetrics::register);
+    let analysis_metrics = telemetry.register(AnalysisMetrics::register);
+    telemetry.register_heap();
+    let metrics = Arc::new(Metrics::new(telemetry.clone(), analysis_metrics.clone()));
     let (writer, loaded) = match store {
         Some((s, l)) => (
-            Some(Writer::spawn(s, metrics.store()).map_err(StartError::StoreWriter)?),
+            Some(
+                Writer::spawn(s, telemetry.register(StoreMetrics::register))
+                    .map_err(StartError::StoreWriter)?,
+            ),
             Some(l),
         ),
         None => (None, None),
@@ -219,7 +230,7 @@ async fn start_with_store(
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (events_tx, _) = tokio::sync::broadcast::channel(256);
     let observer = crate::istio::Observer::new();
-    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())?
+    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), scrape_metrics.clone())?
         .with_observer(observer.clone());
 
     let mut engine = Engine {
@@ -231,7 +242,7 @@ async fn start_with_store(
         routing_tx,
         snapshot_tx,
         health: health.clone(),
-        metrics: metrics.clone(),
+        metrics: analysis_metrics,
         targets: targets_rx.clone(),
         ticked: false,
         events: events_tx.clone(),
@@ -327,7 +338,7 @@ async fn start_with_store(
                 p.clone(),
                 tick,
                 shared.health.clone(),
-                shared.metrics.clone(),
+                scrape_metrics.clone(),
             )?;
             tasks.spawn(
                 source
@@ -440,7 +451,7 @@ struct Engine {
     routing_tx: watch::Sender<Arc<Routing>>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     health: HealthMap,
-    metrics: Arc<Metrics>,
+    metrics: AnalysisMetrics,
     targets: watch::Receiver<TargetSet>,
     ticked: bool,
     events: tokio::sync::broadcast::Sender<VerdictEvent>,

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::cohort::{RoutedAnalysis, Routing, Selector, Side, TargetAccumulator};
 use crate::judge::{CheckKind, CheckSpec};
 use crate::scrape::{HealthMap, TargetHealth, TargetReport};
-use crate::telemetry::{Metrics, OutcomeLabels};
+use crate::scrape::{OutcomeLabels, ScrapeMetrics};
 
 /// `[prometheus]`: read from a Prometheus-compatible API instead of scraping targets.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -352,7 +352,7 @@ pub struct PromSource {
     base: String,
     interval: Duration,
     health: HealthMap,
-    metrics: Arc<Metrics>,
+    metrics: ScrapeMetrics,
 }
 
 // === impl PromSource ===
@@ -363,7 +363,7 @@ impl PromSource {
         cfg: PrometheusConfig,
         interval: Duration,
         health: HealthMap,
-        metrics: Arc<Metrics>,
+        metrics: ScrapeMetrics,
     ) -> Result<Self, QueryError> {
         let base = cfg.url.trim_end_matches('/').to_owned();
         Ok(Self {

@@ -15,7 +15,15 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::cohort::{Delta, Routing, TargetAccumulator};
 use crate::discovery::{Target, TargetSet};
-use crate::telemetry::{Metrics, OutcomeLabels, TargetLabels};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::telemetry::metric;
 
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +200,7 @@ pub struct Scraper {
     cfg: ScrapeConfig,
     permits: Arc<Semaphore>,
     health: HealthMap,
-    metrics: Arc<Metrics>,
+    metrics: ScrapeMetrics,
     observer: Option<meshgate_core::istio::Observer>,
     /// Series values read back from the store, taken by each target's loop when it starts.
     restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
@@ -207,7 +215,7 @@ impl Scraper {
     pub fn build(
         cfg: ScrapeConfig,
         health: HealthMap,
-        metrics: Arc<Metrics>,
+        metrics: ScrapeMetrics,
     ) -> Result<Self, ScrapeError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("meshgate/", env!("CARGO_PKG_VERSION")))
@@ -624,6 +632,104 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+// === impl ScrapeMetrics ===
+
+/// `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or the error class (`timeout`, `http`, `connect`, `body`, `too_large`, ...).
+    pub outcome: String,
+}
+
+/// Per-target label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Target URL.
+    pub target: String,
+}
+
+/// The metrics of scraping (direct or through the Prometheus backend).
+#[derive(Clone, Debug)]
+pub struct ScrapeMetrics {
+    /// Scrapes by outcome.
+    pub scrapes: Family<OutcomeLabels, Counter>,
+    /// Scrape durations.
+    pub scrape_duration: Histogram,
+    /// Page bytes read (after decompression).
+    pub scrape_bytes: Counter,
+    /// 1 when the target's last scrape succeeded.
+    pub target_up: Family<TargetLabels, Gauge>,
+    /// Series tracked per target.
+    pub target_series: Family<TargetLabels, Gauge>,
+    /// Unix time of the target's last good scrape.
+    pub target_last_success: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    /// Malformed lines in scraped pages.
+    pub parse_errors: Counter,
+    /// Counter resets seen.
+    pub counter_resets: Counter,
+}
+
+impl ScrapeMetrics {
+    /// Create and register them.
+    pub fn register(reg: &mut Registry) -> Self {
+        ScrapeMetrics {
+            scrapes: metric(reg, "scrapes", "Scrapes by outcome", Family::default()),
+            scrape_duration: metric(
+                reg,
+                "scrape_duration_seconds",
+                "Scrape duration, request to parsed page",
+                Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            ),
+            scrape_bytes: metric(
+                reg,
+                "scrape_bytes",
+                "Bytes of scraped pages after decompression",
+                Counter::default(),
+            ),
+            target_up: metric(
+                reg,
+                "target_up",
+                "1 when the last scrape of the target succeeded",
+                Family::default(),
+            ),
+            target_series: metric(
+                reg,
+                "target_series",
+                "Series tracked for the target",
+                Family::default(),
+            ),
+            target_last_success: metric(
+                reg,
+                "target_last_success_timestamp_seconds",
+                "Unix time of the last successful scrape",
+                Family::default(),
+            ),
+            parse_errors: metric(
+                reg,
+                "parse_errors",
+                "Malformed lines in scraped pages",
+                Counter::default(),
+            ),
+            counter_resets: metric(
+                reg,
+                "counter_resets",
+                "Counter resets seen in scraped series",
+                Counter::default(),
+            ),
+        }
+    }
+
+    /// Forget a target that left the target set.
+    pub fn remove_target(&self, url: &str) {
+        let l = TargetLabels {
+            target: url.to_owned(),
+        };
+        self.target_up.remove(&l);
+        self.target_series.remove(&l);
+        self.target_last_success.remove(&l);
+    }
 }
 
 // === impl ScrapeConfig ===

@@ -12,7 +12,14 @@ use crate::analysis::AnalysisConfig;
 use crate::judge::{Analysis, Catalog, CheckSpec, Verdict};
 use crate::scrape::HealthMap;
 use crate::store::writer::StoreHandle;
-use crate::telemetry::Metrics;
+use crate::telemetry::{metric, Telemetry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// What the API can ask the engine.
 #[derive(Debug)]
@@ -220,5 +227,172 @@ impl Shared {
     /// The current view of an analysis.
     pub fn get(&self, id: &str) -> Option<Arc<AnalysisView>> {
         self.snapshot.borrow().analyses.get(id).cloned()
+    }
+}
+
+// === impl Metrics ===
+
+/// What `/metrics` serves: the registry every component registered into, and the analyses'
+/// gauges, whose e-values the API refreshes when `/metrics` is read.
+#[derive(Clone)]
+pub struct Metrics {
+    telemetry: Arc<Telemetry>,
+    /// The engine's metrics.
+    pub analyses: AnalysisMetrics,
+}
+
+impl Metrics {
+    /// Over `telemetry`, with the analyses' metrics registered in it.
+    pub fn new(telemetry: Arc<Telemetry>, analyses: AnalysisMetrics) -> Self {
+        Metrics {
+            telemetry,
+            analyses,
+        }
+    }
+
+    /// Text exposition of every metric.
+    pub fn encode(&self) -> String {
+        self.telemetry.encode()
+    }
+
+    /// Set the combined e-value gauge of an analysis.
+    pub fn set_e_value(&self, analysis: &str, ln_e: f64) {
+        self.analyses.set_e_value(analysis, ln_e);
+    }
+}
+
+/// Per-analysis label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalysisLabels {
+    /// Analysis name.
+    pub analysis: String,
+}
+
+/// Per-analysis verdict labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Analysis name.
+    pub analysis: String,
+    /// PENDING, GO, NO-GO, INCONCLUSIVE.
+    pub verdict: String,
+}
+
+/// The engine's metrics: verdicts, e-values, ticks and the scrape-to-verdict delay.
+#[derive(Clone, Debug)]
+pub struct AnalysisMetrics {
+    /// 1 for the current verdict of each analysis.
+    pub verdict: Family<VerdictLabels, Gauge>,
+    /// Combined e-value of each analysis.
+    pub e_value: Family<AnalysisLabels, Gauge<f64, AtomicU64>>,
+    /// Analysis ticks.
+    pub ticks: Counter,
+    /// Delay from reading a page to the tick that judged its deltas.
+    pub ingest_delay: Histogram,
+}
+
+const VERDICTS: [&str; 4] = ["PENDING", "GO", "NO-GO", "INCONCLUSIVE"];
+
+impl AnalysisMetrics {
+    /// Create and register them.
+    pub fn register(reg: &mut Registry) -> Self {
+        AnalysisMetrics {
+            verdict: metric(
+                reg,
+                "analysis_verdict",
+                "1 for the current verdict of each analysis",
+                Family::default(),
+            ),
+            e_value: metric(
+                reg,
+                "analysis_e_value",
+                "Combined e-value of each analysis",
+                Family::default(),
+            ),
+            ticks: metric(
+                reg,
+                "analysis_ticks",
+                "Analysis ticks taken",
+                Counter::default(),
+            ),
+            ingest_delay: metric(
+                reg,
+                "scrape_to_verdict_seconds",
+                "Delay from reading a page to the analysis tick that judged its deltas",
+                Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ),
+        }
+    }
+
+    /// Set the verdict gauge of an analysis (1 for the current verdict, series for others removed).
+    pub fn set_verdict(&self, analysis: &str, verdict: &str) {
+        for v in VERDICTS {
+            let l = VerdictLabels {
+                analysis: analysis.to_owned(),
+                verdict: v.to_owned(),
+            };
+            if v == verdict {
+                self.verdict.get_or_create(&l).set(1);
+            } else {
+                self.verdict.remove(&l);
+            }
+        }
+    }
+
+    /// Set the combined e-value gauge of an analysis (the API sets it from the analyses'
+    /// current state when `/metrics` is read).
+    pub fn set_e_value(&self, analysis: &str, ln_e: f64) {
+        self.e_value
+            .get_or_create(&AnalysisLabels {
+                analysis: analysis.to_owned(),
+            })
+            .set(ln_e.exp());
+    }
+
+    /// Forget a deleted analysis.
+    pub fn remove_analysis(&self, analysis: &str) {
+        for v in VERDICTS {
+            self.verdict.remove(&VerdictLabels {
+                analysis: analysis.to_owned(),
+                verdict: v.to_owned(),
+            });
+        }
+        self.e_value.remove(&AnalysisLabels {
+            analysis: analysis.to_owned(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_prefix_and_labels() {
+        let t = Arc::new(Telemetry::new());
+        let scrape = t.register(crate::scrape::ScrapeMetrics::register);
+        let m = Metrics::new(t.clone(), t.register(AnalysisMetrics::register));
+        scrape
+            .scrapes
+            .get_or_create(&crate::scrape::OutcomeLabels {
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.analyses.set_verdict("wave-1", "NO-GO");
+        m.set_e_value("wave-1", 3.0);
+        let text = m.encode();
+        assert!(
+            text.contains("meshgate_scrapes_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_analysis_verdict{analysis=\"wave-1\",verdict=\"NO-GO\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_analysis_e_value{analysis=\"wave-1\"} 20.08"),
+            "{text}"
+        );
+        m.analyses.set_verdict("wave-1", "PENDING");
+        assert!(!m.encode().contains("verdict=\"NO-GO\""));
     }
 }
