@@ -142,12 +142,7 @@ pub async fn run(
     listener: Listener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let catalog = cfg.catalog().map_err(StartError::Checks)?;
-    // What check-config rejects, serve refuses too, with the same message.
-    let problems = config_problems(&cfg, &catalog);
-    if !problems.is_empty() {
-        return Err(StartError::Analyses(problems));
-    }
+    let catalog = check(&cfg)?;
     crate::auth::Auth::from_config(&cfg.auth)?;
     let store = match &cfg.store.path {
         Some(p) => Some(Store::open(p)?),
@@ -166,6 +161,18 @@ pub async fn run(
         warn!("tasks did not stop within 10s");
     }
     Ok(())
+}
+
+/// What `check-config` rejects and `serve` refuses: the check files, and the `[[analyses]]`
+/// against them and the judge (the configuration itself was validated when loaded). Gives the
+/// checks the configuration runs.
+pub fn check(cfg: &Config) -> Result<Catalog, StartError> {
+    let catalog = cfg.catalog().map_err(StartError::Checks)?;
+    let problems = config_problems(cfg, &catalog);
+    if !problems.is_empty() {
+        return Err(StartError::Analyses(problems));
+    }
+    Ok(catalog)
 }
 
 /// Start everything on `listener` and return the handles (for in-process callers: the demo,

@@ -279,21 +279,13 @@ async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
 
 fn check_config(file: &std::path::Path) -> ExitCode {
     use std::fmt::Write as _;
-    let cfg = match Config::load(file) {
+    let checked = Config::load(file)
+        .map_err(StartError::from)
+        .and_then(|cfg| meshgate::daemon::check(&cfg).map(|catalog| (cfg, catalog)));
+    let (cfg, catalog) = match checked {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
+        Err(e) => return refuse(file, &e),
     };
-    let catalog = match cfg.catalog() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    let problems = meshgate::daemon::config_problems(&cfg, &catalog);
     // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
     let mut out = String::new();
     let mut file_targets = 0;
@@ -307,10 +299,6 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 );
             }
         }
-    }
-    if !problems.is_empty() {
-        print_problems(file, &problems);
-        return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
     let _ = writeln!(out, "{} is valid. It would run:", file.display());
     let _ = writeln!(out, "  api on http://{}", cfg.server.listen);
@@ -397,17 +385,19 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            match &e {
-                StartError::Analyses(problems) => print_problems(path, problems),
-                StartError::Config(_) | StartError::Checks(_) | StartError::Auth(_) => {
-                    eprintln!("{e}")
-                }
-                _ => eprintln!("error: {e}"),
-            }
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => refuse(path, &e),
     }
+}
+
+/// Prints why `file` cannot be used, as `check-config` and `serve` both do, and gives the exit
+/// code (64 bad config, 65 damaged store, 1 other).
+fn refuse(file: &std::path::Path, e: &StartError) -> ExitCode {
+    match e {
+        StartError::Analyses(problems) => print_problems(file, problems),
+        StartError::Config(_) | StartError::Checks(_) | StartError::Auth(_) => eprintln!("{e}"),
+        _ => eprintln!("error: {e}"),
+    }
+    ExitCode::from(e.exit_code())
 }
 
 async fn wait_for_signal() {
