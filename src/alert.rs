@@ -14,14 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::config::AlertsConfig;
-use crate::daemon::{AnalysisView, Snapshot, VerdictEvent};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, Snapshot, VerdictEvent};
+use meshgate_core::ConfigProblem;
 
 /// Alert name in Alertmanager.
 pub const ALERT_NAME: &str = "MeshgateNoGo";
@@ -390,6 +390,145 @@ impl Alerter {
                 }
             }
         }
+    }
+}
+
+// === impl AlertsConfig ===
+
+/// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alertmanager base URLs (`http://alertmanager:9093`); alerts go to `/api/v2/alerts`.
+    #[serde(default)]
+    pub alertmanager: Vec<String>,
+    /// Generic JSON webhooks.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// meshgate's URL as users reach it, for links in alerts.
+    #[serde(default = "default_external_url")]
+    pub external_url: String,
+    /// Active alerts are re-sent to Alertmanager this often.
+    #[serde(default = "default_resend", with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Alerts waiting per sink; the latest state of an alert replaces an older one in the queue.
+    #[serde(default = "default_alert_queue")]
+    pub queue: usize,
+    /// Tries per delivery before it is dropped.
+    #[serde(default = "default_alert_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay, doubled per try up to 30s.
+    #[serde(default = "default_alert_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Extra labels on every alert (e.g. `cluster`, `team`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// TLS to Alertmanager and webhooks (`[alerts.tls]`).
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
+}
+
+/// One `[[alerts.webhooks]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where alerts are POSTed.
+    pub url: String,
+    /// HMAC-SHA256 key; the signature goes in `X-Meshgate-Signature: sha256=<hex>`.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<String>,
+}
+
+/// Per-delivery timeout; the scrape timeout's default, as when both came from one function.
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_external_url() -> String {
+    "http://127.0.0.1:9400".into()
+}
+fn default_resend() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_alert_queue() -> usize {
+    1024
+}
+fn default_alert_attempts() -> u32 {
+    5
+}
+fn default_alert_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            alertmanager: Vec::new(),
+            webhooks: Vec::new(),
+            external_url: default_external_url(),
+            resend_interval: default_resend(),
+            timeout: default_timeout(),
+            queue: default_alert_queue(),
+            max_attempts: default_alert_attempts(),
+            backoff: default_alert_backoff(),
+            labels: BTreeMap::new(),
+            tls: Default::default(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Every problem with this section, with its key path.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = self.tls.problems("alerts.tls");
+        for (i, u) in self.alertmanager.iter().enumerate() {
+            if let Err(e) = crate::discovery::check_url(u) {
+                out.push(ConfigProblem::new(format!("alerts.alertmanager[{i}]"), e));
+            }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if let Err(e) = crate::discovery::check_url(&w.url) {
+                out.push(ConfigProblem::new(format!("alerts.webhooks[{i}].url"), e));
+            }
+            if w.secret.as_deref() == Some("") {
+                out.push(ConfigProblem::new(
+                    format!("alerts.webhooks[{i}].secret"),
+                    "is empty; leave it out for unsigned webhooks",
+                ));
+            }
+        }
+        if let Err(e) = crate::discovery::check_url(&self.external_url) {
+            out.push(ConfigProblem::new("alerts.external_url", e));
+        }
+        if self.resend_interval < Duration::from_millis(100) {
+            out.push(ConfigProblem::new(
+                "alerts.resend_interval",
+                "must be at least 100ms",
+            ));
+        }
+        if self.timeout.is_zero() {
+            out.push(ConfigProblem::new("alerts.timeout", "must be above zero"));
+        }
+        if self.queue == 0 {
+            out.push(ConfigProblem::new("alerts.queue", "must be at least 1"));
+        }
+        if self.max_attempts == 0 {
+            out.push(ConfigProblem::new(
+                "alerts.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        for name in self.labels.keys() {
+            if !crate::discovery::valid_label_name(name) {
+                out.push(ConfigProblem::new(
+                    format!("alerts.labels.{name}"),
+                    "is not a valid label name",
+                ));
+            }
+        }
+        out
     }
 }
 

@@ -8,9 +8,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::config::AnalysisConfig;
-use crate::daemon::{AnalysisView, CreateError, Shared};
+use crate::analysis::AnalysisConfig;
 use crate::judge::CheckInfo;
+use crate::state::{AnalysisView, CreateError, Shared};
 pub(crate) use meshgate_core::api::{e_value, saturate};
 pub use meshgate_core::api::{AnalysisSummary, ErrorDoc, VerdictDoc};
 
@@ -91,8 +91,10 @@ impl IntoResponse for ApiError {
 /// (see `server::MAX_HEAD_BYTES`).
 pub const MAX_URI_BYTES: usize = 8192;
 
-/// The router over a running daemon's handles.
-pub fn router(shared: Shared) -> Router {
+/// The core API's routes merged with `extra` (the integrations' and Istio's, given by the
+/// daemon, which builds the whole router: `daemon::router`), under the JSON error shape and the
+/// body limit.
+pub fn router(shared: Shared, extra: Router<Shared>) -> Router {
     let limit = shared.max_body_bytes;
     let json_errors = axum::middleware::from_fn(move |req, next| json_errors(limit, req, next));
     Router::new()
@@ -104,8 +106,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/analyses/{id}/verdict", get(verdict))
         .route("/v1/targets", get(targets))
         .route("/v1/checks", get(checks))
-        .merge(crate::integrations::routes())
-        .merge(crate::istio::api::routes())
+        .merge(extra)
         .fallback(|req: axum::extract::Request| async move {
             ApiError::NoRoute(format!(
                 "no such route: {} {} (GET /openapi.json lists the routes)",

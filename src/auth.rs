@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::config::ConfigProblem;
+use meshgate_core::ConfigProblem;
 
 /// `[auth]`: no token source means the API is open (as before this section existed).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -382,7 +382,11 @@ async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
                 ),
             };
             tracing::debug!(method = %req.method(), path = %req.uri().path(), status = status.as_u16(), "request refused");
-            let mut resp = (status, Json(crate::api::ErrorDoc::new(code, message))).into_response();
+            let mut resp = (
+                status,
+                Json(meshgate_core::api::ErrorDoc::new(code, message)),
+            )
+                .into_response();
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

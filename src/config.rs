@@ -5,7 +5,6 @@
 //! with unknown keys rejected, and every semantic problem is collected with its key path, so one
 //! run of `meshgate check-config` shows all of them.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +12,6 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cohort::Selector;
 use crate::judge::Catalog;
 
 /// Exit code for a bad configuration (EX_CONFIG is 78; sysexits' EX_USAGE 64 is what the design asks).
@@ -43,146 +41,13 @@ pub struct Config {
     /// Multi-cluster topology (`[topology.remotes]`: remote -> primary).
     pub topology: crate::istio::Topology,
     /// The upgrade plan (`[plan]`), if any.
-    pub plan: Option<crate::istio::plan::Plan>,
+    pub plan: Option<crate::plan::Plan>,
     /// Where state survives restarts.
     pub store: StoreConfig,
     /// How long finished analyses stay, how many may be held.
     pub retention: RetentionConfig,
     /// Who may call the API.
     pub auth: crate::auth::AuthConfig,
-}
-
-/// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// Alertmanager base URLs (`http://alertmanager:9093`); alerts go to `/api/v2/alerts`.
-    #[serde(default)]
-    pub alertmanager: Vec<String>,
-    /// Generic JSON webhooks.
-    #[serde(default)]
-    pub webhooks: Vec<WebhookConfig>,
-    /// meshgate's URL as users reach it, for links in alerts.
-    #[serde(default = "default_external_url")]
-    pub external_url: String,
-    /// Active alerts are re-sent to Alertmanager this often.
-    #[serde(default = "default_resend", with = "humantime_serde")]
-    pub resend_interval: Duration,
-    /// Per-request timeout.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Alerts waiting per sink; the latest state of an alert replaces an older one in the queue.
-    #[serde(default = "default_alert_queue")]
-    pub queue: usize,
-    /// Tries per delivery before it is dropped.
-    #[serde(default = "default_alert_attempts")]
-    pub max_attempts: u32,
-    /// First retry delay, doubled per try up to 30s.
-    #[serde(default = "default_alert_backoff", with = "humantime_serde")]
-    pub backoff: Duration,
-    /// Extra labels on every alert (e.g. `cluster`, `team`).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// TLS to Alertmanager and webhooks (`[alerts.tls]`).
-    #[serde(default)]
-    pub tls: crate::tls::ClientTls,
-}
-
-/// One `[[alerts.webhooks]]` entry.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where alerts are POSTed.
-    pub url: String,
-    /// HMAC-SHA256 key; the signature goes in `X-Meshgate-Signature: sha256=<hex>`.
-    #[serde(default, skip_serializing)]
-    pub secret: Option<String>,
-}
-
-fn default_external_url() -> String {
-    "http://127.0.0.1:9400".into()
-}
-fn default_resend() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_alert_queue() -> usize {
-    1024
-}
-fn default_alert_attempts() -> u32 {
-    5
-}
-fn default_alert_backoff() -> Duration {
-    Duration::from_secs(1)
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            alertmanager: Vec::new(),
-            webhooks: Vec::new(),
-            external_url: default_external_url(),
-            resend_interval: default_resend(),
-            timeout: default_timeout(),
-            queue: default_alert_queue(),
-            max_attempts: default_alert_attempts(),
-            backoff: default_alert_backoff(),
-            labels: BTreeMap::new(),
-            tls: Default::default(),
-        }
-    }
-}
-
-impl AlertsConfig {
-    /// Every problem with this section, with its key path.
-    pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = self.tls.problems("alerts.tls");
-        for (i, u) in self.alertmanager.iter().enumerate() {
-            if let Err(e) = crate::discovery::check_url(u) {
-                out.push(ConfigProblem::new(format!("alerts.alertmanager[{i}]"), e));
-            }
-        }
-        for (i, w) in self.webhooks.iter().enumerate() {
-            if let Err(e) = crate::discovery::check_url(&w.url) {
-                out.push(ConfigProblem::new(format!("alerts.webhooks[{i}].url"), e));
-            }
-            if w.secret.as_deref() == Some("") {
-                out.push(ConfigProblem::new(
-                    format!("alerts.webhooks[{i}].secret"),
-                    "is empty; leave it out for unsigned webhooks",
-                ));
-            }
-        }
-        if let Err(e) = crate::discovery::check_url(&self.external_url) {
-            out.push(ConfigProblem::new("alerts.external_url", e));
-        }
-        if self.resend_interval < Duration::from_millis(100) {
-            out.push(ConfigProblem::new(
-                "alerts.resend_interval",
-                "must be at least 100ms",
-            ));
-        }
-        if self.timeout.is_zero() {
-            out.push(ConfigProblem::new("alerts.timeout", "must be above zero"));
-        }
-        if self.queue == 0 {
-            out.push(ConfigProblem::new("alerts.queue", "must be at least 1"));
-        }
-        if self.max_attempts == 0 {
-            out.push(ConfigProblem::new(
-                "alerts.max_attempts",
-                "must be at least 1",
-            ));
-        }
-        for name in self.labels.keys() {
-            if !crate::discovery::valid_label_name(name) {
-                out.push(ConfigProblem::new(
-                    format!("alerts.labels.{name}"),
-                    "is not a valid label name",
-                ));
-            }
-        }
-        out
-    }
 }
 
 /// `[store]`: the embedded store; no path keeps everything in memory.
@@ -434,115 +299,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[scrape]`
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScrapeConfig {
-    /// Time between two scrapes of one target.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Per-scrape timeout (connect + body).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Random spread of each scrape, as a fraction of the interval (0 to 0.5).
-    #[serde(default = "default_jitter")]
-    pub jitter: f64,
-    /// Largest page accepted, after decompression.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Scrapes in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// A target whose last good scrape is older than this is stale; default 3 x interval.
-    #[serde(default, with = "humantime_serde::option")]
-    pub stale_after: Option<Duration>,
-    /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
-    #[serde(default)]
-    pub tls: crate::tls::ClientTls,
-    /// Plausibility limits (`[scrape.limits]`): a page that breaks one is quarantined, its data
-    /// never judged, and its target blocks GO while the quarantine lasts.
-    #[serde(default)]
-    pub limits: crate::cohort::Limits,
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_jitter() -> f64 {
-    0.1
-}
-fn default_max_body() -> usize {
-    16 * 1024 * 1024
-}
-fn default_concurrency() -> usize {
-    64
-}
-
-impl Default for ScrapeConfig {
-    fn default() -> Self {
-        Self {
-            interval: default_interval(),
-            timeout: default_timeout(),
-            jitter: default_jitter(),
-            max_body_bytes: default_max_body(),
-            concurrency: default_concurrency(),
-            stale_after: None,
-            tls: Default::default(),
-            limits: Default::default(),
-        }
-    }
-}
-
-impl ScrapeConfig {
-    /// The staleness threshold in force.
-    pub fn stale_after(&self) -> Duration {
-        self.stale_after.unwrap_or(self.interval * 3)
-    }
-}
-
-/// One `[[targets]]` entry.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticTarget {
-    /// Full URL of the metrics page.
-    pub url: String,
-    /// Target labels (`role`, `namespace`, `pod`, `revision`, `cluster`, any other).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// `[discovery]`
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryConfig {
-    /// Prometheus `file_sd` JSON files, re-read when they change.
-    #[serde(default)]
-    pub file_sd: Vec<PathBuf>,
-    /// How often the files are checked for changes.
-    #[serde(default = "default_refresh", with = "humantime_serde")]
-    pub refresh: Duration,
-    /// Kubernetes discovery (`[discovery.kubernetes]`), off when absent.
-    #[serde(default)]
-    pub kubernetes: Option<crate::discovery::kubernetes::KubernetesConfig>,
-}
-
-fn default_refresh() -> Duration {
-    Duration::from_secs(5)
-}
-
-impl Default for DiscoveryConfig {
-    fn default() -> Self {
-        Self {
-            file_sd: Vec::new(),
-            refresh: default_refresh(),
-            kubernetes: None,
-        }
-    }
-}
-
 /// `[queries]`
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -604,29 +360,6 @@ fn default_min_fresh_targets() -> usize {
     1
 }
 
-/// Problems of data-quality thresholds at `prefix` (`judge` or `analyses[i]`).
-fn check_quality(
-    out: &mut Vec<ConfigProblem>,
-    prefix: &str,
-    max_stale_fraction: Option<f64>,
-    min_fresh_targets: Option<usize>,
-) {
-    if let Some(f) = max_stale_fraction {
-        if !(0.0..1.0).contains(&f) {
-            out.push(ConfigProblem::new(
-                format!("{prefix}.max_stale_fraction"),
-                format!("{f} is outside [0, 1)"),
-            ));
-        }
-    }
-    if min_fresh_targets == Some(0) {
-        out.push(ConfigProblem::new(
-            format!("{prefix}.min_fresh_targets"),
-            "must be at least 1: a verdict is never GO without fresh data",
-        ));
-    }
-}
-
 fn default_alpha() -> f64 {
     0.05
 }
@@ -657,167 +390,11 @@ impl Default for JudgeConfig {
     }
 }
 
-/// One `[[analyses]]` entry (also the body of `POST /v1/analyses`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AnalysisConfig {
-    /// Human name, unique among running analyses.
-    pub name: String,
-    /// Baseline cohort selector, e.g. `{revision="1-24-2"}`.
-    pub baseline: String,
-    /// Canary cohort selector, e.g. `{revision="1-25-0"}`.
-    pub canary: String,
-    /// Check names from `queries/`; all loaded checks when empty.
-    #[serde(default)]
-    pub checks: Vec<String>,
-    /// Overrides `[judge].alpha`.
-    #[serde(default)]
-    pub alpha: Option<f64>,
-    /// Overrides `[judge].min_duration`.
-    #[serde(default, with = "humantime_serde::option")]
-    pub min_duration: Option<Duration>,
-    /// Overrides `[judge].max_duration`.
-    #[serde(default, with = "humantime_serde::option")]
-    pub max_duration: Option<Duration>,
-    /// Overrides `[judge].min_exposure`.
-    #[serde(default)]
-    pub min_exposure: Option<f64>,
-    /// Overrides `[judge].max_stale_fraction`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_stale_fraction: Option<f64>,
-    /// Overrides `[judge].min_fresh_targets`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_fresh_targets: Option<usize>,
-    /// Rollback triggers decided before the upgrade (README, "Istio upgrade intelligence").
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rollback: Vec<crate::istio::trigger::TriggerConfig>,
-    /// What is compared with what: `concurrent` (the default: the same workloads on both
-    /// revisions at once) or `before_after` (namespaces moving in a wave; needs `moving`).
-    #[serde(default, skip_serializing_if = "DesignName::is_concurrent")]
-    pub design: DesignName,
-    /// `before_after`: the namespaces that move. Create the analysis before they move, so it
-    /// sees each workload's rate before its move.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub moving: Vec<String>,
-}
-
-/// `design` of an analysis.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DesignName {
-    /// Each workload's canary pods against its own baseline pods, at the same time.
-    #[default]
-    Concurrent,
-    /// Each moved workload after its move against itself before it, adjusted by the others.
-    BeforeAfter,
-}
-
-impl DesignName {
-    fn is_concurrent(&self) -> bool {
-        *self == DesignName::Concurrent
-    }
-}
-
-// === impl AnalysisConfig ===
-
-impl AnalysisConfig {
-    /// Every problem with this analysis, each with its key path under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
-        if self.name.trim().is_empty() {
-            out.push(ConfigProblem::new(
-                format!("{prefix}.name"),
-                "must not be empty",
-            ));
-        }
-        for (key, sel) in [("baseline", &self.baseline), ("canary", &self.canary)] {
-            match Selector::parse(sel) {
-                Ok(s) if s.is_empty() => out.push(ConfigProblem::new(
-                    format!("{prefix}.{key}"),
-                    "selector has no matchers and would select every series",
-                )),
-                Ok(_) => {}
-                Err(e) => out.push(ConfigProblem::new(format!("{prefix}.{key}"), e.to_string())),
-            }
-        }
-        if self.baseline.trim() == self.canary.trim() {
-            out.push(ConfigProblem::new(
-                format!("{prefix}.canary"),
-                "is the same selector as baseline",
-            ));
-        }
-        if let Some(a) = self.alpha {
-            check_alpha(&mut out, &format!("{prefix}.alpha"), a);
-        }
-        check_quality(
-            &mut out,
-            prefix,
-            self.max_stale_fraction,
-            self.min_fresh_targets,
-        );
-        if let (Some(min), Some(max)) = (self.min_duration, self.max_duration) {
-            if min >= max {
-                out.push(ConfigProblem::new(
-                    format!("{prefix}.min_duration"),
-                    format!(
-                        "{} must be shorter than max_duration {}",
-                        fmt_dur(min),
-                        fmt_dur(max)
-                    ),
-                ));
-            }
-        }
-        if let Some(e) = self.min_exposure {
-            if !(e.is_finite() && e >= 0.0) {
-                out.push(ConfigProblem::new(
-                    format!("{prefix}.min_exposure"),
-                    "must be a finite number >= 0",
-                ));
-            }
-        }
-        match (self.design, self.moving.is_empty()) {
-            (DesignName::BeforeAfter, true) => out.push(ConfigProblem::new(
-                format!("{prefix}.moving"),
-                "design \"before_after\" needs the namespaces that move",
-            )),
-            (DesignName::Concurrent, false) => out.push(ConfigProblem::new(
-                format!("{prefix}.moving"),
-                "is only used with design = \"before_after\"",
-            )),
-            _ => {}
-        }
-        for (i, ns) in self.moving.iter().enumerate() {
-            if ns.is_empty() || ns.contains('/') || ns.chars().any(char::is_whitespace) {
-                out.push(ConfigProblem::new(
-                    format!("{prefix}.moving[{i}]"),
-                    format!("{ns:?} is not a namespace name"),
-                ));
-            }
-        }
-        out
-    }
-
-    /// The design the judge runs.
-    pub fn judge_design(&self) -> meshgate_core::judge::Design {
-        match self.design {
-            DesignName::Concurrent => meshgate_core::judge::Design::Concurrent,
-            DesignName::BeforeAfter => meshgate_core::judge::Design::BeforeAfter {
-                moving: self.moving.clone(),
-            },
-        }
-    }
-}
-
-fn check_alpha(out: &mut Vec<ConfigProblem>, key: &str, a: f64) {
-    if !(a > 0.0 && a < 0.5) {
-        out.push(ConfigProblem::new(key, format!("{a} is outside (0, 0.5)")));
-    }
-}
-
-fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
+pub use crate::alert::{AlertsConfig, WebhookConfig};
+use crate::analysis::{check_alpha, check_quality, fmt_dur};
+pub use crate::analysis::{AnalysisConfig, DesignName};
+pub use crate::discovery::{DiscoveryConfig, StaticTarget};
+pub use crate::scrape::ScrapeConfig;
 pub use meshgate_core::ConfigProblem;
 
 /// A configuration that cannot be used, with every problem found.
@@ -1168,16 +745,25 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-impl From<meshgate_sim::SimTarget> for StaticTarget {
-    fn from(t: meshgate_sim::SimTarget) -> Self {
-        StaticTarget {
-            url: t.url,
-            labels: t.labels,
+/// Load every `*.toml` in `dir`, reporting all problems at once.
+impl Config {
+    /// The checks this configuration runs: the built-in pack, or the files of `queries.dir`
+    /// (the error lists every problem found in them).
+    pub fn catalog(&self) -> Result<Catalog, String> {
+        match &self.queries.dir {
+            None => Ok(Catalog::builtin()),
+            Some(dir) => load_checks_dir(dir).map_err(|problems| {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+                format!(
+                    "{} problem(s) in the checks:\n{}",
+                    problems.len(),
+                    lines.join("\n")
+                )
+            }),
         }
     }
 }
 
-/// Load every `*.toml` in `dir`, reporting all problems at once.
 pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         vec![ConfigProblem::new(

@@ -9,192 +9,36 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::analysis::AnalysisConfig;
 use crate::cohort::{RoutedAnalysis, Routing, Selector, SeriesSnapshot, Side};
-use crate::config::{AnalysisConfig, Config};
+use crate::config::Config;
 use crate::discovery::{Discovery, TargetSet};
 use crate::judge::{
     Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, QualityBlock, Settings, TickInput,
     Verdict,
 };
+use crate::scrape::ScrapeMetrics;
 use crate::scrape::{HealthMap, Scraper, TargetReport};
-use crate::store::writer::{StoreHandle, Writer};
+use crate::state::{AnalysisMetrics, Metrics};
+use crate::store::writer::StoreMetrics;
+use crate::store::writer::Writer;
 use crate::store::{Loaded, Store, StoreState, StoredAnalysis};
-use crate::telemetry::Metrics;
+use crate::telemetry::Telemetry;
 
-/// What the API can ask the engine.
-#[derive(Debug)]
-pub enum Command {
-    /// Start an analysis, counted against the quota of the scope that asked (if any). The reply
-    /// comes once the state holding the analysis is in the store.
-    Create(
-        Box<AnalysisConfig>,
-        Option<crate::auth::Quota>,
-        oneshot::Sender<Result<Arc<AnalysisView>, CreateError>>,
-    ),
-    /// Stop and forget an analysis: `Ok(false)` when unknown; the reply comes once the state
-    /// without it is in the store.
-    Delete(String, oneshot::Sender<Result<bool, CreateError>>),
-}
+pub use crate::state::{AnalysisView, Command, CreateError, Shared, Snapshot, VerdictEvent};
 
-/// Why an analysis cannot be created.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum CreateError {
-    /// The request is well-formed JSON but not a valid analysis.
-    #[error("{0}")]
-    Invalid(String),
-    /// The name is taken.
-    #[error("an analysis named {0:?} already exists")]
-    Exists(String),
-    /// The store cannot be written, so the change is not on disk (it is held in memory and
-    /// written once the store works again).
-    #[error("{0}")]
-    Unavailable(String),
-    /// The cap on analyses held (or the scope's) is reached and none of them is finished.
-    #[error("{0}")]
-    TooMany(String),
-}
-
-/// An analysis as the API shows it.
-///
-/// Holds the analysis as of its last tick. A tick that cannot decide leaves the evidence to
-/// be built by whoever reads it: [`AnalysisView::state`] builds it on the first read, once per
-/// tick, however many readers there are.
-#[derive(Clone, Debug)]
-pub struct AnalysisView {
-    /// Id (the name).
-    pub id: String,
-    /// The request it was created from.
-    pub spec: AnalysisConfig,
-    /// Unix time of creation.
-    pub created_at: f64,
-    state: Analysis,
-    specs: Vec<Arc<CheckSpec>>,
-    current: std::sync::OnceLock<Analysis>,
-}
-
-impl AnalysisView {
-    /// A view of `state`, whose checks are `specs`.
-    pub fn new(
-        id: String,
-        spec: AnalysisConfig,
-        created_at: f64,
-        state: Analysis,
-        specs: Vec<Arc<CheckSpec>>,
-    ) -> Self {
-        AnalysisView {
-            id,
-            spec,
-            created_at,
-            state,
-            specs,
-            current: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The verdict (always current: ticks never defer it), without building the evidence.
-    pub fn verdict(&self) -> Verdict {
-        self.state.verdict()
-    }
-
-    /// State, verdict and evidence, current to the last tick.
-    pub fn state(&self) -> &Analysis {
-        if self.state.is_current() {
-            return &self.state;
-        }
-        self.current.get_or_init(|| {
-            let mut a = self.state.clone();
-            let specs: Vec<&CheckSpec> = self.specs.iter().map(|s| s.as_ref()).collect();
-            a.refresh(&specs);
-            a
-        })
-    }
-}
-
-impl AnalysisView {
-    /// ln of the combined e-value now: from the current state when it is built, computed
-    /// without the evidence document otherwise (so `/metrics` does not build it every tick).
-    pub fn ln_e(&self) -> f64 {
-        match self.current.get() {
-            Some(a) => a.ln_e(),
-            None => {
-                let specs: Vec<&CheckSpec> = self.specs.iter().map(|s| s.as_ref()).collect();
-                self.state.current_ln_e(&specs)
-            }
-        }
-    }
-}
-
-impl Serialize for AnalysisView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("AnalysisView", 4)?;
-        st.serialize_field("id", &self.id)?;
-        st.serialize_field("spec", &self.spec)?;
-        st.serialize_field("created_at", &self.created_at)?;
-        st.serialize_field("state", self.state())?;
-        st.end()
-    }
-}
-
-/// What happened to an analysis, for alert sinks and other listeners.
-#[derive(Clone, Debug)]
-pub enum VerdictEvent {
-    /// The verdict changed (including to the first PENDING at creation).
-    Changed {
-        /// The analysis after the change.
-        view: Arc<AnalysisView>,
-        /// The verdict before, `None` at creation.
-        previous: Option<Verdict>,
-    },
-    /// The analysis was deleted.
-    Deleted {
-        /// The analysis as it was last seen.
-        view: Arc<AnalysisView>,
-    },
-}
-
-/// Everything the API reads, republished after each tick and command.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// True after the engine's first tick.
-    pub ready: bool,
-    /// Analyses by id.
-    pub analyses: BTreeMap<String, Arc<AnalysisView>>,
-    /// The version skew report of the last tick.
-    pub skew: Option<Arc<crate::istio::SkewReport>>,
-    /// The upgrade plan's status of the last tick, when a plan is configured.
-    pub plan: Option<Arc<crate::istio::plan::PlanStatus>>,
-}
-
-/// Handles the API needs.
-#[derive(Clone)]
-pub struct Shared {
-    /// Commands to the engine.
-    pub commands: mpsc::Sender<Command>,
-    /// Latest snapshot.
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    /// Target health.
-    pub health: HealthMap,
-    /// Own metrics.
-    pub metrics: Arc<Metrics>,
-    /// Known checks.
-    pub catalog: Arc<Catalog>,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Verdict changes and deletions; subscribe for alerting.
-    pub events: tokio::sync::broadcast::Sender<VerdictEvent>,
-    /// What each target's page says about Istio builds and istiod resources.
-    pub observer: crate::istio::Observer,
-    /// The configured upgrade plan.
-    pub plan: Option<Arc<crate::istio::plan::Plan>>,
-    /// The store's writer, when a store is configured: its health gates readiness and changes.
-    pub store: Option<StoreHandle>,
+/// The whole API router over a running daemon's handles: the core API with the integrations'
+/// routes and the Istio routes (assembled here, above the three, so none imports another).
+pub fn router(shared: Shared) -> axum::Router {
+    crate::api::router(
+        shared,
+        crate::integrations::routes().merge(crate::istio::api::routes()),
+    )
 }
 
 /// A started daemon.
@@ -215,44 +59,207 @@ impl Running {
     }
 }
 
-/// Start everything on `listener`. Analyses in the config start at once; with a `[store]`,
-/// the stored ones resume first.
+/// Why the daemon could not start; [`StartError::exit_code`] is what `meshgate serve` exits with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration file cannot be read or is invalid (exit 64).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The check files of `queries.dir` are invalid (exit 64); the message lists each problem.
+    #[error("{0}")]
+    Checks(String),
+    /// The `[[analyses]]` of the configuration do not fit the checks or the judge (exit 64): the
+    /// problems `check-config` reports.
+    #[error("{} problem(s) in the configuration: {}", .0.len(), .0.join("; "))]
+    Analyses(Vec<String>),
+    /// The `[auth]` section is unusable (exit 64).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// The store file is damaged or cannot be opened (exit 65).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The API's address cannot be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener handed in is unusable (no local address).
+    #[error("{0}")]
+    Listener(#[source] std::io::Error),
+    /// The API's certificate or key cannot be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The store's writer thread cannot be started.
+    #[error("{0}")]
+    StoreWriter(#[source] std::io::Error),
+    /// The scrape client cannot be built.
+    #[error("{0}")]
+    Scrape(#[from] crate::scrape::ScrapeError),
+    /// The Prometheus backend's client cannot be built.
+    #[error("{0}")]
+    Prometheus(#[from] crate::promsource::QueryError),
+    /// Kubernetes discovery cannot be set up (service account, CA, URL).
+    #[error("{0}")]
+    Discovery(String),
+    /// An alert sink's client cannot be built.
+    #[error("{0}")]
+    Alerts(String),
+}
+
+impl StartError {
+    /// The exit code `meshgate serve` uses for it: 64 for a configuration `check-config`
+    /// rejects, 65 for a damaged store, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_)
+            | StartError::Checks(_)
+            | StartError::Analyses(_)
+            | StartError::Auth(_) => crate::config::EXIT_BAD_CONFIG as u8,
+            StartError::Store(_) => crate::store::EXIT_BAD_STORE,
+            StartError::Bind { .. }
+            | StartError::Listener(_)
+            | StartError::Tls(_)
+            | StartError::StoreWriter(_)
+            | StartError::Scrape(_)
+            | StartError::Prometheus(_)
+            | StartError::Discovery(_)
+            | StartError::Alerts(_) => 1,
+        }
+    }
+}
+
+/// Where the API listens.
+pub enum Listener {
+    /// Bind this address once the configuration and the store are known good (`serve`).
+    Bind(SocketAddr),
+    /// A listener the caller bound (tests bind `127.0.0.1:0`).
+    Bound(tokio::net::TcpListener),
+}
+
+/// Grace period for the tasks to stop after `shutdown` is cancelled.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The daemon: checks the configuration the way `check-config` does (its checks, its analyses,
+/// `[auth]`), opens the store, binds the API, runs every task until `shutdown` is cancelled and
+/// waits up to ten seconds for them to stop.
+pub async fn run(
+    cfg: Config,
+    listener: Listener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let catalog = check(&cfg)?;
+    open_files(&cfg);
+    crate::auth::Auth::from_config(&cfg.auth)?;
+    let store = match &cfg.store.path {
+        Some(p) => Some(Store::open(p)?),
+        None => None,
+    };
+    let listener = match listener {
+        Listener::Bound(l) => l,
+        Listener::Bind(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?,
+    };
+    let running = start_with_store(cfg, catalog, listener, shutdown.clone(), store).await?;
+    shutdown.cancelled().await;
+    info!("shutting down");
+    if tokio::time::timeout(GRACE, running.join()).await.is_err() {
+        warn!("tasks did not stop within 10s");
+    }
+    Ok(())
+}
+
+/// Raise the open-file limit for one connection per target (`fdlimit`), and say how many
+/// targets fit; a warning when the configured static targets alone do not.
+fn open_files(cfg: &Config) {
+    match crate::fdlimit::raise() {
+        Ok(l) => {
+            let fit = l.targets_that_fit(cfg.server.max_connections);
+            if l.now > l.before {
+                info!(
+                    "open-file limit raised from {} to {} (hard {}): room for {fit} scrape targets",
+                    l.before, l.now, l.hard
+                );
+            } else {
+                info!(
+                    "open-file limit {} (hard {}): room for {fit} scrape targets",
+                    l.now, l.hard
+                );
+            }
+            if cfg.targets.len() as u64 > fit {
+                warn!(
+                    "{} static targets need more open files than the limit {} leaves (room for {fit} beside server.max_connections {}): raise the hard limit (docs/operations.md, \"Open files\")",
+                    cfg.targets.len(),
+                    l.now,
+                    cfg.server.max_connections
+                );
+            }
+        }
+        Err(e) => warn!("cannot read or raise the open-file limit: {e}"),
+    }
+}
+
+/// What `check-config` rejects and `serve` refuses: the check files, and the `[[analyses]]`
+/// against them and the judge (the configuration itself was validated when loaded). Gives the
+/// checks the configuration runs.
+pub fn check(cfg: &Config) -> Result<Catalog, StartError> {
+    let catalog = cfg.catalog().map_err(StartError::Checks)?;
+    let problems = config_problems(cfg, &catalog);
+    if !problems.is_empty() {
+        return Err(StartError::Analyses(problems));
+    }
+    Ok(catalog)
+}
+
+/// Start everything on `listener` and return the handles (for in-process callers: the demo,
+/// the tests, the benches). Analyses in the config start at once; with a `[store]`, the stored
+/// ones resume first.
 pub async fn start(
     cfg: Config,
     catalog: Catalog,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) -> std::io::Result<Running> {
+) -> Result<Running, StartError> {
     let store = match &cfg.store.path {
-        Some(p) => Some(Store::open(p).map_err(std::io::Error::other)?),
+        Some(p) => Some(Store::open(p)?),
         None => None,
     };
     start_with_store(cfg, catalog, listener, shutdown, store).await
 }
 
-/// [`start`] with a store already opened (so the caller can tell store errors apart).
-pub async fn start_with_store(
+/// [`start`] with a store already opened.
+async fn start_with_store(
     cfg: Config,
     catalog: Catalog,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     store: Option<(Store, Loaded)>,
-) -> std::io::Result<Running> {
-    let auth = crate::auth::Auth::from_config(&cfg.auth)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-        .map(Arc::new);
+) -> Result<Running, StartError> {
+    let auth = crate::auth::Auth::from_config(&cfg.auth)?.map(Arc::new);
     // Loaded before anything starts: a bad certificate or key is a start-up error.
-    let tls =
-        match cfg.server.tls_files() {
-            Some(f) => Some(crate::tls::ServerTls::new(f).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?),
-            None => None,
-        };
-    let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::new());
+    let tls = match cfg.server.tls_files() {
+        Some(f) => Some(crate::tls::ServerTls::new(f)?),
+        None => None,
+    };
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
+    // Each component registers its own metrics, in the order `/metrics` has always listed them.
+    let telemetry = Arc::new(Telemetry::new());
+    let scrape_metrics = telemetry.register(ScrapeMetrics::register);
+    let analysis_metrics = telemetry.register(AnalysisMetrics::register);
+    telemetry.register_heap();
+    let metrics = Arc::new(Metrics::new(telemetry.clone(), analysis_metrics.clone()));
     let (writer, loaded) = match store {
-        Some((s, l)) => (Some(Writer::spawn(s, metrics.store())?), Some(l)),
+        Some((s, l)) => (
+            Some(
+                Writer::spawn(s, telemetry.register(StoreMetrics::register))
+                    .map_err(StartError::StoreWriter)?,
+            ),
+            Some(l),
+        ),
         None => (None, None),
     };
     let store_handle = writer.as_ref().map(|w| w.handle().clone());
@@ -270,8 +277,7 @@ pub async fn start_with_store(
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (events_tx, _) = tokio::sync::broadcast::channel(256);
     let observer = crate::istio::Observer::new();
-    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), metrics.clone())
-        .map_err(|e| std::io::Error::other(e.to_string()))?
+    let scraper = Scraper::build(cfg.scrape.clone(), health.clone(), scrape_metrics.clone())?
         .with_observer(observer.clone());
 
     let mut engine = Engine {
@@ -283,7 +289,7 @@ pub async fn start_with_store(
         routing_tx,
         snapshot_tx,
         health: health.clone(),
-        metrics: metrics.clone(),
+        metrics: analysis_metrics,
         targets: targets_rx.clone(),
         ticked: false,
         events: events_tx.clone(),
@@ -352,7 +358,7 @@ pub async fn start_with_store(
         Some(kcfg) => {
             // Static and file_sd targets on one channel, Kubernetes' on another, merged.
             let kube = crate::discovery::kubernetes::KubeDiscovery::build(kcfg)
-                .map_err(std::io::Error::other)?;
+                .map_err(StartError::Discovery)?;
             let (file_tx, file_rx) = watch::channel(targets_tx.borrow().clone());
             let (kube_tx, kube_rx) = watch::channel(Vec::new());
             tasks.spawn(
@@ -379,9 +385,8 @@ pub async fn start_with_store(
                 p.clone(),
                 tick,
                 shared.health.clone(),
-                shared.metrics.clone(),
-            )
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+                scrape_metrics.clone(),
+            )?;
             tasks.spawn(
                 source
                     .run(routing_rx, report_tx, shutdown.clone())
@@ -409,9 +414,9 @@ pub async fn start_with_store(
             &mut tasks,
             shutdown.clone(),
         )
-        .map_err(std::io::Error::other)?;
+        .map_err(StartError::Alerts)?;
     }
-    let router = crate::api::router(shared.clone());
+    let router = router(shared.clone());
     let router = match auth {
         Some(a) => a.protect(router),
         None => router,
@@ -493,7 +498,7 @@ struct Engine {
     routing_tx: watch::Sender<Arc<Routing>>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     health: HealthMap,
-    metrics: Arc<Metrics>,
+    metrics: AnalysisMetrics,
     targets: watch::Receiver<TargetSet>,
     ticked: bool,
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
@@ -501,12 +506,12 @@ struct Engine {
     waiting: Vec<Instant>,
     observer: crate::istio::Observer,
     topology: crate::istio::Topology,
-    plan: Option<Arc<crate::istio::plan::Plan>>,
+    plan: Option<Arc<crate::plan::Plan>>,
     wave_moved_at: Vec<Option<Instant>>,
     skew: Option<Arc<crate::istio::SkewReport>>,
-    plan_status: Option<Arc<crate::istio::plan::PlanStatus>>,
+    plan_status: Option<Arc<crate::plan::PlanStatus>>,
     /// Namespace labels recorded before each namespace of the plan moved (the rollback).
-    plan_labels: crate::istio::plan::RecordedLabels,
+    plan_labels: crate::plan::RecordedLabels,
     /// The store writer; states go to it, the engine never waits on the disk.
     writer: Option<Writer>,
     /// Sequence number of the last state handed to the writer.
@@ -932,7 +937,7 @@ impl Engine {
         slot.kept.pinned = self.plan.as_ref().is_some_and(|p| {
             p.waves
                 .iter()
-                .any(|w| crate::istio::plan::Plan::analysis_id(w) == id)
+                .any(|w| crate::plan::Plan::analysis_id(w) == id)
         });
         slot.analysis = stored.state;
         slot.view = Arc::new(AnalysisView::new(
@@ -1398,7 +1403,7 @@ fn skew_reason(
 /// no data, as the hold that says so. The canary of a before/after analysis is left alone: it is
 /// empty until the first namespace moves.
 fn unmatched(slot: &Slot, targets: &TargetSet) -> Option<QualityBlock> {
-    let concurrent = slot.view.spec.design == crate::config::DesignName::Concurrent;
+    let concurrent = slot.view.spec.design == crate::analysis::DesignName::Concurrent;
     let sides = [
         (Side::Baseline, &slot.baseline, "baseline", true),
         (Side::Canary, &slot.canary, "canary", concurrent),
@@ -1494,45 +1499,6 @@ fn skew_hold(
 /// A stable numeric id for routing, derived from the analysis' creation generation.
 fn s_id(s: &Slot) -> u64 {
     s.since_generation
-}
-
-impl Shared {
-    /// Create an analysis through the engine.
-    pub async fn create(&self, spec: AnalysisConfig) -> Result<Arc<AnalysisView>, CreateError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Create(
-                Box::new(spec),
-                crate::auth::current_quota(),
-                tx,
-            ))
-            .await
-            .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?;
-        rx.await
-            .map_err(|_| CreateError::Invalid("the engine is shutting down".into()))?
-    }
-
-    /// Delete an analysis; false when unknown, or when the deletion is not in the store yet.
-    pub async fn delete(&self, id: &str) -> bool {
-        self.try_delete(id).await.unwrap_or(false)
-    }
-
-    /// Delete an analysis: `Ok(false)` when unknown, [`CreateError::Unavailable`] when the store
-    /// cannot be written (it is gone from memory, and from the store once a write succeeds).
-    pub async fn try_delete(&self, id: &str) -> Result<bool, CreateError> {
-        let gone = || CreateError::Invalid("the engine is shutting down".into());
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Delete(id.to_owned(), tx))
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
-
-    /// The current view of an analysis.
-    pub fn get(&self, id: &str) -> Option<Arc<AnalysisView>> {
-        self.snapshot.borrow().analyses.get(id).cloned()
-    }
 }
 
 #[cfg(test)]

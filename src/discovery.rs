@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use crate::config::{DiscoveryConfig, StaticTarget};
 
 pub mod kubernetes;
 
@@ -340,6 +338,57 @@ pub fn read_file_sd(path: &Path) -> Result<Vec<Target>, DiscoveryError> {
         source,
     })?;
     parse_file_sd(&text, &shown)
+}
+
+// === impl DiscoveryConfig ===
+
+/// One `[[targets]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTarget {
+    /// Full URL of the metrics page.
+    pub url: String,
+    /// Target labels (`role`, `namespace`, `pod`, `revision`, `cluster`, any other).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[discovery]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Prometheus `file_sd` JSON files, re-read when they change.
+    #[serde(default)]
+    pub file_sd: Vec<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    /// Kubernetes discovery (`[discovery.kubernetes]`), off when absent.
+    #[serde(default)]
+    pub kubernetes: Option<crate::discovery::kubernetes::KubernetesConfig>,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            file_sd: Vec::new(),
+            refresh: default_refresh(),
+            kubernetes: None,
+        }
+    }
+}
+
+impl From<meshgate_sim::SimTarget> for StaticTarget {
+    fn from(t: meshgate_sim::SimTarget) -> Self {
+        StaticTarget {
+            url: t.url,
+            labels: t.labels,
+        }
+    }
 }
 
 #[cfg(test)]

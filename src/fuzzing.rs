@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::analysis::AnalysisConfig;
 use crate::cohort::{RoutedAnalysis, Routing, Selector, TargetAccumulator};
-use crate::config::AnalysisConfig;
 use crate::judge::Catalog;
 
 /// Parse `page` with the built-in checks' families and ingest it twice into an accumulator:

@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use crate::daemon::Shared;
+use crate::state::Shared;
 
 /// The OpenAPI 3 document of the whole HTTP API (hand-written, checked against the router by
 /// `tests/openapi.rs`).

@@ -7,11 +7,13 @@
 //!   (`istio_build`, istiod's `pilot_xds{version}`) and what istiod costs (CPU, memory).
 //! - [`skew`]: the version skew guard, per cluster, with the primary-remote topology.
 //! - [`trigger`]: rollback triggers decided before the upgrade, evaluated on every tick.
-//! - [`plan`]: the upgrade plan (waves of namespaces) and its status.
+//! - [`plan`]: the upgrade plan (waves of namespaces) and its status (the top-level `plan`
+//!   module, below the engine's state, re-exported here).
 //! - [`api`]: their HTTP routes.
 
 pub mod api;
-pub mod plan;
+
+pub use crate::plan;
 
 pub use meshgate_core::istio::{observe, skew, trigger};
 pub use meshgate_core::istio::{Observer, SkewReport, TargetObservation, Topology, Version};

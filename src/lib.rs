@@ -6,14 +6,18 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration with environment overrides, validated all at once.
+//! - [`config`]: the TOML configuration with environment overrides, validated all at once; each
+//!   section's type lives with its component (`scrape::ScrapeConfig`, `alert::AlertsConfig`, ...).
+//! - [`analysis`]: the definition of an analysis (`[[analyses]]`, `POST /v1/analyses`).
 //! - [`discovery`]: static and `file_sd` targets, published on a watch channel.
 //! - [`scrape`]: per-target scrape loops, health, and the ingest of each page.
 //! - [`parse`]: the zero-copy Prometheus / OpenMetrics text parser (pure).
 //! - [`cohort`]: label selectors, routing of series to analyses, reset-aware deltas (pure).
 //! - [`judge`]: checks from `queries/`, the e-processes, and verdict rules (pure).
 //! - [`promsource`]: a Prometheus-compatible backend as the data source (exact per-series counts).
-//! - [`daemon`]: the engine task that owns the analyses, and the wiring of all tasks.
+//! - [`daemon`]: the engine task that owns the analyses, the wiring of all tasks, and
+//!   [`daemon::run`], the one entry of `meshgate serve`.
+//! - [`state`]: what the engine publishes and the API reads (views, snapshot, events, handles).
 //! - [`api`]: the HTTP API (axum).
 //! - `server`: the API's connections: TLS handshakes, HTTP/1.1, timeouts and connection caps.
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
@@ -25,11 +29,13 @@
 //! - [`telemetry`]: meshgate's own metrics.
 //! - [`heap`]: heap accounting behind the memory metrics (the binary's counting allocator).
 //! - [`tls`]: the API over TLS (rustls, certificate reload) and outbound TLS settings.
-//! - [`istio`]: revisions, version skew, rollback triggers, upgrade waves, multi-cluster topology.
+//! - [`istio`]: revisions, version skew, rollback triggers, multi-cluster topology, their routes.
+//! - [`plan`]: the upgrade plan (waves of namespaces) and its status.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
 pub mod alert;
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod client;
@@ -44,9 +50,11 @@ pub mod gate;
 pub mod heap;
 pub mod integrations;
 pub mod istio;
+pub mod plan;
 pub mod promsource;
 pub mod scrape;
 mod server;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

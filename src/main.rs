@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use meshgate::config::{Config, EXIT_BAD_CONFIG};
+use meshgate::daemon::{Listener, StartError};
 use meshgate::demo::{DemoOptions, Scenario};
-use meshgate::judge::Catalog;
 use meshgate::sim::{Fault, SimConfig, SimMesh};
 
 /// Counts live heap bytes for `meshgate_heap_live_bytes` (two relaxed atomic adds per allocation).
@@ -145,7 +145,7 @@ fn default_filter(cmd: &Command) -> EnvFilter {
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::CheckConfig { file } => Ok(check_config(&file)),
-        Command::Serve { config } => serve(&config).await,
+        Command::Serve { config } => Ok(serve(&config).await),
         Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(*options).await)),
         Command::Plan { action } => plan(action).await,
         Command::Demo {
@@ -175,6 +175,10 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             canary_latency_factor,
             file_sd,
         } => {
+            // One open file per simulated pod's listener and per scrape connection to it.
+            if let Err(e) = meshgate::fdlimit::raise() {
+                eprintln!("cannot raise the open-file limit: {e}");
+            }
             let mut cfg = SimConfig {
                 rps_per_pod: rps,
                 ..SimConfig::default()
@@ -280,21 +284,13 @@ async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
 
 fn check_config(file: &std::path::Path) -> ExitCode {
     use std::fmt::Write as _;
-    let cfg = match Config::load(file) {
+    let checked = Config::load(file)
+        .map_err(StartError::from)
+        .and_then(|cfg| meshgate::daemon::check(&cfg).map(|catalog| (cfg, catalog)));
+    let (cfg, catalog) = match checked {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
+        Err(e) => return refuse(file, &e),
     };
-    let catalog = match load_catalog(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    let problems = meshgate::daemon::config_problems(&cfg, &catalog);
     // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
     let mut out = String::new();
     let mut file_targets = 0;
@@ -308,10 +304,6 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 );
             }
         }
-    }
-    if !problems.is_empty() {
-        print_problems(file, &problems);
-        return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
     let _ = writeln!(out, "{} is valid. It would run:", file.display());
     let _ = writeln!(out, "  api on http://{}", cfg.server.listen);
@@ -380,71 +372,37 @@ fn print_ignoring_closed_pipe(text: &str) {
     }
 }
 
-fn load_catalog(cfg: &Config) -> Result<Catalog, String> {
-    match &cfg.queries.dir {
-        None => Ok(Catalog::builtin()),
-        Some(dir) => meshgate::config::load_checks_dir(dir).map_err(|problems| {
-            let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            format!(
-                "{} problem(s) in the checks:\n{}",
-                problems.len(),
-                lines.join("\n")
-            )
-        }),
+/// `serve`: the daemon until SIGTERM or Ctrl-C; a start error is printed the way `check-config`
+/// prints the same problem and exits with its code (64 bad config, 65 damaged store, 1 other).
+async fn serve(path: &std::path::Path) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    let result = match Config::load(path) {
+        Ok(cfg) => {
+            let listen = Listener::Bind(cfg.server.listen);
+            meshgate::daemon::run(cfg, listen, shutdown).await
+        }
+        Err(e) => Err(StartError::from(e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => refuse(path, &e),
     }
 }
 
-async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
-        }
-    };
-    let catalog = match load_catalog(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
-        }
-    };
-    // What check-config rejects, serve refuses too (exit 64), with the same message.
-    let problems = meshgate::daemon::config_problems(&cfg, &catalog);
-    if !problems.is_empty() {
-        print_problems(path, &problems);
-        return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
+/// Prints why `file` cannot be used, as `check-config` and `serve` both do, and gives the exit
+/// code (64 bad config, 65 damaged store, 1 other).
+fn refuse(file: &std::path::Path, e: &StartError) -> ExitCode {
+    match e {
+        StartError::Analyses(problems) => print_problems(file, problems),
+        StartError::Config(_) | StartError::Checks(_) | StartError::Auth(_) => eprintln!("{e}"),
+        _ => eprintln!("error: {e}"),
     }
-    if let Err(e) = meshgate::auth::Auth::from_config(&cfg.auth) {
-        eprintln!("{e}");
-        return Ok(ExitCode::from(EXIT_BAD_CONFIG as u8));
-    }
-    let store = match &cfg.store.path {
-        Some(p) => match meshgate::store::Store::open(p) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(meshgate::store::EXIT_BAD_STORE));
-            }
-        },
-        None => None,
-    };
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.server.listen))?;
-    let shutdown = CancellationToken::new();
-    let running =
-        meshgate::daemon::start_with_store(cfg, catalog, listener, shutdown.clone(), store).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    if tokio::time::timeout(std::time::Duration::from_secs(10), running.join())
-        .await
-        .is_err()
-    {
-        tracing::warn!("tasks did not stop within 10s");
-    }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::from(e.exit_code())
 }
 
 async fn wait_for_signal() {

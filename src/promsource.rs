@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::cohort::{RoutedAnalysis, Routing, Selector, Side, TargetAccumulator};
 use crate::judge::{CheckKind, CheckSpec};
 use crate::scrape::{HealthMap, TargetHealth, TargetReport};
-use crate::telemetry::{Metrics, OutcomeLabels};
+use crate::scrape::{OutcomeLabels, ScrapeMetrics};
 
 /// `[prometheus]`: read from a Prometheus-compatible API instead of scraping targets.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -58,27 +58,27 @@ fn default_retries() -> u32 {
 
 impl PrometheusConfig {
     /// Problems with this section, with key paths.
-    pub fn problems(&self) -> Vec<crate::config::ConfigProblem> {
+    pub fn problems(&self) -> Vec<meshgate_core::ConfigProblem> {
         let mut out = self.tls.problems("prometheus.tls");
         if let Err(e) = crate::discovery::check_url(&self.url) {
-            out.push(crate::config::ConfigProblem::new("prometheus.url", e));
+            out.push(meshgate_core::ConfigProblem::new("prometheus.url", e));
         }
         if self.timeout.is_zero() {
-            out.push(crate::config::ConfigProblem::new(
+            out.push(meshgate_core::ConfigProblem::new(
                 "prometheus.timeout",
                 "must be above zero",
             ));
         }
         for k in self.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                out.push(crate::config::ConfigProblem::new(
+                out.push(meshgate_core::ConfigProblem::new(
                     format!("prometheus.headers.{k}"),
                     "is not a valid header name",
                 ));
             }
         }
         if self.retries > 10 {
-            out.push(crate::config::ConfigProblem::new(
+            out.push(meshgate_core::ConfigProblem::new(
                 "prometheus.retries",
                 "must be at most 10",
             ));
@@ -352,7 +352,7 @@ pub struct PromSource {
     base: String,
     interval: Duration,
     health: HealthMap,
-    metrics: Arc<Metrics>,
+    metrics: ScrapeMetrics,
 }
 
 // === impl PromSource ===
@@ -363,7 +363,7 @@ impl PromSource {
         cfg: PrometheusConfig,
         interval: Duration,
         health: HealthMap,
-        metrics: Arc<Metrics>,
+        metrics: ScrapeMetrics,
     ) -> Result<Self, QueryError> {
         let base = cfg.url.trim_end_matches('/').to_owned();
         Ok(Self {

@@ -7,16 +7,23 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::cohort::{Delta, Routing, TargetAccumulator};
-use crate::config::ScrapeConfig;
 use crate::discovery::{Target, TargetSet};
-use crate::telemetry::{Metrics, OutcomeLabels, TargetLabels};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::telemetry::metric;
 
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +200,8 @@ pub struct Scraper {
     cfg: ScrapeConfig,
     permits: Arc<Semaphore>,
     health: HealthMap,
-    metrics: Arc<Metrics>,
-    observer: Option<crate::istio::Observer>,
+    metrics: ScrapeMetrics,
+    observer: Option<meshgate_core::istio::Observer>,
     /// Series values read back from the store, taken by each target's loop when it starts.
     restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
     restored_generation: u64,
@@ -208,7 +215,7 @@ impl Scraper {
     pub fn build(
         cfg: ScrapeConfig,
         health: HealthMap,
-        metrics: Arc<Metrics>,
+        metrics: ScrapeMetrics,
     ) -> Result<Self, ScrapeError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("meshgate/", env!("CARGO_PKG_VERSION")))
@@ -237,7 +244,7 @@ impl Scraper {
     }
 
     /// Hook: also hand every page to `observer` (Istio builds, connected proxies, resources).
-    pub fn with_observer(mut self, observer: crate::istio::Observer) -> Self {
+    pub fn with_observer(mut self, observer: meshgate_core::istio::Observer) -> Self {
         self.observer = Some(observer);
         self
     }
@@ -381,12 +388,13 @@ impl Scraper {
                             let at = clock.elapsed().as_secs_f64();
                             let rep = match &self.observer {
                                 Some(o) => {
-                                    let mut page = crate::istio::observe::PageReader::default();
+                                    let mut page =
+                                        meshgate_core::istio::observe::PageReader::default();
                                     let rep = acc.ingest_at(
                                         text,
                                         &routing,
                                         at,
-                                        Some(crate::istio::observe::filter()),
+                                        Some(meshgate_core::istio::observe::filter()),
                                         |s| page.take(s),
                                     );
                                     // A quarantined page tells the observer nothing either.
@@ -624,4 +632,173 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+// === impl ScrapeMetrics ===
+
+/// `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or the error class (`timeout`, `http`, `connect`, `body`, `too_large`, ...).
+    pub outcome: String,
+}
+
+/// Per-target label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Target URL.
+    pub target: String,
+}
+
+/// The metrics of scraping (direct or through the Prometheus backend).
+#[derive(Clone, Debug)]
+pub struct ScrapeMetrics {
+    /// Scrapes by outcome.
+    pub scrapes: Family<OutcomeLabels, Counter>,
+    /// Scrape durations.
+    pub scrape_duration: Histogram,
+    /// Page bytes read (after decompression).
+    pub scrape_bytes: Counter,
+    /// 1 when the target's last scrape succeeded.
+    pub target_up: Family<TargetLabels, Gauge>,
+    /// Series tracked per target.
+    pub target_series: Family<TargetLabels, Gauge>,
+    /// Unix time of the target's last good scrape.
+    pub target_last_success: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    /// Malformed lines in scraped pages.
+    pub parse_errors: Counter,
+    /// Counter resets seen.
+    pub counter_resets: Counter,
+}
+
+impl ScrapeMetrics {
+    /// Create and register them.
+    pub fn register(reg: &mut Registry) -> Self {
+        ScrapeMetrics {
+            scrapes: metric(reg, "scrapes", "Scrapes by outcome", Family::default()),
+            scrape_duration: metric(
+                reg,
+                "scrape_duration_seconds",
+                "Scrape duration, request to parsed page",
+                Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            ),
+            scrape_bytes: metric(
+                reg,
+                "scrape_bytes",
+                "Bytes of scraped pages after decompression",
+                Counter::default(),
+            ),
+            target_up: metric(
+                reg,
+                "target_up",
+                "1 when the last scrape of the target succeeded",
+                Family::default(),
+            ),
+            target_series: metric(
+                reg,
+                "target_series",
+                "Series tracked for the target",
+                Family::default(),
+            ),
+            target_last_success: metric(
+                reg,
+                "target_last_success_timestamp_seconds",
+                "Unix time of the last successful scrape",
+                Family::default(),
+            ),
+            parse_errors: metric(
+                reg,
+                "parse_errors",
+                "Malformed lines in scraped pages",
+                Counter::default(),
+            ),
+            counter_resets: metric(
+                reg,
+                "counter_resets",
+                "Counter resets seen in scraped series",
+                Counter::default(),
+            ),
+        }
+    }
+
+    /// Forget a target that left the target set.
+    pub fn remove_target(&self, url: &str) {
+        let l = TargetLabels {
+            target: url.to_owned(),
+        };
+        self.target_up.remove(&l);
+        self.target_series.remove(&l);
+        self.target_last_success.remove(&l);
+    }
+}
+
+// === impl ScrapeConfig ===
+
+/// `[scrape]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes of one target.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Per-scrape timeout (connect + body).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Random spread of each scrape, as a fraction of the interval (0 to 0.5).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Largest page accepted, after decompression.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Scrapes in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// A target whose last good scrape is older than this is stale; default 3 x interval.
+    #[serde(default, with = "humantime_serde::option")]
+    pub stale_after: Option<Duration>,
+    /// TLS for https targets (`[scrape.tls]`): extra CA, client certificate, verification.
+    #[serde(default)]
+    pub tls: crate::tls::ClientTls,
+    /// Plausibility limits (`[scrape.limits]`): a page that breaks one is quarantined, its data
+    /// never judged, and its target blocks GO while the quarantine lasts.
+    #[serde(default)]
+    pub limits: crate::cohort::Limits,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    64
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            jitter: default_jitter(),
+            max_body_bytes: default_max_body(),
+            concurrency: default_concurrency(),
+            stale_after: None,
+            tls: Default::default(),
+            limits: Default::default(),
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// The staleness threshold in force.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(self.interval * 3)
+    }
 }

@@ -21,8 +21,8 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::AnalysisConfig;
 use crate::cohort::SeriesSnapshot;
-use crate::config::AnalysisConfig;
 use crate::judge::Analysis;
 
 mod overlay;
@@ -127,7 +127,7 @@ pub struct StoreState {
     /// Each target's series values.
     pub targets: Vec<(std::sync::Arc<str>, std::sync::Arc<SeriesSnapshot>)>,
     /// The upgrade plan's recorded namespace labels, when a plan is configured.
-    pub plan_labels: Option<crate::istio::plan::RecordedLabels>,
+    pub plan_labels: Option<crate::plan::RecordedLabels>,
 }
 
 /// Everything read back at start.
@@ -138,7 +138,7 @@ pub struct Loaded {
     /// Series values per target URL.
     pub targets: HashMap<String, SeriesSnapshot>,
     /// The upgrade plan's recorded namespace labels, if any were stored.
-    pub plan_labels: Option<crate::istio::plan::RecordedLabels>,
+    pub plan_labels: Option<crate::plan::RecordedLabels>,
 }
 
 /// What one write cost.
@@ -533,7 +533,7 @@ impl Store {
     /// Replace the upgrade plan's recorded namespace labels.
     pub fn write_plan_labels(
         &self,
-        labels: &crate::istio::plan::RecordedLabels,
+        labels: &crate::plan::RecordedLabels,
     ) -> Result<(), StoreError> {
         let tx = self.begin()?;
         tx.open_table(PLAN)
@@ -567,7 +567,7 @@ impl Store {
         &self,
         analyses: impl IntoIterator<Item = (&'a str, A)>,
         targets: impl IntoIterator<Item = (&'a str, &'a SeriesSnapshot)>,
-        plan_labels: Option<&crate::istio::plan::RecordedLabels>,
+        plan_labels: Option<&crate::plan::RecordedLabels>,
     ) -> Result<WriteStats, StoreError> {
         let started = Instant::now();
         let mut stats = WriteStats::default();

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::ConfigProblem;
+use meshgate_core::ConfigProblem;
 
 /// Why a certificate, key or CA file cannot be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -202,7 +202,7 @@ impl KubeState {
                 // namespace is known: what an upgrade plan restores on rollback.
                 labels.insert(
                     "namespace_labels".into(),
-                    crate::istio::plan::NamespaceLabels {
+                    crate::plan::NamespaceLabels {
                         istio_injection: label(n, "istio-injection").map(str::to_owned),
                         rev: label(n, "istio.io/rev").map(str::to_owned),
                     }

@@ -25,10 +25,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::config::AnalysisConfig;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Routes of the Argo `web` provider.
 pub fn routes() -> Router<Shared> {

@@ -20,10 +20,10 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::config::AnalysisConfig;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Calls kept for `GET /v1/flagger/records`.
 const MAX_RECORDS: usize = 256;

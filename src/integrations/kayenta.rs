@@ -23,10 +23,10 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::analysis::AnalysisConfig;
 use crate::api::ApiError;
-use crate::config::AnalysisConfig;
-use crate::daemon::{AnalysisView, CreateError, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, CreateError, Shared};
 
 /// Executions kept for polling (oldest forgotten first).
 const MAX_EXECUTIONS: usize = 1024;

@@ -24,8 +24,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::daemon::{AnalysisView, Shared};
 use crate::judge::Verdict;
+use crate::state::{AnalysisView, Shared};
 
 /// The series names served.
 pub const SERIES: &[&str] = &[

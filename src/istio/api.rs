@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::observe::TargetObservation;
-use crate::api::ErrorDoc;
-use crate::daemon::Shared;
+use crate::state::Shared;
+use meshgate_core::api::ErrorDoc;
 
 /// The routes, merged into the API router.
 pub fn routes() -> Router<Shared> {

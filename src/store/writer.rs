@@ -12,7 +12,49 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{Store, StoreState};
-use crate::telemetry::StoreMetrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::telemetry::metric;
+
+/// The store writer's metrics, registered when a store is configured.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    /// Failed store writes (each try counts).
+    pub errors: Counter,
+    /// 1 while the store takes writes, 0 from a failed write until one succeeds.
+    pub healthy: Gauge,
+    /// Time of each successful write (encode and commit, both fsyncs included).
+    pub write_seconds: Histogram,
+}
+
+impl StoreMetrics {
+    /// Create and register them.
+    pub fn register(reg: &mut Registry) -> Self {
+        StoreMetrics {
+            errors: metric(
+                reg,
+                "store_errors",
+                "Failed store writes, each try counted",
+                Counter::default(),
+            ),
+            healthy: metric(
+                reg,
+                "store_healthy",
+                "1 while the store takes writes, 0 from a failed write until one succeeds",
+                Gauge::default(),
+            ),
+            write_seconds: metric(
+                reg,
+                "store_write_duration_seconds",
+                "Time of each successful store write, encode and commit with fsync",
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ),
+        }
+    }
+}
 
 /// Called once with `Ok` when the state it waited for is on disk, or with the store's fault.
 pub type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;

@@ -28,7 +28,7 @@ async fn call<T: DeserializeOwned>(
         None => req.body(Body::empty()),
     }
     .unwrap();
-    let resp = meshgate::api::router(running.shared.clone())
+    let resp = meshgate::daemon::router(running.shared.clone())
         .oneshot(req)
         .await
         .unwrap();

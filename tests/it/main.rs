@@ -10,6 +10,7 @@ mod deploy;
 mod e2e;
 mod edges;
 mod faults;
+mod fdlimit;
 mod fuzz_regressions;
 mod gate;
 mod handlers;

@@ -10,7 +10,9 @@ mod overdispersion;
 #[cfg(test)]
 mod testkit;
 
-pub use meshgate_stats::{betabinom, dispersion, explain, mixture, rate, robust};
+pub use meshgate_stats::{
+    betabinom, dispersion, explain, mixture, params, rate, robust, ParamsError, SequentialTest,
+};
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,

@@ -23,6 +23,8 @@
 //! events the exact conditional is hypergeometric.)
 
 use super::betabinom::{choose_k, ln_1m_exp, ln_beta, ln_beta_reg_tails};
+use crate::params::{self, ParamsError};
+use crate::SequentialTest;
 use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -43,9 +45,6 @@ pub const GRID_OCTAVES_ABOVE: u32 = 6;
 /// bound scans; a posterior after ~100 events spans about this many points.
 const WINDOW: usize = 12;
 
-/// Largest margin accepted: beyond it the test would tolerate a 1000x regression.
-const MAX_MARGIN: f64 = 1000.0;
-
 /// Settings of one rate-ratio check.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RatioParams {
@@ -58,24 +57,11 @@ pub struct RatioParams {
 }
 
 impl RatioParams {
-    /// Checks the ranges `RatioEProcess::new` relies on.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.alpha > 0.0 && self.alpha < 0.5) {
-            return Err(format!("alpha must lie in (0, 0.5), got {}", self.alpha));
-        }
-        if !(self.margin >= 0.0 && self.margin <= MAX_MARGIN) {
-            return Err(format!(
-                "margin must lie in [0, {MAX_MARGIN}], got {}",
-                self.margin
-            ));
-        }
-        if !(self.target_events > 0.0 && self.target_events.is_finite()) {
-            return Err(format!(
-                "target_events must be positive and finite, got {}",
-                self.target_events
-            ));
-        }
-        Ok(())
+    /// Checks the ranges `RatioEProcess` relies on ([`crate::params`]).
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        params::ALPHA.check("alpha", self.alpha)?;
+        params::MARGIN.check("margin", self.margin)?;
+        params::TARGET_EVENTS.check("target_events", self.target_events)
     }
 }
 
@@ -142,6 +128,28 @@ pub struct RatioEProcess {
     g: Arc<Grid>,
 }
 
+impl SequentialTest for RatioEProcess {
+    fn observe(&mut self, events_a: f64, events_b: f64, exposure_a: f64, exposure_b: f64) {
+        RatioEProcess::observe(self, events_a, events_b, exposure_a, exposure_b);
+    }
+
+    fn ln_e(&self) -> f64 {
+        RatioEProcess::ln_e(self)
+    }
+
+    fn ln_e_not_worse(&self) -> f64 {
+        RatioEProcess::ln_e_not_worse(self)
+    }
+
+    fn alpha(&self) -> f64 {
+        self.state.params.alpha
+    }
+
+    fn certifies_not_worse(&self) -> bool {
+        RatioEProcess::certifies_not_worse(self)
+    }
+}
+
 /// What a process's parameters and grid layout determine: grid points, cell edges and the
 /// tests' prior weights. Built once per distinct (parameters, layout) and shared.
 #[derive(Debug, PartialEq)]
@@ -196,7 +204,7 @@ impl TryFrom<RatioState> for RatioEProcess {
     type Error = String;
 
     fn try_from(state: RatioState) -> Result<Self, String> {
-        state.params.validate()?;
+        state.params.validate().map_err(|e| e.to_string())?;
         let g = state.grid;
         if g.per_octave == 0 || g.per_octave > 1024 || g.octaves_below > 64 || g.octaves_above > 64
         {
@@ -219,10 +227,17 @@ impl TryFrom<RatioState> for RatioEProcess {
 }
 
 impl RatioEProcess {
-    /// Fresh process with the default grid.
+    /// Fresh process with the default grid, or the first parameter out of its range.
+    pub fn try_new(params: RatioParams) -> Result<Self, ParamsError> {
+        params.validate()?;
+        Ok(Self::build(params, GridSpec::default()))
+    }
+
+    /// Fresh process with the default grid, for parameters validated before (the analysis
+    /// builds its tests from checked configuration).
     ///
     /// # Panics
-    /// When `params` fail [`RatioParams::validate`]; validate configuration before.
+    /// When `params` fail [`RatioParams::validate`]; use [`Self::try_new`] for unchecked ones.
     pub fn new(params: RatioParams) -> Self {
         Self::with_grid(params, GridSpec::default())
     }
@@ -1396,7 +1411,7 @@ mod tests {
         assert!(params(0.25, 0.0).validate().is_err());
         let mut bad = params(0.25, 200.0);
         bad.alpha = 0.5;
-        assert!(bad.validate().unwrap_err().starts_with("alpha"));
+        assert_eq!(bad.validate().unwrap_err().name, "alpha");
     }
 
     #[test]

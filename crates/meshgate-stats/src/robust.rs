@@ -54,6 +54,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::params::{self, ParamsError};
+use crate::SequentialTest;
+
 /// Largest bet fraction: one unit can lose at most ln(1 / (1 - CAP)) of log-wealth.
 pub const CAP: f64 = 0.9;
 /// Prior second moment S0 of Z in the aGRAPA bet (one pseudo-unit with |Z| = 0.01).
@@ -69,18 +72,10 @@ pub struct RobustParams {
 }
 
 impl RobustParams {
-    /// Checks the ranges the test relies on.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.alpha > 0.0 && self.alpha < 0.5) {
-            return Err(format!("alpha must lie in (0, 0.5), got {}", self.alpha));
-        }
-        if !(self.margin >= 0.0 && self.margin.is_finite()) {
-            return Err(format!(
-                "margin must be finite and >= 0, got {}",
-                self.margin
-            ));
-        }
-        Ok(())
+    /// Checks the ranges the test relies on ([`crate::params`]).
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        params::ALPHA.check("alpha", self.alpha)?;
+        params::MARGIN.check("margin", self.margin)
     }
 }
 
@@ -106,14 +101,37 @@ pub struct RobustEProcess {
     totals: [f64; 4],
 }
 
+impl SequentialTest for RobustEProcess {
+    fn observe(&mut self, events_a: f64, events_b: f64, exposure_a: f64, exposure_b: f64) {
+        RobustEProcess::observe(self, events_a, events_b, exposure_a, exposure_b);
+    }
+
+    fn ln_e(&self) -> f64 {
+        self.ln_w
+    }
+
+    fn ln_e_not_worse(&self) -> f64 {
+        self.ln_w_go
+    }
+
+    fn alpha(&self) -> f64 {
+        self.params.alpha
+    }
+
+    fn rejects(&self) -> bool {
+        RobustEProcess::rejects(self)
+    }
+
+    fn certifies_not_worse(&self) -> bool {
+        RobustEProcess::certifies_not_worse(self)
+    }
+}
+
 impl RobustEProcess {
-    /// A fresh test (wealth 1). Panics on invalid parameters; check with
-    /// [`RobustParams::validate`] first.
-    pub fn new(params: RobustParams) -> Self {
-        if let Err(e) = params.validate() {
-            panic!("invalid robust test parameters: {e}");
-        }
-        RobustEProcess {
+    /// A fresh test (wealth 1), or the first parameter out of its range.
+    pub fn try_new(params: RobustParams) -> Result<Self, ParamsError> {
+        params.validate()?;
+        Ok(RobustEProcess {
             params,
             ln_w: 0.0,
             ln_w_go: 0.0,
@@ -123,6 +141,18 @@ impl RobustEProcess {
             skipped: 0,
             clipped: 0,
             totals: [0.0; 4],
+        })
+    }
+
+    /// A fresh test for parameters validated before (the analysis builds its tests from checked
+    /// configuration).
+    ///
+    /// # Panics
+    /// When `params` fail [`RobustParams::validate`]; use [`Self::try_new`] for unchecked ones.
+    pub fn new(params: RobustParams) -> Self {
+        match Self::try_new(params) {
+            Ok(t) => t,
+            Err(e) => panic!("invalid robust test parameters: {e}"),
         }
     }
 

@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::cohort::Selector;
 use crate::ConfigProblem;
+use meshgate_stats::params::Range;
+
+/// The margins a check file may ask for: a policy inside the range the tests are valid for
+/// ([`meshgate_stats::params::MARGIN`], checked by `tests::policy_ranges_lie_inside_the_tests_ranges`).
+const MARGIN: Range = Range::closed(0.0, 10.0);
+/// The target event counts a check file may ask for (fewer make the mixing prior degenerate).
+const TARGET_EVENTS: Range = Range::at_least(5.0);
 
 /// How far back the canary's "recent" rate looks when an SLO or an incident ceiling holds GO.
 pub const RECENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -425,13 +432,16 @@ impl CheckSpec {
                 "needs events_metric",
             ));
         }
-        if !(file.margin.is_finite() && file.margin >= 0.0 && file.margin <= 10.0) {
-            problems.push(ConfigProblem::new(key("margin"), "must be within [0, 10]"));
+        if !MARGIN.contains(file.margin) {
+            problems.push(ConfigProblem::new(
+                key("margin"),
+                format!("must be within {MARGIN}"),
+            ));
         }
-        if !(file.target_events.is_finite() && file.target_events >= 5.0) {
+        if !TARGET_EVENTS.contains(file.target_events) {
             problems.push(ConfigProblem::new(
                 key("target_events"),
-                "must be at least 5",
+                format!("must be at least {}", TARGET_EVENTS.lo),
             ));
         }
         if !(file.weight.is_finite() && file.weight > 0.0) {
@@ -771,6 +781,14 @@ impl From<&CheckSpec> for CheckInfo {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn policy_ranges_lie_inside_the_tests_ranges() {
+        use meshgate_stats::params;
+        assert!(params::MARGIN.covers(&super::MARGIN));
+        assert!(params::TARGET_EVENTS.covers(&super::TARGET_EVENTS));
+        assert_eq!(super::MARGIN.to_string(), "[0, 10]");
+    }
+
     use super::*;
     use std::path::Path;
 

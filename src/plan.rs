@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::Target;
 use crate::judge::Verdict;
 pub use meshgate_core::api::{NamespaceLabels, NamespaceState, PlanStatus, WavePhase, WaveStatus};
+use meshgate_core::Target;
 
 /// `[plan]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,13 +87,13 @@ impl Plan {
     /// adjusted by the proxies of every other namespace (still on the old revision, or moved in an
     /// earlier wave) over the same periods. Its selectors are therefore the two revisions, the
     /// whole mesh; the wave's namespaces are `moving`.
-    pub fn analysis_for(&self, wave: &Wave) -> crate::config::AnalysisConfig {
-        crate::config::AnalysisConfig {
+    pub fn analysis_for(&self, wave: &Wave) -> crate::analysis::AnalysisConfig {
+        crate::analysis::AnalysisConfig {
             name: Self::analysis_id(wave),
             baseline: format!("{{role=\"proxy\", revision=\"{}\"}}", self.from_revision),
             canary: format!("{{role=\"proxy\", revision=\"{}\"}}", self.to_revision),
             checks: wave.checks.clone(),
-            design: crate::config::DesignName::BeforeAfter,
+            design: crate::analysis::DesignName::BeforeAfter,
             moving: wave.namespaces.clone(),
             ..Default::default()
         }
@@ -573,7 +573,7 @@ mod tests {
         let a = p.analysis_for(&p.waves[1]);
         assert_eq!(a.name, "plan-critical");
         assert_eq!(a.canary, r#"{role="proxy", revision="1-25-0"}"#);
-        assert_eq!(a.design, crate::config::DesignName::BeforeAfter);
+        assert_eq!(a.design, crate::analysis::DesignName::BeforeAfter);
         assert_eq!(a.moving, ["shop", "pay"]);
         assert!(a.problems("a").is_empty(), "{:?}", a.problems("a"));
     }
