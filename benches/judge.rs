@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshgate::judge::mixture::{weighted_e_reaches, RatioEProcess, RatioParams};
-use meshgate::judge::{
-    Analysis, CheckSpec, CohortQuality, DataQuality, PodGroup, Settings, TickInput,
-};
+use meshgate::judge::{Analysis, CheckSpec, DataQuality, PodGroup, Settings, TickInput};
 
 /// Slot deltas of one tick for a 4-boundary histogram check: 750 requests per cohort, a tail
 /// of 12% above 100 ms, 2% above 250 ms, 0.5% above 500 ms, 0.03% above 1 s.
@@ -71,17 +69,7 @@ fn specs() -> Vec<CheckSpec> {
 }
 
 fn quality() -> DataQuality {
-    let q = CohortQuality {
-        targets: 5,
-        fresh: 5,
-        ..Default::default()
-    };
-    DataQuality {
-        baseline: q.clone(),
-        canary: q,
-        overlapping_series: 0,
-        ..Default::default()
-    }
+    DataQuality::all_fresh(5)
 }
 
 fn bench(c: &mut Criterion) {

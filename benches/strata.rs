@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use meshgate::judge::{
-    Analysis, Catalog, CheckKind, CheckSpec, CohortQuality, DataQuality, PodGroup, Settings,
-    Stratum, TickInput,
+    Analysis, Catalog, CheckKind, CheckSpec, DataQuality, PodGroup, Settings, Stratum, TickInput,
 };
 
 #[global_allocator]
@@ -97,16 +96,7 @@ fn input(checks: &[&CheckSpec], w: usize, i: u64) -> Input {
 }
 
 fn quality() -> DataQuality {
-    let q = CohortQuality {
-        targets: 10,
-        fresh: 10,
-        ..Default::default()
-    };
-    DataQuality {
-        baseline: q.clone(),
-        canary: q,
-        ..Default::default()
-    }
+    DataQuality::all_fresh(10)
 }
 
 fn tick(a: &mut Analysis, checks: &[&CheckSpec], x: &Input, i: u64) {

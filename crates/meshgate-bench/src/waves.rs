@@ -276,16 +276,7 @@ fn settings(design: Design, never_go_before: Option<Duration>) -> Settings {
 }
 
 fn quality() -> DataQuality {
-    let q = CohortQuality {
-        targets: 10,
-        fresh: 10,
-        ..Default::default()
-    };
-    DataQuality {
-        baseline: q.clone(),
-        canary: q,
-        ..Default::default()
-    }
+    DataQuality::all_fresh(10)
 }
 
 fn poisson(rng: &mut SmallRng, mean: f64) -> f64 {

@@ -166,6 +166,21 @@ pub struct QualityBlock {
 }
 
 impl DataQuality {
+    /// Both cohorts with `targets` targets, every one fresh, nothing else wrong (simulations,
+    /// benches, tests).
+    pub fn all_fresh(targets: usize) -> Self {
+        let q = CohortQuality {
+            targets,
+            fresh: targets,
+            ..Default::default()
+        };
+        DataQuality {
+            baseline: q.clone(),
+            canary: q,
+            ..Default::default()
+        }
+    }
+
     /// The first threshold the data fails, baseline before canary.
     pub fn block(&self) -> Option<QualityBlock> {
         if let Some(h) = &self.hold {
@@ -3013,16 +3028,7 @@ mod go_semantics_tests {
     }
 
     fn quality() -> DataQuality {
-        let q = CohortQuality {
-            targets: 5,
-            fresh: 5,
-            ..Default::default()
-        };
-        DataQuality {
-            baseline: q.clone(),
-            canary: q,
-            ..Default::default()
-        }
+        DataQuality::all_fresh(5)
     }
 
     fn error_rate() -> CheckSpec {

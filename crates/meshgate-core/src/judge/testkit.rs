@@ -22,16 +22,7 @@ pub fn settings(max_duration: Duration, design: Design) -> Settings {
 
 /// Both cohorts with `targets` fresh targets and nothing wrong.
 pub fn quality(targets: usize) -> DataQuality {
-    let q = CohortQuality {
-        targets,
-        fresh: targets,
-        ..Default::default()
-    };
-    DataQuality {
-        baseline: q.clone(),
-        canary: q,
-        ..Default::default()
-    }
+    DataQuality::all_fresh(targets)
 }
 
 /// A Poisson count (zero for a zero mean).
