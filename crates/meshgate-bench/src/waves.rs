@@ -22,8 +22,8 @@ use rand_distr::{Beta, Distribution, Gamma, Poisson};
 
 use meshgate::config::JudgeConfig;
 use meshgate_core::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, Design, PodGroup, Settings, Stratum,
-    TickInput, Verdict,
+    Analysis, Catalog, CheckSpec, DataQuality, Design, PodGroup, Settings, Stratum, TickInput,
+    Verdict,
 };
 
 use crate::judge::wilson;
