@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Poisson};
 
-use super::{CohortQuality, DataQuality, Design, Settings};
+use super::{DataQuality, Design, Settings};
 
 /// The shipped defaults that matter here (alpha 0.05, 5 min minimum, no GO by SLO), with the
 /// given maximum duration and design.
