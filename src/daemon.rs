@@ -152,7 +152,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let catalog = check(&cfg)?;
-    open_files(&cfg);
     crate::auth::Auth::from_config(&cfg.auth)?;
     let store = match &cfg.store.path {
         Some(p) => Some(Store::open(p)?),
@@ -164,6 +163,8 @@ pub async fn run(
             .await
             .map_err(|source| StartError::Bind { addr, source })?,
     };
+    // After the checks that refuse to start, so a refusal says only why.
+    open_files(&cfg);
     let running = start_with_store(cfg, catalog, listener, shutdown.clone(), store).await?;
     shutdown.cancelled().await;
     info!("shutting down");
