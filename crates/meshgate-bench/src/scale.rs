@@ -96,7 +96,7 @@ pub struct PromRow {
     pub targets_up: u64,
     /// All its targets.
     pub targets: u64,
-    /// Series it holds (with a sample in the last 5 minutes).
+    /// Samples its last scrapes kept, summed over its targets (its series, for counters).
     pub series: u64,
 }
 
@@ -367,11 +367,12 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
         p.alive()?;
         prom_peak[i] = prom_peak[i].max(status_kb(p.pid(), "VmHWM")?);
         // Prometheus' own view of its scrapes: how many of its targets are up, and the series
-        // it holds now (every series with a sample in the last 5 minutes).
+        // each scrape keeps (its samples after metric_relabel_configs, summed over its targets).
         let base = format!("http://127.0.0.1:{pport}");
         let up = prom_scalar(&client, &base, "count(up == 1)").await?;
         let all = prom_scalar(&client, &base, "count(up)").await?;
-        let series = prom_scalar(&client, &base, "count({__name__=~\".+\"})").await?;
+        let series =
+            prom_scalar(&client, &base, "sum(scrape_samples_post_metric_relabeling)").await?;
         prom_rows.push(PromRow {
             kind: *kind,
             cpu_per_cycle: (prom_cpu1[i] - prom_cpu0[i]) / opts.cycles as f64,
