@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::AnalysisConfig;
@@ -121,18 +120,6 @@ impl AnalysisView {
                 self.state.current_ln_e(&specs)
             }
         }
-    }
-}
-
-impl Serialize for AnalysisView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("AnalysisView", 4)?;
-        st.serialize_field("id", &self.id)?;
-        st.serialize_field("spec", &self.spec)?;
-        st.serialize_field("created_at", &self.created_at)?;
-        st.serialize_field("state", self.state())?;
-        st.end()
     }
 }
 
