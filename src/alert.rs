@@ -1,7 +1,8 @@
-//! Alerting: NO-GO verdicts go to Alertmanager (API v2) and to generic JSON webhooks.
+//! Alerting: NO-GO and INCONCLUSIVE verdicts go to Alertmanager (API v2) and to generic JSON webhooks.
 //!
 //! One task follows the daemon's verdict events and keeps the set of firing alerts: an analysis
-//! that turns NO-GO fires; it resolves when its verdict changes or it is deleted. Each sink has a
+//! that turns NO-GO or INCONCLUSIVE (those in `[alerts] on`) fires; it resolves when its verdict
+//! changes or it is deleted. Each sink has a
 //! worker with a coalescing, bounded queue: a newer state of an alert replaces an older one still
 //! waiting, so a flapping or unreachable sink never builds a storm. Deliveries are retried with
 //! exponential backoff. Active alerts are re-sent to Alertmanager every `resend_interval` with an
@@ -23,8 +24,19 @@ use crate::judge::Verdict;
 use crate::state::{AnalysisView, Snapshot, VerdictEvent};
 use meshgate_core::ConfigProblem;
 
-/// Alert name in Alertmanager.
+/// Alert name in Alertmanager for a NO-GO verdict.
 pub const ALERT_NAME: &str = "MeshgateNoGo";
+/// Alert name in Alertmanager for an INCONCLUSIVE verdict (a person has to decide).
+pub const INCONCLUSIVE_ALERT_NAME: &str = "MeshgateInconclusive";
+
+/// The verdicts that can alert, with their alert name and severity.
+fn alert_kind(v: Verdict) -> Option<(&'static str, &'static str)> {
+    match v {
+        Verdict::NoGo => Some((ALERT_NAME, "critical")),
+        Verdict::Inconclusive => Some((INCONCLUSIVE_ALERT_NAME, "warning")),
+        Verdict::Pending | Verdict::Go => None,
+    }
+}
 
 /// One alert in Alertmanager's shape (`endsAt` in the past means resolved).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -72,13 +84,15 @@ fn sel_source_value(text: &str, label: &str) -> Option<String> {
     None
 }
 
-/// The alert of an analysis at NO-GO.
+/// The alert of an analysis at NO-GO or INCONCLUSIVE (any other verdict is alerted as NO-GO).
 pub fn alert_for(v: &AnalysisView, cfg: &AlertsConfig, started: SystemTime) -> Alert {
+    let verdict = v.state().verdict();
+    let (name, severity) = alert_kind(verdict).unwrap_or((ALERT_NAME, "critical"));
     let mut labels = cfg.labels.clone();
-    labels.insert("alertname".into(), ALERT_NAME.into());
+    labels.insert("alertname".into(), name.into());
     labels.insert("analysis".into(), v.id.clone());
-    labels.insert("severity".into(), "critical".into());
-    labels.insert("verdict".into(), v.state().verdict().as_str().into());
+    labels.insert("severity".into(), severity.into());
+    labels.insert("verdict".into(), verdict.as_str().into());
     for (key, side) in [
         ("baseline_revision", &v.spec.baseline),
         ("canary_revision", &v.spec.canary),
@@ -98,7 +112,13 @@ pub fn alert_for(v: &AnalysisView, cfg: &AlertsConfig, started: SystemTime) -> A
     let mut annotations = BTreeMap::new();
     annotations.insert(
         "summary".into(),
-        format!("meshgate: canary of analysis {} is NO-GO", v.id),
+        match verdict {
+            Verdict::Inconclusive => format!(
+                "meshgate: canary of analysis {} is INCONCLUSIVE and needs a decision",
+                v.id
+            ),
+            _ => format!("meshgate: canary of analysis {} is NO-GO", v.id),
+        },
     );
     annotations.insert("description".into(), v.state().reason().to_owned());
     annotations.insert("verdict_url".into(), url.clone());
@@ -294,7 +314,12 @@ impl Alerter {
         Ok(())
     }
 
-    fn send(&self, key: &str, a: &Alert, only_alertmanager: bool) {
+    /// Queue `a` on the sinks; keyed by analysis and alert name, so that resolving one alert
+    /// and firing another for the same analysis do not coalesce into one.
+    fn send(&self, id: &str, a: &Alert, only_alertmanager: bool) {
+        let name = a.labels.get("alertname").map_or("", String::as_str);
+        let key = format!("{id}/{name}");
+        let key = key.as_str();
         for (t, q) in &self.sinks {
             if only_alertmanager && !matches!(t, Target::Alertmanager(_)) {
                 continue;
@@ -329,11 +354,18 @@ impl Alerter {
     }
 
     fn observe(&mut self, v: &AnalysisView) {
-        if v.verdict() == Verdict::NoGo {
-            self.fire(v);
-        } else if self.firing.contains_key(&v.id) {
-            let why = format!("verdict is now {}", v.verdict().as_str());
+        let verdict = v.verdict();
+        let wanted = self.cfg.on.contains(&verdict) && alert_kind(verdict).is_some();
+        let same = self
+            .firing
+            .get(&v.id)
+            .is_some_and(|a| a.labels.get("verdict").map(String::as_str) == Some(verdict.as_str()));
+        if self.firing.contains_key(&v.id) && !same {
+            let why = format!("verdict is now {}", verdict.as_str());
             self.resolve(&v.id, &why);
+        }
+        if wanted {
+            self.fire(v);
         }
     }
 
@@ -395,10 +427,13 @@ impl Alerter {
 
 // === impl AlertsConfig ===
 
-/// `[alerts]`: Alertmanager and webhook sinks for NO-GO verdicts.
+/// `[alerts]`: Alertmanager and webhook sinks for NO-GO and INCONCLUSIVE verdicts.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
+    /// The verdicts that alert: `NO-GO`, `INCONCLUSIVE` (default both).
+    #[serde(default = "default_alert_on")]
+    pub on: Vec<Verdict>,
     /// Alertmanager base URLs (`http://alertmanager:9093`); alerts go to `/api/v2/alerts`.
     #[serde(default)]
     pub alertmanager: Vec<String>,
@@ -446,6 +481,9 @@ pub struct WebhookConfig {
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
+fn default_alert_on() -> Vec<Verdict> {
+    vec![Verdict::NoGo, Verdict::Inconclusive]
+}
 fn default_external_url() -> String {
     "http://127.0.0.1:9400".into()
 }
@@ -465,6 +503,7 @@ fn default_alert_backoff() -> Duration {
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
+            on: default_alert_on(),
             alertmanager: Vec::new(),
             webhooks: Vec::new(),
             external_url: default_external_url(),
@@ -483,6 +522,14 @@ impl AlertsConfig {
     /// Every problem with this section, with its key path.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = self.tls.problems("alerts.tls");
+        for (i, v) in self.on.iter().enumerate() {
+            if alert_kind(*v).is_none() {
+                out.push(ConfigProblem::new(
+                    format!("alerts.on[{i}]"),
+                    format!("{} never alerts; use NO-GO or INCONCLUSIVE", v.as_str()),
+                ));
+            }
+        }
         for (i, u) in self.alertmanager.iter().enumerate() {
             if let Err(e) = crate::discovery::check_url(u) {
                 out.push(ConfigProblem::new(format!("alerts.alertmanager[{i}]"), e));

@@ -21,12 +21,13 @@
 //! - [`api`]: the HTTP API (axum).
 //! - `server`: the API's connections: TLS handshakes, HTTP/1.1, timeouts and connection caps.
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
-//! - [`alert`]: Alertmanager and webhook sinks for NO-GO verdicts.
+//! - [`alert`]: Alertmanager and webhook sinks for NO-GO and INCONCLUSIVE verdicts.
 //! - [`gate`]: the `meshgate gate` client for upgrade scripts.
 //! - [`client`]: what the CLI clients share: an API answer read as its `meshgate_core::api` document.
 //! - [`auth`]: bearer tokens and scopes for the API.
 //! - [`store`]: the embedded store that lets analyses survive restarts.
 //! - [`telemetry`]: meshgate's own metrics.
+//! - [`logging`]: log output on stderr, text or JSON lines.
 //! - [`heap`]: heap accounting behind the memory metrics (the binary's counting allocator).
 //! - [`tls`]: the API over TLS (rustls, certificate reload) and outbound TLS settings.
 //! - [`istio`]: revisions, version skew, rollback triggers, multi-cluster topology, their routes.
@@ -50,6 +51,7 @@ pub mod gate;
 pub mod heap;
 pub mod integrations;
 pub mod istio;
+pub mod logging;
 pub mod plan;
 pub mod promsource;
 pub mod scrape;

@@ -27,6 +27,15 @@ static GLOBAL: meshgate::heap::CountingAlloc = meshgate::heap::CountingAlloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` (colour only on a terminal without NO_COLOR) or `json` lines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "MESHGATE_LOG_FORMAT"
+    )]
+    log_format: meshgate::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -108,13 +117,10 @@ enum PlanAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MESHGATE_LOG")
-                .unwrap_or_else(|_| default_filter(&cli.command)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    meshgate::logging::init(
+        cli.log_format,
+        EnvFilter::try_from_env("MESHGATE_LOG").unwrap_or_else(|_| default_filter(&cli.command)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

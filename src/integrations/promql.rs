@@ -1,4 +1,9 @@
-//! `GET /api/v1/query`: a Prometheus-style instant-query endpoint for Flagger MetricTemplates.
+//! `GET|POST /api/v1/query`: a Prometheus-style instant-query endpoint for Flagger MetricTemplates.
+//!
+//! As Prometheus, it takes `query` and `time` from the URL or, on POST, from an
+//! `application/x-www-form-urlencoded` body. meshgate keeps no history: `time` (unix seconds or
+//! RFC 3339) is answered when it is within [`NOW_TOLERANCE`] of now and is a `bad_data` error
+//! otherwise. An unbounded ratio bound is the sample `"+Inf"`, as Prometheus writes infinities.
 //!
 //! It answers a small, documented language, not PromQL: `vector(N)` (Flagger's start-up probe)
 //! and `metric{label="value", label!="value"}` over meshgate's own verdict series:
@@ -10,17 +15,17 @@
 //! | `meshgate_e_value` | analysis | combined e-value |
 //! | `meshgate_check_e_value` | analysis, check | the check's e-value |
 //! | `meshgate_check_rate` | analysis, check, cohort, boundary (histograms) | events / exposure |
-//! | `meshgate_ratio_upper_bound` | analysis, check, boundary | anytime-valid upper bound on canary/baseline |
+//! | `meshgate_ratio_upper_bound` | analysis, check, boundary | anytime-valid upper bound on canary/baseline (`+Inf` while unbounded) |
 //!
 //! Anything else is a `bad_data` error (400) naming what is not understood.
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -41,12 +46,84 @@ pub const SERIES: &[&str] = &[
 
 /// Routes of the query endpoint.
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/api/v1/query", get(query))
+    Router::new().route("/api/v1/query", get(query_get).post(query_post))
 }
 
-#[derive(Deserialize)]
+/// How far `time` may be from now: meshgate has only the current values, which stand for any
+/// instant this close to now (a few scrape intervals at the default 15s).
+pub const NOW_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Default, Deserialize)]
 struct Params {
     query: Option<String>,
+    time: Option<String>,
+}
+
+/// A Prometheus timestamp: unix seconds (float) or RFC 3339, as Prometheus' `parseTime`.
+pub fn parse_time(s: &str) -> Result<f64, String> {
+    if let Ok(t) = s.parse::<f64>() {
+        if t.is_finite() {
+            return Ok(t);
+        }
+    }
+    // humantime reads `Z` (or no zone) only; another offset is shifted by hand.
+    let t = humantime::parse_rfc3339_weak(s)
+        .ok()
+        .or_else(|| rfc3339_with_offset(s));
+    if let Some(d) = t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+        return Ok(d.as_secs_f64());
+    }
+    Err(format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// `...T..+hh:mm` / `-hh:mm`: the UTC instant.
+fn rfc3339_with_offset(s: &str) -> Option<std::time::SystemTime> {
+    let tpos = s.find(['T', 't'])?;
+    let sign_at = s[tpos..].rfind(['+', '-'])? + tpos;
+    let (local, off) = s.split_at(sign_at);
+    let (h, m) = off[1..].split_once(':')?;
+    let secs = h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60;
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let d = std::time::Duration::from_secs(secs);
+    if off.starts_with('+') {
+        t.checked_sub(d)
+    } else {
+        t.checked_add(d)
+    }
+}
+
+async fn query_get(State(s): State<Shared>, Query(p): Query<Params>) -> Response {
+    query(&s, p)
+}
+
+/// POST as Prometheus takes it: form fields override the URL's.
+async fn query_post(State(s): State<Shared>, Query(url): Query<Params>, req: Request) -> Response {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        if url.query.is_some() {
+            return query(&s, url);
+        }
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "missing the query parameter \"query\" (POST takes it in an application/x-www-form-urlencoded body or the URL)".into(),
+        );
+    }
+    let Form(body) = match Form::<Params>::from_request(req, &s).await {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e.body_text()),
+    };
+    query(
+        &s,
+        Params {
+            query: body.query.or(url.query),
+            time: body.time.or(url.time),
+        },
+    )
 }
 
 /// A parsed query.
@@ -175,9 +252,9 @@ fn series_of(name: &str, v: &AnalysisView) -> Vec<(BTreeMap<String, String>, f64
                             }
                         }
                         "meshgate_ratio_upper_bound" => {
-                            if let Some(u) = t.ratio_upper_bound {
-                                out.push(sample(base(&extra), u));
-                            }
+                            // `None` is unbounded: Prometheus' `+Inf`, not a missing series.
+                            let u = t.ratio_upper_bound.unwrap_or(f64::INFINITY);
+                            out.push(sample(base(&extra), u));
                         }
                         _ => {}
                     }
@@ -196,7 +273,7 @@ fn error(status: StatusCode, kind: &str, msg: String) -> Response {
         .into_response()
 }
 
-async fn query(State(s): State<Shared>, Query(p): Query<Params>) -> Response {
+fn query(s: &Shared, p: Params) -> Response {
     let Some(q) = p.query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -208,6 +285,29 @@ async fn query(State(s): State<Shared>, Query(p): Query<Params>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
+    let now = match p.time.as_deref().filter(|t| !t.is_empty()) {
+        None => now,
+        Some(t) => match parse_time(t) {
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!("invalid parameter \"time\": {e}"),
+                )
+            }
+            Ok(at) if (at - now).abs() > NOW_TOLERANCE.as_secs_f64() => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!(
+                        "invalid parameter \"time\": {t:?} is more than {}s from now; meshgate keeps no history and answers only for now",
+                        NOW_TOLERANCE.as_secs()
+                    ),
+                )
+            }
+            Ok(at) => at,
+        },
+    };
     let fmt = |v: f64| {
         if v.is_nan() {
             "NaN".to_owned()
@@ -280,5 +380,26 @@ mod tests {
         assert!(parse(r#"meshgate_go{analysis="x""#)
             .unwrap_err()
             .contains("braces"));
+    }
+
+    #[test]
+    fn time_is_read_as_prometheus_reads_it() {
+        assert_eq!(parse_time("1700000000").unwrap(), 1_700_000_000.0);
+        assert_eq!(parse_time("1700000000.5").unwrap(), 1_700_000_000.5);
+        assert_eq!(parse_time("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000.0);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.25Z").unwrap(),
+            1_700_000_000.25
+        );
+        assert_eq!(
+            parse_time("2023-11-15T00:13:20+02:00").unwrap(),
+            1_700_000_000.0
+        );
+        assert_eq!(
+            parse_time("2023-11-14T21:13:20-01:00").unwrap(),
+            1_700_000_000.0
+        );
+        assert!(parse_time("notatime").unwrap_err().contains("notatime"));
+        assert!(parse_time("NaN").is_err());
     }
 }

@@ -271,6 +271,147 @@ async fn no_go_fires_in_alertmanager_and_resolves_on_delete() {
     l.shutdown().await;
 }
 
+/// The alert statuses the webhook received, in order, as (analysis, alertname, status).
+fn hook_statuses(r: &Received) -> Vec<(String, String, String)> {
+    r.bodies
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["labels"]["analysis"].as_str().unwrap().to_owned(),
+                a["labels"]["alertname"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inconclusive_alerts_with_its_reason_and_resolves_on_delete() {
+    let Some(am) = start_alertmanager().await else {
+        return;
+    };
+    let (hook, got) = receiver("s3cret").await;
+    let l = lab(&format!(
+        r#"
+        [alerts]
+        alertmanager = ["{}"]
+        resend_interval = "1s"
+        backoff = "200ms"
+        [[alerts.webhooks]]
+        url = "{hook}"
+        secret = "s3cret"
+        "#,
+        am.url
+    ))
+    .await;
+    let c = reqwest::Client::new();
+    // A baseline that never has data: the analysis can only end INCONCLUSIVE at max_duration.
+    let r = c
+        .post(format!("{}/v1/analyses", l.base))
+        .json(&json!({"name": "am-unsure",
+               "baseline": "{role=\"proxy\", namespace=\"shop\", revision=\"does-not-exist\"}",
+               "canary": format!("{{role=\"proxy\", namespace=\"shop\", revision=\"{}\"}}", GOOD.1),
+               "min_duration": "1s", "max_duration": "3s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v = l.wait_final("am-unsure", Duration::from_secs(60)).await;
+    assert_eq!(v["verdict"], "INCONCLUSIVE");
+    let reason = v["reason"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    let first = loop {
+        let all = am_alerts(&am.url).await;
+        if let Some(a) = ours(&all, "am-unsure") {
+            break a.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no alert in alertmanager: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(first["status"]["state"], "active", "{first:#}");
+    assert_eq!(first["labels"]["alertname"], "MeshgateInconclusive");
+    assert_eq!(first["labels"]["severity"], "warning");
+    assert_eq!(first["labels"]["verdict"], "INCONCLUSIVE");
+    assert_eq!(
+        first["annotations"]["description"],
+        reason.as_str(),
+        "{first:#}"
+    );
+    // The webhook's first call fails; wait for the retried firing before resolving, or the
+    // coalescing queue rightly sends only the newer, resolved state.
+    let want = |st: &str| {
+        (
+            "am-unsure".to_owned(),
+            "MeshgateInconclusive".to_owned(),
+            st.to_owned(),
+        )
+    };
+    let start = Instant::now();
+    while hook_statuses(&got.lock().unwrap()) != vec![want("firing")] {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no firing webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .delete(format!("{}/v1/analyses/am-unsure", l.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let start = Instant::now();
+    loop {
+        let all = am_alerts(&am.url).await;
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        match ours(&all, "am-unsure") {
+            None => break,
+            Some(a) if a["endsAt"].as_str().unwrap() <= now.as_str() => break,
+            Some(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "alert not resolved: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    loop {
+        let s = hook_statuses(&got.lock().unwrap());
+        if s == vec![want("firing"), want("resolved")] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "webhook got {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    l.shutdown().await;
+}
+
+#[tokio::test]
+async fn alerts_on_turns_inconclusive_off_and_rejects_other_verdicts() {
+    let c = meshgate::config::Config::from_toml("[alerts]\non = [\"NO-GO\"]\n", "t").unwrap();
+    assert_eq!(c.alerts.on, vec![meshgate::judge::Verdict::NoGo]);
+    let d = meshgate::config::Config::from_toml("", "t").unwrap();
+    assert_eq!(
+        d.alerts.on,
+        vec![
+            meshgate::judge::Verdict::NoGo,
+            meshgate::judge::Verdict::Inconclusive
+        ]
+    );
+    let e = meshgate::config::Config::from_toml("[alerts]\non = [\"GO\"]\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("alerts.on[0]"), "{e}");
+}
+
 #[tokio::test]
 async fn bad_alerts_config_names_each_key() {
     let e = meshgate::config::Config::from_toml(

@@ -22,6 +22,7 @@ mod istio_skew;
 mod kayenta_scopes;
 mod kube_discovery;
 mod limits;
+mod logs;
 mod openapi;
 mod parse_captures;
 mod peers;

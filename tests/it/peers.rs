@@ -446,3 +446,83 @@ async fn query_endpoint_serves_flagger_metric_templates() {
     assert_eq!(r.status(), 400);
     l.shutdown().await;
 }
+
+/// Prometheus' `/api/v1/query` contract beyond Flagger's GET: POST forms, `time`, and infinities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_endpoint_takes_post_forms_time_and_writes_infinities_as_prometheus() {
+    let l = lab("").await;
+    let b = &l.base;
+    let c = reqwest::Client::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // POST with a form body, as Prometheus accepts it; time as float seconds and as RFC 3339.
+    let rfc = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    for t in [format!("{now}"), rfc] {
+        let r = c
+            .post(format!("{b}/api/v1/query"))
+            .form(&[("query", "vector(1)"), ("time", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "time={t}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+    }
+    // A time that is not one, or one meshgate has no data for: Prometheus' error shape, 400.
+    for t in ["notatime".to_owned(), format!("{}", now - 86400.0)] {
+        let r = c
+            .get(format!("{b}/api/v1/query"))
+            .query(&[("query", "vector(1)"), ("time", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "time={t}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["errorType"], "bad_data");
+        assert!(v["error"].as_str().unwrap().contains("time"), "{v}");
+    }
+    // POST without a form body and no query in the URL: bad_data, not 405.
+    let r = c
+        .post(format!("{b}/api/v1/query"))
+        .json(&json!({"query": "vector(1)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // An analysis without baseline data has an unbounded ratio: "+Inf", not an empty result.
+    let r = c
+        .post(format!("{b}/v1/analyses"))
+        .json(&json!({"name": "unbounded",
+               "baseline": "{role=\"proxy\", revision=\"does-not-exist\"}",
+               "canary": selectors(GOOD).1, "max_duration": "60s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let start = Instant::now();
+    loop {
+        let v: Value = c
+            .get(format!("{b}/api/v1/query"))
+            .query(&[(
+                "query",
+                r#"meshgate_ratio_upper_bound{analysis="unbounded"}"#,
+            )])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let res = v["data"]["result"].as_array().unwrap();
+        if !res.is_empty() {
+            assert!(res.iter().all(|s| s["value"][1] == "+Inf"), "{v}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no series: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    l.shutdown().await;
+}
