@@ -265,7 +265,13 @@ async fn every_operation_answers_as_documented() {
         );
         let mut req = c.request(method.to_uppercase().parse().unwrap(), &url);
         if path == "/api/v1/query" {
-            req = req.query(&[("query", op["parameters"][0]["example"].as_str().unwrap())]);
+            // GET takes the query in the URL, POST in a form body (as Prometheus does).
+            let form =
+                &op["requestBody"]["content"]["application/x-www-form-urlencoded"]["example"];
+            req = match form["query"].as_str() {
+                Some(q) => req.form(&[("query", q)]),
+                None => req.query(&[("query", op["parameters"][0]["example"].as_str().unwrap())]),
+            };
         }
         let body_example = &op["requestBody"]["content"]["application/json"]["example"];
         if !body_example.is_null() && path != "/v1/analyses" {
