@@ -130,6 +130,26 @@ async fn am_alerts(am: &str) -> Vec<Value> {
         .unwrap()
 }
 
+/// Wait (30 s at most) until Alertmanager holds no firing alert of `analysis`: gone, or its
+/// `endsAt` passed.
+async fn wait_resolved(am: &str, analysis: &str) {
+    let start = Instant::now();
+    loop {
+        let all = am_alerts(am).await;
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        match ours(&all, analysis) {
+            None => return,
+            Some(a) if a["endsAt"].as_str().unwrap() <= now.as_str() => return,
+            Some(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "alert of {analysis} not resolved: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn ours<'a>(alerts: &'a [Value], analysis: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| a["labels"]["analysis"] == analysis)
 }
@@ -223,21 +243,7 @@ async fn no_go_fires_in_alertmanager_and_resolves_on_delete() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let start = Instant::now();
-    loop {
-        let all = am_alerts(&am.url).await;
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        match ours(&all, "am-bad") {
-            None => break,
-            Some(a) if a["endsAt"].as_str().unwrap() <= now.as_str() => break,
-            Some(_) => {}
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "alert not resolved: {all:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_resolved(&am.url, "am-bad").await;
     assert!(ours(&am_alerts(&am.url).await, "am-good").is_none());
     // The webhook got exactly one firing and one resolved (after a retried 500), signed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -364,21 +370,7 @@ async fn inconclusive_alerts_with_its_reason_and_resolves_on_delete() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let start = Instant::now();
-    loop {
-        let all = am_alerts(&am.url).await;
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        match ours(&all, "am-unsure") {
-            None => break,
-            Some(a) if a["endsAt"].as_str().unwrap() <= now.as_str() => break,
-            Some(_) => {}
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "alert not resolved: {all:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_resolved(&am.url, "am-unsure").await;
     let start = Instant::now();
     loop {
         let s = hook_statuses(&got.lock().unwrap());

@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use meshgate::config::Config;
-use meshgate::judge::Catalog;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -17,13 +16,7 @@ pub async fn daemon(extra: &str) -> (String, CancellationToken, meshgate::daemon
         "test",
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let running = meshgate::daemon::start(cfg, Catalog::builtin(), listener, stop.clone())
-        .await
-        .unwrap();
+    let (running, stop) = crate::support::daemon(cfg).await;
     (format!("http://{}", running.addr), stop, running)
 }
 
