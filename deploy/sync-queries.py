@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rewrite the meshgate-queries ConfigMap in deploy/kubernetes/meshgate.yaml from queries/*.toml.
+"""Rewrite the meshgate-queries ConfigMap in deploy/kubernetes/queries.yaml from queries/*.toml.
 
 Run after changing a check file; tests/deploy.rs fails while the copies differ.
 """
@@ -7,7 +7,7 @@ import pathlib
 import re
 
 root = pathlib.Path(__file__).resolve().parent.parent
-manifest = root / "deploy" / "kubernetes" / "meshgate.yaml"
+manifest = root / "deploy" / "kubernetes" / "queries.yaml"
 docs = manifest.read_text().split("\n---\n")
 for i, doc in enumerate(docs):
     if re.search(r"^kind: ConfigMap$", doc, re.M) and re.search(r"^  name: meshgate-queries$", doc, re.M):

@@ -72,6 +72,7 @@ for namespaces in "$@"; do
       done
       exit 1 ;;
     2) echo "== wave $wave: INCONCLUSIVE, stopping for a decision" >&2; exit 2 ;;
+    5) echo "== wave $wave: still PENDING at the gate's --timeout, stopping for a decision" >&2; exit 2 ;;
     *) echo "== wave $wave: meshgate could not answer (exit $code), stopping" >&2; exit 3 ;;
   esac
 done

@@ -15,6 +15,17 @@ use crate::config::{Config, StaticTarget};
 use crate::judge::{Catalog, Counts};
 use crate::sim::{Cohort, Fault, IstiodFault, SimConfig, SimMesh};
 
+/// A progress or banner line: on stdout, or on stderr under `--json` (stdout then holds only the
+/// JSON document, for `demo --json | jq`).
+macro_rules! say {
+    ($json:expr) => {
+        if $json { eprintln!() } else { println!() }
+    };
+    ($json:expr, $($arg:tt)*) => {
+        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
+
 mod multicluster;
 mod waves;
 
@@ -208,14 +219,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let daemon = crate::daemon::start(cfg, Catalog::builtin(), listener, shutdown.clone()).await?;
     let base = format!("http://{}", daemon.addr);
 
-    println!("meshgate demo: {}", opts.scenario.describe());
-    println!(
+    say!(opts.json, "meshgate demo: {}", opts.scenario.describe());
+    say!(opts.json,
         "  simulated mesh: {} sidecars ({} per revision, 10,000 req/s each) and {} istiod, on 127.0.0.1",
         proxies,
         proxies / 2,
         n_targets - proxies
     );
-    println!("  baseline revision {base_rev}, canary revision {canary_rev}; daemon API on {base}");
+    say!(
+        opts.json,
+        "  baseline revision {base_rev}, canary revision {canary_rev}; daemon API on {base}"
+    );
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -234,9 +248,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             resp.text().await.unwrap_or_default()
         );
     }
-    println!("  analysis {id} created: POST {base}/v1/analyses; following GET {base}/v1/analyses/{id}/verdict\n");
+    say!(opts.json, "  analysis {id} created: POST {base}/v1/analyses; following GET {base}/v1/analyses/{id}/verdict\n");
 
-    let tty = std::io::stdout().is_terminal();
+    let tty = !opts.json && std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(60);
     let doc: VerdictDoc = loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -246,12 +260,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             print!("\r\x1b[2K{line}");
             std::io::stdout().flush().ok();
         } else if last_print.elapsed() >= Duration::from_secs(5) || doc.decided {
-            println!("{line}");
+            say!(opts.json, "{line}");
             last_print = Instant::now();
         }
         if doc.decided {
             if tty {
-                println!();
+                say!(opts.json);
             }
             break doc;
         }
@@ -259,21 +273,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             bail!("the analysis did not decide within 180 s");
         }
     };
-    println!();
+    say!(opts.json);
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&doc)?); // the only stdout line under --json
     } else {
         print_evidence(&doc);
     }
     let skew = get_skew(&client, &base).await?;
-    println!(
+    say!(
+        opts.json,
         "\n  version skew (GET /v1/skew): {} - {}",
         skew.verdict.as_str(),
         skew.reason
     );
     let verdict = doc.verdict.as_str();
     let ok = verdict == opts.scenario.expected();
-    println!(
+    say!(
+        opts.json,
         "\nverdict {verdict} after {:.0} s of analysis ({:.1} s in all); expected {}: {}",
         doc.decided_after_seconds.unwrap_or(f64::NAN),
         started.elapsed().as_secs_f64(),

@@ -1,10 +1,11 @@
 //! `meshgate gate`: the client side for upgrade scripts. Creates (or follows) an analysis on a
 //! running daemon, shows a progress line, and exits with the verdict.
 //!
-//! Exit codes: 0 GO, 1 NO-GO, 2 INCONCLUSIVE (or `--timeout` passed while PENDING), 3 the daemon
-//! cannot be reached (or keeps failing for `--unreachable-after`), 4 the name is taken by an
-//! analysis with another definition (its verdict is not this run's: `--replace` or a fresh name),
-//! 64 the request is invalid or the daemon refuses the token.
+//! Exit codes: 0 GO, 1 NO-GO, 2 INCONCLUSIVE, 3 the daemon cannot be reached (or keeps failing
+//! for `--unreachable-after`), 4 the name is taken by an analysis with another definition (its
+//! verdict is not this run's: `--replace` or a fresh name), 5 `--timeout` passed while still
+//! PENDING (no verdict yet: the analysis goes on), 64 the request is invalid (a `--server` that is
+//! not an http(s) URL included) or the daemon refuses the token.
 //!
 //! With `--baseline` and `--canary` the analysis is created first, always: the same definition
 //! again follows the running analysis, another one under the same name is exit 4 (or, with
@@ -32,6 +33,25 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_NAME_TAKEN: u8 = 4;
 /// Exit code for an invalid request.
 pub const EXIT_USAGE: u8 = 64;
+/// `--timeout` passed while the verdict was still PENDING.
+pub const EXIT_TIMEOUT: u8 = 5;
+
+/// The `--server` URL, checked before anything is sent: http or https, with a host.
+fn server_base(server: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(server).map_err(|e| {
+        format!("--server {server:?} is not a URL ({e}); e.g. http://meshgate:9400")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--server {server:?}: scheme {:?}, expected http or https",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("--server {server:?} has no host"));
+    }
+    Ok(server.trim_end_matches('/').to_owned())
+}
 
 /// What `meshgate gate` was asked (also its command line).
 #[derive(Clone, Debug, clap::Args)]
@@ -126,7 +146,13 @@ fn exit_for(verdict: Verdict) -> Option<u8> {
 
 /// Run the gate; returns the exit code. Progress goes to stderr, the result to stdout.
 pub async fn run(o: GateOptions) -> u8 {
-    let base = o.server.trim_end_matches('/').to_owned();
+    let base = match server_base(&o.server) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("meshgate gate: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let client = match client(&o) {
         Ok(c) => c,
         Err(e) => {
@@ -170,10 +196,10 @@ pub async fn run(o: GateOptions) -> u8 {
                     eprintln!();
                 }
                 eprintln!(
-                    "meshgate gate: still PENDING after {}; exiting 2",
+                    "meshgate gate: still PENDING after {} (the analysis goes on); exiting {EXIT_TIMEOUT}",
                     humantime::format_duration(t)
                 );
-                return EXIT_INCONCLUSIVE;
+                return EXIT_TIMEOUT;
             }
         }
         tokio::time::sleep(o.poll).await;

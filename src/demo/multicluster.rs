@@ -82,7 +82,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let daemon = crate::daemon::start(cfg, Catalog::builtin(), listener, shutdown.clone()).await?;
     let base = format!("http://{}", daemon.addr);
 
-    println!("meshgate demo: {}", opts.scenario.describe());
+    say!(opts.json, "meshgate demo: {}", opts.scenario.describe());
     for cluster in ["primary", "remote"] {
         let of = |role: &str, rev: &str| {
             targets
@@ -94,7 +94,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 })
                 .count()
         };
-        println!(
+        say!(opts.json,
             "  cluster {cluster}: sidecars {base_rev} x{}, {canary_rev} x{}; istiod {base_rev} x{}, {canary_rev} x{}",
             of("proxy", &base_rev),
             of("proxy", &canary_rev),
@@ -102,7 +102,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             of("istiod", &canary_rev)
         );
     }
-    println!("  topology: remote's control plane is primary's istiod ([topology.remotes] remote = \"primary\"); daemon API on {base}");
+    say!(opts.json, "  topology: remote's control plane is primary's istiod ([topology.remotes] remote = \"primary\"); daemon API on {base}");
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -121,14 +121,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 resp.text().await.unwrap_or_default()
             );
         }
-        println!(
+        say!(
+            opts.json,
             "  analysis {id} created ({})",
             cluster
                 .as_deref()
                 .map_or("both clusters".to_string(), |c| format!("cluster {c}"))
         );
     }
-    println!();
+    say!(opts.json);
 
     let mut last_print = Instant::now() - Duration::from_secs(60);
     let docs: Vec<VerdictDoc> = loop {
@@ -140,7 +141,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         let all = docs.iter().all(|d| d.decided);
         if last_print.elapsed() >= Duration::from_secs(5) || all {
             for ((id, _), d) in list.iter().zip(&docs) {
-                println!("{id:<18} {}", progress_line(d));
+                say!(opts.json, "{id:<18} {}", progress_line(d));
             }
             last_print = Instant::now();
         }
@@ -156,11 +157,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     }
     let expected = opts.scenario.expected();
     let mut ok = true;
-    println!("\n  verdicts per cluster and overall:");
+    say!(opts.json, "\n  verdicts per cluster and overall:");
     for ((id, _), d) in list.iter().zip(&docs) {
         let v = d.verdict.as_str();
         ok &= v == expected;
-        println!(
+        say!(
+            opts.json,
             "    {id:<18} {v:<12} after {:>4.0} s: {}",
             d.decided_after_seconds.unwrap_or(f64::NAN),
             d.reason
@@ -168,18 +170,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     }
     let overall = docs.last().map_or("", |d| d.reason.as_str());
     if order == UpgradeOrder::RemoteFirst && !overall.contains("upgrade the primary first") {
-        println!("  the overall reason does not name the upgrade-order rule");
+        say!(
+            opts.json,
+            "  the overall reason does not name the upgrade-order rule"
+        );
         ok = false;
     }
     let skew = get_skew(&client, &base).await?;
-    println!(
+    say!(
+        opts.json,
         "\n  version skew (GET /v1/skew): {} - {}",
         skew.verdict.as_str(),
         skew.reason
     );
     for (cluster, revs) in &skew.clusters {
         for r in revs {
-            println!(
+            say!(
+                opts.json,
                 "    cluster {cluster}, revision {}: control plane in {}, {} istiod(s), proxies {}",
                 r.revision,
                 r.control_plane_cluster,
@@ -188,7 +195,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             );
         }
     }
-    println!(
+    say!(
+        opts.json,
         "\nexpected {expected} everywhere ({:.1} s in all): {}",
         started.elapsed().as_secs_f64(),
         if ok { "ok" } else { "UNEXPECTED" }

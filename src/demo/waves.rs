@@ -81,7 +81,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    println!(
+    say!(
+        opts.json,
         "meshgate demo: namespace waves, {}",
         if opts.scenario == Scenario::WaveRegression {
             "the new revision makes the low-error namespace ads 4x worse"
@@ -89,11 +90,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             "an upgrade that changes nothing"
         }
     );
-    println!(
+    say!(opts.json,
         "  simulated mesh: namespaces shop (0.10% 5xx), pay (1.00%), ads (0.05%), two workloads each, {} req/s per sidecar; revisions {base_rev} -> {canary_rev}; daemon API on {base}",
         RPS
     );
     let mut all_ok = true;
+    let mut docs: Vec<VerdictDoc> = Vec::new();
     for (i, (ns, expected)) in waves(opts.scenario).into_iter().enumerate() {
         let id = format!("demo-wave-{}-{ns}", i + 1);
         let body = json!({
@@ -117,13 +119,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 resp.text().await.unwrap_or_default()
             );
         }
-        println!(
+        say!(opts.json,
             "\n== wave {}: namespace {ns}; analysis {id} (design before_after) created while {ns} is still on {base_rev}; moving it in {PRE_MOVE_S} s",
             i + 1
         );
         tokio::time::sleep(Duration::from_secs(PRE_MOVE_S)).await;
         mesh.move_namespace(ns);
-        println!("   {ns} moved to {canary_rev} (its pods restarted onto the new sidecar)");
+        say!(
+            opts.json,
+            "   {ns} moved to {canary_rev} (its pods restarted onto the new sidecar)"
+        );
         let wave_started = Instant::now();
         let mut last_print = Instant::now();
         let doc: VerdictDoc = loop {
@@ -133,8 +138,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 break doc;
             }
             if last_print.elapsed() >= Duration::from_secs(10) {
-                println!("   {}", progress_line(&doc));
-                println!("   {}", doc.reason);
+                say!(opts.json, "   {}", progress_line(&doc));
+                say!(opts.json, "   {}", doc.reason);
                 last_print = Instant::now();
             }
             if wave_started.elapsed() > Duration::from_secs(300) {
@@ -144,9 +149,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         let verdict = doc.verdict.as_str();
         let ok = verdict == expected;
         all_ok &= ok;
-        println!("   verdict {verdict}: {}", doc.reason);
+        say!(opts.json, "   verdict {verdict}: {}", doc.reason);
         for s in doc.checks.first().into_iter().flat_map(|c| &c.strata) {
-            println!(
+            say!(
+                opts.json,
                 "     {:<16} {:<18} before {:>7.3}%  after {:>7.3}%  after/before vs the others {}",
                 s.name,
                 s.status.as_str(),
@@ -155,18 +161,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 s.ratio.map_or("-".into(), |r| format!("{r:.2}")),
             );
         }
-        println!(
+        say!(
+            opts.json,
             "   expected {expected}: {}",
             if ok { "ok" } else { "UNEXPECTED" }
         );
-        if opts.json {
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-        }
-        if !ok || verdict != "GO" {
+        let stop = !ok || verdict != "GO";
+        docs.push(doc);
+        if stop {
             break;
         }
     }
-    println!(
+    if opts.json {
+        // One document on stdout: every wave's verdict, in order.
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    say!(
+        opts.json,
         "\nwaves {} in {:.0} s",
         if all_ok { "as expected" } else { "UNEXPECTED" },
         started.elapsed().as_secs_f64()

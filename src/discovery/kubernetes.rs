@@ -25,10 +25,12 @@ pub struct KubernetesConfig {
     /// API server URL; in a pod: `https://kubernetes.default.svc`.
     #[serde(default = "default_api")]
     pub api_server: String,
-    /// Bearer token file (the service account's, in a pod).
+    /// Bearer token file. Unset: the service account's (`SERVICE_ACCOUNT_DIR/token`) when that
+    /// file exists, as in a pod. Re-read whenever the file changes (projected tokens rotate).
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
-    /// CA bundle for the API server (the service account's, in a pod).
+    /// CA bundle for the API server. Unset: the service account's (`SERVICE_ACCOUNT_DIR/ca.crt`)
+    /// when that file exists.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
     /// Cluster name put on every target (`cluster` label).
@@ -39,6 +41,82 @@ pub struct KubernetesConfig {
     /// Server-side timeout of one watch request (the watch is then resumed).
     #[serde(default = "default_watch_timeout", with = "humantime_serde")]
     pub watch_timeout: Duration,
+}
+
+/// Where a pod's service account token and CA are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+impl KubernetesConfig {
+    /// The in-cluster defaults: the token and CA of the service account mounted at `dir`, for
+    /// whichever of the two is unset and present there.
+    pub fn with_in_cluster_defaults(mut self, dir: &std::path::Path) -> Self {
+        if self.token_file.is_none() && dir.join("token").is_file() {
+            self.token_file = Some(dir.join("token"));
+        }
+        if self.ca_file.is_none() && dir.join("ca.crt").is_file() {
+            self.ca_file = Some(dir.join("ca.crt"));
+        }
+        self
+    }
+}
+
+/// The next pause after a failure: "equal jitter" over an exponential backoff (half the current
+/// step plus a random part of the other half, so clients that failed together do not retry
+/// together), and the following step (doubled, at most 30 s). `unit` is a random number in
+/// [0, 1).
+pub fn backoff_step(current: Duration, unit: f64) -> (Duration, Duration) {
+    let unit = unit.clamp(0.0, 1.0);
+    let pause = current / 2 + current.mul_f64(unit / 2.0);
+    (pause, (current * 2).min(MAX_BACKOFF))
+}
+
+/// The first pause step after a success.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause step.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A bearer token read from a file, re-read when the file's modification time or length changes
+/// (kubelet rotates projected service account tokens by swapping the file).
+struct TokenFile {
+    path: std::path::PathBuf,
+    /// (token, modification time, length) of the last read.
+    cached: std::sync::Mutex<(String, Option<std::time::SystemTime>, u64)>,
+}
+
+impl TokenFile {
+    fn read(
+        path: &std::path::Path,
+    ) -> Result<(String, Option<std::time::SystemTime>, u64), String> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("discovery.kubernetes.token_file {}: {e}", path.display()))?;
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("discovery.kubernetes.token_file {}: {e}", path.display()))?
+            .trim()
+            .to_owned();
+        Ok((token, meta.modified().ok(), meta.len()))
+    }
+
+    /// The current token: re-read when the file changed; the last good one if it cannot be read.
+    fn token(&self) -> String {
+        let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()));
+        if let Some((mtime, len)) = now {
+            if (mtime, len) != (c.1, c.2) {
+                match Self::read(&self.path) {
+                    Ok(fresh) => {
+                        if fresh.0 != c.0 {
+                            info!(path = %self.path.display(), "kubernetes token file changed, using the new token");
+                        }
+                        *c = fresh;
+                    }
+                    Err(e) => warn!(error = %e, "keeping the last kubernetes token"),
+                }
+            }
+        }
+        c.0.clone()
+    }
 }
 
 fn default_api() -> String {
@@ -287,12 +365,19 @@ pub enum KubeError {
 pub struct KubeDiscovery {
     cfg: KubernetesConfig,
     client: reqwest::Client,
-    token: Option<String>,
+    token: Option<TokenFile>,
 }
 
 impl KubeDiscovery {
-    /// Build the client (token and CA from files when configured).
+    /// Build the client: token and CA from the configured files, else from the pod's service
+    /// account when mounted ([`SERVICE_ACCOUNT_DIR`]).
     pub fn build(cfg: KubernetesConfig) -> Result<Self, String> {
+        Self::build_in(cfg, std::path::Path::new(SERVICE_ACCOUNT_DIR))
+    }
+
+    /// [`Self::build`] with the service account mounted at `sa_dir`.
+    pub fn build_in(cfg: KubernetesConfig, sa_dir: &std::path::Path) -> Result<Self, String> {
+        let cfg = cfg.with_in_cluster_defaults(sa_dir);
         let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca)
@@ -302,12 +387,10 @@ impl KubeDiscovery {
             b = b.add_root_certificate(cert);
         }
         let token = match &cfg.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| format!("discovery.kubernetes.token_file {}: {e}", p.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
+            Some(p) => Some(TokenFile {
+                path: p.clone(),
+                cached: std::sync::Mutex::new(TokenFile::read(p)?),
+            }),
             None => None,
         };
         let client = b.build().map_err(|e| e.to_string())?;
@@ -317,7 +400,7 @@ impl KubeDiscovery {
     fn get(&self, url: String) -> reqwest::RequestBuilder {
         let r = self.client.get(url);
         match &self.token {
-            Some(t) => r.bearer_auth(t),
+            Some(t) => r.bearer_auth(t.token()),
             None => r,
         }
     }
@@ -443,18 +526,22 @@ impl KubeDiscovery {
         tx: mpsc::Sender<Change>,
         stop: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = MIN_BACKOFF;
+        let pause = |backoff: &mut Duration| {
+            let (p, next) = backoff_step(*backoff, rand::random::<f64>());
+            *backoff = next;
+            p
+        };
         'relist: loop {
             let (items, mut rv) = match self.list(kind).await {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "kubernetes list failed");
-                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let p = pause(&mut backoff);
+                    warn!(error = %e, retry_in = ?p, "kubernetes list failed");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(p) => {} }
                     continue;
                 }
             };
-            backoff = Duration::from_millis(200);
             debug!(?kind, items = items.len(), %rv, "kubernetes listed");
             if tx.send(Change::Relist(kind, items)).await.is_err() {
                 return;
@@ -467,7 +554,11 @@ impl KubeDiscovery {
                     r = self.watch(kind, rv.clone(), &tx) => r,
                 };
                 match r {
-                    Ok(v) => rv = v,
+                    Ok(v) => {
+                        // A watch that ended normally: the server is well, start over small.
+                        backoff = MIN_BACKOFF;
+                        rv = v;
+                    }
                     Err(KubeError::Gone(_)) => {
                         info!(
                             ?kind,
@@ -476,8 +567,9 @@ impl KubeDiscovery {
                         continue 'relist;
                     }
                     Err(e) => {
-                        warn!(error = %e, "kubernetes watch failed, re-listing");
-                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                        let p = pause(&mut backoff);
+                        warn!(error = %e, retry_in = ?p, "kubernetes watch failed, re-listing");
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(p) => {} }
                         continue 'relist;
                     }
                 }
@@ -564,6 +656,56 @@ pub async fn merge(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn backoff_is_jittered_within_half_to_full_step_and_doubles_to_the_cap() {
+        let mut step = MIN_BACKOFF;
+        let mut steps = Vec::new();
+        for unit in [
+            0.0, 0.999, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.999,
+        ] {
+            let (p, next) = backoff_step(step, unit);
+            assert!(
+                p >= step / 2 && p < step,
+                "{p:?} outside [{:?}, {step:?})",
+                step / 2
+            );
+            steps.push(step);
+            step = next;
+        }
+        assert_eq!(steps[..4], [200, 400, 800, 1600].map(Duration::from_millis));
+        assert_eq!(step, MAX_BACKOFF, "capped at 30 s");
+        assert_eq!(backoff_step(MAX_BACKOFF, 0.0).1, MAX_BACKOFF);
+        // Two clients that failed together at 1.6 s retry apart when their draws differ.
+        assert_ne!(
+            backoff_step(Duration::from_millis(1600), 0.1).0,
+            backoff_step(Duration::from_millis(1600), 0.9).0
+        );
+    }
+
+    #[test]
+    fn in_cluster_defaults_take_the_mounted_service_account_only_where_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |token: Option<&str>| KubernetesConfig {
+            api_server: default_api(),
+            token_file: token.map(Into::into),
+            ca_file: None,
+            cluster: "c".into(),
+            resync: default_resync(),
+            watch_timeout: default_watch_timeout(),
+        };
+        // Nothing mounted: nothing set.
+        let c = cfg(None).with_in_cluster_defaults(dir.path());
+        assert_eq!((c.token_file, c.ca_file), (None, None));
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        std::fs::write(dir.path().join("ca.crt"), "pem").unwrap();
+        let c = cfg(None).with_in_cluster_defaults(dir.path());
+        assert_eq!(c.token_file, Some(dir.path().join("token")));
+        assert_eq!(c.ca_file, Some(dir.path().join("ca.crt")));
+        // A configured file wins.
+        let c = cfg(Some("/etc/other")).with_in_cluster_defaults(dir.path());
+        assert_eq!(c.token_file, Some("/etc/other".into()));
+    }
 
     #[test]
     fn watch_events_update_the_targets() {

@@ -17,9 +17,22 @@ fn find<'a>(all: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{kind}/{name} missing"))
 }
 
+/// Every document of the kustomize base, read from the files its kustomization.yaml lists (the
+/// same documents `kubectl kustomize deploy/kubernetes` prints; `.ci/run` validates that output).
+fn kustomize_base() -> Vec<Value> {
+    let k = &docs("deploy/kubernetes/kustomization.yaml")[0];
+    assert_eq!(k["kind"], "Kustomization");
+    k["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .flat_map(|r| docs(&format!("deploy/kubernetes/{}", r.as_str().unwrap())))
+        .collect()
+}
+
 #[test]
 fn configmap_config_loads_and_queries_match_the_pack() {
-    let all = docs("deploy/kubernetes/meshgate.yaml");
+    let all = kustomize_base();
     let cfg = find(&all, "ConfigMap", "meshgate-config");
     let toml = cfg["data"]["meshgate.toml"].as_str().unwrap();
     let c =
@@ -37,7 +50,7 @@ fn configmap_config_loads_and_queries_match_the_pack() {
         assert_eq!(
             in_cm,
             std::fs::read_to_string(&p).unwrap(),
-            "{name} differs from queries/"
+            "{name} differs from queries/ (run deploy/sync-queries.py)"
         );
         std::fs::write(dir.path().join(&name), in_cm).unwrap();
         n += 1;
@@ -45,11 +58,51 @@ fn configmap_config_loads_and_queries_match_the_pack() {
     assert_eq!(q["data"].as_mapping().unwrap().len(), n);
     let cat = meshgate::config::load_checks_dir(dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(cat.names().len(), n);
-    // The deployment mounts what the config reads.
+    // The deployment mounts what the config reads: the checks, the store on the claim.
     let dep = find(&all, "Deployment", "meshgate");
     let text = serde_yaml::to_string(dep).unwrap();
-    assert!(text.contains("/etc/meshgate/queries") && text.contains("/var/run/meshgate/targets"));
-    assert!(toml.contains("/var/run/meshgate/targets/*.json"));
+    assert!(text.contains("/etc/meshgate/queries") && text.contains("/var/lib/meshgate"));
+    let store = c.store.path.as_ref().expect("the base keeps a store");
+    assert!(store.starts_with("/var/lib/meshgate"), "{store:?}");
+    let vols = dep["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap();
+    let claim = vols
+        .iter()
+        .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .expect("the store is on a PersistentVolumeClaim");
+    find(&all, "PersistentVolumeClaim", claim);
+    // The daemon's own discovery (istiods included), not a kubectl sidecar.
+    assert!(c.discovery.kubernetes.is_some());
+    let containers = dep["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "one container: meshgate");
+    // [auth] reads the variable the Deployment fills from the meshgate-auth Secret.
+    let var = c.auth.tokens_env.as_deref().expect("auth on");
+    let env = containers[0]["env"].as_sequence().unwrap();
+    let e = env
+        .iter()
+        .find(|e| e["name"] == var)
+        .unwrap_or_else(|| panic!("{var} not set in the Deployment"));
+    assert_eq!(e["valueFrom"]["secretKeyRef"]["name"], "meshgate-auth");
+    // One RBAC: the binding's subject is the service account the pod runs as.
+    let roles: Vec<_> = all.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+    assert_eq!(roles.len(), 1);
+    let sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let binding = find(&all, "ClusterRoleBinding", "meshgate-discovery");
+    assert_eq!(binding["subjects"][0]["name"], sa);
+    assert_eq!(binding["subjects"][0]["namespace"], "meshgate");
+    find(&all, "ServiceAccount", sa);
+    let rules = serde_yaml::to_string(&roles[0]["rules"]).unwrap();
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !rules.contains(verb),
+            "discovery RBAC is read-only: {rules}"
+        );
+    }
 }
 
 #[test]

@@ -90,7 +90,7 @@ async fn exit_codes_follow_the_verdict() {
     let bad_check = gate(create_args(&b, "gate-x", GOOD, &["--checks", "nope"])).await;
     assert_eq!(bad_check.0, 64, "{bad_check:?}");
     assert!(bad_check.2.contains("nope"), "{}", bad_check.2);
-    // --timeout while PENDING is 2.
+    // --timeout while PENDING is 5, not INCONCLUSIVE's 2: no verdict exists yet.
     let t = gate(create_args(
         &b,
         "gate-slow",
@@ -98,8 +98,32 @@ async fn exit_codes_follow_the_verdict() {
         &["--min-duration", "100s", "--timeout", "1s"],
     ))
     .await;
-    assert_eq!(t.0, 2, "{t:?}");
+    assert_eq!(t.0, 5, "{t:?}");
+    assert!(t.2.contains("still PENDING"), "{t:?}");
     l.shutdown().await;
+}
+
+/// A `--server` that is no http(s) URL is a usage error (64) naming the flag, before any request;
+/// a well-formed URL nobody answers stays "unreachable" (3, below).
+#[tokio::test]
+async fn malformed_server_is_exit_64() {
+    for bad in [
+        "htp:/x",
+        "localhost:9400",
+        "ftp://meshgate:9400",
+        "not a url",
+        "http://",
+    ] {
+        let (code, _, err) = gate(vec![
+            "--server".into(),
+            bad.into(),
+            "--name".into(),
+            "x".into(),
+        ])
+        .await;
+        assert_eq!(code, 64, "{bad}: {err}");
+        assert!(err.contains("--server"), "{bad}: {err}");
+    }
 }
 
 #[tokio::test]
@@ -143,8 +167,8 @@ async fn moving_namespaces_make_a_before_after_analysis() {
             &["--design", "before-after"]
         )),
     );
-    // Nothing moves in this mesh: PENDING until the timeout (exit 2).
-    assert_eq!(wave.0, 2, "{wave:?}");
+    // Nothing moves in this mesh: PENDING until the timeout (exit 5).
+    assert_eq!(wave.0, 5, "{wave:?}");
     let a: Value = reqwest::get(format!("{b}/v1/analyses/gate-wave"))
         .await
         .unwrap()

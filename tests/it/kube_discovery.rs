@@ -333,3 +333,145 @@ async fn list_watch_bookmark_gone_relist() {
     assert_eq!(mwc.1["labelSelector"], "istio.io/tag");
     stop.cancel();
 }
+
+/// The second API double: pods come in two pages (`limit` / `continue`), every request's bearer
+/// token is recorded, watches end after a short while (as `timeoutSeconds` makes them end).
+/// (path, continue token, Authorization header) of one request.
+type Request = (String, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct PagedApi {
+    log: Mutex<Vec<Request>>,
+}
+
+async fn paged(
+    State(api): State<Arc<PagedApi>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    api.log
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), q.get("continue").cloned(), auth));
+    if q.get("watch").map(String::as_str) == Some("1") {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return stream(vec![], false);
+    }
+    match uri.path() {
+        "/api/v1/pods" => {
+            assert_eq!(q.get("limit").map(String::as_str), Some("500"));
+            let mut second = shop_pod();
+            second["metadata"]["name"] = json!("cart-v1-7c9d-fghij");
+            second["status"]["podIP"] = json!("10.0.0.6");
+            match q.get("continue").map(String::as_str) {
+                None => {
+                    let mut l = list("PodList", "v1", "", vec![shop_pod()]);
+                    l["metadata"]["continue"] = json!("page-2");
+                    json_resp(l)
+                }
+                Some("page-2") => json_resp(list("PodList", "v1", "100", vec![second])),
+                Some(other) => panic!("unknown continue token {other}"),
+            }
+        }
+        "/api/v1/namespaces" => json_resp(list(
+            "NamespaceList",
+            "v1",
+            "100",
+            vec![
+                json!({"metadata": {"name": "shop", "resourceVersion": "5", "labels": {"istio-injection": "enabled"}}}),
+            ],
+        )),
+        _ => json_resp(list(
+            "MutatingWebhookConfigurationList",
+            "admissionregistration.k8s.io/v1",
+            "100",
+            vec![],
+        )),
+    }
+}
+
+/// In a pod: with no token_file configured, the mounted service account's token is used; when
+/// kubelet rotates it (the file is replaced), the next requests carry the new token. Lists follow
+/// `continue` to the last page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_is_used_and_reread_when_rotated_and_lists_are_paged() {
+    let api = Arc::new(PagedApi::default());
+    let app = Router::new()
+        .route("/api/v1/pods", get(paged))
+        .route("/api/v1/namespaces", get(paged))
+        .route(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            get(paged),
+        )
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s2.cancelled().await })
+            .await
+            .unwrap();
+    });
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::write(sa.path().join("token"), "first-token\n").unwrap();
+    let cfg: KubernetesConfig = serde_json::from_value(json!({
+        "api_server": format!("http://{addr}"), "cluster": "east", "resync": "1h", "watch_timeout": "1s"
+    }))
+    .unwrap();
+    let kube = KubeDiscovery::build_in(cfg, sa.path()).unwrap();
+    let (tx, mut rx) = watch::channel(Vec::new());
+    tokio::spawn(kube.run(tx, stop.clone()));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            rx.changed().await.unwrap();
+            let ts = rx.borrow_and_update().clone();
+            if find(&ts, "cart-v1-7c9d-fghij").is_some() {
+                assert!(find(&ts, "cart-v1-7c9d-abcde").is_some(), "page 1 kept");
+                break;
+            }
+        }
+    })
+    .await
+    .expect("both pages of pods published");
+    {
+        let log = api.log.lock().unwrap();
+        assert!(log
+            .iter()
+            .any(|(p, c, _)| p == "/api/v1/pods" && c.as_deref() == Some("page-2")));
+        assert!(
+            log.iter()
+                .all(|(_, _, a)| a.as_deref() == Some("Bearer first-token")),
+            "every request carries the mounted token: {log:?}"
+        );
+    }
+    // kubelet swaps the projected token: write-then-rename, as its atomic writer does.
+    let tmp = sa.path().join("..token.tmp");
+    std::fs::write(&tmp, "second-token-longer\n").unwrap();
+    std::fs::rename(&tmp, sa.path().join("token")).unwrap();
+    let mark = api.log.lock().unwrap().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        {
+            let log = api.log.lock().unwrap();
+            if log[mark..]
+                .iter()
+                .any(|(_, _, a)| a.as_deref() == Some("Bearer second-token-longer"))
+            {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated token was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+}

@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod argo;
 mod auth;
+mod cli;
 mod deploy;
 mod e2e;
 mod edges;
