@@ -193,20 +193,28 @@ async fn readyz(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Shared>) -> Response {
+/// `/metrics`: OpenMetrics when the `Accept` header asks for it (Prometheus does), else the text
+/// format 0.0.4.
+async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {
     // The e-value gauges from each analysis' e-processes as of its last tick.
     let snapshot = s.snapshot.borrow().clone();
     for v in snapshot.analyses.values() {
         s.metrics.set_e_value(&v.id, v.ln_e());
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-        .into_response()
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let om = s.metrics.encode();
+    if crate::telemetry::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, crate::telemetry::OPENMETRICS)], om).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::telemetry::TEXT_004)],
+            crate::telemetry::to_text_004(&om),
+        )
+            .into_response()
+    }
 }
 
 async fn list(State(s): State<Shared>) -> Json<Vec<AnalysisSummary>> {

@@ -252,7 +252,9 @@ impl Discovery {
 }
 
 /// The files a pattern names: itself, or with a `*` in the file name, the matching files.
-fn expand(pattern: &Path) -> Vec<PathBuf> {
+/// The files a `file_sd` entry names now: itself, or, with a `*` in the file name, the files of
+/// its directory that match (none when the directory is missing).
+pub fn expand(pattern: &Path) -> Vec<PathBuf> {
     let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
         return vec![pattern.to_path_buf()];
     };

@@ -300,14 +300,26 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
     let mut out = String::new();
     let mut file_targets = 0;
-    for p in &cfg.discovery.file_sd {
-        match meshgate::discovery::read_file_sd(p) {
-            Ok(t) => file_targets += t.len(),
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "warning: {e} (the daemon would start and keep watching it)"
-                );
+    let mut n_files = 0;
+    for pattern in &cfg.discovery.file_sd {
+        let files = meshgate::discovery::expand(pattern);
+        if files.is_empty() {
+            let _ = writeln!(
+                out,
+                "note: discovery.file_sd {} matches no file yet (the daemon would watch for them)",
+                pattern.display()
+            );
+        }
+        n_files += files.len();
+        for p in files {
+            match meshgate::discovery::read_file_sd(&p) {
+                Ok(t) => file_targets += t.len(),
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "warning: discovery.file_sd: {e} (the daemon would start and keep watching it)"
+                    );
+                }
             }
         }
     }
@@ -328,7 +340,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         "  targets: {} static, {} from {} file_sd file(s)",
         cfg.targets.len(),
         file_targets,
-        cfg.discovery.file_sd.len()
+        n_files
     );
     let _ = writeln!(out, "  checks: {}", catalog.names().join(", "));
     let _ = writeln!(

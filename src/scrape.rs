@@ -714,7 +714,7 @@ impl ScrapeMetrics {
             ),
             counter_resets: metric(
                 reg,
-                "counter_resets",
+                "series_resets",
                 "Counter resets seen in scraped series",
                 Counter::default(),
             ),

@@ -98,6 +98,71 @@ impl Telemetry {
     }
 }
 
+/// The OpenMetrics media type `/metrics` answers with when the scraper asks for it.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format 0.0.4, the answer to everyone else (curl, older scrapers), as the
+/// official client libraries do.
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics (Prometheus sends
+/// `application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,*/*;q=0.1`).
+/// A media range with `q=0` refuses it.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+    })
+}
+
+/// The same families in the text format 0.0.4: no `# EOF` or `# UNIT`, a counter family's HELP and
+/// TYPE named after its `_total` sample, no `_created` samples, no exemplars.
+pub fn to_text_004(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        let line = match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                    continue;
+                }
+                line
+            }
+            None if line.starts_with('#') => line,
+            None => {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                if name
+                    .strip_suffix("_created")
+                    .is_some_and(|f| counters.contains(f))
+                {
+                    continue;
+                }
+                // An exemplar follows ` # ` after the value; 0.0.4 has none.
+                line.split_once(" # ").map_or(line, |(sample, _)| sample)
+            }
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
@@ -120,5 +185,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("meshgate_things_total 1"), "{text}");
+    }
+
+    #[test]
+    fn text_004_names_counter_metadata_after_the_sample_and_drops_openmetrics_only_lines() {
+        let om = "# HELP meshgate_x Things.\n# TYPE meshgate_x counter\n# UNIT meshgate_x bytes\n\
+                  meshgate_x_total{a=\"1\"} 3 # {trace_id=\"k\"} 1.0\nmeshgate_x_created 1.7e9\n\
+                  # HELP meshgate_up Up.\n# TYPE meshgate_up gauge\nmeshgate_up 1\n# EOF\n";
+        assert_eq!(
+            to_text_004(om),
+            "# HELP meshgate_x_total Things.\n# TYPE meshgate_x_total counter\n\
+             meshgate_x_total{a=\"1\"} 3\n# HELP meshgate_up Up.\n# TYPE meshgate_up gauge\nmeshgate_up 1\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(prometheus));
+        assert!(wants_openmetrics("Application/OpenMetrics-Text"));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(!wants_openmetrics(
+            "application/openmetrics-text;q=0, text/plain"
+        ));
+        assert!(!wants_openmetrics(""));
     }
 }

@@ -329,3 +329,80 @@ async fn verdict_events_are_broadcast() {
     stop.cancel();
     running.join().await;
 }
+
+/// `/metrics` answers OpenMetrics to a scraper that asks for it (Prometheus' own Accept header) and
+/// the text format 0.0.4 to anyone else; `promtool check metrics` (the real one) finds nothing to
+/// say about the 0.0.4 page of a daemon that scraped a mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_negotiate_openmetrics_or_text_004_and_are_promtool_clean() {
+    let lab = crate::support::lab("").await;
+    let c = reqwest::Client::new();
+    // Let a few scrapes happen so every family has samples.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let get = |accept: &'static str| {
+        let c = c.clone();
+        let url = format!("{}/metrics", lab.base);
+        async move {
+            let r = c.get(url).header("accept", accept).send().await.unwrap();
+            let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+            (kind, r.text().await.unwrap())
+        }
+    };
+    let (kind, om) = get("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1").await;
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE meshgate_scrapes counter"), "{om}");
+    let (kind, text) = get("*/*").await;
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE meshgate_scrapes_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP meshgate_scrapes_total "), "{text}");
+    // The same samples in both.
+    let samples = |page: &str| -> Vec<String> {
+        page.lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("_created"))
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(samples(&om), samples(&text));
+    if which("promtool") {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert_eq!(
+            std::env::var("MESHGATE_EXTERNAL_TESTS").as_deref(),
+            Ok("skip"),
+            "promtool (Debian package prometheus) is missing"
+        );
+    }
+    lab.shutdown().await;
+}
+
+fn which(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

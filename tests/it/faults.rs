@@ -685,9 +685,9 @@ async fn counters_going_backwards_are_reset_aware() {
         .unwrap();
     let resets: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("meshgate_counter_resets_total"))
+        .find(|l| l.starts_with("meshgate_series_resets_total"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no meshgate_counter_resets_total in\n{metrics}"));
+        .unwrap_or_else(|| panic!("no meshgate_series_resets_total in\n{metrics}"));
     assert_eq!(resets, 4.0, "two series on each of two targets");
     d.running.shutdown.cancel();
     d.running.join().await;

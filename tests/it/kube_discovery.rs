@@ -228,17 +228,8 @@ fn find<'a>(ts: &'a [Target], pod: &str) -> Option<&'a Target> {
     ts.iter().find(|t| t.label("pod") == Some(pod))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_watch_bookmark_gone_relist() {
-    let api = Arc::new(Api::default());
-    let app = Router::new()
-        .route("/api/v1/pods", get(pods))
-        .route("/api/v1/namespaces", get(namespaces))
-        .route(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-            get(webhooks),
-        )
-        .with_state(api.clone());
+/// The API double on a free loopback port, until the returned token is cancelled.
+async fn serve(app: Router) -> (std::net::SocketAddr, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -249,6 +240,37 @@ async fn list_watch_bookmark_gone_relist() {
             .await
             .unwrap();
     });
+    (addr, stop)
+}
+
+/// The three routes discovery reads, all served by `pods`, `namespaces` and `webhooks`.
+fn routes<S: Clone + Send + Sync + 'static, H1, H2, H3, T1, T2, T3>(
+    pods: H1,
+    namespaces: H2,
+    webhooks: H3,
+) -> Router<S>
+where
+    H1: axum::handler::Handler<T1, S>,
+    H2: axum::handler::Handler<T2, S>,
+    H3: axum::handler::Handler<T3, S>,
+    T1: 'static,
+    T2: 'static,
+    T3: 'static,
+{
+    Router::new()
+        .route("/api/v1/pods", get(pods))
+        .route("/api/v1/namespaces", get(namespaces))
+        .route(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            get(webhooks),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_watch_bookmark_gone_relist() {
+    let api = Arc::new(Api::default());
+    let app = routes(pods, namespaces, webhooks).with_state(api.clone());
+    let (addr, stop) = serve(app).await;
     let cfg: KubernetesConfig = serde_json::from_value(json!({
         "api_server": format!("http://{addr}"), "cluster": "east", "resync": "1h", "watch_timeout": "30s"
     }))
@@ -401,24 +423,8 @@ async fn paged(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_token_is_used_and_reread_when_rotated_and_lists_are_paged() {
     let api = Arc::new(PagedApi::default());
-    let app = Router::new()
-        .route("/api/v1/pods", get(paged))
-        .route("/api/v1/namespaces", get(paged))
-        .route(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-            get(paged),
-        )
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let s2 = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { s2.cancelled().await })
-            .await
-            .unwrap();
-    });
+    let app = routes(paged, paged, paged).with_state(api.clone());
+    let (addr, stop) = serve(app).await;
     let sa = tempfile::tempdir().unwrap();
     std::fs::write(sa.path().join("token"), "first-token\n").unwrap();
     let cfg: KubernetesConfig = serde_json::from_value(json!({
