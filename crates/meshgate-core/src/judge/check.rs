@@ -618,8 +618,12 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in pack.
     pub fn builtin() -> Catalog {
-        Self::from_sources(BUILTIN.iter().map(|(s, t)| (s.to_string(), t.to_string())))
-            .expect("the built-in check pack is valid")
+        Self::from_sources(Self::builtin_sources()).expect("the built-in check pack is valid")
+    }
+
+    /// The built-in pack's check files, as (source name, TOML text), to extend it with others.
+    pub fn builtin_sources() -> impl Iterator<Item = (String, String)> {
+        BUILTIN.iter().map(|(s, t)| (s.to_string(), t.to_string()))
     }
 
     /// A catalog from check files given as (source name, TOML text), reporting every problem at
