@@ -136,7 +136,7 @@ pub struct CheckSpec {
 }
 
 /// How a check's counts' overdispersion is allowed for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DispersionMode {
     /// Divide the counts by the dispersion factor measured across each cohort's pods
@@ -703,7 +703,7 @@ fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, config
 }
 
 /// Serializable summary of a check, for the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckInfo {
     /// Name.
     pub name: String,
