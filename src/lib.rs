@@ -55,6 +55,7 @@ pub mod logging;
 pub mod plan;
 pub mod promsource;
 pub mod scrape;
+pub mod secret;
 mod server;
 pub mod state;
 pub mod store;

@@ -114,15 +114,9 @@ pub enum QueryError {
     /// No answer in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The bearer token file could not be read.
-    #[error("cannot read bearer_token_file {path}: {source}")]
-    Token {
-        /// File.
-        path: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The bearer token file cannot be read or holds no token (at start).
+    #[error("{0}")]
+    Token(String),
 }
 
 impl QueryError {
@@ -132,7 +126,7 @@ impl QueryError {
                 *status == 429 || (*status >= 500 && *status != 501)
             }
             QueryError::Transport(_) | QueryError::Timeout(_) => true,
-            QueryError::Token { .. } => false,
+            QueryError::Token(_) => false,
         }
     }
 }
@@ -169,6 +163,8 @@ struct ApiData {
 pub struct PromClient {
     http: reqwest::Client,
     cfg: PrometheusConfig,
+    /// `bearer_token_file`, re-read when it changes.
+    token: Option<std::sync::Arc<crate::secret::TokenFile>>,
 }
 
 // === impl PromClient ===
@@ -186,7 +182,14 @@ impl PromClient {
             .map_err(QueryError::Transport)?
             .build()
             .map_err(|e| QueryError::Transport(e.to_string()))?;
-        Ok(Self { http, cfg })
+        let token = match &cfg.bearer_token_file {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::secret::TokenFile::open("prometheus.bearer_token_file", p)
+                    .map_err(QueryError::Token)?,
+            )),
+            None => None,
+        };
+        Ok(Self { http, cfg, token })
     }
 
     /// Evaluate an instant query; retries what can heal, with exponential backoff.
@@ -210,12 +213,8 @@ impl PromClient {
         for (k, v) in &self.cfg.headers {
             req = req.header(k, v);
         }
-        if let Some(path) = &self.cfg.bearer_token_file {
-            let token = std::fs::read_to_string(path).map_err(|source| QueryError::Token {
-                path: path.display().to_string(),
-                source,
-            })?;
-            req = req.bearer_auth(token.trim());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.token());
         }
         let resp = tokio::time::timeout(self.cfg.timeout, req.send())
             .await

@@ -75,50 +75,6 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest pause step.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// A bearer token read from a file, re-read when the file's modification time or length changes
-/// (kubelet rotates projected service account tokens by swapping the file).
-struct TokenFile {
-    path: std::path::PathBuf,
-    /// (token, modification time, length) of the last read.
-    cached: std::sync::Mutex<(String, Option<std::time::SystemTime>, u64)>,
-}
-
-impl TokenFile {
-    fn read(
-        path: &std::path::Path,
-    ) -> Result<(String, Option<std::time::SystemTime>, u64), String> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("discovery.kubernetes.token_file {}: {e}", path.display()))?;
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| format!("discovery.kubernetes.token_file {}: {e}", path.display()))?
-            .trim()
-            .to_owned();
-        Ok((token, meta.modified().ok(), meta.len()))
-    }
-
-    /// The current token: re-read when the file changed; the last good one if it cannot be read.
-    fn token(&self) -> String {
-        let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()));
-        if let Some((mtime, len)) = now {
-            if (mtime, len) != (c.1, c.2) {
-                match Self::read(&self.path) {
-                    Ok(fresh) => {
-                        if fresh.0 != c.0 {
-                            info!(path = %self.path.display(), "kubernetes token file changed, using the new token");
-                        }
-                        *c = fresh;
-                    }
-                    Err(e) => warn!(error = %e, "keeping the last kubernetes token"),
-                }
-            }
-        }
-        c.0.clone()
-    }
-}
-
 fn default_api() -> String {
     "https://kubernetes.default.svc".into()
 }
@@ -365,7 +321,7 @@ pub enum KubeError {
 pub struct KubeDiscovery {
     cfg: KubernetesConfig,
     client: reqwest::Client,
-    token: Option<TokenFile>,
+    token: Option<crate::secret::TokenFile>,
 }
 
 impl KubeDiscovery {
@@ -387,10 +343,10 @@ impl KubeDiscovery {
             b = b.add_root_certificate(cert);
         }
         let token = match &cfg.token_file {
-            Some(p) => Some(TokenFile {
-                path: p.clone(),
-                cached: std::sync::Mutex::new(TokenFile::read(p)?),
-            }),
+            Some(p) => Some(crate::secret::TokenFile::open(
+                "discovery.kubernetes.token_file",
+                p,
+            )?),
             None => None,
         };
         let client = b.build().map_err(|e| e.to_string())?;

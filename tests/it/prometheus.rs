@@ -294,7 +294,7 @@ async fn auth_header_and_custom_headers_are_sent() {
     std::fs::write(&token, "s3cret\n").unwrap();
     let client = PromClient::new(PrometheusConfig {
         url: format!("http://{addr}/prom/"),
-        bearer_token_file: Some(token),
+        bearer_token_file: Some(token.clone()),
         headers: [("X-Scope-OrgID".to_string(), "tenant-a".to_string())].into(),
         timeout: Duration::from_secs(5),
         retries: 0,
@@ -305,4 +305,33 @@ async fn auth_header_and_custom_headers_are_sent() {
     let h = rx.recv().await.unwrap();
     assert_eq!(h["authorization"], "Bearer s3cret");
     assert_eq!(h["x-scope-orgid"], "tenant-a");
+    // A rotated token is sent from the next query on; an emptied file keeps the last good one.
+    std::fs::write(&token, "rotated-token\n").unwrap();
+    assert!(client.query("up").await.unwrap().is_empty());
+    assert_eq!(
+        rx.recv().await.unwrap()["authorization"],
+        "Bearer rotated-token"
+    );
+    std::fs::write(&token, "").unwrap();
+    assert!(client.query("up").await.unwrap().is_empty());
+    assert_eq!(
+        rx.recv().await.unwrap()["authorization"],
+        "Bearer rotated-token"
+    );
+    // At start, an empty file is an error naming the key and the file.
+    let e = PromClient::new(PrometheusConfig {
+        url: format!("http://{addr}/prom/"),
+        bearer_token_file: Some(token.clone()),
+        headers: Default::default(),
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        tls: Default::default(),
+    })
+    .err()
+    .expect("an empty token file is refused");
+    assert!(
+        e.to_string().starts_with("prometheus.bearer_token_file ")
+            && e.to_string().contains("the file is empty"),
+        "{e}"
+    );
 }
