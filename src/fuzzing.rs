@@ -123,8 +123,8 @@ pub fn sample_store() -> &'static [u8] {
             series: (0..20)
                 .map(|i| {
                     (
-                        "istio_requests_total".to_string(),
-                        format!("response_code=\"{}\",pod=\"p{i}\"", 200 + i),
+                        "istio_requests_total".into(),
+                        format!("response_code=\"{}\",pod=\"p{i}\"", 200 + i).into(),
                         v + i as f64,
                     )
                 })

@@ -206,6 +206,8 @@ pub struct Scraper {
     restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
     restored_generation: u64,
     persist: bool,
+    /// Label texts, one copy for all targets (every pod of a workload reports the same ones).
+    interner: Arc<crate::cohort::Interner>,
 }
 
 // === impl Scraper ===
@@ -237,6 +239,7 @@ impl Scraper {
             health,
             metrics,
             observer: None,
+            interner: Default::default(),
             restored: Default::default(),
             restored_generation: 0,
             persist: false,
@@ -328,8 +331,9 @@ impl Scraper {
         stop: CancellationToken,
     ) {
         let url: Arc<str> = target.url.as_str().into();
-        let mut acc =
-            TargetAccumulator::new(target.labels.clone()).with_limits(self.cfg.limits.clone());
+        let mut acc = TargetAccumulator::new(target.labels.clone())
+            .with_limits(self.cfg.limits.clone())
+            .with_interner(self.interner.clone());
         let clock = Instant::now();
         let stored = self
             .restored

@@ -490,7 +490,7 @@ impl Store {
                     .zip(raw.chunks_exact(8))
                     .map(|((family, labels), b)| {
                         let v = f64::from_le_bytes(b.try_into().expect("chunks of 8"));
-                        (family, labels, v)
+                        (family.into(), labels.into(), v)
                     })
                     .collect(),
             };
@@ -595,11 +595,8 @@ impl Store {
             for (url, s) in targets {
                 let h = keys_hash(s);
                 if committed.get(url) != Some(&h) {
-                    let names: Vec<(&str, &str)> = s
-                        .series
-                        .iter()
-                        .map(|(f, l, _)| (f.as_str(), l.as_str()))
-                        .collect();
+                    let names: Vec<(&str, &str)> =
+                        s.series.iter().map(|(f, l, _)| (&**f, &**l)).collect();
                     let bytes = encode(&names);
                     stats.bytes += bytes.len();
                     stats.key_rows += 1;
@@ -705,7 +702,7 @@ mod tests {
         SeriesSnapshot {
             series: values
                 .iter()
-                .map(|(l, v)| ("istio_requests_total".to_string(), l.to_string(), *v))
+                .map(|(l, v)| ("istio_requests_total".into(), (*l).into(), *v))
                 .collect(),
         }
     }

@@ -6,15 +6,17 @@
 //! series and, per scrape, emits the deltas routed to (analysis, check, cohort, slot). Routes are
 //! computed once per series and cached until the set of analyses changes.
 
+mod intern;
 mod limits;
 mod selector;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use intern::Interner;
 pub use limits::{Limits, Violation, EXACT_INTEGER_LIMIT};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 
@@ -94,7 +96,7 @@ impl Routing {
 }
 
 /// Where one series' delta goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Route {
     analysis: u32,
     check: u16,
@@ -154,7 +156,8 @@ struct SeriesState {
     last_generation: u64,
     last_seen: u64,
     routes_generation: u64,
-    routes: Vec<Route>,
+    /// Shared with every series of the target that goes to the same places (most do).
+    routes: Arc<[Route]>,
 }
 
 /// What one scrape's page gave.
@@ -194,15 +197,24 @@ pub struct IngestReport {
 /// The last value of every series of one target, as kept by the store across restarts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
-    /// `(family, raw label text, last value)`.
-    pub series: Vec<(String, String, f64)>,
+    /// `(family, raw label text, last value)`; the texts are the accumulator's own (shared, not
+    /// copied), so a snapshot per target costs its tuples only.
+    pub series: Vec<(Arc<str>, Arc<str>, f64)>,
 }
 
 /// Per-target series memory and routing cache.
 #[derive(Debug)]
 pub struct TargetAccumulator {
     target_labels: BTreeMap<String, String>,
-    families: HashMap<Box<str>, HashMap<Box<str>, SeriesState>>,
+    /// Per family, per label text (shared through `interner`), the series' state.
+    families: HashMap<Arc<str>, HashMap<Arc<str>, SeriesState>>,
+    /// Where label texts are kept, one copy for every target that shares the interner.
+    interner: Arc<Interner>,
+    /// The distinct route lists of this target's series under `route_sets_generation`.
+    route_sets: HashSet<Arc<[Route]>>,
+    route_sets_generation: u64,
+    /// The empty route list, shared by every series that goes nowhere.
+    no_routes: Arc<[Route]>,
     le_sets: HashMap<Box<str>, Vec<f64>>,
     scrapes: u64,
     series_ttl: u64,
@@ -249,6 +261,10 @@ impl TargetAccumulator {
         Self {
             target_labels,
             families: HashMap::new(),
+            interner: Arc::new(Interner::default()),
+            route_sets: HashSet::new(),
+            route_sets_generation: u64::MAX,
+            no_routes: Arc::from(Vec::new()),
             le_sets: HashMap::new(),
             scrapes: 0,
             series_ttl: DEFAULT_SERIES_TTL,
@@ -259,6 +275,13 @@ impl TargetAccumulator {
             family_rates: HashMap::new(),
             quarantine: None,
         }
+    }
+
+    /// Keep label texts in `interner`, shared with the other targets that use it (the daemon
+    /// gives every target the same one), instead of a set of this target's own.
+    pub fn with_interner(mut self, interner: Arc<Interner>) -> Self {
+        self.interner = interner;
+        self
     }
 
     /// Hold every page to `limits` instead of [`Limits::default`].
@@ -278,7 +301,7 @@ impl TargetAccumulator {
         let mut series = Vec::with_capacity(self.series());
         for (fam, m) in &self.families {
             for (labels, st) in m {
-                series.push((fam.to_string(), labels.to_string(), st.last));
+                series.push((fam.clone(), labels.clone(), st.last));
             }
         }
         SeriesSnapshot { series }
@@ -292,20 +315,17 @@ impl TargetAccumulator {
             if !(last.is_finite() && *last >= 0.0 && *last <= self.limits.max_counter_value) {
                 continue;
             }
-            self.families
-                .entry(fam.as_str().into())
-                .or_default()
-                .insert(
-                    labels.as_str().into(),
-                    SeriesState {
-                        last: *last,
-                        held_from: f64::NAN,
-                        last_generation: generation,
-                        last_seen: self.scrapes,
-                        routes_generation: u64::MAX,
-                        routes: Vec::new(),
-                    },
-                );
+            self.families.entry(fam.clone()).or_default().insert(
+                self.interner.intern(labels),
+                SeriesState {
+                    last: *last,
+                    held_from: f64::NAN,
+                    last_generation: generation,
+                    last_seen: self.scrapes,
+                    routes_generation: u64::MAX,
+                    routes: self.no_routes.clone(),
+                },
+            );
         }
     }
 
@@ -362,6 +382,13 @@ impl TargetAccumulator {
         let scrape_no = self.scrapes;
         let target_labels = &self.target_labels;
         let families = &mut self.families;
+        let interner = &self.interner;
+        if self.route_sets_generation != routing.generation {
+            self.route_sets.clear();
+            self.route_sets_generation = routing.generation;
+        }
+        let route_sets = &mut self.route_sets;
+        let no_routes = &self.no_routes;
         let le_sets = &mut self.le_sets;
         let forgotten = &mut self.forgotten;
         let limits = &self.limits;
@@ -448,13 +475,13 @@ impl TargetAccumulator {
                 }
                 None => {
                     report.new_series += 1;
-                    let st = fam.entry(raw.into()).or_insert(SeriesState {
+                    let st = fam.entry(interner.intern(raw)).or_insert(SeriesState {
                         last: 0.0,
                         held_from: f64::NAN,
                         last_generation: routing.generation,
                         last_seen: 0,
                         routes_generation: u64::MAX,
-                        routes: Vec::new(),
+                        routes: no_routes.clone(),
                     });
                     let was_wanted = prev_filter
                         .as_ref()
@@ -475,7 +502,7 @@ impl TargetAccumulator {
                 }
             };
             if state.routes_generation != routing.generation {
-                state.routes = compute_routes(
+                let routes = compute_routes(
                     s.name,
                     &s.labels,
                     target_labels,
@@ -484,6 +511,15 @@ impl TargetAccumulator {
                     &mut report.overlaps,
                     &mut report.strata,
                 );
+                state.routes = if routes.is_empty() {
+                    no_routes.clone()
+                } else if let Some(shared) = route_sets.get(routes.as_slice()) {
+                    shared.clone()
+                } else {
+                    let shared: Arc<[Route]> = Arc::from(routes);
+                    route_sets.insert(shared.clone());
+                    shared
+                };
                 state.routes_generation = routing.generation;
             }
             if let Some(d) = delta.filter(|d| *d > 0.0 && limits::Limits::rate_applies(s.name)) {
@@ -534,7 +570,7 @@ impl TargetAccumulator {
                 }
             }
             if let Some(d) = delta {
-                for r in &state.routes {
+                for r in state.routes.iter() {
                     let a = &routing.analyses[r.analysis as usize];
                     if state.last_generation < a.since_generation {
                         continue;
