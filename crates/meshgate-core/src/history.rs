@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::saturate;
 use crate::judge::{Analysis, CheckEvidence, Verdict};
 
-/// Most points a history holds.
-pub const MAX_POINTS: usize = 512;
+/// Most points a history holds: about two pixels per point across a chart, and a store record
+/// of about 45 bytes per check and point (the whole state is rewritten each tick).
+pub const MAX_POINTS: usize = 256;
 
 /// The history of one analysis (`GET /v1/analyses/{id}/history`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,11 +64,14 @@ pub struct Point {
 }
 
 /// One check at one tick (its first test: the ratio, or a histogram's lowest boundary).
-/// Plotting values are single precision: they are drawn, not computed with.
+/// Values are single precision (they are drawn, not computed with), and a point is written as
+/// the array `[e, lo, hi, est, events, exposure]`: field names in each of 256 points times
+/// each check would double the record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "CheckTuple", from = "CheckTuple")]
 pub struct CheckPoint {
-    /// The check's e-value (saturated at `f64::MAX`).
-    pub e: f64,
+    /// The check's e-value (saturated at `f32::MAX`).
+    pub e: f32,
     /// Anytime-valid lower bound on the canary/baseline rate ratio.
     pub lo: f32,
     /// Anytime-valid upper bound on the ratio (`null` when unbounded).
@@ -78,6 +82,27 @@ pub struct CheckPoint {
     pub events: [f32; 2],
     /// Cumulative exposure (requests), `[baseline, canary]`.
     pub exposure: [f32; 2],
+}
+
+type CheckTuple = (f32, f32, Option<f32>, Option<f32>, [f32; 2], [f32; 2]);
+
+impl From<CheckPoint> for CheckTuple {
+    fn from(c: CheckPoint) -> Self {
+        (c.e, c.lo, c.hi, c.est, c.events, c.exposure)
+    }
+}
+
+impl From<CheckTuple> for CheckPoint {
+    fn from((e, lo, hi, est, events, exposure): CheckTuple) -> Self {
+        CheckPoint {
+            e,
+            lo,
+            hi,
+            est,
+            events,
+            exposure,
+        }
+    }
 }
 
 // === impl History ===
@@ -172,7 +197,7 @@ fn f32_of(x: f64) -> f32 {
 fn check_point(c: &CheckEvidence) -> CheckPoint {
     let t = c.tests.first();
     CheckPoint {
-        e: saturate(c.e_value),
+        e: f32_of(saturate(c.e_value)),
         lo: t.map_or(0.0, |t| f32_of(t.ratio_lower_bound)),
         hi: t
             .and_then(|t| t.ratio_upper_bound)
@@ -227,7 +252,7 @@ mod tests {
 
     #[test]
     fn decimation_keeps_the_start_and_even_spacing_and_the_bound() {
-        for n in [513u64, 1000, 5_000, 100_000] {
+        for n in [257u64, 513, 1000, 5_000, 100_000] {
             let h = run(n);
             assert!(
                 h.points.len() <= MAX_POINTS,
@@ -255,14 +280,14 @@ mod tests {
                 h.stride
             );
         }
-        assert_eq!(run(513).stride, 2);
-        assert_eq!(run(100_000).stride, 256);
+        assert_eq!(run(MAX_POINTS as u64 + 1).stride, 2);
+        assert_eq!(run(100_000).stride, 512);
     }
 
     #[test]
     fn a_final_point_is_always_kept() {
         // A tick the stride skips is recorded when it is final.
-        let mut h = run(700);
+        let mut h = run(350);
         assert_eq!(h.stride, 2);
         let last = h.points.last().unwrap().tick + 1;
         assert!(!h.due(last, Verdict::Pending));
@@ -271,7 +296,10 @@ mod tests {
         // Arriving when the history is full: decimation keeps it.
         let mut full = run(MAX_POINTS as u64);
         full.push(point(MAX_POINTS as u64 + 1, Verdict::Go));
-        for (h, tick, v) in [(&h, last, Verdict::NoGo), (&full, 513, Verdict::Go)] {
+        for (h, tick, v) in [
+            (&h, last, Verdict::NoGo),
+            (&full, MAX_POINTS as u64 + 1, Verdict::Go),
+        ] {
             let p = h.points.last().unwrap();
             assert_eq!((p.tick, p.verdict), (tick, v));
             assert!(h.points.len() <= MAX_POINTS);
@@ -300,6 +328,10 @@ mod tests {
         assert_eq!(h.checks[0].name, "error-rate");
         assert_eq!(h.points[0].checks.len(), 1);
         let json = serde_json::to_string(&h).unwrap();
+        assert!(
+            json.contains(r#""checks":[["#),
+            "a check point is an array: {json}"
+        );
         let back: History = serde_json::from_str(&json).unwrap();
         assert_eq!(back, h);
     }
