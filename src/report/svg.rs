@@ -185,7 +185,7 @@ impl Chart {
             let y = self.y(v);
             let _ = write!(
                 s,
-                r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text class="tick" data-tick="{v}" x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">{label}</text>"##,
+                r##"<line class="grid" x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text class="tick" data-tick="{v}" x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">{label}</text>"##,
                 LEFT,
                 W - RIGHT,
                 LEFT - 4.0,
@@ -246,7 +246,7 @@ impl Chart {
 
 fn decade_label(e: i64) -> String {
     match e {
-        -2..=4 => fmt_num(10f64.powi(e as i32)),
+        -2..=3 => fmt_num(10f64.powi(e as i32)),
         _ => format!("1e{e}"),
     }
 }
