@@ -35,6 +35,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/report/analyses/{id}", get(analysis))
         // Without `[auth]` there is nothing to log in to (with it, the auth layer answers).
         .route("/report/login", post(|| async { Redirect::to("/report") }))
+        // SVG coordinates compress about sixfold: the page is read over small links too.
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// `GET /v1/analyses/{id}/history`.
@@ -523,6 +525,94 @@ pub(crate) fn login_page(error: Option<&str>, next: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshgate_core::history::{CheckPoint, HistoryCheck, Point};
+
+    /// The page of a one-hour analysis of every built-in check, at the default 15 s scrape
+    /// interval (240 ticks, all kept), with values that vary as a run's do.
+    fn hour_page() -> String {
+        use crate::judge::{Analysis, Catalog, Design, Settings};
+        let catalog = Catalog::builtin();
+        let checks: Vec<&crate::judge::CheckSpec> = catalog.iter().collect();
+        let settings = Settings {
+            alpha: 0.05,
+            min_duration: std::time::Duration::from_secs(600),
+            max_duration: std::time::Duration::from_secs(7200),
+            min_exposure: 100.0,
+            slo_go: false,
+            design: Design::default(),
+        };
+        let a = Analysis::new(settings, &checks);
+        let x = |i: usize, j: usize| 1.0 + ((i * 31 + j * 7) % 97) as f32 / 97.0;
+        let history = History {
+            threshold: 20.0,
+            checks: checks
+                .iter()
+                .map(|c| HistoryCheck {
+                    name: c.name.clone(),
+                    threshold: 20.0 * checks.len() as f64,
+                    margin: 0.25,
+                })
+                .collect(),
+            stride: 1,
+            next_tick: 241,
+            points: (1..=240)
+                .map(|i| Point {
+                    tick: i as u64,
+                    t: 15.0 * i as f64,
+                    verdict: Verdict::Pending,
+                    e: x(i, 0) as f64,
+                    checks: (0..checks.len())
+                        .map(|j| CheckPoint {
+                            e: x(i, j),
+                            lo: x(i, j) * 0.5,
+                            hi: Some(x(i, j) * 1.4),
+                            est: Some(x(i, j)),
+                            events: [i as f32 * 3.0, i as f32 * 3.3],
+                            exposure: [i as f32 * 3e4, i as f32 * 3.1e4],
+                        })
+                        .collect(),
+                    fresh: [4, 4],
+                    stale: [0, (i % 50 == 0) as u32],
+                    quality: None,
+                })
+                .collect(),
+        };
+        let v = AnalysisView::new(
+            "hour".into(),
+            crate::analysis::AnalysisConfig {
+                name: "hour".into(),
+                baseline: r#"{revision="1-24-2"}"#.into(),
+                canary: r#"{revision="1-25-0"}"#.into(),
+                ..Default::default()
+            },
+            1.7e9,
+            a,
+            catalog.iter().cloned().map(std::sync::Arc::new).collect(),
+        )
+        .with_history(std::sync::Arc::new(history));
+        analysis_page(&v)
+    }
+
+    #[test]
+    fn a_one_hour_page_stays_light() {
+        use std::io::Write;
+        let page = hour_page();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(page.as_bytes()).unwrap();
+        let gzipped = gz.finish().unwrap().len();
+        let checks = crate::judge::Catalog::builtin().iter().count();
+        println!(
+            "one-hour page, {checks} checks, 240 points: {} bytes, {gzipped} gzipped",
+            page.len()
+        );
+        assert_eq!(
+            page.matches(r#"data-series="combined" data-points="240""#)
+                .count(),
+            1
+        );
+        assert!(page.len() < 400_000, "{} bytes", page.len());
+        assert!(gzipped < 100_000, "{gzipped} bytes gzipped");
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
