@@ -174,6 +174,19 @@ impl Session {
         .await;
     }
 
+    /// Wait until `script` returns true (a click's navigation may still be under way when the
+    /// click returns, on a loaded machine).
+    async fn until(&self, script: &str) {
+        let start = Instant::now();
+        while self.js(script).await != true {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "still not true after 20 s: {script}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn js(&self, script: &str) -> Value {
         self.call(
             reqwest::Method::POST,
@@ -343,12 +356,18 @@ async fn the_report_draws_each_analysis_history_in_a_real_browser() {
     s.screenshot("login").await;
     s.type_into("#token", "not-a-token-at-all-000").await;
     s.click("#login").await;
+    s.until("return document.readyState === 'complete' && document.getElementById('login-error') !== null")
+        .await;
     let err = s
         .js("return document.getElementById('login-error').textContent")
         .await;
     assert_eq!(err, "unknown token");
     s.type_into("#token", READ_TOKEN).await;
     s.click("#login").await;
+    s.until(
+        "return document.readyState === 'complete' && document.getElementById('e-values') !== null",
+    )
+    .await;
     let title = s.js("return document.title").await;
     assert_eq!(title, "good-run · meshgate", "back on the page asked for");
 
@@ -410,6 +429,8 @@ async fn the_report_draws_each_analysis_history_in_a_real_browser() {
 
     // The list and the waves board, as the plan's status says.
     s.goto(&format!("{base}/report")).await;
+    s.until("return document.getElementById('waves') !== null")
+        .await;
     let board = s
         .js("return [...document.querySelectorAll('#waves tr[data-wave]')].map(r => [r.dataset.wave, r.dataset.phase, r.querySelector('.rollback').textContent])")
         .await;
