@@ -10,7 +10,7 @@ use crate::judge::params::ALPHA;
 use meshgate_core::ConfigProblem;
 
 /// One `[[analyses]]` entry (also the body of `POST /v1/analyses`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Human name, unique among running analyses.
@@ -27,9 +27,11 @@ pub struct AnalysisConfig {
     pub alpha: Option<f64>,
     /// Overrides `[judge].min_duration`.
     #[serde(default, with = "humantime_serde::option")]
+    #[schema(value_type = Option<String>, example = "5m")]
     pub min_duration: Option<Duration>,
     /// Overrides `[judge].max_duration`.
     #[serde(default, with = "humantime_serde::option")]
+    #[schema(value_type = Option<String>, example = "1h")]
     pub max_duration: Option<Duration>,
     /// Overrides `[judge].min_exposure`.
     #[serde(default)]
@@ -54,7 +56,7 @@ pub struct AnalysisConfig {
 }
 
 /// `design` of an analysis.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DesignName {
     /// Each workload's canary pods against its own baseline pods, at the same time.

@@ -303,9 +303,14 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueriesConfig {
-    /// Directory of check files (`*.toml`); the built-in pack is used when unset.
+    /// Directory of check files (`*.toml`) that replaces the built-in pack; the built-in pack is
+    /// used when unset.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Directories of check files added to the pack (the built-in one, or `dir`'s). A check
+    /// whose name is already in the pack is an error: to replace a check, use `dir`.
+    #[serde(default)]
+    pub extra_dirs: Vec<PathBuf>,
 }
 
 /// `[judge]`: defaults for analyses that do not set their own.
@@ -539,6 +544,7 @@ impl Config {
             }
         }
         problems.extend(cfg.problems());
+        blame_environment(&mut problems, &environment_keys());
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -699,10 +705,7 @@ fn section<T: DeserializeOwned + Default>(
 ) -> T {
     match table.get(key) {
         None => T::default(),
-        Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
-            problems.push(ConfigProblem::new(key, e.to_string()));
-            T::default()
-        }),
+        Some(v) => decode(key, v, problems).unwrap_or_default(),
     }
 }
 
@@ -711,10 +714,7 @@ fn optional<T: DeserializeOwned>(
     key: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<T> {
-    let v = table.get(key)?;
-    serde_json::from_value(v.clone())
-        .map_err(|e| problems.push(ConfigProblem::new(key, e.to_string())))
-        .ok()
+    decode(key, table.get(key)?, problems)
 }
 
 fn list<T: DeserializeOwned>(
@@ -727,13 +727,7 @@ fn list<T: DeserializeOwned>(
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| match serde_json::from_value(v.clone()) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(format!("{key}[{i}]"), e.to_string()));
-                    None
-                }
-            })
+            .filter_map(|(i, v)| decode(&format!("{key}[{i}]"), v, problems))
             .collect(),
         Some(other) => {
             problems.push(ConfigProblem::new(
@@ -745,51 +739,167 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-/// Load every `*.toml` in `dir`, reporting all problems at once.
-impl Config {
-    /// The checks this configuration runs: the built-in pack, or the files of `queries.dir`
-    /// (the error lists every problem found in them).
-    pub fn catalog(&self) -> Result<Catalog, String> {
-        match &self.queries.dir {
-            None => Ok(Catalog::builtin()),
-            Some(dir) => load_checks_dir(dir).map_err(|problems| {
-                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-                format!(
-                    "{} problem(s) in the checks:\n{}",
-                    problems.len(),
-                    lines.join("\n")
-                )
-            }),
+/// At most this many problems are reported for one section (a file of garbage stays readable).
+const MAX_PROBLEMS_PER_SECTION: usize = 32;
+
+/// Decodes the value at `key`, reporting every bad key in it with its full path
+/// (`judge.min_duration`, `targets[2].url`), not only the first: after an error, the key at fault
+/// is taken out and the rest decoded again. A key taken out that the type requires is not
+/// reported a second time as missing.
+fn decode<T: DeserializeOwned>(
+    key: &str,
+    value: &serde_json::Value,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    use serde_path_to_error::Segment;
+    let mut value = value.clone();
+    let mut taken_out: Vec<String> = Vec::new();
+    for _ in 0..MAX_PROBLEMS_PER_SECTION {
+        let e = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) if taken_out.is_empty() => return Some(t),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let mut path: Vec<Segment> = e.path().iter().cloned().collect();
+        let message = e.into_inner().to_string();
+        // serde names a missing field in the message only, at the path of its table.
+        if let Some(field) = quoted_field(&message, "missing field `") {
+            path.push(Segment::Map { key: field });
+        }
+        let full = dotted(key, &path);
+        if taken_out.contains(&full) {
+            return None;
+        }
+        problems.push(ConfigProblem::new(full.clone(), message));
+        if !take_out(&mut value, &path) {
+            return None;
+        }
+        taken_out.push(full);
+    }
+    None
+}
+
+/// `field` from a serde message starting with `prefix` and the field in backquotes.
+fn quoted_field(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+/// `key` followed by `path`: `.name` for a table key, `[i]` for an array item.
+fn dotted(key: &str, path: &[serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = key.to_owned();
+    for seg in path {
+        match seg {
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Removes the table key at `path` from `value`, so decoding can go on past it. False when the
+/// path does not end in a table key that exists (an array item, the section itself): decoding
+/// stops there rather than shift the indices of the items after it.
+fn take_out(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for seg in parents {
+        at = match (seg, at) {
+            (Segment::Map { key }, serde_json::Value::Object(m)) => match m.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, serde_json::Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, serde_json::Value::Object(m)) => m.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// The config keys set by `MESHGATE_SECTION__KEY` variables, as (dotted key, variable).
+fn environment_keys() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter_map(|(k, _)| {
+            let rest = k.strip_prefix("MESHGATE_")?;
+            rest.contains("__")
+                .then(|| (rest.to_lowercase().replace("__", "."), k.clone()))
+        })
+        .collect()
+}
+
+/// Marks each problem whose key an environment variable set with that variable, so an error is
+/// not blamed on the file.
+fn blame_environment(problems: &mut [ConfigProblem], vars: &[(String, String)]) {
+    for p in problems {
+        let key = p.key.to_lowercase();
+        if let Some((_, var)) = vars.iter().find(|(k, _)| {
+            key == *k
+                || key
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        }) {
+            p.source = Some(var.clone());
         }
     }
 }
 
-pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        vec![ConfigProblem::new(
-            "queries.dir",
-            format!("cannot read {}: {e}", dir.display()),
-        )]
-    })?;
-    let mut texts = Vec::new();
-    let mut problems = Vec::new();
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-    {
-        match std::fs::read_to_string(&p) {
-            Ok(t) => texts.push((p.display().to_string(), t)),
-            Err(e) => problems.push(ConfigProblem::new(p.display().to_string(), e.to_string())),
+// === the check pack ===
+
+impl Config {
+    /// The checks this configuration runs: the built-in pack, or the files of `queries.dir`,
+    /// and the files of every `queries.extra_dirs` entry (the error lists every problem found in
+    /// them).
+    pub fn catalog(&self) -> Result<Catalog, String> {
+        let mut texts: Vec<(String, String)> = Vec::new();
+        let mut problems = Vec::new();
+        match &self.queries.dir {
+            None => texts.extend(Catalog::builtin_sources()),
+            Some(dir) => read_checks(dir, "queries.dir", &mut texts, &mut problems),
+        }
+        for (i, dir) in self.queries.extra_dirs.iter().enumerate() {
+            read_checks(
+                dir,
+                &format!("queries.extra_dirs[{i}]"),
+                &mut texts,
+                &mut problems,
+            );
+        }
+        let catalog = Catalog::from_sources(texts).map_err(|mut p| problems.append(&mut p));
+        match catalog {
+            Ok(c) if problems.is_empty() => Ok(c),
+            _ => {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+                Err(format!(
+                    "{} problem(s) in the checks:\n{}",
+                    problems.len(),
+                    lines.join("\n")
+                ))
+            }
         }
     }
-    if texts.is_empty() && problems.is_empty() {
-        problems.push(ConfigProblem::new(
-            "queries.dir",
-            format!("no *.toml check in {}", dir.display()),
-        ));
-    }
+}
+
+/// Load every `*.toml` in `dir` as the whole pack, reporting all problems at once.
+pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
+    let mut texts = Vec::new();
+    let mut problems = Vec::new();
+    read_checks(dir, "queries.dir", &mut texts, &mut problems);
     match Catalog::from_sources(texts) {
         Ok(c) if problems.is_empty() => Ok(c),
         Ok(_) => Err(problems),
@@ -800,8 +910,157 @@ pub fn load_checks_dir(dir: &Path) -> Result<Catalog, Vec<ConfigProblem>> {
     }
 }
 
+/// Reads the `*.toml` files of `dir` (the value of `key`) in name order into `texts`; a directory
+/// that cannot be read or holds no check is a problem at `key`.
+fn read_checks(
+    dir: &Path,
+    key: &str,
+    texts: &mut Vec<(String, String)>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return;
+        }
+    };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let before = (texts.len(), problems.len());
+    for p in paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+    {
+        match std::fs::read_to_string(&p) {
+            Ok(t) => texts.push((p.display().to_string(), t)),
+            Err(e) => problems.push(ConfigProblem::new(p.display().to_string(), e.to_string())),
+        }
+    }
+    if (texts.len(), problems.len()) == before {
+        problems.push(ConfigProblem::new(
+            key,
+            format!("no *.toml check in {}", dir.display()),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// `[queries] extra_dirs` adds checks to the built-in pack (or to `dir`'s); a name already in
+    /// the pack and a directory that cannot be read are problems naming the key.
+    #[test]
+    fn extra_dirs_add_to_the_pack() {
+        let extra = tempfile::tempdir().unwrap();
+        let builtin = include_str!("../queries/error-rate.toml");
+        let mine = builtin.replace("name = \"error-rate\"", "name = \"checkout-5xx\"");
+        std::fs::write(extra.path().join("checkout-5xx.toml"), &mine).unwrap();
+        let toml = |dirs: &str| format!("[queries]\nextra_dirs = [{dirs}]\n");
+        let quoted = format!("{:?}", extra.path().display().to_string());
+        let cfg = super::Config::from_toml(&toml(&quoted), "t.toml").unwrap();
+        let cat = cfg.catalog().unwrap();
+        let base = crate::judge::Catalog::builtin();
+        assert_eq!(cat.names().len(), base.names().len() + 1);
+        assert!(cat.get("checkout-5xx").is_some() && cat.get("error-rate").is_some());
+        assert!(cat.default_names().contains(&"checkout-5xx".to_owned()));
+
+        // A second copy of a built-in check's name is refused, naming both files.
+        std::fs::write(extra.path().join("again.toml"), builtin).unwrap();
+        let cfg = super::Config::from_toml(&toml(&quoted), "t.toml").unwrap();
+        let e = cfg.catalog().unwrap_err();
+        assert!(
+            e.contains("again.toml") && e.contains("\"error-rate\" is also defined in"),
+            "{e}"
+        );
+
+        let cfg = super::Config::from_toml(&toml("\"/nonexistent/checks\""), "t.toml").unwrap();
+        let e = cfg.catalog().unwrap_err();
+        assert!(
+            e.contains("queries.extra_dirs[0]: cannot read /nonexistent/checks"),
+            "{e}"
+        );
+    }
+
+    /// Every bad key of a section is reported in one run, each with its full path, and a key
+    /// taken out to go on is not reported again as missing.
+    #[test]
+    fn every_problem_of_a_section_is_reported_with_its_key_path() {
+        let err = super::Config::from_toml(
+            r#"
+[judge]
+alpha = "a lot"
+min_duration = 5
+bogus = 1
+max_duration = "2h"
+
+[[targets]]
+url = "http://127.0.0.1:1/metrics"
+role = "canary"
+
+[[targets]]
+url = 7
+
+[plan]
+to_revision = 4
+waves = []
+"#,
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "judge.alpha",
+            "judge.min_duration",
+            "judge.bogus",
+            "targets[1].url",
+            "plan.to_revision",
+            "plan.from_revision",
+        ] {
+            assert!(keys.contains(&want), "{want} not in {keys:?}\n{err}");
+        }
+        assert!(!keys.contains(&"judge.max_duration"), "{keys:?}");
+        assert_eq!(
+            keys.iter().filter(|k| **k == "judge.alpha").count(),
+            1,
+            "{keys:?}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("judge.bogus: unknown field `bogus`"),
+            "{shown}"
+        );
+        assert!(err.problems().iter().all(|p| p.source.is_none()));
+    }
+
+    #[test]
+    fn a_problem_from_a_variable_names_the_variable() {
+        let mut problems = vec![
+            meshgate_core::ConfigProblem::new("judge.alpha", "invalid type"),
+            meshgate_core::ConfigProblem::new("judge.alphabet", "unknown field"),
+            meshgate_core::ConfigProblem::new("scrape.limits.max_series", "too small"),
+        ];
+        let vars = vec![
+            ("judge.alpha".to_owned(), "MESHGATE_JUDGE__ALPHA".to_owned()),
+            (
+                "scrape.limits".to_owned(),
+                "MESHGATE_SCRAPE__LIMITS".to_owned(),
+            ),
+        ];
+        super::blame_environment(&mut problems, &vars);
+        assert_eq!(problems[0].source.as_deref(), Some("MESHGATE_JUDGE__ALPHA"));
+        assert_eq!(problems[1].source, None);
+        assert_eq!(
+            problems[2].source.as_deref(),
+            Some("MESHGATE_SCRAPE__LIMITS")
+        );
+        assert!(problems[0]
+            .to_string()
+            .ends_with("(set by the environment variable MESHGATE_JUDGE__ALPHA)"));
+    }
+
     #[test]
     fn an_empty_checks_list_is_a_problem_and_no_key_is_the_default_set() {
         let base = "[[analyses]]\nname = \"w\"\nbaseline = '{revision=\"a\"}'\ncanary = '{revision=\"b\"}'\n";
@@ -905,7 +1164,7 @@ mod tests {
         let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
         for want in [
             "bogus",
-            "scrape",
+            "scrape.intervl",
             "targets[0].url",
             "targets[1].labels.bad-name",
             "judge.alpha",

@@ -7,6 +7,7 @@
 pub mod argo;
 pub mod flagger;
 pub mod kayenta;
+pub mod openapi;
 pub mod promql;
 
 use std::sync::Arc;
@@ -17,10 +18,6 @@ use axum::routing::get;
 use axum::{Extension, Router};
 
 use crate::state::Shared;
-
-/// The OpenAPI 3 document of the whole HTTP API (hand-written, checked against the router by
-/// `tests/openapi.rs`).
-pub const OPENAPI: &str = include_str!("integrations/openapi.json");
 
 /// State the integrations keep between calls (Kayenta executions, Flagger records).
 #[derive(Default)]
@@ -36,7 +33,11 @@ pub fn routes() -> Router<Shared> {
         .route(
             "/openapi.json",
             get(|| async {
-                ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi::DOCUMENT.as_str(),
+                )
+                    .into_response()
             }),
         )
         .merge(argo::routes())

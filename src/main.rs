@@ -50,6 +50,12 @@ enum Command {
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
+        /// Check the file itself only (keys, values, check files), not what it refers to on this
+        /// machine (file_sd files and their directories) nor that it has a target source: for a
+        /// file checked away from the host that will run it (like `promtool check config
+        /// --syntax-only`).
+        #[arg(long)]
+        syntax_only: bool,
     },
     /// Run the built-in demo: a simulated mesh on loopback and a real analysis against it.
     Demo {
@@ -153,7 +159,7 @@ fn default_filter(cmd: &Command) -> EnvFilter {
 
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::CheckConfig { file, syntax_only } => Ok(check_config(&file, syntax_only)),
         Command::Serve { config } => Ok(serve(&config).await),
         Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(*options).await)),
         Command::Plan { action } => plan(action).await,
@@ -293,7 +299,7 @@ async fn plan(action: PlanAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, syntax_only: bool) -> ExitCode {
     use std::fmt::Write as _;
     let checked = Config::load(file)
         .map_err(StartError::from)
@@ -304,29 +310,67 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     };
     // Built as a string and written once: `check-config | head` must not panic on a closed pipe.
     let mut out = String::new();
+    // What the daemon would tolerate at run time (it waits for files and keeps watching) but a
+    // pre-flight check refuses: each is most often a typo that leaves the daemon without targets.
+    let mut refused = Vec::new();
     let mut file_targets = 0;
     let mut n_files = 0;
-    for pattern in &cfg.discovery.file_sd {
+    let file_sd = if syntax_only {
+        &[][..]
+    } else {
+        &cfg.discovery.file_sd[..]
+    };
+    for (i, pattern) in file_sd.iter().enumerate() {
+        let key = format!("discovery.file_sd[{i}]");
+        let dir = pattern
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            refused.push(format!(
+                "{key}: directory {} does not exist (a file_sd file may appear later, its directory must exist)",
+                dir.display()
+            ));
+            continue;
+        }
+        let is_glob = pattern
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains('*'));
         let files = meshgate::discovery::expand(pattern);
-        if files.is_empty() {
+        if is_glob && files.is_empty() {
             let _ = writeln!(
                 out,
-                "note: discovery.file_sd {} matches no file yet (the daemon would watch for them)",
+                "note: {key} {} matches no file yet (the daemon would watch for them)",
                 pattern.display()
             );
+        }
+        if !is_glob && !pattern.exists() {
+            refused.push(format!("{key}: {} does not exist", pattern.display()));
+            continue;
         }
         n_files += files.len();
         for p in files {
             match meshgate::discovery::read_file_sd(&p) {
                 Ok(t) => file_targets += t.len(),
-                Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "warning: discovery.file_sd: {e} (the daemon would start and keep watching it)"
-                    );
-                }
+                Err(e) => refused.push(format!("{key}: {e}")),
             }
         }
+    }
+    if !syntax_only
+        && cfg.targets.is_empty()
+        && cfg.discovery.file_sd.is_empty()
+        && cfg.discovery.kubernetes.is_none()
+        && cfg.prometheus.is_none()
+    {
+        refused.push(
+            "targets: no target source: set [[targets]], discovery.file_sd, [discovery.kubernetes] or [prometheus]"
+                .to_owned(),
+        );
+    }
+    if !refused.is_empty() {
+        print_problems(file, &refused);
+        return ExitCode::from(64);
     }
     let _ = writeln!(out, "{} is valid. It would run:", file.display());
     let _ = writeln!(out, "  api on http://{}", cfg.server.listen);
@@ -340,14 +384,47 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         cfg.scrape.concurrency,
         humantime::format_duration(cfg.scrape.stale_after())
     );
+    if syntax_only {
+        let _ = writeln!(
+            out,
+            "  targets: {} static, file_sd {} (not read: --syntax-only)",
+            cfg.targets.len(),
+            cfg.discovery.file_sd.len()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  targets: {} static, {} from {} file_sd file(s)",
+            cfg.targets.len(),
+            file_targets,
+            n_files
+        );
+    }
+    if let Some(k) = &cfg.discovery.kubernetes {
+        let _ = writeln!(
+            out,
+            "  kubernetes discovery: cluster {:?} at {} (resync {})",
+            k.cluster,
+            k.api_server,
+            humantime::format_duration(k.resync)
+        );
+    }
+    let defaults = catalog.default_names();
     let _ = writeln!(
         out,
-        "  targets: {} static, {} from {} file_sd file(s)",
-        cfg.targets.len(),
-        file_targets,
-        n_files
+        "  checks an analysis gets when it names none ({} of {} loaded): {}",
+        defaults.len(),
+        catalog.names().len(),
+        defaults.join(", ")
     );
-    let _ = writeln!(out, "  checks: {}", catalog.names().join(", "));
+    let others: Vec<String> = catalog
+        .names()
+        .into_iter()
+        .filter(|n| !defaults.contains(n))
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "  checks run only when named: {}", others.join(", "));
+    }
     let _ = writeln!(
         out,
         "  judge: alpha {}, min {}, max {}, tick {}",
@@ -362,6 +439,31 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         cfg.alerts.alertmanager.len(),
         cfg.alerts.webhooks.len()
     );
+    if let Some(plan) = &cfg.plan {
+        let _ = writeln!(
+            out,
+            "  plan {:?}: istio.io/rev {} -> {}, {} wave(s)",
+            plan.name,
+            plan.from_revision,
+            plan.to_revision,
+            plan.waves.len()
+        );
+        for (i, w) in plan.waves.iter().enumerate() {
+            let checks = if w.checks.is_empty() {
+                "the default checks".to_owned()
+            } else {
+                w.checks.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "    wave {} {:?}: {} (soak {}; {checks})",
+                i + 1,
+                w.name,
+                w.namespaces.join(", "),
+                humantime::format_duration(w.soak)
+            );
+        }
+    }
     for a in &cfg.analyses {
         let _ = writeln!(
             out,

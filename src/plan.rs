@@ -12,7 +12,7 @@ pub use meshgate_core::api::{NamespaceLabels, NamespaceState, PlanStatus, WavePh
 use meshgate_core::Target;
 
 /// `[plan]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Name, e.g. "1.24 -> 1.25".
@@ -27,7 +27,7 @@ pub struct Plan {
 }
 
 /// `[[plan.waves]]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Wave {
     /// Name, e.g. `staging`.
@@ -36,6 +36,7 @@ pub struct Wave {
     pub namespaces: Vec<String>,
     /// How long the wave must be fully moved and judged GO before the next may start.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "30m")]
     pub soak: Duration,
     /// Checks of the wave's analysis (default set when empty).
     #[serde(default)]

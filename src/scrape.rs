@@ -88,7 +88,7 @@ impl ScrapeError {
 }
 
 /// Health of one target, as shown by the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TargetHealth {
     /// URL.
     pub url: String,

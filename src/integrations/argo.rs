@@ -36,23 +36,27 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// The body Argo sends (`jsonBody`): the analysis spec without its name (the name is in the URL).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MeasureRequest {
+#[schema(as = ArgoRequest)]
+pub(crate) struct MeasureRequest {
     baseline: Option<String>,
     canary: Option<String>,
     #[serde(default)]
     checks: Vec<String>,
     alpha: Option<f64>,
     #[serde(default, with = "humantime_serde::option")]
+    #[schema(value_type = Option<String>, example = "5m")]
     min_duration: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde::option")]
+    #[schema(value_type = Option<String>, example = "1h")]
     max_duration: Option<std::time::Duration>,
     min_exposure: Option<f64>,
 }
 
 /// What Argo reads: `verdict` through the template's JSONPath, the rest for people.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, utoipa::ToSchema)]
+#[schema(as = ArgoMeasurement)]
 pub struct Measurement {
     /// Analysis id.
     pub id: String,

@@ -29,7 +29,7 @@ use crate::state::{AnalysisView, CreateError, Shared};
 const MAX_RECORDS: usize = 256;
 
 /// The gates, one URL each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Gate {
     /// Before the canary is scaled up.
@@ -80,7 +80,8 @@ impl Gate {
 }
 
 /// Flagger's webhook payload.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(as = FlaggerPayload)]
 pub struct Payload {
     /// Canary name.
     pub name: String,
@@ -97,8 +98,10 @@ pub struct Payload {
     pub metadata: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Serialize)]
-struct Record {
+/// One call of a gate, as `GET /v1/flagger/records` lists it.
+#[derive(Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = FlaggerRecord)]
+pub(crate) struct Record {
     gate: Gate,
     status: u16,
     verdict: Option<Verdict>,

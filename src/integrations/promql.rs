@@ -5,8 +5,9 @@
 //! RFC 3339) is answered when it is within [`NOW_TOLERANCE`] of now and is a `bad_data` error
 //! otherwise. An unbounded ratio bound is the sample `"+Inf"`, as Prometheus writes infinities.
 //!
-//! It answers a small, documented language, not PromQL: `vector(N)` (Flagger's start-up probe)
-//! and `metric{label="value", label!="value"}` over meshgate's own verdict series:
+//! It answers a small, documented language, not PromQL: a number or two numbers joined by `+`,
+//! `-`, `*` or `/` (a scalar: Grafana's data-source test asks `1+1`), `vector(N)` (Flagger's
+//! start-up probe) and `metric{label="value", label!="value"}` over meshgate's own verdict series:
 //!
 //! | series | labels | value |
 //! |---|---|---|
@@ -46,7 +47,26 @@ pub const SERIES: &[&str] = &[
 
 /// Routes of the query endpoint.
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/api/v1/query", get(query_get).post(query_post))
+    Router::new()
+        .route("/api/v1/query", get(query_get).post(query_post))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+}
+
+/// `GET /api/v1/status/buildinfo`, as Prometheus answers it: Grafana reads it when a Prometheus
+/// data source is saved. The version is meshgate's own; the Go fields Prometheus fills are empty.
+async fn buildinfo() -> Json<Value> {
+    Json(json!({
+        "status": "success",
+        "data": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+            "application": "meshgate",
+        }
+    }))
 }
 
 /// How far `time` may be from now: meshgate has only the current values, which stand for any
@@ -129,6 +149,8 @@ async fn query_post(State(s): State<Shared>, Query(url): Query<Params>, req: Req
 /// A parsed query.
 #[derive(Debug, PartialEq)]
 pub enum Expr {
+    /// A number, or two numbers and an operator: a scalar.
+    Scalar(f64),
     /// `vector(N)`.
     Vector(f64),
     /// A series with matchers `(label, equal?, value)`.
@@ -138,6 +160,9 @@ pub enum Expr {
 /// Parse the supported subset, or say what is wrong and where.
 pub fn parse(q: &str) -> Result<Expr, String> {
     let q = q.trim();
+    if let Some(v) = scalar(q) {
+        return Ok(Expr::Scalar(v));
+    }
     if let Some(rest) = q.strip_prefix("vector(") {
         let inner = rest
             .strip_suffix(')')
@@ -199,6 +224,41 @@ pub fn parse(q: &str) -> Result<Expr, String> {
         }
     }
     Ok(Expr::Select(name.to_owned(), matchers))
+}
+
+/// `N` or `N op M` with numbers as Prometheus writes them (`1`, `-2.5`, `1e3`, `Inf`, `NaN`) and
+/// `op` one of `+ - * /`; `None` for anything else.
+fn scalar(q: &str) -> Option<f64> {
+    let number = |s: &str| -> Option<f64> {
+        let s = s.trim();
+        let starts_like_a_number = s
+            .trim_start_matches(['+', '-'])
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.' || c == 'I' || c == 'N');
+        starts_like_a_number
+            .then(|| s.parse::<f64>().ok())
+            .flatten()
+    };
+    if let Some(v) = number(q) {
+        return Some(v);
+    }
+    // The operator is the first + - * / after a first character (which may be a sign), not
+    // inside an exponent (`1e-3`).
+    let bytes = q.as_bytes();
+    for i in 1..bytes.len() {
+        let c = bytes[i];
+        if matches!(c, b'+' | b'-' | b'*' | b'/') && !matches!(bytes[i - 1], b'e' | b'E') {
+            let (a, b) = (number(&q[..i])?, number(&q[i + 1..])?);
+            return Some(match c {
+                b'+' => a + b,
+                b'-' => a - b,
+                b'*' => a * b,
+                _ => a / b,
+            });
+        }
+    }
+    None
 }
 
 fn sample(labels: BTreeMap<String, String>, v: f64) -> (BTreeMap<String, String>, f64) {
@@ -321,6 +381,10 @@ fn query(s: &Shared, p: Params) -> Response {
     };
     let result: Vec<Value> = match parse(&q) {
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+        Ok(Expr::Scalar(v)) => return Json(
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [now, fmt(v)]}}),
+        )
+        .into_response(),
         Ok(Expr::Vector(n)) => vec![json!({"metric": {}, "value": [now, fmt(n)]})],
         Ok(Expr::Select(name, matchers)) => {
             if !SERIES.contains(&name.as_str()) {
@@ -358,6 +422,12 @@ mod tests {
     #[test]
     fn parses_the_subset_and_names_what_is_wrong() {
         assert_eq!(parse(" vector(1) ").unwrap(), Expr::Vector(1.0));
+        assert_eq!(parse("1+1").unwrap(), Expr::Scalar(2.0));
+        assert_eq!(parse(" 3 * -2 ").unwrap(), Expr::Scalar(-6.0));
+        assert_eq!(parse("1e-3-1e-3").unwrap(), Expr::Scalar(0.0));
+        assert_eq!(parse("-1.5").unwrap(), Expr::Scalar(-1.5));
+        assert_eq!(parse("1/0").unwrap(), Expr::Scalar(f64::INFINITY));
+        assert!(parse("1+").is_err() && parse("1+x").is_err());
         assert_eq!(
             parse(r#"meshgate_verdict{analysis="a.b", verdict!="GO"}"#).unwrap(),
             Expr::Select(

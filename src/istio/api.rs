@@ -67,7 +67,7 @@ async fn plan_status(State(s): State<Shared>) -> Response {
 }
 
 /// One istiod's resource use.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct IstiodResources {
     /// Target URL.
     pub url: String,
@@ -88,7 +88,7 @@ pub struct IstiodResources {
 }
 
 /// Resource use of the control planes of one cluster.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterControlPlane {
     /// Every istiod.
     pub istiods: Vec<IstiodResources>,

@@ -132,9 +132,160 @@ fn check_config_expands_file_sd_globs() {
     assert!(out.contains("matches no file yet"), "{out}");
     assert!(!out.contains("cannot read"), "{out}");
     std::fs::write(sd.join("c.json"), "[{").unwrap();
-    let out = check(&format!("{}/*.json", sd.display()));
+    let (code, err) = refused(&cfg, &format!("{}/*.json", sd.display()), "");
+    assert_eq!(code, Some(64), "{err}");
     assert!(
-        out.contains("warning: discovery.file_sd") && out.contains("c.json"),
-        "{out}"
+        err.contains("discovery.file_sd[0]") && err.contains("c.json"),
+        "{err}"
+    );
+}
+
+/// Writes a config with `file_sd` and `extra`, runs `check-config` on it, and returns its exit
+/// code and stderr.
+fn refused(cfg: &std::path::Path, file_sd: &str, extra: &str) -> (Option<i32>, String) {
+    let sd = if file_sd.is_empty() {
+        String::new()
+    } else {
+        format!("[discovery]\nfile_sd = [{file_sd:?}]\n")
+    };
+    std::fs::write(
+        cfg,
+        format!("{sd}[server]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A pre-flight refuses what would leave the daemon without targets: a file_sd file or directory
+/// that does not exist, and no target source at all; `--syntax-only` leaves the machine out.
+#[test]
+fn check_config_refuses_missing_file_sd_and_no_target_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    let (code, err) = refused(&cfg, "/nonexistent-meshgate/targets/*.json", "");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains(
+            "discovery.file_sd[0]: directory /nonexistent-meshgate/targets does not exist"
+        ),
+        "{err}"
+    );
+    let missing = dir.path().join("targets.json");
+    let (code, err) = refused(&cfg, missing.to_str().unwrap(), "");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains(&format!("{} does not exist", missing.display())),
+        "{err}"
+    );
+    let (code, err) = refused(&cfg, "", "");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("targets: no target source"), "{err}");
+    // Away from the host: the same file passes with --syntax-only, saying what it did not read.
+    std::fs::write(
+        &cfg,
+        "[discovery]\nfile_sd = [\"/nonexistent-meshgate/targets/*.json\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["check-config", "--syntax-only", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not read: --syntax-only"));
+}
+
+/// `check-config` shows the checks an analysis gets by default apart from those run only when
+/// named, and the `[plan]` wave by wave.
+#[test]
+fn check_config_shows_default_checks_and_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[targets]]
+url = "http://127.0.0.1:1/metrics"
+[plan]
+name = "1.24 -> 1.25"
+from_revision = "1-24-2"
+to_revision = "1-25-0"
+[[plan.waves]]
+name = "staging"
+namespaces = ["staging", "tools"]
+soak = "10m"
+[[plan.waves]]
+name = "prod"
+namespaces = ["shop"]
+soak = "30m"
+checks = ["error-rate"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let defaults = meshgate::judge::Catalog::builtin().default_names();
+    assert!(
+        text.contains(&format!("when it names none ({} of", defaults.len()))
+            && text.contains(&defaults.join(", ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("checks run only when named: istiod-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plan \"1.24 -> 1.25\": istio.io/rev 1-24-2 -> 1-25-0, 2 wave(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wave 1 \"staging\": staging, tools (soak 10m; the default checks)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wave 2 \"prod\": shop (soak 30m; error-rate)"),
+        "{text}"
+    );
+}
+
+/// A problem set by a `MESHGATE_*` variable names the variable, and every problem comes at once.
+#[test]
+fn check_config_names_the_variable_and_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        "[[targets]]\nurl = \"http://127.0.0.1:1/metrics\"\n[judge]\nalpha = \"high\"\nmin_duration = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["check-config", cfg.to_str().unwrap()])
+        .env("MESHGATE_SCRAPE__INTERVAL", "fast")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(
+        err.contains("judge.alpha: invalid type: string \"high\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("judge.min_duration: invalid type: integer `5`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scrape.interval: invalid value: string \"fast\", expected a duration (set by the environment variable MESHGATE_SCRAPE__INTERVAL)"),
+        "{err}"
     );
 }

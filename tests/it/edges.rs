@@ -544,6 +544,7 @@ fn serve_refuses_with_exit_64_a_config_that_check_config_rejects_with_the_same_m
         &bad,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[targets]]\nurl = \"http://127.0.0.1:1/metrics\"\n\
              [[analyses]]\nname = \"wave-1\"\nbaseline = '{b}'\ncanary = '{c}'\nchecks = [\"error-rat\"]\n\
              [[analyses]]\nname = \"cp\"\nbaseline = '{b}'\ncanary = '{c}'\nchecks = [\"istiod-push-errors\"]\n"
         ),
@@ -573,6 +574,7 @@ fn serve_refuses_with_exit_64_a_config_that_check_config_rejects_with_the_same_m
         &good,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[targets]]\nurl = \"http://127.0.0.1:1/metrics\"\n\
              [[analyses]]\nname = \"wave-1\"\nbaseline = '{b}'\ncanary = '{c}'\nchecks = [\"error-rate\"]\n"
         ),
     )

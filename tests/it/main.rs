@@ -14,6 +14,7 @@ mod faults;
 mod fdlimit;
 mod fuzz_regressions;
 mod gate;
+mod grafana;
 mod handlers;
 mod identity;
 mod istio_e2e;

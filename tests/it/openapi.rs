@@ -8,20 +8,29 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-const SOURCES: &[&str] = &[
-    "src/api.rs",
-    "src/integrations.rs",
-    "src/integrations/argo.rs",
-    "src/integrations/kayenta.rs",
-    "src/integrations/flagger.rs",
-    "src/integrations/promql.rs",
-];
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
 
-/// `(path, method)` of every `.route("path", get(..).post(..))` in the sources.
+/// `(path, method)` of every `.route("path", get(..).post(..))` in the daemon's sources: every
+/// router, wherever it is (a new module's routes are found without a list to update).
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for f in SOURCES {
-        let text = std::fs::read_to_string(format!("{}/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut files = Vec::new();
+    rust_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
         let mut rest = text.as_str();
         while let Some(i) = rest.find(".route(") {
             let after = &rest[i + ".route(".len()..];
@@ -75,7 +84,7 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
 }
 
 fn doc() -> Value {
-    serde_json::from_str(meshgate::integrations::OPENAPI).expect("openapi.json is JSON")
+    serde_json::from_str(&meshgate::integrations::openapi::DOCUMENT).expect("the document is JSON")
 }
 
 fn routes_in_doc(d: &Value) -> BTreeSet<(String, String)> {
@@ -95,7 +104,9 @@ fn routes_in_doc(d: &Value) -> BTreeSet<(String, String)> {
 fn validate(d: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.rsplit('/').next().unwrap();
-        return validate(d, &d["components"]["schemas"][name], v, at);
+        let target = &d["components"]["schemas"][name];
+        assert!(!target.is_null(), "{at}: $ref {r} names no schema");
+        return validate(d, target, v, at);
     }
     if let Some(alts) = schema["oneOf"].as_array() {
         let errors: Vec<String> = alts
@@ -186,7 +197,7 @@ fn every_route_is_documented_and_every_documented_route_exists() {
 #[test]
 fn the_validator_rejects_what_it_should() {
     let d = doc();
-    let s = json!({"$ref": "#/components/schemas/Error"});
+    let s = json!({"$ref": "#/components/schemas/ErrorDoc"});
     assert!(validate(&d, &s, &json!({"error": {"code": "x", "message": "y"}}), "").is_ok());
     assert!(validate(&d, &s, &json!({"error": {"code": "x"}}), "").is_err());
     assert!(validate(
@@ -196,7 +207,7 @@ fn the_validator_rejects_what_it_should() {
         ""
     )
     .is_err());
-    let req = json!({"$ref": "#/components/schemas/AnalysisRequest"});
+    let req = json!({"$ref": "#/components/schemas/AnalysisConfig"});
     assert!(validate(
         &d,
         &req,
@@ -204,6 +215,19 @@ fn the_validator_rejects_what_it_should() {
         ""
     )
     .is_err());
+    // Generated from the types: a required field of the verdict document, and its nested evidence.
+    let vd = &d["components"]["schemas"]["VerdictDoc"];
+    assert!(vd["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("data_quality")));
+    assert_eq!(
+        vd["properties"]["checks"]["items"]["$ref"],
+        "#/components/schemas/CheckEvidence"
+    );
+    assert!(d["components"]["schemas"]["TestEvidence"]["properties"]
+        .get("ratio_upper_bound")
+        .is_some());
     // The Argo answer is one of a measurement and an INVALID definition, never neither.
     let argo = &d["paths"]["/argo/v1/analyses/{id}"]["post"]["responses"]["200"]["content"]
         ["application/json"]["schema"];
@@ -218,11 +242,28 @@ fn the_validator_rejects_what_it_should() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_answers_as_documented() {
     let stop = tokio_util::sync::CancellationToken::new();
-    let cfg = meshgate::config::Config::from_toml(
-        "[scrape]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n[judge]\nmin_duration = \"1s\"\nmax_duration = \"1h\"\n",
+    // A simulated mesh, so the evidence holds counts and bounds, and a plan, so the plan routes
+    // answer with their documents.
+    let no_fault = meshgate::sim::Fault {
+        error_rate: None,
+        latency_factor: 1.0,
+    };
+    let mesh = crate::support::mesh(41, crate::support::GOOD, no_fault, &stop).await;
+    let mut cfg = meshgate::config::Config::from_toml(
+        "[scrape]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n[judge]\nmin_duration = \"1s\"\nmax_duration = \"1h\"\n\
+         [plan]\nname = \"1.24 -> 1.25\"\nfrom_revision = \"1-24-2\"\nto_revision = \"1-25-0\"\n\
+         [[plan.waves]]\nname = \"first\"\nnamespaces = [\"default\"]\nsoak = \"10m\"\n",
         "openapi",
     )
     .unwrap();
+    cfg.targets.extend(
+        mesh.targets()
+            .into_iter()
+            .map(|t| meshgate::config::StaticTarget {
+                url: t.url,
+                labels: t.labels,
+            }),
+    );
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .unwrap();
@@ -238,7 +279,7 @@ async fn every_operation_answers_as_documented() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let d = doc();
     let c = reqwest::Client::new();
-    // Create first so the {id} operations have something to show.
+    // Create first so the {id} operations have something to show, and let it collect data.
     let example = &d["paths"]["/v1/analyses"]["post"]["requestBody"]["content"]["application/json"]
         ["example"];
     let r = c
@@ -248,6 +289,19 @@ async fn every_operation_answers_as_documented() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let evidence: Value = c
+        .get(format!("{base}/v1/analyses/wave-1/verdict"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        evidence["checks"][0]["tests"][0]["canary"]["exposure"].as_f64() > Some(0.0),
+        "{evidence}"
+    );
     let mut order: Vec<(String, String)> = routes_in_doc(&d).into_iter().collect();
     // Deletion last.
     order.sort_by_key(|(_, m)| m == "delete");

@@ -3,94 +3,16 @@
 //! timing, PromQL errors reported clearly, no data never GO.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshgate::config::{Config, StaticTarget};
 use meshgate::judge::Catalog;
 use meshgate::promsource::{PromClient, PrometheusConfig, QueryError};
 use meshgate::sim::{Cohort, Fault, SimConfig, SimMesh};
+
+use crate::support::{prometheus, Prometheus};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
-const BIN: &str = "/usr/bin/prometheus";
-
-/// A Prometheus server on loopback, killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start Prometheus scraping the targets of `file_sd` every second; `None` when the binary is
-/// missing and MESHGATE_EXTERNAL_TESTS=skip.
-async fn prometheus(file_sd: &str) -> Option<Prometheus> {
-    if !std::path::Path::new(BIN).exists() {
-        if std::env::var("MESHGATE_EXTERNAL_TESTS").as_deref() == Ok("skip") {
-            eprintln!("skipped: {BIN} missing (MESHGATE_EXTERNAL_TESTS=skip)");
-            return None;
-        }
-        panic!("{BIN} is missing: install the Debian package `prometheus` (apt-get install prometheus), or set MESHGATE_EXTERNAL_TESTS=skip");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let sd = dir.path().join("targets.json");
-    std::fs::write(&sd, file_sd).unwrap();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    file_sd_configs:\n      - files: [\"{}\"]\n        refresh_interval: 1s\n",
-            sd.display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(format!("{url}/-/ready")).await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "prometheus did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Some(Prometheus {
-        child,
-        url,
-        _dir: dir,
-    })
-}
 
 async fn daemon(cfg: Config, stop: &CancellationToken) -> (String, meshgate::daemon::Running) {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshgate::config::{Config, StaticTarget};
@@ -197,4 +198,77 @@ pub async fn follow_verdicts(base: &str, id: &str, limit: Duration) -> (Vec<Stri
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+// === a real Prometheus ===
+
+const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+
+/// A Prometheus server on loopback, killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start Prometheus scraping the targets of `file_sd` every second; `None` when the binary is
+/// missing and MESHGATE_EXTERNAL_TESTS=skip.
+pub async fn prometheus(file_sd: &str) -> Option<Prometheus> {
+    if !std::path::Path::new(PROMETHEUS_BIN).exists() {
+        if std::env::var("MESHGATE_EXTERNAL_TESTS").as_deref() == Ok("skip") {
+            eprintln!("skipped: {PROMETHEUS_BIN} missing (MESHGATE_EXTERNAL_TESTS=skip)");
+            return None;
+        }
+        panic!("{PROMETHEUS_BIN} is missing: install the Debian package `prometheus` (apt-get install prometheus), or set MESHGATE_EXTERNAL_TESTS=skip");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("targets.json");
+    std::fs::write(&sd, file_sd).unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    file_sd_configs:\n      - files: [\"{}\"]\n        refresh_interval: 1s\n",
+            sd.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(PROMETHEUS_BIN)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/-/ready")).await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "prometheus did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Some(Prometheus {
+        child,
+        url,
+        _dir: dir,
+    })
 }

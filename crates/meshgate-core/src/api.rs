@@ -14,7 +14,7 @@ use crate::judge::{Analysis, CheckEvidence, DataQuality, Verdict};
 pub use crate::istio::skew::{IstiodView, RevisionView, SkewProblem, SkewReport};
 
 /// `GET /v1/analyses/{id}/verdict`: the verdict with its evidence.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerdictDoc {
     /// Analysis id.
     pub id: String,
@@ -44,7 +44,7 @@ pub struct VerdictDoc {
 }
 
 /// One entry of `GET /v1/analyses`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnalysisSummary {
     /// Analysis id.
     pub id: String,
@@ -63,7 +63,7 @@ pub struct AnalysisSummary {
 /// `GET /v1/analyses/{id}` (and the answer to `POST /v1/analyses`): the request an analysis was
 /// created from and its whole state. `S` is the request type, which lives with the daemon's
 /// configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnalysisDoc<S> {
     /// Analysis id (its name).
     pub id: String,
@@ -72,18 +72,35 @@ pub struct AnalysisDoc<S> {
     /// Unix time of creation.
     pub created_at: f64,
     /// State, verdict and evidence, current to the last tick.
+    #[schema(value_type = AnalysisStateSchema)]
     pub state: Analysis,
 }
 
+/// The documented fields of an analysis' `state` in [`AnalysisDoc`]. The state holds more: the
+/// e-processes and counts as persisted, internal, whose shape may change between versions. The
+/// verdict document (`GET /v1/analyses/{id}/verdict`) is the stable view of the evidence.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AnalysisStateSchema {
+    /// Current verdict.
+    verdict: Verdict,
+    /// Why.
+    reason: String,
+    /// Evidence per check, as of the last deciding tick.
+    evidence: Vec<CheckEvidence>,
+    /// Data quality at the last tick.
+    quality: DataQuality,
+}
+
 /// Every API error: `{"error": {"code", "message"}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDoc {
     /// What went wrong.
     pub error: ErrorBody,
 }
 
 /// The body of an [`ErrorDoc`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code (`not_found`, `invalid_analysis`, ...). A string, not an enum: the codes
     /// are an open set across the integrations, and a client must still read one it does not
@@ -106,7 +123,7 @@ impl ErrorDoc {
 }
 
 /// Where one namespace of an upgrade wave stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NamespaceState {
     /// Every discovered proxy runs the old revision (or its label says so).
@@ -120,7 +137,7 @@ pub enum NamespaceState {
 }
 
 /// Where one upgrade wave stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WavePhase {
     /// No namespace of the wave has moved.
@@ -150,7 +167,7 @@ impl WavePhase {
 
 /// A namespace's Istio injection labels as written on the namespace (a revision tag stays a
 /// tag): what a wave's rollback restores.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceLabels {
     /// `istio-injection` (e.g. `enabled`), if set.
     pub istio_injection: Option<String>,
@@ -211,11 +228,12 @@ impl NamespaceLabels {
 }
 
 /// One wave in `GET /v1/plan/status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaveStatus {
     /// Name.
     pub name: String,
-    /// Per namespace: state and proxies on (old, new, other) revisions.
+    /// Per namespace: `[state, [proxies on the old revision, on the new, on another]]`.
+    #[schema(value_type = BTreeMap<String, Vec<Value>>)]
     pub namespaces: BTreeMap<String, (NamespaceState, [usize; 3])>,
     /// Where the wave stands.
     pub phase: WavePhase,
@@ -229,11 +247,12 @@ pub struct WaveStatus {
     pub rollback: Vec<String>,
     /// Per namespace, the labels the rollback restores: as recorded before the namespace moved,
     /// or `null` when none were recorded (then `istio.io/rev=<from_revision>` is assumed).
+    #[schema(value_type = Object)]
     pub rollback_labels: BTreeMap<String, Option<NamespaceLabels>>,
 }
 
 /// `GET /v1/plan/status`: the upgrade plan's status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanStatus {
     /// Plan name.
     pub name: String,

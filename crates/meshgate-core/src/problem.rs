@@ -11,6 +11,10 @@ pub struct ConfigProblem {
     pub key: String,
     /// What is wrong, lowercase.
     pub message: String,
+    /// Where the value came from when it is not the file: the environment variable that set it
+    /// (e.g. `MESHGATE_JUDGE__TICK`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ConfigProblem {
@@ -19,12 +23,17 @@ impl ConfigProblem {
         Self {
             key: key.into(),
             message: message.into(),
+            source: None,
         }
     }
 }
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+        write!(f, "{}: {}", self.key, self.message)?;
+        match &self.source {
+            Some(var) => write!(f, " (set by the environment variable {var})"),
+            None => Ok(()),
+        }
     }
 }

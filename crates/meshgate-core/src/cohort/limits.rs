@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const EXACT_INTEGER_LIMIT: f64 = 9_007_199_254_740_992.0;
 
 /// The limits one target's pages are held to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most samples (lines with a value, of any family) on one page; 0: no limit.
@@ -85,7 +85,7 @@ impl Limits {
 }
 
 /// A broken limit: why a page was quarantined.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Violation {
     /// The limit's key in `[scrape.limits]` (`sample_limit`, `max_counter_value`, ...), or
     /// `finite` for NaN and infinities.

@@ -20,7 +20,7 @@ pub const FAMILIES: &[&str] = &[
 ];
 
 /// What one target's latest page said.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TargetObservation {
     /// Target URL.
     pub url: String,

@@ -19,7 +19,7 @@ use super::observe::TargetObservation;
 use crate::judge::Verdict;
 
 /// An Istio version: major.minor.patch with an optional suffix (`1.25.0-beta.1`, `1.11.4`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 pub struct Version {
     /// Major.
     pub major: u32,
@@ -83,7 +83,7 @@ pub fn supported(proxy: &Version, istiod: &Version) -> Result<(), String> {
 }
 
 /// Multi-cluster topology: which clusters are remotes and which primary runs their control plane.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// Remote cluster name -> the primary cluster whose istiod serves it.
@@ -119,7 +119,7 @@ impl Topology {
 }
 
 /// One skew finding.
-#[derive(Clone, Debug, Serialize, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Serialize, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct SkewProblem {
     /// Cluster of the proxies (or of the istiod).
     pub cluster: String,
@@ -139,7 +139,7 @@ pub struct SkewProblem {
 }
 
 /// One istiod as observed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IstiodView {
     /// Target URL.
     pub url: String,
@@ -152,7 +152,7 @@ pub struct IstiodView {
 }
 
 /// One revision in one cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevisionView {
     /// Revision (`istio.io/rev`).
     pub revision: String,
@@ -165,7 +165,7 @@ pub struct RevisionView {
 }
 
 /// The skew report (`GET /v1/skew`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SkewReport {
     /// `GO` (every pairing supported), `NO-GO` (see problems) or `PENDING` (nothing to judge yet).
     pub verdict: Verdict,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::{CheckKind, CheckSpec};
 
 /// What a trigger watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerWhen {
     /// The canary's events of the check exceed `above` (default 0: any event), e.g. any mTLS
@@ -24,7 +24,7 @@ pub enum TriggerWhen {
 }
 
 /// One rollback trigger (`rollback = [...]` in an analysis).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// Name shown in the verdict, e.g. `p99-latency-1.5x`.

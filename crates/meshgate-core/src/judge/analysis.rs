@@ -18,7 +18,7 @@ use super::rate::rate_upper_bound;
 use super::robust::{RobustEProcess, RobustParams};
 
 /// The answer of an analysis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Verdict {
     /// Still collecting evidence.
     #[serde(rename = "PENDING")]
@@ -87,7 +87,7 @@ impl Settings {
 }
 
 /// Data quality of one cohort at a tick, measured by the daemon.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CohortQuality {
     /// Targets that have sent this analysis data for this cohort and are still discovered.
     pub targets: usize,
@@ -111,7 +111,7 @@ pub struct CohortQuality {
 }
 
 /// Data quality of both cohorts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataQuality {
     /// Baseline.
     pub baseline: CohortQuality,
@@ -132,7 +132,7 @@ pub struct DataQuality {
 }
 
 /// How much missing data a cohort may have with a GO still possible.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QualityThresholds {
     /// Largest share of a cohort's targets (stale + never scraped, over all known) allowed to be
     /// missing. 0 (the default): one stale or unreachable target blocks GO.
@@ -151,7 +151,7 @@ impl Default for QualityThresholds {
 }
 
 /// Which data-quality threshold blocks a GO, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QualityBlock {
     /// `min_fresh_targets`, `max_stale_fraction`, or `plausibility_limits` (a quarantined target).
     pub threshold: String,
@@ -261,7 +261,7 @@ impl DataQuality {
 }
 
 /// Per-cohort counts of one test.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     /// Events (errors, slow requests).
     pub events: f64,
@@ -377,7 +377,7 @@ impl TestState {
 }
 
 /// The evidence of one test at the last tick.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestEvidence {
     /// For histogram checks: the boundary (events are observations above it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -419,7 +419,7 @@ pub struct TestEvidence {
 }
 
 /// What the robust (betting) test of a test has seen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RobustEvidence {
     /// What it tests: the mean of Z = r_canary / (1 + margin) - r_baseline per scrape.
     pub statistic: String,
@@ -435,7 +435,7 @@ pub struct RobustEvidence {
 }
 
 /// How a test was certified for GO.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Certificate {
     /// Upper bound on the ratio below 1 + margin.
@@ -482,7 +482,7 @@ pub struct CheckState {
 
 /// Fixed-horizon statistics of a check (statistics.md §5): for explanation only, never for the
 /// decision (repeated every scrape they would raise false alarms far above alpha).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FixedHorizon {
     /// Ratio checks: pooled two-proportion z (canary minus baseline).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -511,7 +511,7 @@ pub struct FixedHorizon {
 }
 
 /// Per-bucket counts of a histogram check, with the whole-distribution detector.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BucketEvidence {
     /// Upper bound of each bucket (`le`; the last is +Inf, serialized as null).
     pub le: Vec<Option<f64>>,
@@ -527,7 +527,7 @@ pub struct BucketEvidence {
 
 /// Where a check stands at a tick (serialized as before: `policy`, `regression`, `certified`,
 /// `collecting`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     /// A policy rule fired (zero-baseline rule).
@@ -553,7 +553,7 @@ impl CheckStatus {
 }
 
 /// What a check counts (serialized `ratio` or `histogram_tail`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvidenceKind {
     /// Events over exposure.
@@ -573,7 +573,7 @@ impl EvidenceKind {
 }
 
 /// Which direction is a regression (serialized `one` or `two`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sided {
     /// A rise beyond the margin.
@@ -583,7 +583,7 @@ pub enum Sided {
 }
 
 /// What a stratum says (serialized with spaces, as shown to people).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum StratumStatus {
     /// Both cohorts, enough events: compared.
     #[serde(rename = "compared")]
@@ -620,7 +620,7 @@ impl StratumStatus {
 }
 
 /// The evidence of one check at the last tick.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckEvidence {
     /// Check name.
     pub name: String,
@@ -670,7 +670,7 @@ pub const MAX_STRATA_SHOWN: usize = 20;
 
 /// One stratum of a stratified check (ratio checks: the check's counts; histograms: the lowest
 /// boundary's).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StratumEvidence {
     /// `namespace/workload`.
     pub name: String,

@@ -47,7 +47,7 @@ use super::analysis::MATERIAL_STRATUM_SHARE;
 use super::mixture::RatioEProcess;
 
 /// Which comparison an analysis runs (serialized `concurrent` or `{"before_after": {...}}`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Design {
     /// The same workloads on both revisions at once (pod-level revision labels, a canary

@@ -136,7 +136,7 @@ pub struct CheckSpec {
 }
 
 /// How a check's counts' overdispersion is allowed for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DispersionMode {
     /// Divide the counts by the dispersion factor measured across each cohort's pods
@@ -618,8 +618,12 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in pack.
     pub fn builtin() -> Catalog {
-        Self::from_sources(BUILTIN.iter().map(|(s, t)| (s.to_string(), t.to_string())))
-            .expect("the built-in check pack is valid")
+        Self::from_sources(Self::builtin_sources()).expect("the built-in check pack is valid")
+    }
+
+    /// The built-in pack's check files, as (source name, TOML text), to extend it with others.
+    pub fn builtin_sources() -> impl Iterator<Item = (String, String)> {
+        BUILTIN.iter().map(|(s, t)| (s.to_string(), t.to_string()))
     }
 
     /// A catalog from check files given as (source name, TOML text), reporting every problem at
@@ -699,7 +703,7 @@ fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, config
 }
 
 /// Serializable summary of a check, for the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckInfo {
     /// Name.
     pub name: String,
