@@ -23,7 +23,7 @@ use axum::{Json, Router};
 
 use crate::api::{ApiError, VerdictDoc};
 use crate::judge::Verdict;
-use crate::plan::PlanStatus;
+use crate::plan::{NamespaceState, PlanStatus};
 use crate::state::{AnalysisView, Shared};
 use meshgate_core::history::History;
 use svg::{fmt_num, fmt_time, Chart, Scale, Style, PALETTE};
@@ -173,10 +173,15 @@ fn board(plan: &PlanStatus) -> String {
             .namespaces
             .iter()
             .map(|(ns, (state, n))| {
+                let state = match state {
+                    NamespaceState::NotStarted => "not started",
+                    NamespaceState::Moving => "moving",
+                    NamespaceState::Moved => "moved",
+                    NamespaceState::Empty => "no proxy",
+                };
                 format!(
-                    "{} <span class=\"muted\">{:?} {}/{}</span>",
+                    "{} <span class=\"muted\">{state}, {}/{} proxies moved</span>",
                     esc(ns),
-                    state,
                     n[1],
                     n[0] + n[1] + n[2]
                 )
