@@ -1233,11 +1233,10 @@ impl Engine {
             }
             self.metrics.ticks.inc();
             self.metrics.set_verdict(&id, v.as_str());
-            // A point when the history's stride says so (every tick for the first 512): the
-            // evidence is built for it, as a read of the verdict would.
+            // A point when the history's stride says so (every tick for the first 256), read
+            // from the e-processes: the evidence document stays for its first reader.
             if slot.history.due(slot.analysis.ticks(), v) {
-                slot.analysis.refresh(&specs);
-                Arc::make_mut(&mut slot.history).record(&slot.analysis);
+                Arc::make_mut(&mut slot.history).record(&slot.analysis, &specs);
             }
             slot.view = Arc::new(
                 AnalysisView::new(

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::saturate;
-use crate::judge::{Analysis, CheckEvidence, Verdict};
+use crate::judge::{Analysis, CheckSpec, CheckState, Verdict};
 
 /// Most points a history holds: about two pixels per point across a chart, and a store record
 /// of about 45 bytes per check and point (the whole state is rewritten each tick).
@@ -125,16 +125,19 @@ impl History {
         tick >= self.next_tick || verdict.is_final()
     }
 
-    /// Record `analysis` at its last tick if that tick is [`Self::due`]; returns whether it
-    /// did. Its evidence must be current (`Analysis::refresh`), else the bounds are an older
-    /// tick's.
-    pub fn record(&mut self, analysis: &Analysis) -> bool {
+    /// Record `analysis` (whose checks are `specs`) at its last tick if that tick is
+    /// [`Self::due`]; returns whether it did. Reads the e-processes directly, never the evidence
+    /// document: a point costs each check's e-value and its first test's two bounds, not the
+    /// evidence (all boundaries, strata, fixed-horizon statistics), which an undecided tick
+    /// leaves to its first reader.
+    pub fn record(&mut self, analysis: &Analysis, specs: &[&CheckSpec]) -> bool {
         let tick = analysis.ticks();
         let verdict = analysis.verdict();
         if !self.due(tick, verdict) || self.points.last().is_some_and(|p| p.tick >= tick) {
             return false;
         }
         if self.checks.is_empty() {
+            // Names, thresholds and margins do not change: the evidence of any tick has them.
             self.threshold = 1.0 / analysis.settings().test_alpha();
             self.checks = analysis
                 .evidence()
@@ -146,18 +149,25 @@ impl History {
                 })
                 .collect();
         }
+        let alpha = analysis.settings().test_alpha();
         let q = analysis.quality();
         let quality = q
             .blocked_by
             .as_ref()
             .or(q.hold.as_ref())
             .map(|b| b.message.clone());
+        let checks = analysis
+            .checks()
+            .iter()
+            .zip(analysis.current_check_e_values(specs))
+            .map(|(c, e)| check_point(c, e, alpha))
+            .collect();
         self.push(Point {
             tick,
             t: analysis.elapsed().as_secs_f64(),
             verdict,
-            e: crate::api::e_value(analysis.ln_e()),
-            checks: analysis.evidence().iter().map(check_point).collect(),
+            e: crate::api::e_value(analysis.current_ln_e(specs)),
+            checks,
             fresh: [q.baseline.fresh as u32, q.canary.fresh as u32],
             stale: [q.baseline.stale as u32, q.canary.stale as u32],
             quality,
@@ -194,22 +204,24 @@ fn f32_of(x: f64) -> f32 {
     }
 }
 
-fn check_point(c: &CheckEvidence) -> CheckPoint {
+/// A check's point from its state: its first test (the ratio, or a histogram's lowest boundary),
+/// bounded as the evidence bounds it (a robust test bounds no ratio: 0 and unbounded).
+fn check_point(c: &CheckState, e: f64, alpha: f64) -> CheckPoint {
     let t = c.tests.first();
+    let (lo, hi) = match t {
+        Some(t) if t.robust.is_none() => (
+            t.process.lower_bound(alpha),
+            Some(t.process.upper_bound(alpha)).filter(|u| u.is_finite()),
+        ),
+        _ => (0.0, None),
+    };
     CheckPoint {
-        e: f32_of(saturate(c.e_value)),
-        lo: t.map_or(0.0, |t| f32_of(t.ratio_lower_bound)),
-        hi: t
-            .and_then(|t| t.ratio_upper_bound)
-            .filter(|x| x.is_finite())
-            .map(f32_of),
-        est: t.and_then(|t| t.ratio_estimate).map(f32_of),
-        events: t.map_or([0.0; 2], |t| {
-            [f32_of(t.baseline.events), f32_of(t.canary.events)]
-        }),
-        exposure: t.map_or([0.0; 2], |t| {
-            [f32_of(t.baseline.exposure), f32_of(t.canary.exposure)]
-        }),
+        e: f32_of(saturate(e)),
+        lo: f32_of(lo),
+        hi: hi.map(f32_of),
+        est: t.and_then(|t| t.process.estimate()).map(f32_of),
+        events: t.map_or([0.0; 2], |t| [f32_of(t.raw[0]), f32_of(t.raw[2])]),
+        exposure: t.map_or([0.0; 2], |t| [f32_of(t.raw[1]), f32_of(t.raw[3])]),
     }
 }
 
@@ -318,15 +330,21 @@ mod tests {
             slo_go: false,
             design: Design::default(),
         };
-        let a = Analysis::new(settings, &[catalog.get("error-rate").unwrap()]);
+        let specs = [catalog.get("error-rate").unwrap()];
+        let a = Analysis::new(settings, &specs);
         let mut h = History::default();
         // Tick 0 (created, not ticked yet) is recorded once, not twice.
-        assert!(h.record(&a));
-        assert!(!h.record(&a));
+        assert!(h.record(&a, &specs));
+        assert!(!h.record(&a, &specs));
         assert_eq!(h.threshold, 20.0);
         assert_eq!(h.checks.len(), 1);
         assert_eq!(h.checks[0].name, "error-rate");
         assert_eq!(h.points[0].checks.len(), 1);
+        // The same numbers as the evidence document (current at creation).
+        let (p, ev) = (&h.points[0].checks[0], &a.evidence()[0]);
+        assert_eq!(p.e, ev.e_value as f32);
+        assert_eq!(p.lo, ev.tests[0].ratio_lower_bound as f32);
+        assert_eq!(p.hi, ev.tests[0].ratio_upper_bound.map(|u| u as f32));
         let json = serde_json::to_string(&h).unwrap();
         assert!(
             json.contains(r#""checks":[["#),
