@@ -94,6 +94,7 @@ fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
                 overlaps: 0,
                 finished_at: None,
                 scope: None,
+                history: Default::default(),
             };
             (format!("bench-{i}"), a)
         })

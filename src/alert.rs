@@ -122,6 +122,15 @@ pub fn alert_for(v: &AnalysisView, cfg: &AlertsConfig, started: SystemTime) -> A
     );
     annotations.insert("description".into(), v.state().reason().to_owned());
     annotations.insert("verdict_url".into(), url.clone());
+    // For the person the alert reaches: the report page with the curves behind the verdict.
+    annotations.insert(
+        "report_url".into(),
+        format!(
+            "{}/report/analyses/{}",
+            cfg.external_url.trim_end_matches('/'),
+            v.id
+        ),
+    );
     annotations.insert("baseline".into(), v.spec.baseline.clone());
     annotations.insert("canary".into(), v.spec.canary.clone());
     Alert {

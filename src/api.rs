@@ -104,9 +104,11 @@ pub fn router(shared: Shared, extra: Router<Shared>) -> Router {
         .route("/v1/analyses", get(list).post(create))
         .route("/v1/analyses/{id}", get(show).delete(delete))
         .route("/v1/analyses/{id}/verdict", get(verdict))
+        .route("/v1/analyses/{id}/history", get(crate::report::history))
         .route("/v1/targets", get(targets))
         .route("/v1/checks", get(checks))
         .merge(extra)
+        .merge(crate::report::routes())
         .fallback(|req: axum::extract::Request| async move {
             ApiError::NoRoute(format!(
                 "no such route: {} {} (GET /openapi.json lists the routes)",

@@ -6,6 +6,12 @@
 //! `HEAD` need `read`; everything else (creating, deleting) needs `admin`. `admin` holds every
 //! scope. A missing or unknown token is 401, a known token without the scope 403. Tokens never
 //! reach a log line or an error body.
+//!
+//! The report page (`/report*`) is for browsers, which cannot send a bearer header: without
+//! credentials it answers a login form (401) that posts the token to `/report/login`, which sets
+//! it in an `HttpOnly; SameSite=Strict; Path=/report` cookie (`Secure` under TLS) for a token
+//! with the `read` scope. The cookie counts only for `GET`/`HEAD` of `/report*`: it can never
+//! create or delete anything, nor read the API.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -184,7 +190,12 @@ pub struct Auth {
     hasher: RandomState,
     metrics_public: bool,
     scopes: Vec<PathScope>,
+    /// Mark the report cookie `Secure` (the API runs TLS).
+    secure_cookie: bool,
 }
+
+/// The report page's cookie.
+const COOKIE: &str = "meshgate_report";
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,7 +278,14 @@ impl Auth {
             hasher,
             metrics_public: cfg.metrics_public,
             scopes: cfg.scopes.clone(),
+            secure_cookie: false,
         }))
+    }
+
+    /// Mark the report page's cookie `Secure` (set when the API runs TLS).
+    pub fn with_secure_cookie(mut self, secure: bool) -> Self {
+        self.secure_cookie = secure;
+        self
     }
 
     fn need<'a>(&'a self, method: &Method, path: &str) -> Need<'a> {
@@ -353,16 +371,154 @@ enum Denied {
     Scope(String),
 }
 
-async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    let verdict = auth.check(
-        req.method(),
-        req.uri().path(),
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
+/// `/report` and below.
+fn is_report(path: &str) -> bool {
+    path == "/report" || path.starts_with("/report/")
+}
+
+/// The token of the report cookie in `headers`, percent-decoded.
+fn cookie_token(headers: &header::HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn percent_encode(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// Where to go after logging in: a `/report` path, nothing else (no open redirect).
+fn report_target(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if is_report(n) && !n.contains("//") && !n.contains('\\') => n,
+        _ => "/report",
+    }
+}
+
+/// The report's login form, with `status` and an error line.
+fn login_response(status: StatusCode, error: Option<&str>, next: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::report::login_page(error, report_target(Some(next))),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /report/login`: a token with the `read` scope becomes the report cookie.
+async fn login(auth: &Auth, req: Request) -> Response {
+    use axum::extract::FromRequest;
+    let form = match axum::Form::<LoginForm>::from_request(req, &()).await {
+        Ok(axum::Form(f)) => f,
+        Err(_) => {
+            return login_response(
+                StatusCode::BAD_REQUEST,
+                Some("the form must carry a token"),
+                "/report",
+            )
+        }
+    };
+    let next = report_target(form.next.as_deref()).to_owned();
+    let scopes = auth.scopes_of(form.token.trim().as_bytes());
+    if scopes.is_empty() {
+        tracing::debug!("report login refused: unknown token");
+        return login_response(StatusCode::UNAUTHORIZED, Some("unknown token"), &next);
+    }
+    if !scopes.iter().any(|s| *s == READ || *s == ADMIN) {
+        return login_response(
+            StatusCode::FORBIDDEN,
+            Some("this token lacks the \"read\" scope"),
+            &next,
+        );
+    }
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/report{}",
+        percent_encode(form.token.trim().as_bytes()),
+        if auth.secure_cookie { "; Secure" } else { "" }
     );
+    let mut resp = axum::response::Redirect::to(&next).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if path == "/report/login" && req.method() == Method::POST {
+        return login(&auth, req).await;
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let browser = is_report(&path) && (req.method() == Method::GET || req.method() == Method::HEAD);
+    // The cookie stands in for the bearer header on the report's reads, and only there.
+    let from_cookie = match (bearer, browser) {
+        (None, true) => cookie_token(req.headers()).map(|t| {
+            let mut v = b"Bearer ".to_vec();
+            v.extend_from_slice(&t);
+            v
+        }),
+        _ => None,
+    };
+    let verdict = auth.check(req.method(), &path, bearer.or(from_cookie.as_deref()));
     match verdict {
         Ok(quota) => QUOTA.scope(quota, next.run(req)).await,
+        Err(d) if browser => {
+            let error = match (&d, from_cookie.is_some()) {
+                (Denied::Missing, false) => None,
+                (Denied::Scope(_), _) => Some("this token lacks the \"read\" scope"),
+                _ => Some("the token is not accepted (any more): log in again"),
+            };
+            let status = match d {
+                Denied::Scope(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            login_response(status, error, &path)
+        }
         Err(d) => {
             let (status, code, message) = match &d {
                 Denied::Missing => (
@@ -413,6 +569,149 @@ mod tests {
         })
         .unwrap()
         .unwrap()
+    }
+
+    /// A router of a report page and the analyses API behind `a`.
+    fn report_router(a: Auth) -> Router {
+        use axum::routing::get;
+        let r = Router::new()
+            .route("/report", get(|| async { "report" }))
+            .route("/report/analyses/{id}", get(|| async { "one" }))
+            .route(
+                "/v1/analyses",
+                get(|| async { "list" }).post(|| async { "created" }),
+            );
+        Arc::new(a).protect(r)
+    }
+
+    async fn send(
+        r: &Router,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> (StatusCode, header::HeaderMap, String) {
+        use tower::ServiceExt;
+        let mut b = axum::http::Request::builder().method(method).uri(path);
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        let body = match form {
+            Some(f) => {
+                b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                axum::body::Body::from(f.to_owned())
+            }
+            None => axum::body::Body::empty(),
+        };
+        let resp = r.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_report_cookie_logs_in_a_read_token_and_reads_only_the_report() {
+        let tokens = "read rrrrrrrrrrrrrrrrrrrr\nadmin aaaaaaaa+;aaaaaaaaaaaa\nintegrations iiiiiiiiiiiiiiiiiiii\n";
+        let scopes = vec![PathScope {
+            scope: "integrations".into(),
+            prefixes: vec!["/canary".into()],
+            max_analyses: 100,
+        }];
+        let r = report_router(auth(tokens, scopes.clone()));
+        // No credentials: the login form, 401, as HTML.
+        let (st, h, body) = send(&r, Method::GET, "/report/analyses/a", None, None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert!(h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(body.contains(r#"action="/report/login""#), "{body}");
+        assert!(
+            body.contains(r#"name="next" value="/report/analyses/a""#),
+            "{body}"
+        );
+        assert!(!body.contains("login-error"));
+        // A wrong token, and one without read: the form again, with the error, no cookie.
+        for (token, status, error) in [
+            (
+                "wrongwrongwrongwrong",
+                StatusCode::UNAUTHORIZED,
+                "unknown token",
+            ),
+            (
+                "iiiiiiiiiiiiiiiiiiii",
+                StatusCode::FORBIDDEN,
+                "lacks the &quot;read&quot; scope",
+            ),
+        ] {
+            let form = format!("token={token}&next=%2Freport");
+            let (st, h, body) = send(&r, Method::POST, "/report/login", None, Some(&form)).await;
+            assert_eq!(st, status, "{token}");
+            assert!(h.get(header::SET_COOKIE).is_none());
+            assert!(
+                body.contains("login-error") && body.contains(error),
+                "{body}"
+            );
+        }
+        // The read token: a cookie, and back to the page asked for.
+        let form = "token=rrrrrrrrrrrrrrrrrrrr&next=%2Freport%2Fanalyses%2Fa";
+        let (st, h, _) = send(&r, Method::POST, "/report/login", None, Some(form)).await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert_eq!(h[header::LOCATION], "/report/analyses/a");
+        let set = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert_eq!(
+            set,
+            "meshgate_report=rrrrrrrrrrrrrrrrrrrr; HttpOnly; SameSite=Strict; Path=/report"
+        );
+        let cookie = "other=1; meshgate_report=rrrrrrrrrrrrrrrrrrrr";
+        let (st, _, body) = send(&r, Method::GET, "/report", Some(cookie), None).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "report"));
+        // An admin token's cookie (encoded: it holds + and ;) reads the report, and nothing else:
+        // not the API's reads, not a POST.
+        let form = "token=aaaaaaaa%2B%3Baaaaaaaaaaaa&next=https%3A%2F%2Fevil.example%2F";
+        let (st, h, _) = send(&r, Method::POST, "/report/login", None, Some(form)).await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert_eq!(h[header::LOCATION], "/report", "no redirect off the report");
+        let set = h[header::SET_COOKIE].to_str().unwrap();
+        let admin = set.split(';').next().unwrap().to_owned();
+        assert_eq!(admin, "meshgate_report=aaaaaaaa%2B%3Baaaaaaaaaaaa");
+        let (st, _, body) = send(&r, Method::GET, "/report/analyses/x", Some(&admin), None).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "one"));
+        for (m, p) in [
+            (Method::POST, "/v1/analyses"),
+            (Method::GET, "/v1/analyses"),
+        ] {
+            let (st, _, body) = send(&r, m.clone(), p, Some(&admin), None).await;
+            assert_eq!(
+                st,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p} with the cookie: {body}"
+            );
+            assert!(body.contains("missing bearer token"), "{body}");
+        }
+        // A cookie whose token is no longer known: the form, saying so.
+        let (st, _, body) = send(
+            &r,
+            Method::GET,
+            "/report",
+            Some("meshgate_report=gone"),
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("login-error"), "{body}");
+        // Under TLS the cookie is Secure.
+        let r = report_router(auth(tokens, scopes).with_secure_cookie(true));
+        let form = "token=rrrrrrrrrrrrrrrrrrrr";
+        let (_, h, _) = send(&r, Method::POST, "/report/login", None, Some(form)).await;
+        assert!(h[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
     }
 
     #[test]

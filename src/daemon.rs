@@ -240,7 +240,8 @@ async fn start_with_store(
     shutdown: CancellationToken,
     store: Option<(Store, Loaded)>,
 ) -> Result<Running, StartError> {
-    let auth = crate::auth::Auth::from_config(&cfg.auth)?.map(Arc::new);
+    let auth = crate::auth::Auth::from_config(&cfg.auth)?
+        .map(|a| Arc::new(a.with_secure_cookie(cfg.server.tls_files().is_some())));
     // Loaded before anything starts: a bad certificate or key is a start-up error.
     let tls = match cfg.server.tls_files() {
         Some(f) => Some(crate::tls::ServerTls::new(f)?),
@@ -468,6 +469,8 @@ struct Slot {
     kept: Kept,
     /// Since when a selector of this analysis matches no target (the no-target rule).
     unmatched_since: Option<Instant>,
+    /// Its per-tick history (the report page's curves).
+    history: Arc<meshgate_core::history::History>,
 }
 
 /// Retention and persistence facts of one analysis.
@@ -896,6 +899,7 @@ impl Engine {
                 cumulative,
                 kept: Kept::default(),
                 unmatched_since: None,
+                history: Arc::default(),
             },
         );
         Ok(view)
@@ -941,13 +945,17 @@ impl Engine {
                 .any(|w| crate::plan::Plan::analysis_id(w) == id)
         });
         slot.analysis = stored.state;
-        slot.view = Arc::new(AnalysisView::new(
-            id.clone(),
-            stored.spec,
-            stored.created_at,
-            slot.analysis.clone(),
-            slot.specs.clone(),
-        ));
+        slot.history = Arc::new(stored.history);
+        slot.view = Arc::new(
+            AnalysisView::new(
+                id.clone(),
+                stored.spec,
+                stored.created_at,
+                slot.analysis.clone(),
+                slot.specs.clone(),
+            )
+            .with_history(slot.history.clone()),
+        );
         self.metrics
             .set_verdict(&id, slot.analysis.verdict().as_str());
         info!(analysis = %id, verdict = slot.analysis.verdict().as_str(), elapsed = ?slot.elapsed_base, "analysis resumed from the store");
@@ -986,6 +994,7 @@ impl Engine {
                         overlaps: s.overlaps,
                         finished_at: s.kept.finished_at,
                         scope: s.kept.scope.clone(),
+                        history: (*s.history).clone(),
                     },
                 )
             })
@@ -1224,13 +1233,21 @@ impl Engine {
             }
             self.metrics.ticks.inc();
             self.metrics.set_verdict(&id, v.as_str());
-            slot.view = Arc::new(AnalysisView::new(
-                slot.view.id.clone(),
-                slot.view.spec.clone(),
-                slot.view.created_at,
-                slot.analysis.clone(),
-                slot.specs.clone(),
-            ));
+            // A point when the history's stride says so (every tick for the first 256), read
+            // from the e-processes: the evidence document stays for its first reader.
+            if slot.history.due(slot.analysis.ticks(), v) {
+                Arc::make_mut(&mut slot.history).record(&slot.analysis, &specs);
+            }
+            slot.view = Arc::new(
+                AnalysisView::new(
+                    slot.view.id.clone(),
+                    slot.view.spec.clone(),
+                    slot.view.created_at,
+                    slot.analysis.clone(),
+                    slot.specs.clone(),
+                )
+                .with_history(slot.history.clone()),
+            );
             if v != before {
                 if v.is_final() {
                     slot.kept.finished_at = Some(unix_now());

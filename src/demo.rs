@@ -146,6 +146,37 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Print the final verdict document as JSON.
     pub json: bool,
+    /// Keep the daemon up after the verdict, until Ctrl-C, so a person can look at the report.
+    pub keep: bool,
+}
+
+/// With `--keep`, wait for Ctrl-C (or SIGTERM) before the daemon stops, saying where the report is.
+async fn keep_up(opts: &DemoOptions, base: &str) {
+    if !opts.keep {
+        return;
+    }
+    say!(
+        opts.json,
+        "
+  --keep: the daemon stays up; report at {base}/report (Ctrl-C to stop)"
+    );
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The daemon configuration the demo runs with: 1 s scrapes and ticks, GO after 30 s at the
@@ -248,7 +279,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             resp.text().await.unwrap_or_default()
         );
     }
-    say!(opts.json, "  analysis {id} created: POST {base}/v1/analyses; following GET {base}/v1/analyses/{id}/verdict\n");
+    say!(opts.json, "  analysis {id} created: POST {base}/v1/analyses; following GET {base}/v1/analyses/{id}/verdict");
+    say!(
+        opts.json,
+        "  report (in a browser): {base}/report/analyses/{id}\n"
+    );
 
     let tty = !opts.json && std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(60);
@@ -296,6 +331,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         opts.scenario.expected(),
         if ok { "ok" } else { "UNEXPECTED" }
     );
+    say!(opts.json, "  report: {base}/report/analyses/{id}");
+    keep_up(&opts, &base).await;
     shutdown.cancel();
     daemon.join().await;
     Ok(ok)

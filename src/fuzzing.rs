@@ -118,6 +118,7 @@ pub fn sample_store() -> &'static [u8] {
             overlaps: 0,
             finished_at: None,
             scope: Some("integrations".into()),
+            history: Default::default(),
         };
         let snap = |v: f64| crate::cohort::SeriesSnapshot {
             series: (0..20)

@@ -19,6 +19,7 @@
 //!   [`daemon::run`], the one entry of `meshgate serve`.
 //! - [`state`]: what the engine publishes and the API reads (views, snapshot, events, handles).
 //! - [`api`]: the HTTP API (axum).
+//! - `report`: the report page for people: HTML with inline SVG curves of each analysis' history.
 //! - `server`: the API's connections: TLS handshakes, HTTP/1.1, timeouts and connection caps.
 //! - [`integrations`]: Argo Rollouts, Kayenta-compatible, Flagger and query routes, OpenAPI.
 //! - [`alert`]: Alertmanager and webhook sinks for NO-GO and INCONCLUSIVE verdicts.
@@ -54,6 +55,7 @@ pub mod istio;
 pub mod logging;
 pub mod plan;
 pub mod promsource;
+mod report;
 pub mod scrape;
 pub mod secret;
 mod server;

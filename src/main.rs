@@ -71,6 +71,9 @@ enum Command {
         /// Print the final evidence as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Keep the daemon up after the verdict, until Ctrl-C, to look at its report page.
+        #[arg(long)]
+        keep: bool,
     },
     /// Wait for an analysis on a running daemon (creating it when --baseline and --canary are
     /// given); exit 0 GO, 1 NO-GO, 2 INCONCLUSIVE or timeout, 3 daemon unreachable, 4 the name
@@ -165,12 +168,14 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             scenario,
             seed,
             json,
+            keep,
         } => {
             let scenario = if healthy { Scenario::Healthy } else { scenario };
             let ok = meshgate::demo::run(DemoOptions {
                 scenario,
                 seed,
                 json,
+                keep,
             })
             .await?;
             Ok(if ok {

@@ -12,6 +12,7 @@ use crate::judge::{Analysis, Catalog, CheckSpec, Verdict};
 use crate::scrape::HealthMap;
 use crate::store::writer::StoreHandle;
 use crate::telemetry::{metric, Telemetry};
+use meshgate_core::history::History;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +70,9 @@ pub struct AnalysisView {
     state: Analysis,
     specs: Vec<Arc<CheckSpec>>,
     current: std::sync::OnceLock<Analysis>,
+    /// Its per-tick history (shared with the engine, copied only when it records a point while
+    /// a reader holds this one).
+    pub history: Arc<History>,
 }
 
 impl AnalysisView {
@@ -87,7 +91,14 @@ impl AnalysisView {
             state,
             specs,
             current: std::sync::OnceLock::new(),
+            history: Arc::default(),
         }
+    }
+
+    /// This view with its history.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = history;
+        self
     }
 
     /// The verdict (always current: ticks never defer it), without building the evidence.

@@ -201,6 +201,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64(),
         if ok { "ok" } else { "UNEXPECTED" }
     );
+    say!(opts.json, "  report: {base}/report");
+    super::keep_up(&opts, &base).await;
     shutdown.cancel();
     daemon.join().await;
     Ok(ok)

@@ -182,6 +182,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         if all_ok { "as expected" } else { "UNEXPECTED" },
         started.elapsed().as_secs_f64()
     );
+    say!(opts.json, "  report: {base}/report");
+    super::keep_up(&opts, &base).await;
     shutdown.cancel();
     daemon.join().await;
     Ok(all_ok)

@@ -221,6 +221,10 @@ async fn no_go_fires_in_alertmanager_and_resolves_on_delete() {
         "{first:#}"
     );
     assert_eq!(
+        first["annotations"]["report_url"], "https://meshgate.example/report/analyses/am-bad",
+        "{first:#}"
+    );
+    assert_eq!(
         first["generatorURL"],
         "https://meshgate.example/v1/analyses/am-bad/verdict"
     );
@@ -345,6 +349,13 @@ async fn inconclusive_alerts_with_its_reason_and_resolves_on_delete() {
     assert_eq!(
         first["annotations"]["description"],
         reason.as_str(),
+        "{first:#}"
+    );
+    assert!(
+        first["annotations"]["report_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/report/analyses/am-unsure"),
         "{first:#}"
     );
     // The webhook's first call fails; wait for the retried firing before resolving, or the

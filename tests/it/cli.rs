@@ -23,6 +23,74 @@ fn demo_json_writes_only_the_document_on_stdout() {
     // What a person reads went to stderr.
     assert!(stderr.contains("meshgate demo:"), "{stderr}");
     assert!(stderr.contains("expected GO: ok"), "{stderr}");
+    assert!(
+        stderr.contains("/report/analyses/demo"),
+        "the report's URL: {stderr}"
+    );
+}
+
+/// `demo --keep`: after the verdict the daemon stays up, the printed report URL answers the
+/// page with that verdict, and Ctrl-C (SIGINT) ends the demo with its exit code.
+#[test]
+fn demo_keep_serves_the_report_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["demo", "--healthy", "--keep"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = None;
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(u) = line.trim().strip_prefix("report: ") {
+            url = Some(u.to_owned());
+        }
+        if line.contains("--keep: the daemon stays up") {
+            break;
+        }
+    }
+    let url = url.unwrap_or_else(|| panic!("no report URL printed:\n{seen}"));
+    assert!(seen.contains("expected GO: ok"), "{seen}");
+    let (status, body) = http_get(&url).unwrap_or_else(|| panic!("{url} does not answer"));
+    assert_eq!(status, 200, "{url}: {body}");
+    assert!(body.contains(r#"data-verdict="GO""#), "{body}");
+    // Ctrl-C: the demo stops the daemon and exits 0 (the verdict was the expected one).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed().as_secs() < 15, "demo still up after SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(http_get(&url).is_none(), "the daemon is gone after Ctrl-C");
+}
+
+/// `GET url` (plain `http://host:port/path`) over a socket: status and body, `None` when
+/// nothing listens.
+fn http_get(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_at(rest.find('/')?);
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
 }
 
 /// `check-config` expands a `file_sd` glob as the daemon does: the files it matches are read and

@@ -12,6 +12,7 @@ async fn remote_before_primary_is_no_go_naming_the_upgrade_order() {
         scenario: Scenario::Multicluster,
         seed: 21,
         json: false,
+        keep: false,
     })
     .await
     .unwrap();
@@ -28,6 +29,7 @@ async fn primary_first_is_go_per_cluster_and_overall() {
         scenario: Scenario::MulticlusterHealthy,
         seed: 22,
         json: false,
+        keep: false,
     })
     .await
     .unwrap();

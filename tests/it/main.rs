@@ -34,6 +34,7 @@ mod reference_betabinom;
 mod reference_distribution;
 mod reference_explain;
 mod reference_robust;
+mod report;
 mod restart;
 mod scrape;
 mod store_faults;

@@ -7,12 +7,14 @@
 //!
 //! [`target`] a scrape target; [`problem`] a configuration problem with its key; [`cohort`]
 //! selectors, routing of series to analyses, reset-aware deltas; [`judge`] check specs, the
-//! analysis and its verdict rules (the statistics come from `meshgate-stats`); [`istio`] the
-//! Istio rules: revisions observed on pages, version skew, rollback triggers; [`api`] the documents
-//! the HTTP API answers (Serialize + Deserialize), shared by the server and its clients.
+//! analysis and its verdict rules (the statistics come from `meshgate-stats`); [`history`] the
+//! bounded per-tick history of an analysis (what the report page draws); [`istio`] the Istio
+//! rules: revisions observed on pages, version skew, rollback triggers; [`api`] the documents the
+//! HTTP API answers (Serialize + Deserialize), shared by the server and its clients.
 
 pub mod api;
 pub mod cohort;
+pub mod history;
 pub mod istio;
 pub mod judge;
 pub mod problem;

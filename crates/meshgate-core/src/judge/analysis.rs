@@ -1244,6 +1244,18 @@ impl Analysis {
         }))
     }
 
+    /// Each check's e-value now, without building the evidence (what the history records each
+    /// tick): the numbers [`Self::refresh`] puts in the evidence.
+    pub fn current_check_e_values(&self, specs: &[&CheckSpec]) -> Vec<f64> {
+        self.checks
+            .iter()
+            .zip(specs)
+            .map(|(state, spec)| {
+                weighted_over_boundaries(state, spec, |t| test_e_value(t, spec)).min(f64::MAX)
+            })
+            .collect()
+    }
+
     fn refresh_evidence(&mut self, specs: &[&CheckSpec]) {
         self.evidence = self.build_evidence(specs);
         // Weighted average of e-values: an e-process under any dependence (Vovk & Wang 2021).
