@@ -3,6 +3,10 @@
 //! writes after each tick. Series come from real-shaped sidecar pages of the simulated mesh run
 //! through the accumulator, so their label text and count per target are what the daemon keeps.
 //!
+//! Each size runs twice: analyses without history, and with full per-tick histories (256 points,
+//! as an analysis holds once it has run that many recorded ticks), which the store rewrites with
+//! its analysis on every tick.
+//!
 //! `cargo bench --bench store -- --warm-up-time 1 --measurement-time 5`
 //! (prints the bytes of the first write, which puts the series keys, and of a steady tick, which
 //! writes values only, for each size before the timings; the timings are steady ticks).
@@ -18,6 +22,7 @@ use meshgate::config::AnalysisConfig;
 use meshgate::judge::{Analysis, Catalog, Settings};
 use meshgate::sim::{SimConfig, SimMesh};
 use meshgate::store::{Store, StoredAnalysis};
+use meshgate_core::history::{CheckPoint, History, HistoryCheck, Point, MAX_POINTS};
 use tokio_util::sync::CancellationToken;
 
 /// One page per simulated sidecar (8 distinct pods), and their target labels.
@@ -51,7 +56,47 @@ fn pages() -> Vec<(String, BTreeMap<String, String>)> {
     })
 }
 
-fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
+/// A full history (`MAX_POINTS` points of every check), as an analysis holds it once it has run
+/// for `MAX_POINTS` recorded ticks; values no two alike, as a run has them.
+fn full_history(checks: &[&meshgate::judge::CheckSpec]) -> History {
+    let x = |i: usize, j: usize| 1.0 + (i * 31 + j * 7) as f64 / 997.0;
+    History {
+        threshold: 20.0,
+        checks: checks
+            .iter()
+            .map(|c| HistoryCheck {
+                name: c.name.clone(),
+                threshold: 20.0,
+                margin: c.margin,
+            })
+            .collect(),
+        stride: 2,
+        next_tick: 2 * MAX_POINTS as u64 + 1,
+        points: (0..MAX_POINTS)
+            .map(|i| Point {
+                tick: 1 + 2 * i as u64,
+                t: 30.0 * i as f64,
+                verdict: meshgate::judge::Verdict::Pending,
+                e: x(i, 0),
+                checks: (0..checks.len())
+                    .map(|j| CheckPoint {
+                        e: x(i, j) as f32,
+                        lo: x(i, j + 1) as f32 * 0.5,
+                        hi: Some(x(i, j + 2) as f32 * 1.5),
+                        est: Some(x(i, j + 3) as f32),
+                        events: [x(i, j) as f32 * 11.0, x(i, j) as f32 * 13.0],
+                        exposure: [x(i, j) as f32 * 1e5, x(i, j) as f32 * 1.1e5],
+                    })
+                    .collect(),
+                fresh: [3, 3],
+                stale: [0, 0],
+                quality: None,
+            })
+            .collect(),
+    }
+}
+
+fn analyses(n_targets: usize, with_history: bool) -> Vec<(String, StoredAnalysis)> {
     let cat = Catalog::builtin();
     let checks: Vec<_> = cat.iter().collect();
     (0..3)
@@ -94,7 +139,11 @@ fn analyses(n_targets: usize) -> Vec<(String, StoredAnalysis)> {
                 overlaps: 0,
                 finished_at: None,
                 scope: None,
-                history: Default::default(),
+                history: if with_history {
+                    full_history(&checks)
+                } else {
+                    Default::default()
+                },
             };
             (format!("bench-{i}"), a)
         })
@@ -128,13 +177,13 @@ fn bench_store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("store_write_per_tick");
     group.sample_size(10);
-    for n in [100usize, 1000] {
-        let path = dir.path().join(format!("bench-{n}.redb"));
+    for (n, with_history) in [(100usize, false), (100, true), (1000, false), (1000, true)] {
+        let path = dir.path().join(format!("bench-{n}-{with_history}.redb"));
         let (store, _) = Store::open(&path).unwrap();
         let urls: Vec<String> = (0..n)
             .map(|t| format!("http://10.1.{}.{}:15090/stats/prometheus", t / 250, t % 250))
             .collect();
-        let analyses = analyses(n);
+        let analyses = analyses(n, with_history);
         let write = |store: &Store| {
             store
                 .write(
@@ -150,7 +199,8 @@ fn bench_store(c: &mut Criterion) {
         let st = write(&store);
         let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!(
-            "store write, 3 analyses, {n} targets, {} series: first write {} bytes ({:.1} ms), steady tick {} bytes ({} per target, {:.1} ms), file {} bytes",
+            "store write, 3 analyses ({}), {n} targets, {} series: first write {} bytes ({:.1} ms), steady tick {} bytes ({} per target, {:.1} ms), file {} bytes",
+            if with_history { "full histories" } else { "no history" },
             st.series,
             first.bytes,
             first.seconds * 1e3,
@@ -159,7 +209,12 @@ fn bench_store(c: &mut Criterion) {
             st.seconds * 1e3,
             file
         );
-        group.bench_with_input(BenchmarkId::new("targets", n), &n, |b, _| {
+        let name = if with_history {
+            "targets_full_histories"
+        } else {
+            "targets"
+        };
+        group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter(|| write(&store))
         });
     }
