@@ -22,7 +22,7 @@ use meshgate::config::AnalysisConfig;
 use meshgate::judge::{Analysis, Catalog, Settings};
 use meshgate::sim::{SimConfig, SimMesh};
 use meshgate::store::{Store, StoredAnalysis};
-use meshgate_core::history::{CheckPoint, History, HistoryCheck, Point, MAX_POINTS};
+use meshgate_core::history::synthetic_full;
 use tokio_util::sync::CancellationToken;
 
 /// One page per simulated sidecar (8 distinct pods), and their target labels.
@@ -54,46 +54,6 @@ fn pages() -> Vec<(String, BTreeMap<String, String>)> {
         stop.cancel();
         out
     })
-}
-
-/// A full history (`MAX_POINTS` points of every check), as an analysis holds it once it has run
-/// for `MAX_POINTS` recorded ticks; values no two alike, as a run has them.
-fn full_history(checks: &[&meshgate::judge::CheckSpec]) -> History {
-    let x = |i: usize, j: usize| 1.0 + (i * 31 + j * 7) as f64 / 997.0;
-    History {
-        threshold: 20.0,
-        checks: checks
-            .iter()
-            .map(|c| HistoryCheck {
-                name: c.name.clone(),
-                threshold: 20.0,
-                margin: c.margin,
-            })
-            .collect(),
-        stride: 2,
-        next_tick: 2 * MAX_POINTS as u64 + 1,
-        points: (0..MAX_POINTS)
-            .map(|i| Point {
-                tick: 1 + 2 * i as u64,
-                t: 30.0 * i as f64,
-                verdict: meshgate::judge::Verdict::Pending,
-                e: x(i, 0),
-                checks: (0..checks.len())
-                    .map(|j| CheckPoint {
-                        e: x(i, j) as f32,
-                        lo: x(i, j + 1) as f32 * 0.5,
-                        hi: Some(x(i, j + 2) as f32 * 1.5),
-                        est: Some(x(i, j + 3) as f32),
-                        events: [x(i, j) as f32 * 11.0, x(i, j) as f32 * 13.0],
-                        exposure: [x(i, j) as f32 * 1e5, x(i, j) as f32 * 1.1e5],
-                    })
-                    .collect(),
-                fresh: [3, 3],
-                stale: [0, 0],
-                quality: None,
-            })
-            .collect(),
-    }
 }
 
 fn analyses(n_targets: usize, with_history: bool) -> Vec<(String, StoredAnalysis)> {
@@ -140,7 +100,9 @@ fn analyses(n_targets: usize, with_history: bool) -> Vec<(String, StoredAnalysis
                 finished_at: None,
                 scope: None,
                 history: if with_history {
-                    full_history(&checks)
+                    let names: Vec<(&str, f64)> =
+                        checks.iter().map(|c| (c.name.as_str(), c.margin)).collect();
+                    synthetic_full(&names)
                 } else {
                     Default::default()
                 },

@@ -857,39 +857,18 @@ mod tests {
 
     #[test]
     fn a_full_history_costs_a_bounded_record() {
-        use meshgate_core::history::{CheckPoint, History, Point, MAX_POINTS};
+        use meshgate_core::history::{synthetic_full, History, MAX_POINTS};
         let empty = encode(&stored(History::default())).len();
-        let n_checks = crate::judge::Catalog::builtin().iter().count();
-        // Values as a run has them: no two alike, so CBOR cannot shorten them.
-        let x = |i: usize, j: usize| 1.0 + (i * 31 + j * 7) as f64 / 997.0;
-        let points: Vec<Point> = (0..MAX_POINTS)
-            .map(|i| Point {
-                tick: 1 + 2 * i as u64,
-                t: 10.003 * i as f64,
-                verdict: crate::judge::Verdict::Pending,
-                e: x(i, 0),
-                checks: (0..n_checks)
-                    .map(|j| CheckPoint {
-                        e: x(i, j) as f32,
-                        lo: x(i, j + 1) as f32 * 0.5,
-                        hi: Some(x(i, j + 2) as f32 * 1.5),
-                        est: Some(x(i, j + 3) as f32),
-                        events: [x(i, j) as f32 * 11.0, x(i, j) as f32 * 13.0],
-                        exposure: [x(i, j) as f32 * 1e5, x(i, j) as f32 * 1.1e5],
-                    })
-                    .collect(),
-                fresh: [3, 3],
-                stale: [0, 0],
-                quality: None,
-            })
+        let catalog = crate::judge::Catalog::builtin();
+        let names: Vec<(&str, f64)> = catalog
+            .iter()
+            .map(|c| (c.name.as_str(), c.margin))
             .collect();
-        let full = stored(History {
-            threshold: 20.0,
-            checks: Vec::new(),
-            stride: 2,
-            next_tick: 2 * MAX_POINTS as u64 + 1,
-            points,
-        });
+        let n_checks = names.len();
+        let mut full_history = synthetic_full(&names);
+        // The size counted is the points' (the check names are the same in a record of any age).
+        full_history.checks.clear();
+        let full = stored(full_history);
         let bytes = encode(&full).len() - empty;
         let per_point = bytes / MAX_POINTS;
         let per_check = (per_point as f64 - 60.0) / n_checks as f64;

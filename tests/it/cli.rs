@@ -118,10 +118,7 @@ fn check_config_expands_file_sd_globs() {
             format!("[discovery]\nfile_sd = [{file_sd:?}]\n[server]\nlisten = \"127.0.0.1:0\"\n"),
         )
         .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-            .args(["check-config", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = meshgate(&["check-config", cfg.to_str().unwrap()]);
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -153,10 +150,7 @@ fn refused(cfg: &std::path::Path, file_sd: &str, extra: &str) -> (Option<i32>, S
         format!("{sd}[server]\nlisten = \"127.0.0.1:0\"\n{extra}"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = meshgate(&["check-config", cfg.to_str().unwrap()]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -193,10 +187,7 @@ fn check_config_refuses_missing_file_sd_and_no_target_source() {
         "[discovery]\nfile_sd = [\"/nonexistent-meshgate/targets/*.json\"]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["check-config", "--syntax-only", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = meshgate(&["check-config", "--syntax-only", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("not read: --syntax-only"));
 }
@@ -228,10 +219,7 @@ checks = ["error-rate"]
 "#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = meshgate(&["check-config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let defaults = meshgate::judge::Catalog::builtin().default_names();
@@ -288,4 +276,12 @@ fn check_config_names_the_variable_and_every_key() {
         err.contains("scrape.interval: invalid value: string \"fast\", expected a duration (set by the environment variable MESHGATE_SCRAPE__INTERVAL)"),
         "{err}"
     );
+}
+
+/// Runs the `meshgate` binary with `args` and waits for it.
+fn meshgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(args)
+        .output()
+        .unwrap()
 }

@@ -105,6 +105,48 @@ impl From<CheckTuple> for CheckPoint {
     }
 }
 
+/// A full history ([`MAX_POINTS`] points) of checks named `checks`, with values no two alike (as
+/// a run has them, so an encoder cannot shorten them): what an analysis holds once it has run
+/// that many recorded ticks. For the store's size test and the store benchmark.
+#[doc(hidden)]
+pub fn synthetic_full(checks: &[(&str, f64)]) -> History {
+    let x = |i: usize, j: usize| 1.0 + (i * 31 + j * 7) as f64 / 997.0;
+    History {
+        threshold: 20.0,
+        checks: checks
+            .iter()
+            .map(|(name, margin)| HistoryCheck {
+                name: (*name).to_owned(),
+                threshold: 20.0,
+                margin: *margin,
+            })
+            .collect(),
+        stride: 2,
+        next_tick: 2 * MAX_POINTS as u64 + 1,
+        points: (0..MAX_POINTS)
+            .map(|i| Point {
+                tick: 1 + 2 * i as u64,
+                t: 10.003 * i as f64,
+                verdict: Verdict::Pending,
+                e: x(i, 0),
+                checks: (0..checks.len())
+                    .map(|j| CheckPoint {
+                        e: x(i, j) as f32,
+                        lo: x(i, j + 1) as f32 * 0.5,
+                        hi: Some(x(i, j + 2) as f32 * 1.5),
+                        est: Some(x(i, j + 3) as f32),
+                        events: [x(i, j) as f32 * 11.0, x(i, j) as f32 * 13.0],
+                        exposure: [x(i, j) as f32 * 1e5, x(i, j) as f32 * 1.1e5],
+                    })
+                    .collect(),
+                fresh: [3, 3],
+                stale: [0, 0],
+                quality: None,
+            })
+            .collect(),
+    }
+}
+
 // === impl History ===
 
 impl Default for History {
