@@ -104,7 +104,7 @@ pub fn router(shared: Shared, extra: Router<Shared>) -> Router {
         .route("/v1/analyses", get(list).post(create))
         .route("/v1/analyses/{id}", get(show).delete(delete))
         .route("/v1/analyses/{id}/verdict", get(verdict))
-        .route("/v1/analyses/{id}/history", get(crate::report::history))
+        .route("/v1/analyses/{id}/history", get(history))
         .route("/v1/targets", get(targets))
         .route("/v1/checks", get(checks))
         .merge(extra)
@@ -320,6 +320,15 @@ async fn verdict(
 ) -> Result<Json<VerdictDoc>, ApiError> {
     let v = s.get(&id).ok_or(ApiError::NotFound(id))?;
     Ok(Json(v.state().verdict_doc(&v.id)))
+}
+
+/// `GET /v1/analyses/{id}/history`.
+async fn history(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<meshgate_core::history::History>, ApiError> {
+    let v = s.get(&id).ok_or(ApiError::NotFound(id))?;
+    Ok(Json(v.history.as_ref().clone()))
 }
 
 async fn targets(State(s): State<Shared>) -> Json<Vec<crate::scrape::TargetHealth>> {

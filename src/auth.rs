@@ -435,7 +435,7 @@ fn login_response(status: StatusCode, error: Option<&str>, next: &str) -> Respon
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        crate::report::login_page(error, report_target(Some(next))),
+        crate::html::login_page(error, report_target(Some(next))),
     )
         .into_response()
 }

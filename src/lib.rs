@@ -50,6 +50,7 @@ pub mod fdlimit;
 pub mod fuzzing;
 pub mod gate;
 pub mod heap;
+mod html;
 pub mod integrations;
 pub mod istio;
 pub mod logging;

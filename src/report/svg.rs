@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::esc;
+use crate::html::esc;
 
 const W: f64 = 640.0;
 const H: f64 = 210.0;
