@@ -522,6 +522,7 @@ mod tests {
                     stale: [0, (i % 50 == 0) as u32],
                     quality: None,
                 })
+                .map(std::sync::Arc::new)
                 .collect(),
         };
         let v = AnalysisView::new(

@@ -36,11 +36,6 @@ impl TokenFile {
         })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The current token: read again when the file changed; the last good one when the new
     /// content cannot be read or is empty.
     pub fn token(&self) -> String {

@@ -6,6 +6,8 @@
 //! `stride` is recorded. The points stay evenly spaced in ticks, the memory (and the store's
 //! record) stays bounded however long the analysis runs, and the final tick is always kept.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::api::saturate;
@@ -26,8 +28,9 @@ pub struct History {
     pub stride: u64,
     /// The first tick that will be recorded next.
     pub next_tick: u64,
-    /// The points, oldest first.
-    pub points: Vec<Point>,
+    /// The points, oldest first. Each is shared: the engine records into a history that the
+    /// published view of the last tick still holds, so a new point copies pointers, not points.
+    pub points: Vec<Arc<Point>>,
 }
 
 /// What stays the same over a check's history.
@@ -143,6 +146,7 @@ pub fn synthetic_full(checks: &[(&str, f64)]) -> History {
                 stale: [0, 0],
                 quality: None,
             })
+            .map(Arc::new)
             .collect(),
     }
 }
@@ -222,7 +226,7 @@ impl History {
     /// final verdict's point is never dropped.
     fn push(&mut self, p: Point) {
         let tick = p.tick;
-        self.points.push(p);
+        self.points.push(Arc::new(p));
         if self.points.len() > MAX_POINTS {
             let mut i = 0;
             self.points.retain(|_| {
