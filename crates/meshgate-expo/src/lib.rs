@@ -24,14 +24,19 @@
 //!   (Prometheus 3 `{"my.metric"}` syntax), which are reported as an invalid metric name.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap as StdHashMap;
+use std::collections::HashSet as StdHashSet;
+
+/// Maps keyed by text from the page: foldhash, seeded per process.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::fmt::Write as _;
 
 use memchr::memchr;
 
 mod scan;
 
-use scan::{find_byte, find_either, is_label_start, is_name_char, is_name_start, name_end};
+use scan::{find_byte, find_either, is_label_start, is_name_char, is_name_start, name_end, Quotes};
 
 /// Metric type from `# TYPE`.
 ///
@@ -124,7 +129,7 @@ impl FamilyFilter {
     pub fn all() -> Self {
         FamilyFilter {
             all: true,
-            names: HashSet::new(),
+            names: HashSet::default(),
         }
     }
 
@@ -206,6 +211,9 @@ pub struct Labels<'a> {
 struct Shape {
     /// Some value holds an escape (a backslash).
     escaped: bool,
+    /// No blank outside the values and no escape (validated by `scan::plain_label_set`): each
+    /// label is `name="value"` and a comma or the end follows.
+    plain: bool,
 }
 
 impl<'a> Labels<'a> {
@@ -223,12 +231,17 @@ impl<'a> Labels<'a> {
         LabelIter {
             rest: self.raw,
             shape: self.shape,
+            pos: 0,
+            quotes: Quotes::new(),
         }
     }
 
     /// The decoded value of the first label called `name`.
     #[inline]
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
+        if self.shape.plain {
+            return self.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+        }
         let mut rest = self.raw;
         while let Some(pair) = next_raw_label(&mut rest, self.shape) {
             if pair.name == name {
@@ -245,6 +258,9 @@ impl<'a> Labels<'a> {
 
     /// The number of labels.
     pub fn len(&self) -> usize {
+        if self.shape.plain {
+            return self.iter().count();
+        }
         let mut rest = self.raw;
         let mut n = 0;
         while next_raw_label(&mut rest, self.shape).is_some() {
@@ -267,8 +283,13 @@ impl<'a> IntoIterator for Labels<'a> {
 /// Iterator over the labels of a [`Labels`], see [`Labels::iter`].
 #[derive(Debug, Clone)]
 pub struct LabelIter<'a> {
+    /// What is left of the label text; for a plain set, all of it.
     rest: &'a str,
     shape: Shape,
+    /// For a plain set: where the next label's name starts.
+    pos: usize,
+    /// For a plain set: the quotes not yet passed.
+    quotes: Quotes,
 }
 
 impl<'a> Iterator for LabelIter<'a> {
@@ -276,7 +297,36 @@ impl<'a> Iterator for LabelIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if self.shape.plain {
+            return self.next_plain();
+        }
         next_raw_label(&mut self.rest, self.shape).map(|pair| (pair.name, pair.decoded()))
+    }
+}
+
+impl<'a> LabelIter<'a> {
+    /// A plain set is `name="value"` separated by commas: each label is the text up to the
+    /// `=` before its next quote, and its value runs to the quote after.
+    #[inline(always)]
+    fn next_plain(&mut self) -> Option<(&'a str, Cow<'a, str>)> {
+        let text = self.rest;
+        let b = text.as_bytes();
+        let label = self.quotes.next(b).and_then(|open| {
+            let close = self.quotes.next(b)?;
+            let name = text.get(self.pos..open.checked_sub(1)?)?;
+            let value = text.get(open + 1..close)?;
+            Some((name, value, close + 2))
+        });
+        match label {
+            Some((name, value, next)) => {
+                self.pos = next;
+                Some((name, Cow::Borrowed(value)))
+            }
+            None => {
+                self.quotes = Quotes::done(b.len());
+                None
+            }
+        }
     }
 }
 
@@ -495,7 +545,7 @@ pub fn parse_split<'a>(
     let mut parser = Parser {
         filter,
         extra,
-        types: HashMap::new(),
+        types: HashMap::with_capacity_and_hasher(64, Default::default()),
         cache: None,
         wanted: Wanted {
             main: false,
@@ -736,6 +786,23 @@ impl<'a> Parser<'a, '_> {
 /// records in `shape` whether a value holds an escape.
 #[inline]
 fn parse_label_set(
+    b: &[u8],
+    i: usize,
+    shape: &mut Shape,
+) -> Result<usize, (usize, ParseErrorKind)> {
+    if let Some((close, escaped)) = scan::plain_label_set(b, i) {
+        *shape = Shape {
+            escaped,
+            plain: !escaped,
+        };
+        return Ok(close);
+    }
+    exact_label_set(b, i, shape)
+}
+
+/// [`parse_label_set`] byte by byte: any label set, blanks and escapes included, and the exact
+/// position and kind of an error.
+fn exact_label_set(
     b: &[u8],
     mut i: usize,
     shape: &mut Shape,
@@ -1914,6 +1981,23 @@ mod tests {
             }
         }
 
+        /// Label text made of the bytes that matter to the grammar, long enough to cross
+        /// 64-byte blocks.
+        fn label_soup() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    4 => prop::sample::select(vec![
+                        "a", "Z", "_", "9", "=", "\"", ",", "}", "{", " ", "\t", "\\", "\\\"",
+                        "\\\\", "\\n", "é", ":", "-", "=\"", "\",", "\"}",
+                    ])
+                    .prop_map(str::to_owned),
+                    3 => "[a-z_][a-z0-9_]{0,12}=\"[ -~]{0,20}\",?",
+                ],
+                0..40,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -1934,6 +2018,39 @@ mod tests {
                     prop_assert!(same_value(g.value, *value), "{} != {} in {:?}", g.value, value, page);
                     prop_assert_eq!(g.ts, *ts);
                     prop_assert_eq!(g.kind, MetricType::Untyped);
+                }
+            }
+
+            /// The 64-byte validation accepts a label set only where the byte-by-byte one does,
+            /// at the same `}` and with the same escapes, and accepts every valid set without
+            /// blanks; the
+            /// labels read from a plain set are those read from the same set validated byte by byte.
+            #[test]
+            fn plain_label_sets_are_what_the_exact_validation_accepts(text in label_soup()) {
+                let b = text.as_bytes();
+                let mut shape = Shape::default();
+                let exact = exact_label_set(b, 0, &mut shape);
+                let fast = scan::plain_label_set(b, 0);
+                match fast {
+                    Some((close, escaped)) => {
+                        prop_assert_eq!(exact.clone(), Ok(close), "{:?}", text);
+                        prop_assert_eq!(shape.escaped, escaped, "{:?}", text);
+                    }
+                    None => {
+                        if let Ok(close) = exact {
+                            prop_assert!(
+                                b[..close].iter().any(|c| matches!(c, b' ' | b'\t')),
+                                "valid set without blanks refused: {:?}", text
+                            );
+                        }
+                    }
+                }
+                if let Ok(close) = exact {
+                    let raw = &text[..close];
+                    let plain = Shape { escaped: shape.escaped, plain: fast.is_some_and(|(_, e)| !e) };
+                    let fast: Vec<_> = Labels { raw, shape: plain }.iter().collect();
+                    let slow: Vec<_> = Labels { raw, shape }.iter().collect();
+                    prop_assert_eq!(fast, slow);
                 }
             }
 

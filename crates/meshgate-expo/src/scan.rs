@@ -102,6 +102,239 @@ pub(super) fn name_end(b: &[u8], mut i: usize, colon: bool) -> usize {
     swar::name_end(b, i, colon)
 }
 
+/// What a 64-byte block of label text holds: bit `k` of each mask is about byte `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Block {
+    pub(super) quote: u64,
+    pub(super) backslash: u64,
+    pub(super) equals: u64,
+    pub(super) comma: u64,
+    pub(super) close: u64,
+    /// `n` (the escape `\n`).
+    pub(super) n: u64,
+    /// `[a-zA-Z0-9_]`.
+    pub(super) label_char: u64,
+    /// `[a-zA-Z_]`.
+    pub(super) label_start: u64,
+}
+
+impl Block {
+    /// The masks of the block that starts `by` bytes later (`by` < 64), the bytes past this one
+    /// in no class.
+    #[inline(always)]
+    fn shifted(self, by: usize) -> Block {
+        Block {
+            quote: self.quote >> by,
+            backslash: self.backslash >> by,
+            equals: self.equals >> by,
+            comma: self.comma >> by,
+            close: self.close >> by,
+            n: self.n >> by,
+            label_char: self.label_char >> by,
+            label_start: self.label_start >> by,
+        }
+    }
+}
+
+/// The masks of a 64-byte block, byte at a time: the reference for [`wide::block`], and the
+/// block classifier where there is no SSE2.
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+fn block_bytewise(b: &[u8; 64]) -> Block {
+    let mut m = Block::default();
+    for (k, &c) in b.iter().enumerate() {
+        let bit = 1u64 << k;
+        let set = |mask: &mut u64, on: bool| {
+            if on {
+                *mask |= bit
+            }
+        };
+        set(&mut m.quote, c == b'"');
+        set(&mut m.backslash, c == b'\\');
+        set(&mut m.equals, c == b'=');
+        set(&mut m.comma, c == b',');
+        set(&mut m.close, c == b'}');
+        set(&mut m.n, c == b'n');
+        set(&mut m.label_char, CLASS[c as usize] & LABEL_CHAR != 0);
+        set(&mut m.label_start, CLASS[c as usize] & LABEL_START != 0);
+    }
+    m
+}
+
+/// Bit `k` set where an odd number of bits of `x` are set at or below `k`: with `x` the quotes,
+/// the bytes from an opening quote up to (not including) its closing one.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The bytes escaped by a backslash (the byte after each backslash that is not itself escaped),
+/// `prev` carrying whether the first byte of the block is escaped by the previous block's last
+/// backslash. Runs of backslashes alternate: an odd run escapes the byte after it (as in
+/// simdjson's string scanner).
+#[inline(always)]
+fn escaped_bytes(backslash: u64, prev: &mut u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let backslash = backslash & !*prev;
+    let follows = (backslash << 1) | *prev;
+    let odd_starts = backslash & !EVEN & !follows;
+    let (even_starts, overflow) = odd_starts.overflowing_add(backslash);
+    *prev = u64::from(overflow);
+    (EVEN ^ (even_starts << 1)) & follows
+}
+
+/// The label set that starts at `b[start]` (just past its `{`), validated 64 bytes at a time
+/// when it has no blank outside its values. Returns the offset of the closing `}` and whether a
+/// value holds an escape, or `None` if the set has a blank or is not valid (then the byte-by-byte
+/// validation decides, and names the error when there is one). So a `Some` must mean exactly
+/// what that validation accepts, which a property test checks.
+///
+/// Such a set is a sequence of `name="value"` separated by `,` (one trailing comma allowed):
+/// outside the values only name bytes, `=`, `,` and the final `}` occur; every `=` is followed by
+/// an opening quote and every opening quote follows an `=`; a closing quote is followed by `,`
+/// or the end; a comma follows a closing quote; after a comma (and at the start) comes a name's
+/// first byte or the end; an `=` follows a name byte; the end follows a closing quote, a comma
+/// or nothing. Any name run then starts after a separator and ends at its `=`. A backslash
+/// escapes the byte after it, which is not a quote then; it must be in a value, and escape a
+/// backslash, a quote or `n`.
+#[inline]
+pub(super) fn plain_label_set(b: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut base = start;
+    let (mut carry_escape, mut any_escape) = (0u64, 0u64);
+    let mut inside = 0u64; // all ones while a value continues from the previous block
+    let (mut after_eq, mut after_close, mut after_comma, mut after_name) = (0u64, 0u64, 1u64, 0u64);
+    while base < b.len() {
+        let block = if base + 64 <= b.len() {
+            let chunk: &[u8; 64] = b[base..base + 64].try_into().expect("64 bytes");
+            wide::block(chunk)
+        } else if b.len() >= 64 {
+            // The line's last 64 bytes, shifted so that bit 0 is `base`: the bits past the line
+            // are clear, as for zero bytes, which outside a value are not plain (so a set
+            // without its `}` is left to the exact validation).
+            let chunk: &[u8; 64] = b[b.len() - 64..].try_into().expect("64 bytes");
+            wide::block(chunk).shifted(base - (b.len() - 64))
+        } else {
+            let mut padded = [0u8; 64];
+            padded[..b.len() - base].copy_from_slice(&b[base..]);
+            wide::block(&padded)
+        };
+        let escaped = escaped_bytes(block.backslash, &mut carry_escape);
+        let escaping = block.backslash & !escaped;
+        let quote = block.quote & !escaped;
+        let value = prefix_xor(quote) ^ inside;
+        let outside = !(value | quote);
+        let open = quote & value;
+        let close_quote = quote & !value;
+        let ends = block.close & outside;
+        let end = ends & ends.wrapping_neg();
+        // The bytes up to and including the end (all of them when the set goes on).
+        let upto = if end == 0 { !0 } else { end | (end - 1) };
+        let equals = block.equals & outside;
+        let comma = block.comma & outside;
+        let name = block.label_char & outside;
+        let follows_eq = (equals << 1) | after_eq;
+        let follows_close = (close_quote << 1) | after_close;
+        let follows_comma = (comma << 1) | after_comma;
+        let follows_name = (name << 1) | after_name;
+        let bad = (escaping & !value)
+            | (escaped & !(block.backslash | block.quote | block.n))
+            | (outside & !(name | equals | comma | end))
+            | (follows_eq ^ open)
+            | (follows_close & !(comma | end))
+            | (comma & !follows_close)
+            | (follows_comma & !((block.label_start & outside) | end))
+            | (equals & !follows_name)
+            | (end & !(follows_close | follows_comma));
+        if bad & upto != 0 {
+            return None;
+        }
+        any_escape |= escaping & upto;
+        if end != 0 {
+            return Some((base + end.trailing_zeros() as usize, any_escape != 0));
+        }
+        inside = if value >> 63 != 0 { !0 } else { 0 };
+        after_eq = equals >> 63;
+        after_close = close_quote >> 63;
+        after_comma = comma >> 63;
+        after_name = name >> 63;
+        base += 64;
+    }
+    None
+}
+
+/// A cursor over the offsets of the quotes of a text, in order, found 64 bytes at a time.
+#[derive(Debug, Clone)]
+pub(super) struct Quotes {
+    /// Offset of the block `mask` covers.
+    base: usize,
+    /// The quotes of that block not yet returned.
+    mask: u64,
+    /// Offset of the next block to load.
+    next: usize,
+}
+
+impl Quotes {
+    /// A cursor at the start of the text.
+    pub(super) fn new() -> Self {
+        Quotes {
+            base: 0,
+            mask: 0,
+            next: 0,
+        }
+    }
+
+    /// A cursor that returns nothing more for a text of `len` bytes.
+    pub(super) fn done(len: usize) -> Self {
+        Quotes {
+            base: len,
+            mask: 0,
+            next: len,
+        }
+    }
+
+    /// The offset in `b` (the same text every call) of the next quote.
+    #[inline(always)]
+    pub(super) fn next(&mut self, b: &[u8]) -> Option<usize> {
+        while self.mask == 0 {
+            if self.next >= b.len() {
+                return None;
+            }
+            self.base = self.next;
+            self.mask = quote_mask(b, self.base);
+            self.next += 64;
+        }
+        let k = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.base + k)
+    }
+}
+
+/// Bit `k` set where byte `i + k` is a quote, for the (up to) 64 bytes from `i`.
+#[inline(always)]
+fn quote_mask(b: &[u8], i: usize) -> u64 {
+    let block = |b: &[u8]| {
+        let mut m = 0u64;
+        for k in 0..64 / wide::WIDTH {
+            m |= u64::from(wide::eq_mask(b, k * wide::WIDTH, b'"')) << (k * wide::WIDTH);
+        }
+        m
+    };
+    if i + 64 <= b.len() {
+        block(&b[i..i + 64])
+    } else if b.len() >= 64 {
+        block(&b[b.len() - 64..]) >> (i - (b.len() - 64))
+    } else {
+        let mut padded = [0u8; 64];
+        padded[..b.len() - i].copy_from_slice(&b[i..]);
+        block(&padded)
+    }
+}
+
 /// 16 bytes at a time with SSE2, which every x86_64 CPU has.
 #[cfg(target_arch = "x86_64")]
 // Newer compilers call the SSE2 value intrinsics safe (the feature is always on for x86_64);
@@ -134,6 +367,43 @@ mod wide {
     pub(super) fn eq_mask(b: &[u8], i: usize, a: u8) -> u32 {
         let v = load(b, i);
         unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(a))) as u32 }
+    }
+
+    /// The masks of a 64-byte block, 16 bytes at a time.
+    #[inline(always)]
+    pub(super) fn block(b: &[u8; 64]) -> super::Block {
+        let mut m = super::Block::default();
+        for k in 0..4 {
+            let v = load(b, 16 * k);
+            let shift = 16 * k as u32;
+            // Signed compares: bytes >= 0x80 are negative and fall outside every range.
+            unsafe {
+                let eq = |c: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(c))) as u16 as u64;
+                let lower = _mm_or_si128(v, splat(0x20));
+                let letter = _mm_or_si128(
+                    _mm_and_si128(
+                        _mm_cmpgt_epi8(lower, splat(b'a' - 1)),
+                        _mm_cmplt_epi8(lower, splat(b'z' + 1)),
+                    ),
+                    _mm_cmpeq_epi8(v, splat(b'_')),
+                );
+                let digit = _mm_and_si128(
+                    _mm_cmpgt_epi8(v, splat(b'0' - 1)),
+                    _mm_cmplt_epi8(v, splat(b'9' + 1)),
+                );
+                let letter = _mm_movemask_epi8(letter) as u16 as u64;
+                let digit = _mm_movemask_epi8(digit) as u16 as u64;
+                m.quote |= eq(b'"') << shift;
+                m.backslash |= eq(b'\\') << shift;
+                m.equals |= eq(b'=') << shift;
+                m.comma |= eq(b',') << shift;
+                m.close |= eq(b'}') << shift;
+                m.n |= eq(b'n') << shift;
+                m.label_start |= letter << shift;
+                m.label_char |= (letter | digit) << shift;
+            }
+        }
+        m
     }
 
     /// Bit `k` set where byte `i + k` is in `[a-zA-Z0-9_]` (or `:` if `colon`).
@@ -170,6 +440,12 @@ mod portable {
 
     pub(super) const WIDTH: usize = 8;
     pub(super) const FULL: u32 = 0xff;
+
+    /// The masks of a 64-byte block.
+    #[inline(always)]
+    pub(super) fn block(b: &[u8; 64]) -> super::Block {
+        super::block_bytewise(b)
+    }
 
     /// Bit `k` set where byte `i + k` equals `a`.
     #[inline(always)]
@@ -368,6 +644,88 @@ mod tests {
         }
         assert_eq!(portable::WIDTH, 8);
         assert_eq!(portable::FULL, 0xff);
+    }
+
+    /// The 64-byte classifier (SSE2 on x86_64) agrees with the byte-at-a-time one for every byte
+    /// value at every position.
+    #[test]
+    fn block_masks_agree_with_byte_at_a_time() {
+        let mut buf = [0u8; 64];
+        for (k, c) in buf.iter_mut().enumerate() {
+            *c = b"a=\"Z9_,}\\ x\xc3\xa9-:{"[k % 16];
+        }
+        assert_eq!(wide::block(&buf), block_bytewise(&buf));
+        assert_eq!(portable::block(&buf), block_bytewise(&buf));
+        for at in 0..64 {
+            for c in 0..=255u8 {
+                let saved = buf[at];
+                buf[at] = c;
+                assert_eq!(wide::block(&buf), block_bytewise(&buf), "{c:#x}@{at}");
+                buf[at] = saved;
+            }
+        }
+    }
+
+    #[test]
+    fn plain_label_sets() {
+        let ok = |s: &str| plain_label_set(s.as_bytes(), 0);
+        assert_eq!(ok("}"), Some((0, false)));
+        assert_eq!(ok("a=\"b\"} 1"), Some((5, false)));
+        assert_eq!(ok("a=\"b\",} 1"), Some((6, false)));
+        assert_eq!(ok(r#"a="},=\"",b="\\"} 1"#), Some((16, true)));
+        assert_eq!(ok(r#"a="x\ny"}"#), Some((8, true)));
+        assert_eq!(ok(r#"a="\\"} "#), Some((6, true)));
+        assert_eq!(
+            ok(r#"a="x"} \"#),
+            Some((5, false)),
+            "past the set is not its business"
+        );
+        assert_eq!(
+            ok("a=\"},= x\"}"),
+            Some((9, false)),
+            "a value holds anything"
+        );
+        let long = format!(
+            "{}z=\"1\"}}",
+            "label_name=\"a value of some length\",".repeat(9)
+        );
+        assert_eq!(ok(&long), Some((long.len() - 1, false)));
+        // Escapes across the 64-byte blocks, a run of backslashes ending at a block's last byte
+        // included.
+        let escapes = format!(
+            "{}z=\"1\"}}",
+            r#"label_name="a \"quoted\\ value\n","#.repeat(9)
+        );
+        assert_eq!(ok(&escapes), Some((escapes.len() - 1, true)));
+        for pad in 0..70 {
+            let s = format!("a=\"{}{}\\\\\\\\\\\"\"}}", "x".repeat(pad), "");
+            assert_eq!(ok(&s), Some((s.len() - 1, true)), "{s:?}");
+        }
+        for bad in [
+            "",
+            "a=\"b\"",
+            "a=\"b",
+            " a=\"b\"}",
+            "a =\"b\"}",
+            "a=\"b\" }",
+            "9=\"b\"}",
+            "=\"b\"}",
+            "a=b}",
+            "a=\"b\"c=\"d\"}",
+            "a=\"b\",,}",
+            ",}",
+            "a,b=\"c\"}",
+            "a-b=\"c\"}",
+            "a=\"b\"=}",
+            "a==\"b\"}",
+            "a}",
+            r#"a="\x"}"#,
+            r#"a="\"}"#,
+            r#"a\="b"}"#,
+            r#"a="b"\,c="d"}"#,
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
