@@ -211,8 +211,8 @@ pub struct Labels<'a> {
 struct Shape {
     /// Some value holds an escape (a backslash).
     escaped: bool,
-    /// No blank outside the values and no escape (validated by `scan::plain_label_set`): each
-    /// label is `name="value"` and a comma or the end follows.
+    /// No blank outside the values (validated by `scan::plain_label_set`): each label is
+    /// `name="value"` and a comma or the end follows.
     plain: bool,
 }
 
@@ -239,7 +239,7 @@ impl<'a> Labels<'a> {
     /// The decoded value of the first label called `name`.
     #[inline]
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
-        if self.shape.plain {
+        if self.shape.plain && !self.shape.escaped {
             return self.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
         }
         let mut rest = self.raw;
@@ -258,7 +258,7 @@ impl<'a> Labels<'a> {
 
     /// The number of labels.
     pub fn len(&self) -> usize {
-        if self.shape.plain {
+        if self.shape.plain && !self.shape.escaped {
             return self.iter().count();
         }
         let mut rest = self.raw;
@@ -311,6 +311,39 @@ impl<'a> LabelIter<'a> {
     fn next_plain(&mut self) -> Option<(&'a str, Cow<'a, str>)> {
         let text = self.rest;
         let b = text.as_bytes();
+        if self.shape.escaped {
+            // Names hold no quote: the first quote opens the value, which ends at the first
+            // quote not escaped.
+            let label = find_byte(b, self.pos, b'"').and_then(|open| {
+                let mut j = open + 1;
+                let mut escaped = false;
+                let close = loop {
+                    let k = find_either(b, j, b'"', b'\\')?;
+                    if b[k] == b'"' {
+                        break k;
+                    }
+                    escaped = true;
+                    j = k + 2;
+                };
+                let name = text.get(self.pos..open.checked_sub(1)?)?;
+                let value = RawLabel {
+                    name,
+                    value: text.get(open + 1..close)?,
+                    escaped,
+                };
+                Some((name, value.decoded(), close + 2))
+            });
+            return match label {
+                Some((name, value, next)) => {
+                    self.pos = next;
+                    Some((name, value))
+                }
+                None => {
+                    self.pos = b.len() + 1;
+                    None
+                }
+            };
+        }
         let label = self.quotes.next(b).and_then(|open| {
             let close = self.quotes.next(b)?;
             let name = text.get(self.pos..open.checked_sub(1)?)?;
@@ -793,7 +826,7 @@ fn parse_label_set(
     if let Some((close, escaped)) = scan::plain_label_set(b, i) {
         *shape = Shape {
             escaped,
-            plain: !escaped,
+            plain: true,
         };
         return Ok(close);
     }
@@ -2047,7 +2080,7 @@ mod tests {
                 }
                 if let Ok(close) = exact {
                     let raw = &text[..close];
-                    let plain = Shape { escaped: shape.escaped, plain: fast.is_some_and(|(_, e)| !e) };
+                    let plain = Shape { escaped: shape.escaped, plain: fast.is_some() };
                     let fast: Vec<_> = Labels { raw, shape: plain }.iter().collect();
                     let slow: Vec<_> = Labels { raw, shape }.iter().collect();
                     prop_assert_eq!(fast, slow);
