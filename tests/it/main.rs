@@ -23,6 +23,7 @@ mod istio_rollback;
 mod istio_skew;
 mod kayenta_scopes;
 mod kube_discovery;
+mod kubeapi;
 mod limits;
 mod logs;
 mod openapi;
