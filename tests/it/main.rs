@@ -40,3 +40,4 @@ mod restart;
 mod scrape;
 mod store_faults;
 mod tls;
+mod upgrade;
