@@ -401,6 +401,7 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
         json!({"istio_injection": null, "rev": "1-24-2"})
     );
     // kubectl, a real client, reads what the autopilot wrote.
+    let before_kubectl = api.log().len();
     let kc = kubeconfig(dir.path(), &api.url());
     let cache = dir.path().join("kube-cache");
     let labels = kubectl(
@@ -438,6 +439,13 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
         ns.lines().collect::<BTreeSet<_>>(),
         BTreeSet::from(["namespace/ads", "namespace/pay", "namespace/shop"]),
         "{ns}"
+    );
+    // kubectl found the resources through the discovery documents and only read.
+    let asked = &api.log()[before_kubectl..];
+    assert!(asked.iter().any(|r| r.path() == "/apis"), "{asked:?}");
+    assert!(
+        asked.iter().all(|r| r.method == "GET" && r.code == 200),
+        "{asked:?}"
     );
     // A second run with the same state continues after the end: nothing relabelled or
     // restarted twice.
@@ -511,6 +519,47 @@ async fn a_no_go_wave_restores_the_recorded_labels_and_stops() {
     assert!(
         ns_patches(later).is_empty() && restarts(later).is_empty(),
         "{later:?}"
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_wave_pauses_the_run_with_the_wave_moved() {
+    let api = cluster().await;
+    let l = lab("").await;
+    // A baseline that never has data: the wave's analysis can only end INCONCLUSIVE.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/analyses", l.base))
+        .json(&json!({"name": "plan-w1",
+               "baseline": "{role=\"proxy\", revision=\"does-not-exist\"}",
+               "canary": format!("{{role=\"proxy\", revision=\"{}\"}}", GOOD.1),
+               "min_duration": "1s", "max_duration": "3s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("wave w1 INCONCLUSIVE"),
+        "{}",
+        out.stderr
+    );
+    // Paused, not rolled back: a person decides; wave 2 not started.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "paused");
+    assert_eq!(s["waves"][1]["phase"], "not_started");
+    let again = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(again.code, Some(2), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("wave w1 is paused"),
+        "{}",
+        again.stderr
     );
     l.shutdown().await;
 }
