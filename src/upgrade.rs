@@ -114,6 +114,36 @@ impl From<KubeError> for Stop {
     }
 }
 
+/// A write that failed: the API server's answer, or not sent since the Lease was lost.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    LeaseLost(kube::LeaseLost),
+}
+
+impl WriteError {
+    fn code(&self) -> Option<u16> {
+        match self {
+            WriteError::Kube(e) => e.code(),
+            WriteError::LeaseLost(_) => None,
+        }
+    }
+}
+
+impl From<WriteError> for Stop {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Kube(e) => e.into(),
+            WriteError::LeaseLost(e) => Stop::new(
+                EXIT_LEASE_HELD,
+                format!("{e}; the run stops where it is (the state file says where)"),
+            ),
+        }
+    }
+}
+
 // === the run state ===
 
 /// The run's state, written to `--state` after every action.
@@ -448,21 +478,21 @@ impl Runner {
         path: &str,
         content_type: &str,
         body: &Value,
-    ) -> Result<Option<Value>, KubeError> {
+    ) -> Result<Option<Value>, WriteError> {
         println!("{method} {path} {content_type} {body}");
         if !self.o.execute {
             return Ok(None);
         }
         if self.lost.is_cancelled() {
-            return Err(KubeError::Http {
+            return Err(WriteError::LeaseLost(kube::LeaseLost {
                 call: format!("{method} {path}"),
-                message: "not sent: the Lease was lost to another holder".into(),
-            });
+            }));
         }
-        self.kube
-            .send(method, path, Some(content_type), Some(body))
-            .await
-            .map(Some)
+        Ok(Some(
+            self.kube
+                .send(method, path, Some(content_type), Some(body))
+                .await?,
+        ))
     }
 
     async fn read(&self, path: &str) -> Result<Option<Value>, KubeError> {
@@ -489,6 +519,12 @@ impl Runner {
         }
         self.check_access().await?;
         self.check_namespaces().await?;
+        if self.o.execute {
+            // The state file must be writable before anything is written to the cluster.
+            self.state
+                .save(&self.o.state)
+                .map_err(|e| Stop::new(EXIT_USAGE, e))?;
+        }
         self.take_lease().await?;
         for i in 0..self.plan.waves.len() {
             match self.state.waves[i].phase {

@@ -36,6 +36,14 @@ pub enum KubeError {
     },
 }
 
+/// A write not sent: the run's Lease was taken by another holder.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: not sent: the Lease was taken by another holder")]
+pub struct LeaseLost {
+    /// Method and path of the write not sent.
+    pub call: String,
+}
+
 impl KubeError {
     /// The HTTP status code of an error answer.
     pub fn code(&self) -> Option<u16> {

@@ -649,6 +649,43 @@ async fn a_lease_held_by_another_autopilot_refuses_the_run_before_any_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_away_while_running_stops_the_run_before_its_next_write() {
+    let api = std::sync::Arc::new(cluster().await);
+    let l = judged(GOOD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let base = l.base.clone();
+    let (c, s) = (cfg.clone(), st.clone());
+    let run = tokio::spawn(async move { upgrade(&c, &s, &["--server", &base, "--execute"]).await });
+    // Once wave 1 is relabelled (the run holds the lease and waits for its verdict), another
+    // holder takes the lease over.
+    let t = std::time::Instant::now();
+    while api.labels("shop")["istio.io/rev"] != "1-25-0" {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "wave 1 never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    api.lease("meshgate", "meshgate-upgrade", "intruder", &now_micro(), 60);
+    let out = run.await.unwrap();
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("taken by another holder"),
+        "{}",
+        out.stderr
+    );
+    // Wave 2 was not touched, and the intruder's lease is left alone (no release over it).
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(
+        api.object("leases", "meshgate", "meshgate-upgrade")["spec"]["holderIdentity"],
+        "intruder"
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rbac_refusal_names_what_is_missing_and_exits_before_any_write() {
     let api = cluster().await;
     let mut granted: Vec<String> = rbac_grants().into_iter().collect();
