@@ -777,7 +777,8 @@ impl Runner {
             self.plan.from_revision,
             self.plan.to_revision
         );
-        self.ensure_analysis(&wave).await?;
+        let moved = !self.state.waves[i].relabelled.is_empty();
+        self.ensure_analysis(&wave, moved).await?;
         if self.state.waves[i].phase == RunPhase::NotStarted {
             self.state.waves[i].phase = RunPhase::Moving;
             self.act(format!("wave {} started", wave.name))?;
@@ -967,8 +968,10 @@ impl Runner {
     }
 
     /// The wave's analysis on the daemon: followed when it exists (the daemon's own `[plan]`
-    /// creates the same one), else created from [`Plan::analysis_for`], before the move.
-    async fn ensure_analysis(&self, wave: &Wave) -> Result<(), Stop> {
+    /// creates the same one), else created from [`Plan::analysis_for`], before the move. Missing
+    /// once the wave has `moved` (a resumed run whose daemon lost it), it is not created: a
+    /// before/after analysis started after the move never saw the old revision.
+    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<(), Stop> {
         let id = Plan::analysis_id(wave);
         let url = format!("{}/v1/analyses/{id}", self.server);
         let unreachable = |e: reqwest::Error| {
@@ -994,6 +997,15 @@ impl Runner {
         }
         if r.status() != reqwest::StatusCode::NOT_FOUND {
             return Err(Stop::new(EXIT_FAILED, format!("GET {url}: {}", r.status())));
+        }
+        if moved {
+            return Err(Stop::new(
+                EXIT_PAUSED,
+                format!(
+                    "wave {}: its analysis {id} is gone from the daemon and the wave has already moved; one created now would not see the old revision, so the run stops paused: decide by hand (its recorded labels are in the state file)",
+                    wave.name
+                ),
+            ));
         }
         let body = self.analysis_body(wave)?;
         let post = format!("{}/v1/analyses", self.server);
@@ -1070,6 +1082,8 @@ impl Runner {
     async fn roll_back(&mut self, wave: &Wave) -> Result<(), Stop> {
         for ns in &wave.namespaces {
             let Some(rec) = self.state.recorded.get(ns).cloned() else {
+                // Never relabelled by this run (it stopped before): nothing to restore.
+                eprintln!("meshgate upgrade: namespace {ns}: no labels recorded by this run, left as it is");
                 continue;
             };
             self.write(

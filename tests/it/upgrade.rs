@@ -442,6 +442,10 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     );
     // kubectl found the resources through the discovery documents and only read.
     let asked = &api.log()[before_kubectl..];
+    eprintln!(
+        "kubectl asked: {:?}",
+        asked.iter().map(|r| &r.uri).collect::<Vec<_>>()
+    );
     assert!(asked.iter().any(|r| r.path() == "/apis"), "{asked:?}");
     assert!(
         asked.iter().all(|r| r.method == "GET" && r.code == 200),
@@ -582,23 +586,7 @@ async fn a_run_killed_mid_wave_resumes_from_its_state_and_restores_the_first_rec
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &api.url());
     let st = dir.path().join("state.json");
-    std::fs::write(
-        &st,
-        json!({
-            "plan": "1.24 -> 1.25: 1-24-2 -> 1-25-0",
-            "run_id": "killed-run",
-            "recorded": {"shop": {"istio_injection": null, "rev": "1-24-2"},
-                         "pay": {"istio_injection": "enabled", "rev": null}},
-            "waves": [
-                {"name": "w1", "phase": "go", "relabelled": ["shop"],
-                 "restarted": ["shop/deployments/cart", "shop/statefulsets/db"], "verdict": "GO: ok"},
-                {"name": "w2", "phase": "moving", "relabelled": ["pay"], "restarted": [], "verdict": null}
-            ],
-            "actions": []
-        })
-        .to_string(),
-    )
-    .unwrap();
+    killed_state(&st);
     let l = judged(BAD).await;
     let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
@@ -621,6 +609,54 @@ async fn a_run_killed_mid_wave_resumes_from_its_state_and_restores_the_first_rec
         state(&st)["recorded"]["pay"],
         json!({"istio_injection": "enabled", "rev": null})
     );
+    l.shutdown().await;
+}
+
+/// The state of a run killed after wave 1, with `pay` of wave 2 relabelled.
+fn killed_state(path: &Path) {
+    std::fs::write(
+        path,
+        json!({
+            "plan": "1.24 -> 1.25: 1-24-2 -> 1-25-0",
+            "run_id": "killed-run",
+            "recorded": {"shop": {"istio_injection": null, "rev": "1-24-2"},
+                         "pay": {"istio_injection": "enabled", "rev": null}},
+            "waves": [
+                {"name": "w1", "phase": "go", "relabelled": ["shop"],
+                 "restarted": ["shop/deployments/cart", "shop/statefulsets/db"], "verdict": "GO: ok"},
+                {"name": "w2", "phase": "moving", "relabelled": ["pay"], "restarted": [], "verdict": null}
+            ],
+            "actions": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_wave_whose_analysis_is_gone_is_not_judged_by_a_late_one() {
+    let api = cluster().await;
+    api.namespace("pay", json!({"istio.io/rev": "1-25-0"}));
+    // A daemon that lost the wave's analysis (no plan-w2 on it).
+    let l = lab("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    killed_state(&st);
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("its analysis plan-w2 is gone from the daemon"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("POST http"),
+        "no late analysis created: {}",
+        out.stdout
+    );
+    assert!(ns_patches(&api.log()).is_empty() && restarts(&api.log()).is_empty());
     l.shutdown().await;
 }
 
