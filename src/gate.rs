@@ -37,7 +37,7 @@ pub const EXIT_USAGE: u8 = 64;
 pub const EXIT_TIMEOUT: u8 = 5;
 
 /// The `--server` URL, checked before anything is sent: http or https, with a host.
-fn server_base(server: &str) -> Result<String, String> {
+pub(crate) fn server_base(server: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(server).map_err(|e| {
         format!("--server {server:?} is not a URL ({e}); e.g. http://meshgate:9400")
     })?;

@@ -33,6 +33,7 @@
 //! - [`tls`]: the API over TLS (rustls, certificate reload) and outbound TLS settings.
 //! - [`istio`]: revisions, version skew, rollback triggers, multi-cluster topology, their routes.
 //! - [`plan`]: the upgrade plan (waves of namespaces) and its status.
+//! - [`upgrade`]: the autopilot (`meshgate upgrade`) that executes the plan through the Kubernetes API.
 //! - [`sim`]: the simulated Istio mesh used by the demo, the tests and benchmarks.
 //! - [`demo`]: the built-in demo: a simulated mesh and a real analysis against it.
 
@@ -64,6 +65,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 
 // The pure stages and the simulator live in crates of their own (a DAG: expo, stats <- core <-
 // sim <- this crate <- bench); their modules are re-exported under the names they had here.

@@ -80,6 +80,11 @@ enum Command {
     /// is taken by an analysis with another definition (pass --replace or a fresh --name),
     /// 64 invalid.
     Gate(Box<meshgate::gate::GateOptions>),
+    /// Execute the `[plan]` wave by wave through the Kubernetes API: relabel, restart, wait,
+    /// gate on the daemon, roll back a NO-GO wave. Dry run unless --execute. Exit 0 done,
+    /// 1 NO-GO rolled back, 2 paused, 3 the Lease is held by another, 4 a pre-check failed,
+    /// 5 the API server or the daemon failed, 64 invalid.
+    Upgrade(Box<meshgate::upgrade::UpgradeOptions>),
     /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
     Plan {
         #[command(subcommand)]
@@ -152,7 +157,7 @@ fn main() -> ExitCode {
 fn default_filter(cmd: &Command) -> EnvFilter {
     match cmd {
         // The demo draws its own progress line; only warnings from the daemon.
-        Command::Demo { .. } | Command::Gate(_) => EnvFilter::new("warn"),
+        Command::Demo { .. } | Command::Gate(_) | Command::Upgrade(_) => EnvFilter::new("warn"),
         _ => EnvFilter::new("info"),
     }
 }
@@ -162,6 +167,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file, syntax_only } => Ok(check_config(&file, syntax_only)),
         Command::Serve { config } => Ok(serve(&config).await),
         Command::Gate(options) => Ok(ExitCode::from(meshgate::gate::run(*options).await)),
+        Command::Upgrade(options) => Ok(ExitCode::from(meshgate::upgrade::run(*options).await)),
         Command::Plan { action } => plan(action).await,
         Command::Demo {
             healthy,

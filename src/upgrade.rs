@@ -1,0 +1,1158 @@
+//! `meshgate upgrade`: the autopilot that executes a `[plan]` wave by wave through the Kubernetes
+//! API (relabel, restart, wait, gate on the daemon, roll back on NO-GO). Dry run by default.
+//!
+//! # Layout
+//!
+//! - `kube`: the Kubernetes client (the conventions of Kubernetes discovery) and its errors.
+//! - this file: the options, the run state kept in the `--state` file, and the steps.
+//!
+//! A run: RBAC pre-checks (one SelfSubjectAccessReview per verb and resource), the plan's
+//! namespaces exist, the `coordination.k8s.io` Lease taken (and renewed while running); then per
+//! wave: its analysis created on the daemon while the namespaces are still on the old revision
+//! (the before/after design needs their rates before the move), each namespace's Istio labels
+//! recorded and set to `istio.io/rev=<new>` (dropping `istio-injection`), its Deployments,
+//! StatefulSets and DaemonSets restarted (`kubectl.kubernetes.io/restartedAt`, as `kubectl
+//! rollout restart`), every rollout waited for (never forced), the verdict followed. GO: the next
+//! wave. NO-GO: the recorded labels restored, the workloads restarted and waited for, exit 1.
+//! INCONCLUSIVE: the run stops paused, exit 2. The state file is written after every action, so
+//! a second run with it continues where the first stopped and never relabels twice.
+
+mod kube;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use meshgate_core::api::{NamespaceLabels, VerdictDoc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::judge::Verdict;
+use crate::plan::{Plan, Wave};
+use kube::Kube;
+pub use kube::KubeError;
+
+/// Every wave GO: the upgrade is done (or, dry run: every call printed).
+pub const EXIT_DONE: u8 = 0;
+/// A wave was NO-GO: its namespaces were restored to their recorded labels; the run stopped.
+pub const EXIT_ROLLED_BACK: u8 = 1;
+/// A wave was INCONCLUSIVE (or its verdict still PENDING after `--verdict-timeout`): paused.
+pub const EXIT_PAUSED: u8 = 2;
+/// The Lease is held by another holder that has not expired (or was lost while running).
+pub const EXIT_LEASE_HELD: u8 = 3;
+/// A pre-check failed: a namespace of the plan is missing, or the RBAC refuses a verb.
+pub const EXIT_PRECHECK: u8 = 4;
+/// The API server or the daemon failed, or a rollout did not finish in `--rollout-timeout`.
+pub const EXIT_FAILED: u8 = 5;
+/// Bad usage: the configuration, the plan or the state file.
+pub const EXIT_USAGE: u8 = 64;
+
+const REV: &str = "istio.io/rev";
+const INJECTION: &str = "istio-injection";
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+const MERGE: &str = "application/merge-patch+json";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
+
+/// What `meshgate upgrade` was asked (also its command line).
+#[derive(Clone, Debug, clap::Args)]
+pub struct UpgradeOptions {
+    /// Configuration file (TOML): its `[plan]` and `[discovery.kubernetes]` (API server, token
+    /// file, CA) are used.
+    #[arg(short, long, env = "MESHGATE_CONFIG")]
+    pub config: PathBuf,
+    /// The meshgate daemon that judges each wave.
+    #[arg(long, env = "MESHGATE_SERVER", default_value = "http://127.0.0.1:9400")]
+    pub server: String,
+    /// Act. Without it nothing is written: every call is printed, in order.
+    #[arg(long)]
+    pub execute: bool,
+    /// The run's state (wave, recorded labels, actions done), JSON; a second run with the same
+    /// file continues where the first stopped.
+    #[arg(long, default_value = "meshgate-upgrade.json")]
+    pub state: PathBuf,
+    /// Namespace of the Lease that keeps two autopilots from driving one mesh.
+    #[arg(long, default_value = "meshgate")]
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "meshgate-upgrade")]
+    pub lease_name: String,
+    /// `leaseDurationSeconds` of the Lease; it is renewed every third of it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long one wave's rollouts may take before the run stops (nothing is forced).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub rollout_timeout: Duration,
+    /// How long a wave's verdict may stay PENDING before the run stops paused.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub verdict_timeout: Duration,
+    /// Time between two looks at a rollout or a verdict.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+}
+
+/// Why a run stopped before the end: its exit code and what to tell.
+#[derive(Debug)]
+struct Stop {
+    code: u8,
+    message: String,
+}
+
+impl Stop {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Stop {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<KubeError> for Stop {
+    fn from(e: KubeError) -> Self {
+        Stop::new(EXIT_FAILED, format!("the API server: {e}"))
+    }
+}
+
+/// A write that failed: the API server's answer, or not sent since the Lease was lost.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    LeaseLost(kube::LeaseLost),
+}
+
+impl WriteError {
+    fn code(&self) -> Option<u16> {
+        match self {
+            WriteError::Kube(e) => e.code(),
+            WriteError::LeaseLost(_) => None,
+        }
+    }
+}
+
+impl From<WriteError> for Stop {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Kube(e) => e.into(),
+            WriteError::LeaseLost(e) => Stop::new(
+                EXIT_LEASE_HELD,
+                format!("{e}; the run stops where it is (the state file says where)"),
+            ),
+        }
+    }
+}
+
+// === the run state ===
+
+/// The run's state, written to `--state` after every action.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunState {
+    /// [`Plan::key`] of the plan it runs (a state of another plan is refused).
+    pub plan: String,
+    /// The Lease holder identity of this run (kept, so a second run takes its own lease back).
+    pub run_id: String,
+    /// Each namespace's Istio labels before this run moved it: what a NO-GO restores.
+    pub recorded: BTreeMap<String, NamespaceLabels>,
+    /// Per wave of the plan, in order.
+    pub waves: Vec<WaveState>,
+    /// What was done, in order.
+    pub actions: Vec<Action>,
+}
+
+/// Where one wave stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaveState {
+    /// The wave's name.
+    pub name: String,
+    /// Its phase.
+    pub phase: RunPhase,
+    /// Namespaces relabelled to the new revision.
+    pub relabelled: Vec<String>,
+    /// Workloads restarted onto the new revision (`namespace/kind/name`).
+    pub restarted: Vec<String>,
+    /// The final verdict and its reason.
+    pub verdict: Option<String>,
+}
+
+/// A wave's phase in the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// Nothing done yet.
+    #[default]
+    NotStarted,
+    /// Relabelling, restarting, waiting or judging.
+    Moving,
+    /// Judged GO: done.
+    Go,
+    /// Judged NO-GO and restored to its recorded labels.
+    RolledBack,
+    /// INCONCLUSIVE (or PENDING past `--verdict-timeout`): a person decides.
+    Paused,
+}
+
+/// One action of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What, e.g. `relabel namespace shop: istio.io/rev=1-25-0`.
+    pub what: String,
+}
+
+impl RunState {
+    fn fresh(plan: &Plan, run_id: String) -> Self {
+        RunState {
+            plan: plan.key(),
+            run_id,
+            recorded: BTreeMap::new(),
+            waves: plan
+                .waves
+                .iter()
+                .map(|w| WaveState {
+                    name: w.name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Read a state file; `None` when it does not exist. A state of another plan, or of other
+    /// waves, is an error naming the file.
+    pub fn load(path: &Path, plan: &Plan) -> Result<Option<Self>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("--state {}: {e}", path.display())),
+        };
+        let s: RunState = serde_json::from_str(&text)
+            .map_err(|e| format!("--state {}: not a run state ({e})", path.display()))?;
+        if s.plan != plan.key() {
+            return Err(format!(
+                "--state {}: it is the state of plan {:?}, not of {:?}; give another --state",
+                path.display(),
+                s.plan,
+                plan.key()
+            ));
+        }
+        let names: Vec<&str> = s.waves.iter().map(|w| w.name.as_str()).collect();
+        let want: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
+        if names != want {
+            return Err(format!(
+                "--state {}: its waves {names:?} are not the plan's {want:?}",
+                path.display()
+            ));
+        }
+        Ok(Some(s))
+    }
+
+    /// Write it (a temporary file renamed over the old one: a crash leaves one or the other).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, text + "\n")
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("--state {}: {e}", path.display()))
+    }
+}
+
+// === workloads ===
+
+/// The workload kinds restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+const KINDS: [Kind; 3] = [Kind::Deployment, Kind::StatefulSet, Kind::DaemonSet];
+
+impl Kind {
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+        }
+    }
+
+    fn path(self, ns: &str, name: &str) -> String {
+        format!("/apis/apps/v1/namespaces/{ns}/{}/{name}", self.plural())
+    }
+}
+
+/// A workload: kind, namespace, name.
+#[derive(Clone, Debug)]
+struct Workload {
+    kind: Kind,
+    ns: String,
+    name: String,
+}
+
+impl Workload {
+    fn key(&self) -> String {
+        format!("{}/{}/{}", self.ns, self.kind.plural(), self.name)
+    }
+}
+
+/// Whether a workload's rollout is finished, as `kubectl rollout status` judges it; else what
+/// is missing.
+fn rollout_done(kind: Kind, o: &Value) -> Result<(), String> {
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let generation = n(&o["metadata"]["generation"]);
+    let observed = n(&o["status"]["observedGeneration"]);
+    if observed < generation {
+        return Err(format!(
+            "observedGeneration {observed} < generation {generation}"
+        ));
+    }
+    let st = &o["status"];
+    let (want, updated, ready, total) = match kind {
+        Kind::Deployment | Kind::StatefulSet => (
+            o["spec"]["replicas"].as_i64().unwrap_or(1),
+            n(&st["updatedReplicas"]),
+            n(&st["readyReplicas"]),
+            n(&st["replicas"]),
+        ),
+        Kind::DaemonSet => (
+            n(&st["desiredNumberScheduled"]),
+            n(&st["updatedNumberScheduled"]),
+            n(&st["numberReady"]),
+            n(&st["currentNumberScheduled"]),
+        ),
+    };
+    if updated == want && ready == want && total == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "updated {updated}/{want}, ready {ready}/{want}, {total} in all"
+        ))
+    }
+}
+
+/// Every SelfSubjectAccessReview the run needs: (verb, group, resource, namespace).
+fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static str, String)> {
+    let mut out = vec![
+        ("get", "", "namespaces", String::new()),
+        ("patch", "", "namespaces", String::new()),
+    ];
+    for k in KINDS {
+        for verb in ["list", "get", "patch"] {
+            out.push((verb, "apps", k.plural(), String::new()));
+        }
+    }
+    for verb in ["get", "create", "update"] {
+        out.push((verb, "coordination.k8s.io", "leases", lease_ns.to_owned()));
+    }
+    out
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn now_micro() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+fn labels_of(ns: &Value) -> NamespaceLabels {
+    let l = &ns["metadata"]["labels"];
+    NamespaceLabels {
+        istio_injection: l[INJECTION].as_str().map(str::to_owned),
+        rev: l[REV].as_str().map(str::to_owned),
+    }
+}
+
+/// The merge patch that sets a namespace's Istio labels to `l` (an absent label deleted with
+/// null), with `resourceVersion` as a precondition when given.
+fn labels_patch(l: &NamespaceLabels, resource_version: Option<&str>) -> Value {
+    let mut p = json!({"metadata": {"labels": {REV: l.rev, INJECTION: l.istio_injection}}});
+    if let Some(rv) = resource_version {
+        p["metadata"]["resourceVersion"] = json!(rv);
+    }
+    p
+}
+
+fn run_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("meshgate-upgrade-{host}-{}-{secs}", std::process::id())
+}
+
+// === the run ===
+
+/// Run it; returns the exit code. The calls go to stdout, one a line; messages to stderr.
+pub async fn run(o: UpgradeOptions) -> u8 {
+    let mut r = match Runner::start(o) {
+        Ok(r) => r,
+        Err(s) => {
+            eprintln!("meshgate upgrade: {}", s.message);
+            return s.code;
+        }
+    };
+    let result = r.drive().await;
+    r.release().await;
+    match result {
+        Ok(()) => EXIT_DONE,
+        Err(s) => {
+            eprintln!("meshgate upgrade: {}", s.message);
+            s.code
+        }
+    }
+}
+
+struct Runner {
+    o: UpgradeOptions,
+    plan: Plan,
+    kube: Arc<Kube>,
+    daemon: reqwest::Client,
+    server: String,
+    state: RunState,
+    /// The Lease renewal task and its stop, once taken.
+    lease: Option<(CancellationToken, tokio::task::JoinHandle<Option<Value>>)>,
+    /// Cancelled when the renewal finds the Lease taken by another holder.
+    lost: CancellationToken,
+}
+
+impl Runner {
+    fn start(o: UpgradeOptions) -> Result<Self, Stop> {
+        let usage = |m: String| Stop::new(EXIT_USAGE, m);
+        let cfg = crate::config::Config::load(&o.config).map_err(|e| usage(e.to_string()))?;
+        let plan = cfg
+            .plan
+            .ok_or_else(|| usage(format!("{}: no [plan] section", o.config.display())))?;
+        let problems = plan.problems();
+        if !problems.is_empty() {
+            return Err(usage(format!(
+                "{}: {}",
+                o.config.display(),
+                problems.join("; ")
+            )));
+        }
+        let kcfg = cfg.discovery.kubernetes.ok_or_else(|| {
+            usage(format!(
+                "{}: no [discovery.kubernetes] section (its api_server, token_file and ca_file are the autopilot's)",
+                o.config.display()
+            ))
+        })?;
+        let kube = Kube::build(kcfg).map_err(usage)?;
+        let server = crate::gate::server_base(&o.server).map_err(usage)?;
+        let daemon = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| usage(format!("cannot build an http client: {e}")))?;
+        let state = match RunState::load(&o.state, &plan).map_err(usage)? {
+            Some(s) => s,
+            None => RunState::fresh(&plan, run_id()),
+        };
+        Ok(Runner {
+            o,
+            plan,
+            kube: Arc::new(kube),
+            daemon,
+            server,
+            state,
+            lease: None,
+            lost: CancellationToken::new(),
+        })
+    }
+
+    /// Print a call; send it when executing (a dry run answers `None`).
+    async fn write(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, WriteError> {
+        println!("{method} {path} {content_type} {body}");
+        if !self.o.execute {
+            return Ok(None);
+        }
+        if self.lost.is_cancelled() {
+            return Err(WriteError::LeaseLost(kube::LeaseLost {
+                call: format!("{method} {path}"),
+            }));
+        }
+        Ok(Some(
+            self.kube
+                .send(method, path, Some(content_type), Some(body))
+                .await?,
+        ))
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Value>, KubeError> {
+        println!("GET {path}");
+        self.kube.get(path).await
+    }
+
+    fn act(&mut self, what: String) -> Result<(), Stop> {
+        if !self.o.execute {
+            return Ok(());
+        }
+        self.state.actions.push(Action {
+            at: now_rfc3339(),
+            what,
+        });
+        self.state
+            .save(&self.o.state)
+            .map_err(|e| Stop::new(EXIT_FAILED, e))
+    }
+
+    async fn drive(&mut self) -> Result<(), Stop> {
+        if !self.o.execute {
+            eprintln!("meshgate upgrade: dry run: nothing is written (the calls that would be are printed); pass --execute to act");
+        }
+        self.check_access().await?;
+        self.check_namespaces().await?;
+        if self.o.execute {
+            // The state file must be writable before anything is written to the cluster.
+            self.state
+                .save(&self.o.state)
+                .map_err(|e| Stop::new(EXIT_USAGE, e))?;
+        }
+        self.take_lease().await?;
+        for i in 0..self.plan.waves.len() {
+            match self.state.waves[i].phase {
+                RunPhase::Go => continue,
+                RunPhase::RolledBack => {
+                    return Err(Stop::new(
+                        EXIT_ROLLED_BACK,
+                        format!(
+                            "wave {} was rolled back by this run ({}); start a new run with another --state",
+                            self.plan.waves[i].name,
+                            self.state.waves[i].verdict.clone().unwrap_or_default()
+                        ),
+                    ))
+                }
+                RunPhase::Paused => {
+                    return Err(Stop::new(
+                        EXIT_PAUSED,
+                        format!(
+                            "wave {} is paused ({}); resuming a paused run is not built yet: decide, then restore or continue by hand",
+                            self.plan.waves[i].name,
+                            self.state.waves[i].verdict.clone().unwrap_or_default()
+                        ),
+                    ))
+                }
+                RunPhase::NotStarted | RunPhase::Moving => {}
+            }
+            self.wave(i).await?;
+        }
+        eprintln!(
+            "meshgate upgrade: every wave GO{}: the old control plane (revision {}) can go once nothing else uses it; meshgate does not remove it",
+            if self.o.execute { "" } else { " (dry run)" },
+            self.plan.from_revision
+        );
+        Ok(())
+    }
+
+    /// One SelfSubjectAccessReview per verb and resource; every refusal named at once.
+    async fn check_access(&self) -> Result<(), Stop> {
+        let mut refused = Vec::new();
+        for (verb, group, resource, ns) in access_needed(&self.o.lease_namespace) {
+            let mut attrs = json!({"verb": verb, "group": group, "resource": resource});
+            if !ns.is_empty() {
+                attrs["namespace"] = json!(ns);
+            }
+            let body = json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attrs},
+            });
+            let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+            // A review creates nothing: it is sent in a dry run too.
+            println!("POST {path} application/json {body}");
+            let answer = self
+                .kube
+                .send("POST", path, Some("application/json"), Some(&body))
+                .await?;
+            if answer["status"]["allowed"] != true {
+                let g = if group.is_empty() { "" } else { "." };
+                let at = if ns.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in namespace {ns}")
+                };
+                let why = answer["status"]["reason"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                refused.push(format!("{verb} {resource}{g}{group}{at}{why}"));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(Stop::new(
+            EXIT_PRECHECK,
+            format!(
+                "the RBAC refuses: {}; deploy/kubernetes/autopilot-rbac.yaml grants what the autopilot needs; nothing was written",
+                refused.join(", ")
+            ),
+        ))
+    }
+
+    async fn check_namespaces(&self) -> Result<(), Stop> {
+        let mut missing = Vec::new();
+        for (i, w) in self.plan.waves.iter().enumerate() {
+            for ns in &w.namespaces {
+                if self
+                    .read(&format!("/api/v1/namespaces/{ns}"))
+                    .await?
+                    .is_none()
+                {
+                    missing.push(format!("{ns} (plan.waves[{i}], wave {})", w.name));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Stop::new(
+            EXIT_PRECHECK,
+            format!(
+                "namespaces of the plan not found: {}; nothing was written",
+                missing.join(", ")
+            ),
+        ))
+    }
+
+    fn lease_path(&self) -> String {
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
+            self.o.lease_namespace, self.o.lease_name
+        )
+    }
+
+    /// Take the Lease (create it, renew our own, or take over an expired one) and start renewing
+    /// it; another unexpired holder is [`EXIT_LEASE_HELD`].
+    async fn take_lease(&mut self) -> Result<(), Stop> {
+        let path = self.lease_path();
+        let me = self.state.run_id.clone();
+        let secs = self.o.lease_duration.as_secs().max(1);
+        for _ in 0..3 {
+            let now = now_micro();
+            let current = self.read(&path).await?;
+            let answer = match current {
+                None => {
+                    let body = json!({
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.o.lease_name, "namespace": self.o.lease_namespace},
+                        "spec": {"holderIdentity": me, "leaseDurationSeconds": secs,
+                                 "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
+                    });
+                    let collection = path.rsplit_once('/').map_or(path.as_str(), |p| p.0);
+                    self.write("POST", collection, "application/json", &body)
+                        .await
+                }
+                Some(mut lease) => {
+                    let holder = lease["spec"]["holderIdentity"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    if !holder.is_empty() && holder != me {
+                        if let Some(left) = lease_left(&lease) {
+                            return Err(Stop::new(
+                                EXIT_LEASE_HELD,
+                                format!(
+                                    "the Lease {}/{} is held by {holder:?} for {} s more (renewed {}): another autopilot drives this mesh; nothing was written",
+                                    self.o.lease_namespace,
+                                    self.o.lease_name,
+                                    left.as_secs(),
+                                    lease["spec"]["renewTime"].as_str().unwrap_or("?")
+                                ),
+                            ));
+                        }
+                    }
+                    let spec = &mut lease["spec"];
+                    if holder != me {
+                        spec["acquireTime"] = json!(now);
+                        spec["leaseTransitions"] =
+                            json!(spec["leaseTransitions"].as_i64().unwrap_or(0) + 1);
+                    }
+                    spec["holderIdentity"] = json!(me);
+                    spec["leaseDurationSeconds"] = json!(secs);
+                    spec["renewTime"] = json!(now);
+                    self.write("PUT", &path, "application/json", &lease).await
+                }
+            };
+            match answer {
+                Ok(Some(lease)) => {
+                    self.renew(lease);
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                // Another autopilot created or updated it in between: look again.
+                Err(e) if e.code() == Some(409) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Stop::new(
+            EXIT_LEASE_HELD,
+            format!(
+                "the Lease {}/{} kept changing under this run (409 Conflict three times): another autopilot is starting; nothing was written",
+                self.o.lease_namespace, self.o.lease_name
+            ),
+        ))
+    }
+
+    /// Renew the Lease every third of its duration until stopped; a 409 or another holder
+    /// means it was lost: `lost` is cancelled and no further write is sent.
+    fn renew(&mut self, lease: Value) {
+        let stop = CancellationToken::new();
+        let (kube, path, lost) = (self.kube.clone(), self.lease_path(), self.lost.clone());
+        let every = (self.o.lease_duration / 3).max(Duration::from_millis(100));
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut lease = lease;
+            loop {
+                tokio::select! {
+                    () = s.cancelled() => return Some(lease),
+                    () = tokio::time::sleep(every) => {}
+                }
+                let mut next = lease.clone();
+                next["spec"]["renewTime"] = json!(now_micro());
+                match kube
+                    .send("PUT", &path, Some("application/json"), Some(&next))
+                    .await
+                {
+                    Ok(l) => lease = l,
+                    Err(e) if e.code() == Some(409) => {
+                        tracing::error!(lease = %path, error = %e, "the Lease was taken by another holder; stopping before the next write");
+                        lost.cancel();
+                        return None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %path, error = %e, "renewing the Lease failed; retrying")
+                    }
+                }
+            }
+        });
+        self.lease = Some((stop, task));
+    }
+
+    /// Stop renewing and release the Lease (holder cleared, as client-go's ReleaseOnCancel).
+    async fn release(&mut self) {
+        let Some((stop, task)) = self.lease.take() else {
+            return;
+        };
+        stop.cancel();
+        let Ok(Some(mut lease)) = task.await else {
+            return;
+        };
+        lease["spec"]["holderIdentity"] = json!("");
+        lease["spec"]["leaseDurationSeconds"] = json!(1);
+        lease["spec"]["renewTime"] = json!(now_micro());
+        if let Err(e) = self
+            .write("PUT", &self.lease_path(), "application/json", &lease)
+            .await
+        {
+            eprintln!("meshgate upgrade: releasing the Lease: {e} (it expires by itself)");
+        }
+    }
+
+    async fn wave(&mut self, i: usize) -> Result<(), Stop> {
+        let wave = self.plan.waves[i].clone();
+        eprintln!(
+            "meshgate upgrade: wave {} ({}): {} -> {}",
+            wave.name,
+            wave.namespaces.join(", "),
+            self.plan.from_revision,
+            self.plan.to_revision
+        );
+        let moved = !self.state.waves[i].relabelled.is_empty();
+        self.ensure_analysis(&wave, moved).await?;
+        if self.state.waves[i].phase == RunPhase::NotStarted {
+            self.state.waves[i].phase = RunPhase::Moving;
+            self.act(format!("wave {} started", wave.name))?;
+        }
+        let target = NamespaceLabels {
+            istio_injection: None,
+            rev: Some(self.plan.to_revision.clone()),
+        };
+        for ns in &wave.namespaces {
+            if !self.state.waves[i].relabelled.contains(ns) {
+                self.relabel(ns, &target).await?;
+                self.state.waves[i].relabelled.push(ns.clone());
+                self.act(format!(
+                    "relabel namespace {ns}: istio.io/rev={}",
+                    self.plan.to_revision
+                ))?;
+            }
+        }
+        let workloads = self.restart(&wave, Some(i)).await?;
+        self.wait_rollouts(&workloads).await?;
+        let moved_at = Instant::now();
+        let (verdict, reason) = self.verdict(&wave).await?;
+        self.state.waves[i].verdict = Some(format!("{}: {reason}", verdict.as_str()));
+        match verdict {
+            Verdict::Go => {
+                // The wave must stay moved for its soak before the next starts (a GO verdict
+                // is final; the soak is the plan's margin for what a verdict cannot see).
+                println!("WAIT soak {}", humantime::format_duration(wave.soak));
+                if self.o.execute {
+                    tokio::time::sleep(wave.soak.saturating_sub(moved_at.elapsed())).await;
+                }
+                self.state.waves[i].phase = RunPhase::Go;
+                self.act(format!("wave {} GO: {reason}", wave.name))?;
+                Ok(())
+            }
+            Verdict::NoGo => {
+                self.act(format!("wave {} NO-GO: {reason}", wave.name))?;
+                self.roll_back(&wave).await?;
+                self.state.waves[i].phase = RunPhase::RolledBack;
+                self.act(format!(
+                    "wave {} rolled back to its recorded labels",
+                    wave.name
+                ))?;
+                Err(Stop::new(
+                    EXIT_ROLLED_BACK,
+                    format!(
+                        "wave {} NO-GO ({reason}): its namespaces were restored to their recorded labels and restarted; the run stops",
+                        wave.name
+                    ),
+                ))
+            }
+            Verdict::Inconclusive | Verdict::Pending => {
+                self.state.waves[i].phase = RunPhase::Paused;
+                self.act(format!("wave {} paused: {reason}", wave.name))?;
+                Err(Stop::new(
+                    EXIT_PAUSED,
+                    format!(
+                        "wave {} {} ({reason}): the run is paused with the wave moved; a person decides (resume is not built yet)",
+                        wave.name,
+                        verdict.as_str()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Record a namespace's labels (while not moved yet) and set them to `target`, with its
+    /// resourceVersion as a precondition: a 409 (changed in between) is read again.
+    async fn relabel(&mut self, ns: &str, target: &NamespaceLabels) -> Result<(), Stop> {
+        let path = format!("/api/v1/namespaces/{ns}");
+        for _ in 0..5 {
+            let Some(obj) = self.read(&path).await? else {
+                return Err(Stop::new(
+                    EXIT_FAILED,
+                    format!("namespace {ns} disappeared during the run"),
+                ));
+            };
+            let now = labels_of(&obj);
+            if &now == target {
+                // Already moved (by this run before a crash, or by hand): not relabelled twice.
+                return Ok(());
+            }
+            if self.state.recorded.get(ns) != Some(&now) {
+                self.state.recorded.insert(ns.to_owned(), now.clone());
+                self.act(format!("record namespace {ns}: {now:?}"))?;
+            }
+            let rv = obj["metadata"]["resourceVersion"].as_str();
+            match self
+                .write("PATCH", &path, MERGE, &labels_patch(target, rv))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some(409) => {
+                    eprintln!("meshgate upgrade: namespace {ns} changed in between (409 Conflict); reading it again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Stop::new(
+            EXIT_FAILED,
+            format!("namespace {ns} kept changing (409 Conflict five times); nothing forced"),
+        ))
+    }
+
+    /// Restart every workload of the wave's namespaces; with `wave`, those the state says were
+    /// restarted already are skipped.
+    async fn restart(&mut self, w: &Wave, wave: Option<usize>) -> Result<Vec<Workload>, Stop> {
+        let mut all = Vec::new();
+        for ns in &w.namespaces {
+            for kind in KINDS {
+                let path = format!("/apis/apps/v1/namespaces/{ns}/{}", kind.plural());
+                let list = self.read(&path).await?.unwrap_or(Value::Null);
+                for item in list["items"].as_array().into_iter().flatten() {
+                    if let Some(name) = item["metadata"]["name"].as_str() {
+                        all.push(Workload {
+                            kind,
+                            ns: ns.clone(),
+                            name: name.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        // Microseconds, not kubectl's whole seconds: a rollback's restart within the same
+        // second as the move's would patch the same value, change nothing and restart nothing.
+        let at = now_micro();
+        for wl in &all {
+            if wave.is_some_and(|i| self.state.waves[i].restarted.contains(&wl.key())) {
+                continue;
+            }
+            let body =
+                json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}});
+            self.write("PATCH", &wl.kind.path(&wl.ns, &wl.name), STRATEGIC, &body)
+                .await?;
+            if let Some(i) = wave {
+                self.state.waves[i].restarted.push(wl.key());
+            }
+            self.act(format!("restart {}", wl.key()))?;
+        }
+        Ok(all)
+    }
+
+    async fn wait_rollouts(&self, workloads: &[Workload]) -> Result<(), Stop> {
+        for wl in workloads {
+            println!("WAIT rollout {}", wl.key());
+        }
+        if !self.o.execute {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut pending: Vec<&Workload> = workloads.iter().collect();
+        loop {
+            let mut still = Vec::new();
+            let mut why = String::new();
+            for wl in pending {
+                let obj = self
+                    .kube
+                    .get(&wl.kind.path(&wl.ns, &wl.name))
+                    .await?
+                    .ok_or_else(|| {
+                        Stop::new(
+                            EXIT_FAILED,
+                            format!("{} disappeared during its rollout", wl.key()),
+                        )
+                    })?;
+                if let Err(e) = rollout_done(wl.kind, &obj) {
+                    why = format!("{}: {e}", wl.key());
+                    still.push(wl);
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= self.o.rollout_timeout {
+                return Err(Stop::new(
+                    EXIT_FAILED,
+                    format!(
+                        "{} rollout(s) not finished after {} ({why}); nothing was forced; run again with the same --state to go on waiting",
+                        still.len(),
+                        humantime::format_duration(self.o.rollout_timeout)
+                    ),
+                ));
+            }
+            pending = still;
+            tokio::time::sleep(self.o.poll).await;
+        }
+    }
+
+    /// The wave's analysis on the daemon: followed when it exists (the daemon's own `[plan]`
+    /// creates the same one), else created from [`Plan::analysis_for`], before the move. Missing
+    /// once the wave has `moved` (a resumed run whose daemon lost it), it is not created: a
+    /// before/after analysis started after the move never saw the old revision.
+    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<(), Stop> {
+        let id = Plan::analysis_id(wave);
+        let url = format!("{}/v1/analyses/{id}", self.server);
+        let unreachable = |e: reqwest::Error| {
+            Stop::new(
+                EXIT_FAILED,
+                format!(
+                    "the daemon at {}: {}",
+                    self.server,
+                    crate::tls::error_chain(&e)
+                ),
+            )
+        };
+        println!("GET {url}");
+        if !self.o.execute {
+            // A dry run does not ask the daemon: the create is shown as it would be sent.
+            let body = self.analysis_body(wave)?;
+            println!("POST {}/v1/analyses application/json {body}", self.server);
+            return Ok(());
+        }
+        let r = self.daemon.get(&url).send().await.map_err(unreachable)?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        if r.status() != reqwest::StatusCode::NOT_FOUND {
+            return Err(Stop::new(EXIT_FAILED, format!("GET {url}: {}", r.status())));
+        }
+        if moved {
+            return Err(Stop::new(
+                EXIT_PAUSED,
+                format!(
+                    "wave {}: its analysis {id} is gone from the daemon and the wave has already moved; one created now would not see the old revision, so the run stops paused: decide by hand (its recorded labels are in the state file)",
+                    wave.name
+                ),
+            ));
+        }
+        let body = self.analysis_body(wave)?;
+        let post = format!("{}/v1/analyses", self.server);
+        println!("POST {post} application/json {body}");
+        let r = self
+            .daemon
+            .post(&post)
+            .json(&body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !r.status().is_success() {
+            let s = r.status();
+            let text = r.text().await.unwrap_or_default();
+            return Err(Stop::new(
+                EXIT_FAILED,
+                format!("POST {post}: the daemon refused the wave's analysis ({s}): {text}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The create body of the wave's analysis: [`Plan::analysis_for`], unset fields left out
+    /// so the daemon's defaults apply (`"checks": []` is refused).
+    fn analysis_body(&self, wave: &Wave) -> Result<Value, Stop> {
+        let mut body = serde_json::to_value(self.plan.analysis_for(wave))
+            .map_err(|e| Stop::new(EXIT_FAILED, e.to_string()))?;
+        if let Some(m) = body.as_object_mut() {
+            m.retain(|_, v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
+        }
+        Ok(body)
+    }
+
+    /// Follow the wave's verdict until it is final (PENDING past `--verdict-timeout` answers
+    /// PENDING); a daemon that cannot be reached is retried meanwhile.
+    async fn verdict(&self, wave: &Wave) -> Result<(Verdict, String), Stop> {
+        let url = format!(
+            "{}/v1/analyses/{}/verdict",
+            self.server,
+            Plan::analysis_id(wave)
+        );
+        println!("WAIT verdict GET {url}");
+        if !self.o.execute {
+            return Ok((Verdict::Go, "dry run: GO assumed".into()));
+        }
+        let started = Instant::now();
+        let mut last;
+        loop {
+            match self.daemon.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    match crate::client::read_doc::<VerdictDoc>(&format!("GET {url}"), r).await {
+                        Ok(d) if d.verdict != Verdict::Pending => return Ok((d.verdict, d.reason)),
+                        Ok(d) => last = d.reason,
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Ok(r) => last = format!("GET {url}: {}", r.status()),
+                Err(e) => last = format!("GET {url}: {}", crate::tls::error_chain(&e)),
+            }
+            if started.elapsed() >= self.o.verdict_timeout {
+                return Ok((
+                    Verdict::Pending,
+                    format!(
+                        "still no verdict after {} ({last})",
+                        humantime::format_duration(self.o.verdict_timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(self.o.poll).await;
+        }
+    }
+
+    /// Restore every namespace of the wave to its recorded labels, restart, wait.
+    async fn roll_back(&mut self, wave: &Wave) -> Result<(), Stop> {
+        for ns in &wave.namespaces {
+            let Some(rec) = self.state.recorded.get(ns).cloned() else {
+                // Never relabelled by this run (it stopped before): nothing to restore.
+                eprintln!("meshgate upgrade: namespace {ns}: no labels recorded by this run, left as it is");
+                continue;
+            };
+            self.write(
+                "PATCH",
+                &format!("/api/v1/namespaces/{ns}"),
+                MERGE,
+                &labels_patch(&rec, None),
+            )
+            .await?;
+            self.act(format!("restore namespace {ns}: {rec:?}"))?;
+        }
+        let workloads = self.restart(wave, None).await?;
+        self.wait_rollouts(&workloads).await
+    }
+}
+
+/// How long a Lease held by someone stays valid (`renewTime + leaseDurationSeconds`), `None`
+/// when expired or unreadable (an unreadable renewTime is treated as expired, as client-go does
+/// with a zero time).
+fn lease_left(lease: &Value) -> Option<Duration> {
+    let renew = humantime::parse_rfc3339_weak(lease["spec"]["renewTime"].as_str()?).ok()?;
+    let secs = lease["spec"]["leaseDurationSeconds"].as_u64()?;
+    (renew + Duration::from_secs(secs))
+        .duration_since(SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_is_done_only_when_observed_updated_and_ready() {
+        let mut d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": 2, "updatedReplicas": 2, "readyReplicas": 2, "replicas": 2}});
+        assert!(rollout_done(Kind::Deployment, &d)
+            .unwrap_err()
+            .contains("observedGeneration 2 < generation 3"));
+        d["status"]["observedGeneration"] = json!(3);
+        d["status"]["replicas"] = json!(3);
+        assert!(
+            rollout_done(Kind::Deployment, &d).is_err(),
+            "an old pod is left"
+        );
+        d["status"]["replicas"] = json!(2);
+        assert_eq!(rollout_done(Kind::Deployment, &d), Ok(()));
+        let ds = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
+            "desiredNumberScheduled": 3, "updatedNumberScheduled": 2, "numberReady": 3, "currentNumberScheduled": 3}});
+        assert!(rollout_done(Kind::DaemonSet, &ds).is_err());
+    }
+
+    #[test]
+    fn labels_patch_deletes_what_was_absent() {
+        let rec = NamespaceLabels {
+            istio_injection: Some("enabled".into()),
+            rev: None,
+        };
+        assert_eq!(
+            labels_patch(&rec, Some("7")),
+            json!({"metadata": {"labels": {"istio.io/rev": null, "istio-injection": "enabled"}, "resourceVersion": "7"}})
+        );
+    }
+
+    #[test]
+    fn lease_expiry_from_renew_time_and_duration() {
+        let fresh = json!({"spec": {"renewTime": now_micro(), "leaseDurationSeconds": 60}});
+        assert!(lease_left(&fresh).is_some_and(|d| d.as_secs() >= 58));
+        let old = json!({"spec": {"renewTime": "2020-01-01T00:00:00.000000Z", "leaseDurationSeconds": 60}});
+        assert_eq!(lease_left(&old), None);
+    }
+}

@@ -1,0 +1,803 @@
+//! `meshgate upgrade` (the autopilot), through the real binary, against the Kubernetes API-server
+//! double (tests/it/kubeapi.rs) and a real daemon judging a simulated mesh (tests/it/support.rs).
+//!
+//! The daemon judges each wave's analysis: the tests create `plan-<wave>` on it before the run
+//! (the autopilot follows an analysis of that id when it exists, as the daemon's own `[plan]`
+//! creates it) with the selectors of the lab's healthy mesh (GO) or of its mesh whose canary
+//! returns 1% 5xx (NO-GO): a real verdict of the real judge, not one made up for the test.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::kubeapi::{kubeconfig, KubeApi, Request};
+use crate::support::{analysis, lab, Lab, BAD, GOOD};
+
+const NS_PATH: &str = "/api/v1/namespaces/";
+
+/// The plan: wave `w1` moves `shop`, wave `w2` moves `pay` and `ads`.
+fn write_config(dir: &Path, api: &str) -> PathBuf {
+    let p = dir.join("meshgate.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[discovery.kubernetes]
+api_server = "{api}"
+cluster = "test"
+
+[plan]
+name = "1.24 -> 1.25"
+from_revision = "1-24-2"
+to_revision = "1-25-0"
+
+[[plan.waves]]
+name = "w1"
+namespaces = ["shop"]
+soak = "300ms"
+
+[[plan.waves]]
+name = "w2"
+namespaces = ["pay", "ads"]
+soak = "0s"
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// The cluster before the upgrade: `shop` on the old revision by label, `pay` injected the
+/// default way (`istio-injection=enabled`), `ads` on the old revision with a label of its own.
+async fn cluster() -> KubeApi {
+    let api = KubeApi::start().await;
+    api.namespace("shop", json!({"istio.io/rev": "1-24-2"}));
+    api.namespace("pay", json!({"istio-injection": "enabled"}));
+    api.namespace("ads", json!({"istio.io/rev": "1-24-2", "team": "ads"}));
+    api.namespace("meshgate", json!({}));
+    api.workload("deployments", "shop", "cart", 2);
+    api.workload("statefulsets", "shop", "db", 1);
+    api.workload("deployments", "pay", "checkout", 2);
+    api.workload("daemonsets", "pay", "agent", 0);
+    api.workload("deployments", "ads", "banner", 1);
+    api
+}
+
+const WORKLOADS: [(&str, &str, &str); 5] = [
+    ("deployments", "shop", "cart"),
+    ("statefulsets", "shop", "db"),
+    ("deployments", "pay", "checkout"),
+    ("daemonsets", "pay", "agent"),
+    ("deployments", "ads", "banner"),
+];
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `meshgate upgrade` with `args` (off the runtime's threads: the double and the daemon
+/// keep serving meanwhile).
+async fn upgrade(config: &Path, state: &Path, args: &[&str]) -> Out {
+    let mut a: Vec<String> = vec![
+        "upgrade".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--state".into(),
+        state.display().to_string(),
+        "--poll".into(),
+        "100ms".into(),
+        "--lease-duration".into(),
+        "3s".into(),
+        "--verdict-timeout".into(),
+        "60s".into(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args(&a)
+            .env_remove("MESHGATE_SERVER")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> String {
+    let mut a: Vec<String> = vec![
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--cache-dir".into(),
+        cache.display().to_string(),
+        "--request-timeout".into(),
+        "10s".into(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/kubectl")
+            .args(&a)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {:?}: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A lab daemon with the waves' analyses created: `w2` judged on the mesh given.
+async fn judged(w2: (&str, &str)) -> Lab {
+    let l = lab("").await;
+    let c = reqwest::Client::new();
+    for (name, revs) in [("plan-w1", GOOD), ("plan-w2", w2)] {
+        let r = c
+            .post(format!("{}/v1/analyses", l.base))
+            .json(&analysis(name, revs))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    l
+}
+
+fn now_micro() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+/// The namespace patches, as (namespace, body).
+fn ns_patches(log: &[Request]) -> Vec<(String, Value)> {
+    log.iter()
+        .filter(|r| r.method == "PATCH" && r.path().starts_with(NS_PATH) && r.code == 200)
+        .map(|r| {
+            (
+                r.path()[NS_PATH.len()..].to_owned(),
+                r.body.clone().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn restarts(log: &[Request]) -> Vec<&Request> {
+    log.iter()
+        .filter(|r| r.method == "PATCH" && r.path().starts_with("/apis/apps/v1/"))
+        .collect()
+}
+
+fn state(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    // No daemon at all: a dry run does not ask it.
+    let out = upgrade(&cfg, &st, &["--server", "http://127.0.0.1:9"]).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("dry run"), "{}", out.stderr);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert!(!st.exists(), "a dry run writes no state");
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    // The calls in order: pre-checks, the lease, then per wave the analysis, the relabel, the
+    // restarts, the waits.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let pos = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in\n{}", out.stdout))
+    };
+    let order = [
+        "POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        "GET /api/v1/namespaces/shop",
+        "GET /apis/coordination.k8s.io/v1/namespaces/meshgate/leases/meshgate-upgrade",
+        "POST /apis/coordination.k8s.io/v1/namespaces/meshgate/leases application/json",
+        "GET http://127.0.0.1:9/v1/analyses/plan-w1",
+        "POST http://127.0.0.1:9/v1/analyses application/json {",
+        r#"PATCH /api/v1/namespaces/shop application/merge-patch+json {"metadata":{"labels":{"istio-injection":null,"istio.io/rev":"1-25-0"},"resourceVersion":""#,
+        "PATCH /apis/apps/v1/namespaces/shop/deployments/cart application/strategic-merge-patch+json {\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"kubectl.kubernetes.io/restartedAt\":\"",
+        "PATCH /apis/apps/v1/namespaces/shop/statefulsets/db application/strategic-merge-patch+json",
+        "WAIT rollout shop/deployments/cart",
+        "WAIT verdict GET http://127.0.0.1:9/v1/analyses/plan-w1/verdict",
+        "WAIT soak 300ms",
+        "PATCH /api/v1/namespaces/pay application/merge-patch+json",
+        "PATCH /api/v1/namespaces/ads application/merge-patch+json",
+        "PATCH /apis/apps/v1/namespaces/pay/deployments/checkout",
+        "PATCH /apis/apps/v1/namespaces/pay/daemonsets/agent",
+        "PATCH /apis/apps/v1/namespaces/ads/deployments/banner",
+        "WAIT verdict GET http://127.0.0.1:9/v1/analyses/plan-w2/verdict",
+    ];
+    let at: Vec<usize> = order.iter().map(|p| pos(p)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}\n{}", out.stdout);
+    // The wave's analysis is the plan's before/after one.
+    let create = lines[at[5]].split_once("application/json ").unwrap().1;
+    let body: Value = serde_json::from_str(create).unwrap();
+    assert_eq!(body["design"], "before_after");
+    assert_eq!(body["moving"], json!(["shop"]));
+    assert!(
+        body.get("checks").is_none(),
+        "unset checks stay out: {body}"
+    );
+    // The RBAC manifest grants exactly what the run asked (least privilege, nothing missing).
+    let asked: BTreeSet<String> = api
+        .log()
+        .iter()
+        .filter(|r| r.uri.contains("selfsubjectaccessreviews"))
+        .map(|r| {
+            let a = &r.body.as_ref().unwrap()["spec"]["resourceAttributes"];
+            let g = a["group"].as_str().unwrap();
+            let res = a["resource"].as_str().unwrap();
+            let res = if g.is_empty() {
+                res.to_owned()
+            } else {
+                format!("{res}.{g}")
+            };
+            format!("{} {res}", a["verb"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        rbac_grants(),
+        "deploy/kubernetes/autopilot-rbac.yaml"
+    );
+}
+
+/// `verb resource[.group]` of every rule of the autopilot's Role and ClusterRole.
+fn rbac_grants() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(format!(
+        "{}/deploy/kubernetes/autopilot-rbac.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut out = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    for d in serde_yaml::Deserializer::from_str(&text) {
+        let d: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+        kinds.insert(d["kind"].as_str().unwrap().to_owned());
+        for rule in d["rules"].as_sequence().into_iter().flatten() {
+            for g in rule["apiGroups"].as_sequence().unwrap() {
+                for r in rule["resources"].as_sequence().unwrap() {
+                    for v in rule["verbs"].as_sequence().unwrap() {
+                        let (g, r, v) = (
+                            g.as_str().unwrap(),
+                            r.as_str().unwrap(),
+                            v.as_str().unwrap(),
+                        );
+                        if r == "selfsubjectaccessreviews" {
+                            continue; // the reviews themselves, not asked about
+                        }
+                        let res = if g.is_empty() {
+                            r.to_owned()
+                        } else {
+                            format!("{r}.{g}")
+                        };
+                        out.insert(format!("{v} {res}"));
+                    }
+                }
+            }
+        }
+    }
+    for k in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(kinds.contains(k), "{k} missing from autopilot-rbac.yaml");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_labels() {
+    let api = cluster().await;
+    // A crashed autopilot's lease, expired: taken over.
+    api.lease(
+        "meshgate",
+        "meshgate-upgrade",
+        "crashed-run",
+        "2026-01-01T00:00:00.000000Z",
+        15,
+    );
+    // Someone edits shop between the autopilot's read and its patch (the 2nd GET: the first is
+    // the pre-check): its stale resourceVersion is a 409, read again.
+    api.touch_after_get("shop", 2);
+    let l = judged(GOOD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("old control plane (revision 1-24-2) can go"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        api.labels("shop"),
+        json!({"istio.io/rev": "1-25-0", "team": "payments"})
+    );
+    assert_eq!(api.labels("pay"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(
+        api.labels("ads"),
+        json!({"istio.io/rev": "1-25-0", "team": "ads"})
+    );
+    for (k, ns, n) in WORKLOADS {
+        assert_eq!(
+            api.pods_rev(k, ns, n).as_deref(),
+            Some("1-25-0"),
+            "{ns}/{k}/{n}"
+        );
+        let o = api.object(k, ns, n);
+        assert!(
+            o["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{o}"
+        );
+        assert_eq!(o["metadata"]["generation"], 2, "restarted once: {o}");
+    }
+    let log = api.log();
+    // The stale write was a 409, the re-read one went through.
+    let shop: Vec<u16> = log
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path() == "/api/v1/namespaces/shop")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(shop, [409, 200]);
+    for r in log.iter().filter(|r| r.method == "PATCH") {
+        let want = if r.path().starts_with(NS_PATH) {
+            "application/merge-patch+json"
+        } else {
+            "application/strategic-merge-patch+json"
+        };
+        assert_eq!(r.content_type.as_deref(), Some(want), "{r:?}");
+    }
+    assert_eq!(restarts(&log).len(), WORKLOADS.len());
+    // Wave 2 starts after wave 1's restarts (and after its verdict).
+    let first = |p: &str| {
+        log.iter()
+            .position(|r| r.method == "PATCH" && r.path() == p)
+            .unwrap()
+    };
+    assert!(
+        first("/apis/apps/v1/namespaces/shop/statefulsets/db") < first("/api/v1/namespaces/pay")
+    );
+    // The lease: taken over from the expired holder, renewed, released.
+    let lease = api.object("leases", "meshgate", "meshgate-upgrade");
+    assert_eq!(lease["spec"]["holderIdentity"], "", "{lease}");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    assert!(log.iter().filter(|r| r.method == "PUT").all(|r| {
+        r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string() && r.code == 200
+    }));
+    // The state: both waves GO, the labels recorded before the move.
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "go");
+    assert_eq!(s["waves"][1]["phase"], "go");
+    assert_eq!(
+        s["recorded"]["pay"],
+        json!({"istio_injection": "enabled", "rev": null})
+    );
+    assert_eq!(
+        s["recorded"]["shop"],
+        json!({"istio_injection": null, "rev": "1-24-2"})
+    );
+    // kubectl, a real client, reads what the autopilot wrote.
+    let before_kubectl = api.log().len();
+    let kc = kubeconfig(dir.path(), &api.url());
+    let cache = dir.path().join("kube-cache");
+    let labels = kubectl(
+        &kc,
+        &cache,
+        &["get", "ns", "shop", "-o", "jsonpath={.metadata.labels}"],
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&labels).unwrap(),
+        api.labels("shop")
+    );
+    let ann = kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "deploy",
+            "cart",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations}",
+        ],
+    )
+    .await;
+    assert!(ann.contains("kubectl.kubernetes.io/restartedAt"), "{ann}");
+    let ns = kubectl(
+        &kc,
+        &cache,
+        &["get", "ns", "-l", "istio.io/rev=1-25-0", "-o", "name"],
+    )
+    .await;
+    assert_eq!(
+        ns.lines().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["namespace/ads", "namespace/pay", "namespace/shop"]),
+        "{ns}"
+    );
+    // kubectl found the resources through the discovery documents and only read.
+    let asked = &api.log()[before_kubectl..];
+    eprintln!(
+        "kubectl asked: {:?}",
+        asked.iter().map(|r| &r.uri).collect::<Vec<_>>()
+    );
+    assert!(asked.iter().any(|r| r.path() == "/apis"), "{asked:?}");
+    assert!(
+        asked.iter().all(|r| r.method == "GET" && r.code == 200),
+        "{asked:?}"
+    );
+    // A second run with the same state continues after the end: nothing relabelled or
+    // restarted twice.
+    let before = api.log().len();
+    let again = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    let later = &api.log()[before..];
+    assert!(
+        ns_patches(later).is_empty() && restarts(later).is_empty(),
+        "{later:?}"
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_go_wave_restores_the_recorded_labels_and_stops() {
+    let api = cluster().await;
+    let l = judged(BAD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("wave w2 NO-GO"), "{}", out.stderr);
+    // Wave 1 stays moved; wave 2 is back exactly as it was: no istio.io/rev left on pay.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(
+        api.labels("ads"),
+        json!({"istio.io/rev": "1-24-2", "team": "ads"})
+    );
+    assert_eq!(
+        api.pods_rev("deployments", "pay", "checkout").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        api.pods_rev("daemonsets", "pay", "agent").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        api.pods_rev("deployments", "ads", "banner").as_deref(),
+        Some("1-24-2")
+    );
+    assert_eq!(
+        api.object("deployments", "pay", "checkout")["metadata"]["generation"],
+        3,
+        "restarted twice"
+    );
+    let restore = ns_patches(&api.log())
+        .into_iter()
+        .filter(|(ns, _)| ns == "pay")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        restore.1,
+        json!({"metadata": {"labels": {"istio.io/rev": null, "istio-injection": "enabled"}}})
+    );
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "go");
+    assert_eq!(s["waves"][1]["phase"], "rolled_back");
+    // A second run with this state refuses to go on, and writes nothing but the lease.
+    let before = api.log().len();
+    let again = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(again.code, Some(1), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("was rolled back by this run"),
+        "{}",
+        again.stderr
+    );
+    let later = &api.log()[before..];
+    assert!(
+        ns_patches(later).is_empty() && restarts(later).is_empty(),
+        "{later:?}"
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_wave_pauses_the_run_with_the_wave_moved() {
+    let api = cluster().await;
+    let l = lab("").await;
+    // A baseline that never has data: the wave's analysis can only end INCONCLUSIVE.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/analyses", l.base))
+        .json(&json!({"name": "plan-w1",
+               "baseline": "{role=\"proxy\", revision=\"does-not-exist\"}",
+               "canary": format!("{{role=\"proxy\", revision=\"{}\"}}", GOOD.1),
+               "min_duration": "1s", "max_duration": "3s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("wave w1 INCONCLUSIVE"),
+        "{}",
+        out.stderr
+    );
+    // Paused, not rolled back: a person decides; wave 2 not started.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "paused");
+    assert_eq!(s["waves"][1]["phase"], "not_started");
+    let again = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(again.code, Some(2), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("wave w1 is paused"),
+        "{}",
+        again.stderr
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_wave_resumes_from_its_state_and_restores_the_first_record() {
+    let api = cluster().await;
+    // The killed run had finished wave 1 and relabelled pay (not yet restarted), then died
+    // holding its lease.
+    for ns in ["shop", "pay"] {
+        api.namespace(ns, json!({"istio.io/rev": "1-25-0"}));
+    }
+    api.lease(
+        "meshgate",
+        "meshgate-upgrade",
+        "killed-run",
+        &now_micro(),
+        60,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    killed_state(&st);
+    let l = judged(BAD).await;
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    // Its own lease taken back; wave 1 not touched; pay not relabelled again; ads moved; the
+    // NO-GO restores pay to what was recorded before the first run moved it.
+    let patches: Vec<String> = ns_patches(&api.log())
+        .into_iter()
+        .map(|(ns, _)| ns)
+        .collect();
+    assert_eq!(patches, ["ads", "pay", "ads"]);
+    assert!(restarts(&api.log())
+        .iter()
+        .all(|r| !r.path().contains("/shop/")));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(
+        api.labels("ads"),
+        json!({"istio.io/rev": "1-24-2", "team": "ads"})
+    );
+    assert_eq!(
+        state(&st)["recorded"]["pay"],
+        json!({"istio_injection": "enabled", "rev": null})
+    );
+    l.shutdown().await;
+}
+
+/// The state of a run killed after wave 1, with `pay` of wave 2 relabelled.
+fn killed_state(path: &Path) {
+    std::fs::write(
+        path,
+        json!({
+            "plan": "1.24 -> 1.25: 1-24-2 -> 1-25-0",
+            "run_id": "killed-run",
+            "recorded": {"shop": {"istio_injection": null, "rev": "1-24-2"},
+                         "pay": {"istio_injection": "enabled", "rev": null}},
+            "waves": [
+                {"name": "w1", "phase": "go", "relabelled": ["shop"],
+                 "restarted": ["shop/deployments/cart", "shop/statefulsets/db"], "verdict": "GO: ok"},
+                {"name": "w2", "phase": "moving", "relabelled": ["pay"], "restarted": [], "verdict": null}
+            ],
+            "actions": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_wave_whose_analysis_is_gone_is_not_judged_by_a_late_one() {
+    let api = cluster().await;
+    api.namespace("pay", json!({"istio.io/rev": "1-25-0"}));
+    // A daemon that lost the wave's analysis (no plan-w2 on it).
+    let l = lab("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    killed_state(&st);
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("its analysis plan-w2 is gone from the daemon"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("POST http"),
+        "no late analysis created: {}",
+        out.stdout
+    );
+    assert!(ns_patches(&api.log()).is_empty() && restarts(&api.log()).is_empty());
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_another_autopilot_refuses_the_run_before_any_write() {
+    let api = cluster().await;
+    api.lease(
+        "meshgate",
+        "meshgate-upgrade",
+        "other-autopilot-7f3",
+        &now_micro(),
+        60,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", "http://127.0.0.1:9", "--execute"]).await;
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("held by \"other-autopilot-7f3\""),
+        "{}",
+        out.stderr
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-24-2"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_away_while_running_stops_the_run_before_its_next_write() {
+    let api = std::sync::Arc::new(cluster().await);
+    let l = judged(GOOD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let base = l.base.clone();
+    let (c, s) = (cfg.clone(), st.clone());
+    let run = tokio::spawn(async move { upgrade(&c, &s, &["--server", &base, "--execute"]).await });
+    // Once wave 1 is relabelled (the run holds the lease and waits for its verdict), another
+    // holder takes the lease over.
+    let t = std::time::Instant::now();
+    while api.labels("shop")["istio.io/rev"] != "1-25-0" {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "wave 1 never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    api.lease("meshgate", "meshgate-upgrade", "intruder", &now_micro(), 60);
+    let out = run.await.unwrap();
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("taken by another holder"),
+        "{}",
+        out.stderr
+    );
+    // Wave 2 was not touched, and the intruder's lease is left alone (no release over it).
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(
+        api.object("leases", "meshgate", "meshgate-upgrade")["spec"]["holderIdentity"],
+        "intruder"
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rbac_refusal_names_what_is_missing_and_exits_before_any_write() {
+    let api = cluster().await;
+    let mut granted: Vec<String> = rbac_grants().into_iter().collect();
+    granted.retain(|r| r != "patch deployments.apps" && r != "update leases.coordination.k8s.io");
+    api.allow_only(&granted.iter().map(String::as_str).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(&cfg, &st, &["--server", "http://127.0.0.1:9", "--execute"]).await;
+    assert_eq!(out.code, Some(4), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("patch deployments.apps, ")
+            && out
+                .stderr
+                .contains("update leases.coordination.k8s.io in namespace meshgate"),
+        "{}",
+        out.stderr
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // Nothing but the reviews was asked.
+    assert!(api
+        .log()
+        .iter()
+        .all(|r| r.uri.contains("selfsubjectaccessreviews")));
+    assert!(!st.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_what_and_where() {
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    // A state file of another plan.
+    let st = dir.path().join("state.json");
+    std::fs::write(
+        &st,
+        r#"{"plan": "other: 1 -> 2", "run_id": "x", "recorded": {}, "waves": [], "actions": []}"#,
+    )
+    .unwrap();
+    let out = upgrade(&cfg, &st, &[]).await;
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is the state of plan \"other: 1 -> 2\""),
+        "{}",
+        out.stderr
+    );
+    // A namespace of the plan that does not exist.
+    let missing = KubeApi::start().await;
+    missing.namespace("shop", json!({}));
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg2 = write_config(dir2.path(), &missing.url());
+    let out = upgrade(&cfg2, &dir.path().join("none.json"), &["--execute"]).await;
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("pay (plan.waves[1], wave w2), ads (plan.waves[1], wave w2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(missing.writes().is_empty());
+    // No [plan].
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        format!(
+            "[discovery.kubernetes]\napi_server = \"{}\"\ncluster = \"t\"\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let out = upgrade(&bare, &st, &[]).await;
+    assert_eq!(out.code, Some(64));
+    assert!(
+        out.stderr.contains("bare.toml: no [plan] section"),
+        "{}",
+        out.stderr
+    );
+}
