@@ -1025,13 +1025,14 @@ pub enum PageEnd {
 
 /// How `page` ends. An OpenMetrics page (`openmetrics`: served as
 /// `application/openmetrics-text`) must end with its `# EOF` line (a final newline after it is
-/// optional, as the format allows), as Prometheus requires; text after `# EOF` counts as no `# EOF`.
+/// optional, as the format allows, and blank lines after it hold nothing), as Prometheus requires;
+/// text after `# EOF` counts as no `# EOF`.
 /// A 0.0.4 page has no end marker, so its final newline is the only sign that its last line is
 /// complete: a page without one is not whole (Prometheus accepts it; a cut `1234` reads as `12`). A
 /// page of any format whose last line is `# EOF` is whole.
 pub fn page_end(page: &str, openmetrics: bool) -> PageEnd {
-    let body = page.strip_suffix('\n').unwrap_or(page);
-    let body = body.strip_suffix('\r').unwrap_or(body);
+    // Blank lines after `# EOF` hold nothing: the page ended there, nothing is missing.
+    let body = page.trim_end_matches(['\n', '\r']);
     let last = body.rsplit('\n').next().unwrap_or("");
     if last == "# EOF" {
         PageEnd::Whole
@@ -1119,6 +1120,11 @@ mod tests {
             "newline after EOF optional"
         );
         assert_eq!(page_end("a_total 1\r\n# EOF\r\n", om), PageEnd::Whole);
+        assert_eq!(
+            page_end("a_total 1\n# EOF\n\n\r\n", om),
+            PageEnd::Whole,
+            "blank lines after EOF (found by the fuzz oracle)"
+        );
         assert_eq!(page_end("a_total 1\n", om), PageEnd::NoEof);
         assert_eq!(page_end("a_total 1\n# EOF\na 2\n", om), PageEnd::NoEof);
         assert_eq!(page_end("a_total 1\n# EOF and more\n", om), PageEnd::NoEof);
