@@ -324,6 +324,29 @@ pub struct KubeDiscovery {
     token: Option<crate::secret::TokenFile>,
 }
 
+/// The API server's CA added to `b`, and the token file opened, from `[discovery.kubernetes]`
+/// (with the in-cluster defaults already applied): shared by discovery and the autopilot.
+pub(crate) fn ca_and_token(
+    cfg: &KubernetesConfig,
+    mut b: reqwest::ClientBuilder,
+) -> Result<(reqwest::ClientBuilder, Option<crate::secret::TokenFile>), String> {
+    if let Some(ca) = &cfg.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(cert);
+    }
+    let token = match &cfg.token_file {
+        Some(p) => Some(crate::secret::TokenFile::open(
+            "discovery.kubernetes.token_file",
+            p,
+        )?),
+        None => None,
+    };
+    Ok((b, token))
+}
+
 impl KubeDiscovery {
     /// Build the client: token and CA from the configured files, else from the pod's service
     /// account when mounted ([`SERVICE_ACCOUNT_DIR`]).
@@ -334,21 +357,8 @@ impl KubeDiscovery {
     /// [`Self::build`] with the service account mounted at `sa_dir`.
     pub fn build_in(cfg: KubernetesConfig, sa_dir: &std::path::Path) -> Result<Self, String> {
         let cfg = cfg.with_in_cluster_defaults(sa_dir);
-        let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
-            b = b.add_root_certificate(cert);
-        }
-        let token = match &cfg.token_file {
-            Some(p) => Some(crate::secret::TokenFile::open(
-                "discovery.kubernetes.token_file",
-                p,
-            )?),
-            None => None,
-        };
+        let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        let (b, token) = ca_and_token(&cfg, b)?;
         let client = b.build().map_err(|e| e.to_string())?;
         Ok(Self { cfg, client, token })
     }

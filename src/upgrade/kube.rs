@@ -66,23 +66,10 @@ impl Kube {
     /// service account when mounted (as discovery does).
     pub fn build(cfg: KubernetesConfig) -> Result<Self, String> {
         let cfg = cfg.with_in_cluster_defaults(std::path::Path::new(SERVICE_ACCOUNT_DIR));
-        let mut b = reqwest::Client::builder()
+        let b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30));
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("discovery.kubernetes.ca_file {}: {e}", ca.display()))?;
-            b = b.add_root_certificate(cert);
-        }
-        let token = match &cfg.token_file {
-            Some(p) => Some(crate::secret::TokenFile::open(
-                "discovery.kubernetes.token_file",
-                p,
-            )?),
-            None => None,
-        };
+        let (b, token) = crate::discovery::kubernetes::ca_and_token(&cfg, b)?;
         reqwest::Url::parse(&cfg.api_server).map_err(|e| {
             format!(
                 "discovery.kubernetes.api_server {:?}: not a URL ({e})",
