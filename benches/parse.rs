@@ -188,36 +188,23 @@ fn bench_parse(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(*group_name);
         group.throughput(Throughput::Bytes(page.len() as u64));
-        group.bench_function("meshgate_all", |b| {
-            b.iter(|| {
-                let mut sum = 0.0;
-                let mut labels = 0usize;
-                let mut value_bytes = 0usize;
-                let report = parse(black_box(page), &all, |s| {
-                    sum += s.value;
-                    for (_, value) in s.labels.iter() {
-                        labels += 1;
-                        value_bytes += value.len();
-                    }
-                });
-                black_box((sum, labels, value_bytes, report.samples))
-            })
-        });
-        group.bench_function("meshgate_istio_filter", |b| {
-            b.iter(|| {
-                let mut sum = 0.0;
-                let mut labels = 0usize;
-                let mut value_bytes = 0usize;
-                let report = parse(black_box(page), &istio, |s| {
-                    sum += s.value;
-                    for (_, value) in s.labels.iter() {
-                        labels += 1;
-                        value_bytes += value.len();
-                    }
-                });
-                black_box((sum, labels, value_bytes, report.samples))
-            })
-        });
+        for (name, filter) in [("meshgate_all", &all), ("meshgate_istio_filter", &istio)] {
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut sum = 0.0;
+                    let mut labels = 0usize;
+                    let mut value_bytes = 0usize;
+                    let report = parse(black_box(page), filter, |s| {
+                        sum += s.value;
+                        for (_, value) in s.labels.iter() {
+                            labels += 1;
+                            value_bytes += value.len();
+                        }
+                    });
+                    black_box((sum, labels, value_bytes, report.samples))
+                })
+            });
+        }
         group.bench_function("prometheus_parse", |b| {
             b.iter(|| {
                 let scrape = prometheus_parse::Scrape::parse(

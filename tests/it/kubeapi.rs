@@ -146,13 +146,17 @@ fn details(plural: &str, name: &str) -> Value {
     d
 }
 
+/// `deployments.apps`, or `namespaces` for the core group: how the API server names a resource
+/// in its messages.
+fn qualified(plural: &str) -> String {
+    match group_of(plural) {
+        "" => plural.to_owned(),
+        g => format!("{plural}.{g}"),
+    }
+}
+
 fn not_found(plural: &str, name: &str) -> Response {
-    let g = group_of(plural);
-    let full = if g.is_empty() {
-        plural.to_owned()
-    } else {
-        format!("{plural}.{g}")
-    };
+    let full = qualified(plural);
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -162,12 +166,7 @@ fn not_found(plural: &str, name: &str) -> Response {
 }
 
 fn conflict(plural: &str, name: &str) -> Response {
-    let g = group_of(plural);
-    let full = if g.is_empty() {
-        plural.to_owned()
-    } else {
-        format!("{plural}.{g}")
-    };
+    let full = qualified(plural);
     status(
         StatusCode::CONFLICT,
         "Conflict",

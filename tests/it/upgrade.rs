@@ -160,6 +160,14 @@ fn now_micro() -> String {
 }
 
 /// The namespace patches, as (namespace, body).
+/// No namespace relabelled and no workload restarted in `log`.
+fn assert_moves_nothing(log: &[Request]) {
+    assert!(
+        ns_patches(log).is_empty() && restarts(log).is_empty(),
+        "{log:?}"
+    );
+}
+
 fn ns_patches(log: &[Request]) -> Vec<(String, Value)> {
     log.iter()
         .filter(|r| r.method == "PATCH" && r.path().starts_with(NS_PATH) && r.code == 200)
@@ -456,11 +464,7 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     let before = api.log().len();
     let again = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
     assert_eq!(again.code, Some(0), "{}", again.stderr);
-    let later = &api.log()[before..];
-    assert!(
-        ns_patches(later).is_empty() && restarts(later).is_empty(),
-        "{later:?}"
-    );
+    assert_moves_nothing(&api.log()[before..]);
     l.shutdown().await;
 }
 
@@ -519,11 +523,7 @@ async fn a_no_go_wave_restores_the_recorded_labels_and_stops() {
         "{}",
         again.stderr
     );
-    let later = &api.log()[before..];
-    assert!(
-        ns_patches(later).is_empty() && restarts(later).is_empty(),
-        "{later:?}"
-    );
+    assert_moves_nothing(&api.log()[before..]);
     l.shutdown().await;
 }
 
