@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         min_exposure: 100.0,
         slo_go: false,
         design: Default::default(),
+        soak: std::time::Duration::ZERO,
     };
     let mut warm = Analysis::new(settings, &specs);
     // Ten minutes of data first, as in a running analysis.

@@ -74,6 +74,7 @@ fn analyses(n_targets: usize, with_history: bool) -> Vec<(String, StoredAnalysis
                 min_exposure: 1000.0,
                 slo_go: false,
                 design: Default::default(),
+                soak: std::time::Duration::ZERO,
             };
             let urls = |side: &str| -> Vec<String> {
                 (0..n_targets / 2)

@@ -129,6 +129,7 @@ fn bench(c: &mut Criterion) {
         min_exposure: 100.0,
         slo_go: false,
         design: Default::default(),
+        soak: std::time::Duration::ZERO,
     };
     let mut g = c.benchmark_group("strata");
     g.measurement_time(Duration::from_secs(4));

@@ -53,6 +53,17 @@ pub struct AnalysisConfig {
     /// sees each workload's rate before its move.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moving: Vec<String>,
+    /// Once the checks certify GO, keep judging this long before the verdict is GO (PENDING,
+    /// "soaking", meanwhile): a NO-GO of the sequential tests, a veto, a rollback trigger or the
+    /// skew guard during the soak still ends the analysis NO-GO. `[plan]` waves set it to the
+    /// wave's `soak`. None or 0: GO as soon as it is certified.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, example = "10m")]
+    pub soak: Option<Duration>,
 }
 
 /// `design` of an analysis.

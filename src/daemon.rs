@@ -632,6 +632,7 @@ fn validate(
         min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
         slo_go: d.slo_go,
         design: spec.judge_design(),
+        soak: spec.soak.unwrap_or_default(),
     };
     if settings.min_duration >= settings.max_duration {
         problems.push(format!(

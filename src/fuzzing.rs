@@ -99,6 +99,7 @@ pub fn sample_store() -> &'static [u8] {
             min_exposure: 100.0,
             slo_go: false,
             design: Default::default(),
+            soak: std::time::Duration::ZERO,
         };
         let a = crate::store::StoredAnalysis {
             spec: AnalysisConfig {

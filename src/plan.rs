@@ -96,6 +96,7 @@ impl Plan {
             checks: wave.checks.clone(),
             design: crate::analysis::DesignName::BeforeAfter,
             moving: wave.namespaces.clone(),
+            soak: Some(wave.soak),
             ..Default::default()
         }
     }

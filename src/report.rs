@@ -487,6 +487,7 @@ mod tests {
             min_exposure: 100.0,
             slo_go: false,
             design: Design::default(),
+            soak: std::time::Duration::ZERO,
         };
         let a = Analysis::new(settings, &checks);
         let x = |i: usize, j: usize| 1.0 + ((i * 31 + j * 7) % 97) as f32 / 97.0;

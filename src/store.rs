@@ -809,6 +809,7 @@ mod tests {
             min_exposure: 100.0,
             slo_go: false,
             design: Design::default(),
+            soak: std::time::Duration::ZERO,
         };
         StoredAnalysis {
             spec: AnalysisConfig {

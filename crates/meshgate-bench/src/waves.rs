@@ -264,6 +264,7 @@ fn settings(design: Design, never_go_before: Option<Duration>) -> Settings {
         min_exposure: j.min_exposure,
         slo_go: j.slo_go,
         design,
+        soak: Duration::ZERO,
     };
     if let Some(t) = never_go_before {
         s.min_duration = t;

@@ -28,6 +28,10 @@ pub struct VerdictDoc {
     pub elapsed_seconds: f64,
     /// Seconds until the verdict became final.
     pub decided_after_seconds: Option<f64>,
+    /// With a soak: seconds until every critical check first certified GO. The verdict stays
+    /// PENDING ("soaking") for the soak after that, and a NO-GO found meanwhile still ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_after_seconds: Option<f64>,
     /// Combined e-value (saturated at `f64::MAX`, see [`e_value`]).
     pub e_value: f64,
     /// The combined e-value at which it is NO-GO: 1 / alpha (1 / (alpha / 2) in the before/after
@@ -317,6 +321,7 @@ impl Analysis {
             reason: self.reason().to_owned(),
             elapsed_seconds: self.elapsed().as_secs_f64(),
             decided_after_seconds: self.decided_after().map(|d| d.as_secs_f64()),
+            certified_after_seconds: self.certified_after().map(|d| d.as_secs_f64()),
             e_value: e_value(self.ln_e()),
             threshold: 1.0 / settings.test_alpha(),
             alpha: settings.alpha,
@@ -376,6 +381,7 @@ mod tests {
             min_exposure: 100.0,
             slo_go: false,
             design: Design::default(),
+            soak: std::time::Duration::ZERO,
         }
     }
 

@@ -375,6 +375,7 @@ mod tests {
             min_exposure: 100.0,
             slo_go: false,
             design: Design::default(),
+            soak: std::time::Duration::ZERO,
         };
         let specs = [catalog.get("error-rate").unwrap()];
         let a = Analysis::new(settings, &specs);

@@ -242,6 +242,7 @@ pub fn settings() -> Settings {
         min_exposure: j.min_exposure,
         slo_go: j.slo_go,
         design: Default::default(),
+        soak: std::time::Duration::ZERO,
     }
 }
 

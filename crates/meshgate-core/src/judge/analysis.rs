@@ -73,6 +73,12 @@ pub struct Settings {
     /// What is compared with what (docs/statistics.md, sections 3a and 3b).
     #[serde(default)]
     pub design: Design,
+    /// Once GO is certified, how long the analysis keeps judging before its verdict is GO. The
+    /// NO-GO side of every test is anytime-valid (Ville's inequality holds over the whole run,
+    /// not up to a planned stop), so watching on after the certificate spends no extra alpha:
+    /// a NO-GO found during the soak is as valid as one found before. PENDING meanwhile.
+    #[serde(default, with = "humantime_serde")]
+    pub soak: Duration,
 }
 
 impl Settings {
@@ -829,6 +835,10 @@ pub struct Analysis {
     /// analysis created before its canary pods exist does not GO on a few minutes of data.
     #[serde(default, with = "humantime_serde::option")]
     canary_since: Option<Duration>,
+    /// When every critical check first certified GO (time since start), if the analysis has a
+    /// soak: the verdict is GO once `settings.soak` has passed since, with nothing turned NO-GO.
+    #[serde(default, with = "humantime_serde::option")]
+    certified_after: Option<Duration>,
 }
 
 // === impl Analysis (accessors) ===
@@ -996,6 +1006,7 @@ impl Analysis {
             quality: DataQuality::default(),
             bounds_tick: 0,
             canary_since: None,
+            certified_after: None,
         };
         a.evidence = a.build_evidence(checks);
         a
@@ -1073,6 +1084,8 @@ impl Analysis {
         // prove that this tick cannot decide, the evidence is left for `refresh`, which whoever
         // reads it calls; a deciding tick always builds it, so a final verdict's evidence is
         // that of its own tick.
+        // While soaking, every tick is judged in full: the soak's end decides GO.
+        let shortcut = shortcut && self.certified_after.is_none();
         if let Some(why) = shortcut.then(|| self.surely_pending(specs)).flatten() {
             self.reason = why;
             return Verdict::Pending;
@@ -1157,31 +1170,78 @@ impl Analysis {
                 ),
             );
         }
-        match self.go_blocker(specs) {
-            None => {
+        let soak = self.settings.soak;
+        match (self.go_blocker(specs), self.certified_after) {
+            (None, certified) => {
                 let summary: Vec<String> = self
                     .evidence
                     .iter()
                     .filter(|e| e.critical)
                     .map(|e| e.reason.clone())
                     .collect();
-                self.decide(
-                    Verdict::Go,
-                    format!("every critical check certified: {}", summary.join("; ")),
-                )
+                let summary = summary.join("; ");
+                if soak.is_zero() {
+                    return self.decide(
+                        Verdict::Go,
+                        format!("every critical check certified: {summary}"),
+                    );
+                }
+                let since = *self.certified_after.get_or_insert(self.elapsed);
+                let soaked = self.elapsed.saturating_sub(since);
+                if certified.is_some() && soaked >= soak {
+                    return self.decide(
+                        Verdict::Go,
+                        format!(
+                            "every critical check certified after {} and still after a soak of {}: {summary}",
+                            fmt_secs(since),
+                            humantime::format_duration(soak)
+                        ),
+                    );
+                }
+                self.reason = format!(
+                    "soaking: every critical check certified after {}; GO after {} more of soak unless a check, a veto or a rollback trigger turns NO-GO: {summary}",
+                    fmt_secs(since),
+                    fmt_secs(soak - soaked)
+                );
+                Verdict::Pending
             }
-            Some(why) if self.elapsed >= self.settings.max_duration => self.decide(
+            // Certified, then blocked (data went stale, a cohort lost its targets, the canary
+            // rose above a ceiling): no GO on that; it waits, up to max_duration or the end of
+            // the soak, whichever is later.
+            (Some(why), Some(since)) => {
+                if self.elapsed >= self.settings.max_duration.max(since + soak) {
+                    return self.decide(
+                        Verdict::Inconclusive,
+                        format!(
+                            "GO was certified after {} but no longer holds at the end of the soak: {why}",
+                            fmt_secs(since)
+                        ),
+                    );
+                }
+                self.reason = format!(
+                    "soaking: GO was certified after {}, but now {why}",
+                    fmt_secs(since)
+                );
+                Verdict::Pending
+            }
+            (Some(why), None) if self.elapsed >= self.settings.max_duration => self.decide(
                 Verdict::Inconclusive,
                 format!(
                     "no decision after {}: {why}",
                     humantime::format_duration(self.settings.max_duration)
                 ),
             ),
-            Some(why) => {
+            (Some(why), None) => {
                 self.reason = why;
                 Verdict::Pending
             }
         }
+    }
+
+    /// When every critical check first certified GO, for an analysis with a soak (time since
+    /// start); its GO comes `settings().soak` later.
+    pub fn certified_after(&self) -> Option<Duration> {
+        self.certified_after
     }
 
     /// Turn the verdict NO-GO now (a rollback trigger or the version skew guard fired). A final
@@ -2041,6 +2101,11 @@ fn test_evidence(t: &TestState, spec: &CheckSpec, alpha: f64, slo_go: bool) -> T
 
 /// An e-value for people from its log: fixed point below a million, scientific above (an
 /// e-value of 1e74 printed in full is 75 digits nobody reads).
+/// A duration to the second, for reasons.
+fn fmt_secs(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
+}
+
 fn fmt_e(ln_e: f64) -> String {
     let e = ln_e.exp();
     if e < 1e6 {
@@ -2413,6 +2478,7 @@ mod tests {
             min_exposure: 100.0,
             slo_go: SLO_GO,
             design: Design::default(),
+            soak: Duration::ZERO,
         }
     }
 
@@ -2488,6 +2554,164 @@ mod tests {
             Some(fresh),
             Some(a.checks[0].tests[0].process.upper_bound(0.05)).filter(|u| u.is_finite())
         );
+    }
+
+    /// One tick of error-rate data at `elapsed` seconds.
+    fn tick_at(a: &mut Analysis, spec: &CheckSpec, s: u64, n: f64, pa: f64, pb: f64) -> Verdict {
+        let slots = [[vec![n, (n * pa).round()], vec![n, (n * pb).round()]]];
+        a.tick(
+            &[spec],
+            TickInput {
+                pods: &[],
+                strata: &[],
+                slots: &slots,
+                quality: good_quality(),
+                elapsed: Duration::from_secs(s),
+            },
+        )
+    }
+
+    #[test]
+    fn a_soak_holds_go_until_it_ends() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let soak = Duration::from_secs(120);
+        let mut a = Analysis::new(Settings { soak, ..settings() }, &[spec]);
+        let mut t = 0;
+        while a.certified_after().is_none() {
+            t += 15;
+            assert!(t < 600, "never certified: {}", a.reason);
+            assert_eq!(
+                tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001),
+                Verdict::Pending
+            );
+        }
+        let since = a.certified_after().unwrap();
+        assert!(since >= Duration::from_secs(60), "{since:?}");
+        assert!(a.reason.starts_with("soaking: "), "{}", a.reason);
+        assert!(a.reason.contains("GO after 2m"), "{}", a.reason);
+        let mut v = Verdict::Pending;
+        while !v.is_final() {
+            t += 15;
+            v = tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001);
+        }
+        assert_eq!(v, Verdict::Go, "{}", a.reason);
+        // GO exactly at the first tick a whole soak after the certificate.
+        assert_eq!(a.decided_after, Some(since + soak));
+        assert!(
+            a.reason.contains("still after a soak of 2m"),
+            "{}",
+            a.reason
+        );
+        assert_eq!(
+            a.verdict_doc("x").certified_after_seconds,
+            Some(since.as_secs_f64())
+        );
+        // Without a soak, the same data is GO at the certificate.
+        let mut b = Analysis::new(settings(), &[spec]);
+        let mut t = 0;
+        while !tick_at(&mut b, spec, t + 15, 20_000.0, 0.001, 0.001).is_final() {
+            t += 15;
+        }
+        assert_eq!((b.verdict, b.decided_after), (Verdict::Go, Some(since)));
+        assert_eq!(b.certified_after(), None);
+    }
+
+    #[test]
+    fn a_regression_during_the_soak_is_no_go() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let soak = Duration::from_secs(1800);
+        let mut a = Analysis::new(Settings { soak, ..settings() }, &[spec]);
+        let mut t = 0;
+        while a.certified_after().is_none() {
+            t += 15;
+            assert!(t < 600, "never certified: {}", a.reason);
+            tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001);
+        }
+        let since = a.certified_after().unwrap();
+        // The canary turns 5x worse after the certificate: the NO-GO side still runs.
+        let mut v = Verdict::Pending;
+        while !v.is_final() {
+            t += 15;
+            v = tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.005);
+        }
+        assert_eq!(v, Verdict::NoGo, "{}", a.reason);
+        assert!(a.decided_after.unwrap() < since + soak);
+        assert!(a.reason.contains("error-rate"), "{}", a.reason);
+        // A rollback trigger or the skew guard during the soak trips it too.
+        let mut b = Analysis::new(Settings { soak, ..settings() }, &[spec]);
+        let mut t = 0;
+        while b.certified_after().is_none() {
+            t += 15;
+            tick_at(&mut b, spec, t, 20_000.0, 0.001, 0.001);
+        }
+        assert_eq!(b.trip("rollback trigger 5xx".into()), Verdict::NoGo);
+        assert_eq!(b.reason, "rollback trigger 5xx");
+        // A final verdict after the soak stays final.
+        let mut c = Analysis::new(
+            Settings {
+                soak: Duration::from_secs(30),
+                ..settings()
+            },
+            &[spec],
+        );
+        let mut t = 0;
+        while !c.verdict.is_final() {
+            t += 15;
+            tick_at(&mut c, spec, t, 20_000.0, 0.001, 0.001);
+        }
+        assert_eq!(c.verdict, Verdict::Go);
+        assert_eq!(
+            tick_at(&mut c, spec, t + 15, 20_000.0, 0.001, 0.05),
+            Verdict::Go
+        );
+    }
+
+    #[test]
+    fn a_certificate_lost_during_the_soak_is_not_go() {
+        let cat = Catalog::builtin();
+        let spec = cat.get("error-rate").unwrap();
+        let soak = Duration::from_secs(60);
+        let settings = Settings {
+            soak,
+            max_duration: Duration::from_secs(300),
+            ..settings()
+        };
+        let mut a = Analysis::new(settings, &[spec]);
+        let mut t = 0;
+        while a.certified_after().is_none() {
+            t += 15;
+            tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001);
+        }
+        // Every canary target goes stale: no GO at the end of the soak on that.
+        let mut stale = good_quality();
+        stale.canary.fresh = 0;
+        stale.canary.stale = 3;
+        let mut v = Verdict::Pending;
+        while !v.is_final() {
+            t += 15;
+            v = a.tick(
+                &[spec],
+                TickInput {
+                    pods: &[],
+                    strata: &[],
+                    slots: &[[vec![0.0, 0.0], vec![0.0, 0.0]]],
+                    quality: stale.clone(),
+                    elapsed: Duration::from_secs(t),
+                },
+            );
+            if !v.is_final() {
+                assert!(
+                    a.reason.starts_with("soaking: GO was certified"),
+                    "{}",
+                    a.reason
+                );
+            }
+        }
+        assert_eq!(v, Verdict::Inconclusive, "{}", a.reason);
+        assert_eq!(a.decided_after, Some(Duration::from_secs(300)));
+        assert!(a.reason.contains("no longer holds"), "{}", a.reason);
     }
 
     #[test]
@@ -2944,6 +3168,7 @@ mod robust_check_tests {
             min_exposure: 100.0,
             slo_go: SLO_GO,
             design: crate::judge::Design::default(),
+            soak: Duration::ZERO,
         };
         let q = CohortQuality {
             targets: 3,
@@ -3036,6 +3261,7 @@ mod go_semantics_tests {
             min_exposure: 100.0,
             slo_go: SLO_GO,
             design: Design::default(),
+            soak: Duration::ZERO,
         }
     }
 

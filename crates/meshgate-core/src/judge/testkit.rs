@@ -17,6 +17,7 @@ pub fn settings(max_duration: Duration, design: Design) -> Settings {
         min_exposure: 100.0,
         slo_go: false,
         design,
+        soak: Duration::ZERO,
     }
 }
 
