@@ -1005,3 +1005,63 @@ async fn bad_input_is_refused_naming_what_and_where() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_upgrade_sh_runs_the_autopilot_with_its_arguments() {
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let bin = Path::new(env!("CARGO_BIN_EXE_meshgate")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/upgrade.sh");
+    let run = |args: Vec<String>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .args(&args)
+                .env("PATH", path)
+                .env("MESHGATE_INSTALL_REVISION", "1-25-0")
+                .env_remove("MESHGATE_SERVER")
+                .output()
+                .unwrap()
+        })
+    };
+    let st_s = st.display().to_string();
+    let cfg_s = cfg.display().to_string();
+    // A dry run: no install (that needs --execute), the autopilot's calls printed, nothing written.
+    let out = run(vec![cfg_s.clone(), "--state".into(), st_s.clone()])
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "+ meshgate upgrade --config {cfg_s} --state {st_s}"
+        )) && !stderr.contains("istioctl"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("PATCH /api/v1/namespaces/shop application/merge-patch+json"),
+        "{stdout}"
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // Its arguments go to meshgate unchanged, and so does its exit code.
+    let out = run(vec![cfg_s, "resume".into(), "--state".into(), st_s])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no paused run"));
+    // A missing configuration is named.
+    let out = run(vec!["/nonexistent.toml".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration /nonexistent.toml"));
+}
