@@ -83,7 +83,9 @@ enum Command {
     /// Execute the `[plan]` wave by wave through the Kubernetes API: relabel, restart, wait,
     /// gate on the daemon, roll back a NO-GO wave. Dry run unless --execute. Exit 0 done,
     /// 1 NO-GO rolled back, 2 paused, 3 the Lease is held by another, 4 a pre-check failed,
-    /// 5 the API server or the daemon failed, 64 invalid.
+    /// 5 the API server or the daemon failed, 64 invalid. `upgrade resume` (the paused wave
+    /// counts as GO) and `upgrade abort` (it is rolled back) are a person's decision on the run
+    /// of --state.
     Upgrade(Box<meshgate::upgrade::UpgradeOptions>),
     /// The upgrade plan: `show` it from a configuration, or ask a running daemon its `status`.
     Plan {

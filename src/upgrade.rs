@@ -16,6 +16,8 @@
 //! wave. NO-GO: the recorded labels restored, the workloads restarted and waited for, exit 1.
 //! INCONCLUSIVE: the run stops paused, exit 2. The state file is written after every action, so
 //! a second run with it continues where the first stopped and never relabels twice.
+//! `resume` and `abort` are a person's decision on a paused (or stopped) run: the wave counts as
+//! GO and the run goes on, or it is rolled back as on NO-GO and the run ends.
 
 mod kube;
 
@@ -55,9 +57,32 @@ const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
+/// What `meshgate upgrade` does: a run, or a person's decision on a stopped one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpgradeAction {
+    /// Run the plan (or continue it from `--state`).
+    #[default]
+    Run,
+    /// A person decides that the paused wave counts as GO (after its soak, the next wave); a
+    /// wave stopped mid-way (a rollout timeout, a lost Lease) is continued.
+    Resume,
+    /// A person decides against the paused or stopped wave: it is rolled back exactly as on
+    /// NO-GO (its recorded labels restored, its workloads restarted and waited for); the run ends.
+    Abort,
+}
+
 /// What `meshgate upgrade` was asked (also its command line).
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpgradeOptions {
+    /// `run` (the default), or a person's decision on the run of `--state`: `resume`, `abort`.
+    #[arg(value_enum, default_value_t = UpgradeAction::Run)]
+    pub action: UpgradeAction,
+    /// Who decides (`resume`, `abort`); recorded in the state file. Default: $USER.
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Why (`resume`, `abort`); recorded in the state file.
+    #[arg(long)]
+    pub why: Option<String>,
     /// Configuration file (TOML): its `[plan]` and `[discovery.kubernetes]` (API server, token
     /// file, CA) are used.
     #[arg(short, long, env = "MESHGATE_CONFIG")]
@@ -203,6 +228,12 @@ pub struct Action {
     pub at: String,
     /// What, e.g. `relabel namespace shop: istio.io/rev=1-25-0`.
     pub what: String,
+    /// Who decided it, for a person's decision (`resume`, `abort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Why, for a person's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl RunState {
@@ -404,7 +435,10 @@ pub async fn run(o: UpgradeOptions) -> u8 {
             return s.code;
         }
     };
-    let result = r.drive().await;
+    let result = match r.o.action {
+        UpgradeAction::Run => r.drive().await,
+        UpgradeAction::Resume | UpgradeAction::Abort => r.decide().await,
+    };
     r.release().await;
     match result {
         Ok(()) => EXIT_DONE,
@@ -422,6 +456,8 @@ struct Runner {
     daemon: reqwest::Client,
     server: String,
     state: RunState,
+    /// Whether `state` was read from `--state` (not a fresh one).
+    loaded: bool,
     /// The Lease renewal task and its stop, once taken.
     lease: Option<(CancellationToken, tokio::task::JoinHandle<Option<Value>>)>,
     /// Cancelled when the renewal finds the Lease taken by another holder.
@@ -455,10 +491,15 @@ impl Runner {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| usage(format!("cannot build an http client: {e}")))?;
-        let state = match RunState::load(&o.state, &plan).map_err(usage)? {
-            Some(s) => s,
-            None => RunState::fresh(&plan, run_id()),
-        };
+        if o.action == UpgradeAction::Run && (o.by.is_some() || o.why.is_some()) {
+            return Err(usage(
+                "--by and --why are for a person's decision: `meshgate upgrade resume` or `meshgate upgrade abort`".into(),
+            ));
+        }
+        let loaded = RunState::load(&o.state, &plan).map_err(usage)?;
+        let state = loaded
+            .clone()
+            .unwrap_or_else(|| RunState::fresh(&plan, run_id()));
         Ok(Runner {
             o,
             plan,
@@ -466,6 +507,7 @@ impl Runner {
             daemon,
             server,
             state,
+            loaded: loaded.is_some(),
             lease: None,
             lost: CancellationToken::new(),
         })
@@ -507,6 +549,8 @@ impl Runner {
         self.state.actions.push(Action {
             at: now_rfc3339(),
             what,
+            by: None,
+            why: None,
         });
         self.state
             .save(&self.o.state)
@@ -526,6 +570,11 @@ impl Runner {
                 .map_err(|e| Stop::new(EXIT_USAGE, e))?;
         }
         self.take_lease().await?;
+        self.waves().await
+    }
+
+    /// The waves from the first not done, in order.
+    async fn waves(&mut self) -> Result<(), Stop> {
         for i in 0..self.plan.waves.len() {
             match self.state.waves[i].phase {
                 RunPhase::Go => continue,
@@ -543,9 +592,10 @@ impl Runner {
                     return Err(Stop::new(
                         EXIT_PAUSED,
                         format!(
-                            "wave {} is paused ({}); resuming a paused run is not built yet: decide, then restore or continue by hand",
+                            "wave {} is paused ({}); a person decides: `meshgate upgrade resume` (it counts as GO) or `meshgate upgrade abort` (it is rolled back) with --state {}",
                             self.plan.waves[i].name,
-                            self.state.waves[i].verdict.clone().unwrap_or_default()
+                            self.state.waves[i].verdict.clone().unwrap_or_default(),
+                            self.o.state.display()
                         ),
                     ))
                 }
@@ -559,6 +609,148 @@ impl Runner {
             self.plan.from_revision
         );
         Ok(())
+    }
+
+    /// The wave a decision is about: the one paused or stopped mid-way. None is a usage error
+    /// naming the state file and what it says, before any call.
+    fn stopped_wave(&self) -> Result<usize, Stop> {
+        let file = self.o.state.display();
+        let verb = match self.o.action {
+            UpgradeAction::Abort => "abort",
+            _ => "resume",
+        };
+        let refuse = |what: String| {
+            Stop::new(
+                EXIT_USAGE,
+                format!("{verb}: --state {file}: {what}; nothing was written"),
+            )
+        };
+        if !self.loaded {
+            return Err(refuse(
+                "no run state there, so no paused run; `meshgate upgrade --execute` with this --state starts one".into(),
+            ));
+        }
+        let waves = &self.state.waves;
+        if let Some(w) = waves.iter().find(|w| w.phase == RunPhase::RolledBack) {
+            return Err(refuse(format!(
+                "wave {} was rolled back ({}): the run has ended",
+                w.name,
+                w.verdict.clone().unwrap_or_default()
+            )));
+        }
+        if let Some(i) = waves
+            .iter()
+            .position(|w| matches!(w.phase, RunPhase::Paused | RunPhase::Moving))
+        {
+            return Ok(i);
+        }
+        let phases: Vec<String> = waves
+            .iter()
+            .map(|w| format!("{} {:?}", w.name, w.phase))
+            .collect();
+        Err(refuse(format!(
+            "no wave is paused or stopped mid-way ({}): no paused run",
+            phases.join(", ")
+        )))
+    }
+
+    /// A person's decision, recorded as an action with who and why (printed in a dry run).
+    fn decision(&mut self, what: String, by: &str, why: &str) -> Result<String, Stop> {
+        let at = now_rfc3339();
+        let why_text = if why.is_empty() {
+            "no reason given"
+        } else {
+            why
+        };
+        let line = format!("{what} by {by} at {at}: {why_text}");
+        println!("DECIDE {line}");
+        if self.o.execute {
+            self.state.actions.push(Action {
+                at,
+                what,
+                by: Some(by.to_owned()),
+                why: Some(why.to_owned()),
+            });
+            self.state
+                .save(&self.o.state)
+                .map_err(|e| Stop::new(EXIT_FAILED, e))?;
+        }
+        Ok(line)
+    }
+
+    /// `resume` or `abort` the run of `--state`: the paused (or stopped) wave counts as GO and
+    /// the run goes on, or it is rolled back as on NO-GO and the run ends.
+    async fn decide(&mut self) -> Result<(), Stop> {
+        let i = self.stopped_wave()?;
+        if !self.o.execute {
+            eprintln!("meshgate upgrade: dry run: nothing is written (the calls that would be are printed); pass --execute to act");
+        }
+        self.check_access().await?;
+        self.check_namespaces().await?;
+        self.take_lease().await?;
+        let wave = self.plan.waves[i].clone();
+        let by = self
+            .o
+            .by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let why = self.o.why.clone().unwrap_or_default();
+        let was = self.state.waves[i].verdict.clone();
+        let paused = self.state.waves[i].phase == RunPhase::Paused;
+        let state_of =
+            |v: &Option<String>| v.clone().unwrap_or_else(|| "stopped mid-way".to_owned());
+        if self.o.action == UpgradeAction::Abort {
+            let line = self.decision(
+                format!("wave {} aborted (it was {})", wave.name, state_of(&was)),
+                &by,
+                &why,
+            )?;
+            eprintln!("meshgate upgrade: {line}");
+            self.roll_back(&wave).await?;
+            self.state.waves[i].phase = RunPhase::RolledBack;
+            self.state.waves[i].verdict = Some(format!("aborted by {by}: {why}"));
+            self.act(format!(
+                "wave {} rolled back to its recorded labels (aborted by {by})",
+                wave.name
+            ))?;
+            return Err(Stop::new(
+                EXIT_ROLLED_BACK,
+                format!(
+                    "wave {} aborted by {by}: its namespaces were restored to their recorded labels and restarted; the run ends",
+                    wave.name
+                ),
+            ));
+        }
+        if paused {
+            let line = self.decision(
+                format!(
+                    "wave {} counts as GO (it was {})",
+                    wave.name,
+                    state_of(&was)
+                ),
+                &by,
+                &why,
+            )?;
+            eprintln!("meshgate upgrade: {line}");
+            // The decision replaces the verdict, not the soak: the wave stays moved that long.
+            println!("WAIT soak {}", humantime::format_duration(wave.soak));
+            if self.o.execute {
+                tokio::time::sleep(wave.soak).await;
+            }
+            self.state.waves[i].phase = RunPhase::Go;
+            self.state.waves[i].verdict = Some(format!("GO decided by {by}: {why}"));
+            self.act(format!("wave {} GO (decided by {by})", wave.name))?;
+        } else {
+            let line = self.decision(
+                format!("run resumed at wave {} (stopped mid-way)", wave.name),
+                &by,
+                &why,
+            )?;
+            eprintln!("meshgate upgrade: {line}");
+        }
+        self.waves().await
     }
 
     /// One SelfSubjectAccessReview per verb and resource; every refusal named at once.
@@ -836,9 +1028,10 @@ impl Runner {
                 Err(Stop::new(
                     EXIT_PAUSED,
                     format!(
-                        "wave {} {} ({reason}): the run is paused with the wave moved; a person decides (resume is not built yet)",
+                        "wave {} {} ({reason}): the run is paused with the wave moved; a person decides: `meshgate upgrade resume` (it counts as GO) or `meshgate upgrade abort` (it is rolled back) with --state {}",
                         wave.name,
-                        verdict.as_str()
+                        verdict.as_str(),
+                        self.o.state.display()
                     ),
                 ))
             }

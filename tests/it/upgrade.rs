@@ -527,25 +527,38 @@ async fn a_no_go_wave_restores_the_recorded_labels_and_stops() {
     l.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inconclusive_wave_pauses_the_run_with_the_wave_moved() {
-    let api = cluster().await;
+/// A run paused on wave 1: its analysis can only end INCONCLUSIVE (a baseline that never has
+/// data); wave 2's is judged on the healthy mesh. Answers the lab, the config, the state file,
+/// the run's output, and the directory holding them.
+async fn paused_run(api: &KubeApi) -> (Lab, PathBuf, PathBuf, Out, tempfile::TempDir) {
     let l = lab("").await;
-    // A baseline that never has data: the wave's analysis can only end INCONCLUSIVE.
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/analyses", l.base))
-        .json(&json!({"name": "plan-w1",
+    let c = reqwest::Client::new();
+    for body in [
+        json!({"name": "plan-w1",
                "baseline": "{role=\"proxy\", revision=\"does-not-exist\"}",
                "canary": format!("{{role=\"proxy\", revision=\"{}\"}}", GOOD.1),
-               "min_duration": "1s", "max_duration": "3s"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+               "min_duration": "1s", "max_duration": "3s"}),
+        analysis("plan-w2", GOOD),
+    ] {
+        let r = c
+            .post(format!("{}/v1/analyses", l.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &api.url());
     let st = dir.path().join("state.json");
     let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
+    (l, cfg, st, out, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_wave_pauses_the_run_with_the_wave_moved() {
+    let api = cluster().await;
+    let (l, cfg, st, out, _dir) = paused_run(&api).await;
     assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("wave w1 INCONCLUSIVE"),
@@ -566,6 +579,197 @@ async fn an_inconclusive_wave_pauses_the_run_with_the_wave_moved() {
         again.stderr
     );
     l.shutdown().await;
+}
+
+/// The last action of the state file that is a person's decision.
+fn last_decision(path: &Path) -> Value {
+    let s = state(path);
+    s["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|a| a.get("by").is_some())
+        .cloned()
+        .unwrap_or_else(|| panic!("no decision in {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_wave_resumed_by_a_person_counts_as_go_and_the_plan_finishes() {
+    let api = cluster().await;
+    let (l, cfg, st, out, _dir) = paused_run(&api).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("meshgate upgrade resume"),
+        "{}",
+        out.stderr
+    );
+    // The dry run says what it would decide and writes nothing.
+    let writes_before = api.writes().len();
+    let dry = upgrade(&cfg, &st, &["resume", "--server", &l.base, "--by", "alice"]).await;
+    assert_eq!(dry.code, Some(0), "{}\n{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("DECIDE wave w1 counts as GO") && dry.stdout.contains("by alice"),
+        "{}",
+        dry.stdout
+    );
+    let written: Vec<_> = api.writes().split_off(writes_before);
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(state(&st)["waves"][0]["phase"], "paused");
+    let out = upgrade(
+        &cfg,
+        &st,
+        &[
+            "resume",
+            "--server",
+            &l.base,
+            "--execute",
+            "--by",
+            "alice",
+            "--why",
+            "baseline has no data; checked by hand",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("wave w1 counts as GO"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("by alice at 20"), "{}", out.stderr);
+    // Wave 2 moved by the resumed run; wave 1 not relabelled again.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(
+        api.labels("ads"),
+        json!({"istio.io/rev": "1-25-0", "team": "ads"})
+    );
+    let shop: Vec<_> = ns_patches(&api.log())
+        .into_iter()
+        .filter(|(ns, _)| ns == "shop")
+        .collect();
+    assert_eq!(shop.len(), 1, "{shop:?}");
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "go");
+    assert_eq!(s["waves"][1]["phase"], "go");
+    let d = last_decision(&st);
+    assert_eq!(d["by"], "alice");
+    assert_eq!(d["why"], "baseline has no data; checked by hand");
+    assert!(
+        d["what"]
+            .as_str()
+            .unwrap()
+            .contains("wave w1 counts as GO (it was INCONCLUSIVE"),
+        "{d}"
+    );
+    assert!(d["at"].as_str().unwrap().starts_with("20"), "{d}");
+    // Nothing is paused any more: a second resume is refused.
+    let again = upgrade(&cfg, &st, &["resume", "--server", &l.base, "--execute"]).await;
+    assert_eq!(again.code, Some(64), "{}", again.stderr);
+    assert!(again.stderr.contains("no paused run"), "{}", again.stderr);
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_wave_aborted_by_a_person_is_rolled_back_to_its_recorded_labels() {
+    let api = cluster().await;
+    let (l, cfg, st, out, _dir) = paused_run(&api).await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    let out = upgrade(
+        &cfg,
+        &st,
+        &[
+            "abort",
+            "--server",
+            &l.base,
+            "--execute",
+            "--by",
+            "bob",
+            "--why",
+            "not today",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("wave w1 aborted by bob"),
+        "{}",
+        out.stderr
+    );
+    // Back exactly as recorded, restarted onto the old revision; wave 2 never touched.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-24-2"}));
+    assert_eq!(
+        api.pods_rev("deployments", "shop", "cart").as_deref(),
+        Some("1-24-2")
+    );
+    assert_eq!(
+        api.object("statefulsets", "shop", "db")["metadata"]["generation"],
+        3,
+        "restarted twice"
+    );
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "rolled_back");
+    assert_eq!(s["waves"][1]["phase"], "not_started");
+    let d = last_decision(&st);
+    assert_eq!(
+        (d["by"].as_str(), d["why"].as_str()),
+        (Some("bob"), Some("not today"))
+    );
+    assert!(
+        d["what"].as_str().unwrap().starts_with("wave w1 aborted"),
+        "{d}"
+    );
+    // The run has ended: neither resume nor abort goes on.
+    for action in ["resume", "abort"] {
+        let again = upgrade(&cfg, &st, &[action, "--server", &l.base, "--execute"]).await;
+        assert_eq!(again.code, Some(64), "{}", again.stderr);
+        assert!(again.stderr.contains("was rolled back"), "{}", again.stderr);
+    }
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_or_abort_without_a_paused_run_is_refused_with_nothing_written() {
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    for action in ["resume", "abort"] {
+        let out = upgrade(&cfg, &st, &[action, "--execute", "--by", "carol"]).await;
+        assert_eq!(out.code, Some(64), "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("{action}: --state {}", st.display()))
+                && out.stderr.contains("no paused run"),
+            "{}",
+            out.stderr
+        );
+        assert!(!st.exists(), "no state file written");
+    }
+    // A state whose waves are all GO: nothing paused either.
+    killed_state(&st);
+    let mut s = state(&st);
+    s["waves"][1]["phase"] = json!("go");
+    std::fs::write(&st, s.to_string()).unwrap();
+    let out = upgrade(&cfg, &st, &["abort", "--execute"]).await;
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no wave is paused or stopped mid-way"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(state(&st), s, "the state file is not rewritten");
+    assert!(api.log().is_empty(), "no call at all: {:?}", api.log());
+    // --by on a plain run is bad usage.
+    let out = upgrade(&cfg, &st, &["--by", "carol"]).await;
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--by and --why are for"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -800,4 +1004,64 @@ async fn bad_input_is_refused_naming_what_and_where() {
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_upgrade_sh_runs_the_autopilot_with_its_arguments() {
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let bin = Path::new(env!("CARGO_BIN_EXE_meshgate")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/upgrade.sh");
+    let run = |args: Vec<String>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .args(&args)
+                .env("PATH", path)
+                .env("MESHGATE_INSTALL_REVISION", "1-25-0")
+                .env_remove("MESHGATE_SERVER")
+                .output()
+                .unwrap()
+        })
+    };
+    let st_s = st.display().to_string();
+    let cfg_s = cfg.display().to_string();
+    // A dry run: no install (that needs --execute), the autopilot's calls printed, nothing written.
+    let out = run(vec![cfg_s.clone(), "--state".into(), st_s.clone()])
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "+ meshgate upgrade --config {cfg_s} --state {st_s}"
+        )) && !stderr.contains("istioctl"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("PATCH /api/v1/namespaces/shop application/merge-patch+json"),
+        "{stdout}"
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // Its arguments go to meshgate unchanged, and so does its exit code.
+    let out = run(vec![cfg_s, "resume".into(), "--state".into(), st_s])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no paused run"));
+    // A missing configuration is named.
+    let out = run(vec!["/nonexistent.toml".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration /nonexistent.toml"));
 }
