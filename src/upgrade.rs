@@ -558,19 +558,32 @@ impl Runner {
     }
 
     async fn drive(&mut self) -> Result<(), Stop> {
+        self.prechecks().await?;
+        self.waves().await
+    }
+
+    /// What every run and decision checks before it acts: the access reviews, the namespaces,
+    /// a writable state file (before anything is written to the cluster), the Lease.
+    async fn prechecks(&mut self) -> Result<(), Stop> {
         if !self.o.execute {
             eprintln!("meshgate upgrade: dry run: nothing is written (the calls that would be are printed); pass --execute to act");
         }
         self.check_access().await?;
         self.check_namespaces().await?;
         if self.o.execute {
-            // The state file must be writable before anything is written to the cluster.
             self.state
                 .save(&self.o.state)
                 .map_err(|e| Stop::new(EXIT_USAGE, e))?;
         }
-        self.take_lease().await?;
-        self.waves().await
+        self.take_lease().await
+    }
+
+    /// What a paused run tells the person who decides.
+    fn decide_hint(&self) -> String {
+        format!(
+            "a person decides: `meshgate upgrade resume` (it counts as GO) or `meshgate upgrade abort` (it is rolled back) with --state {}",
+            self.o.state.display()
+        )
     }
 
     /// The waves from the first not done, in order.
@@ -592,10 +605,10 @@ impl Runner {
                     return Err(Stop::new(
                         EXIT_PAUSED,
                         format!(
-                            "wave {} is paused ({}); a person decides: `meshgate upgrade resume` (it counts as GO) or `meshgate upgrade abort` (it is rolled back) with --state {}",
+                            "wave {} is paused ({}); {}",
                             self.plan.waves[i].name,
                             self.state.waves[i].verdict.clone().unwrap_or_default(),
-                            self.o.state.display()
+                            self.decide_hint()
                         ),
                     ))
                 }
@@ -655,7 +668,7 @@ impl Runner {
     }
 
     /// A person's decision, recorded as an action with who and why (printed in a dry run).
-    fn decision(&mut self, what: String, by: &str, why: &str) -> Result<String, Stop> {
+    fn decision(&mut self, what: String, by: &str, why: &str) -> Result<(), Stop> {
         let at = now_rfc3339();
         let why_text = if why.is_empty() {
             "no reason given"
@@ -664,6 +677,7 @@ impl Runner {
         };
         let line = format!("{what} by {by} at {at}: {why_text}");
         println!("DECIDE {line}");
+        eprintln!("meshgate upgrade: {line}");
         if self.o.execute {
             self.state.actions.push(Action {
                 at,
@@ -675,19 +689,14 @@ impl Runner {
                 .save(&self.o.state)
                 .map_err(|e| Stop::new(EXIT_FAILED, e))?;
         }
-        Ok(line)
+        Ok(())
     }
 
     /// `resume` or `abort` the run of `--state`: the paused (or stopped) wave counts as GO and
     /// the run goes on, or it is rolled back as on NO-GO and the run ends.
     async fn decide(&mut self) -> Result<(), Stop> {
         let i = self.stopped_wave()?;
-        if !self.o.execute {
-            eprintln!("meshgate upgrade: dry run: nothing is written (the calls that would be are printed); pass --execute to act");
-        }
-        self.check_access().await?;
-        self.check_namespaces().await?;
-        self.take_lease().await?;
+        self.prechecks().await?;
         let wave = self.plan.waves[i].clone();
         let by = self
             .o
@@ -702,12 +711,11 @@ impl Runner {
         let state_of =
             |v: &Option<String>| v.clone().unwrap_or_else(|| "stopped mid-way".to_owned());
         if self.o.action == UpgradeAction::Abort {
-            let line = self.decision(
+            self.decision(
                 format!("wave {} aborted (it was {})", wave.name, state_of(&was)),
                 &by,
                 &why,
             )?;
-            eprintln!("meshgate upgrade: {line}");
             self.roll_back(&wave).await?;
             self.state.waves[i].phase = RunPhase::RolledBack;
             self.state.waves[i].verdict = Some(format!("aborted by {by}: {why}"));
@@ -724,7 +732,7 @@ impl Runner {
             ));
         }
         if paused {
-            let line = self.decision(
+            self.decision(
                 format!(
                     "wave {} counts as GO (it was {})",
                     wave.name,
@@ -733,7 +741,6 @@ impl Runner {
                 &by,
                 &why,
             )?;
-            eprintln!("meshgate upgrade: {line}");
             // The decision replaces the verdict, not the soak: the wave stays moved that long.
             println!("WAIT soak {}", humantime::format_duration(wave.soak));
             if self.o.execute {
@@ -743,12 +750,11 @@ impl Runner {
             self.state.waves[i].verdict = Some(format!("GO decided by {by}: {why}"));
             self.act(format!("wave {} GO (decided by {by})", wave.name))?;
         } else {
-            let line = self.decision(
+            self.decision(
                 format!("run resumed at wave {} (stopped mid-way)", wave.name),
                 &by,
                 &why,
             )?;
-            eprintln!("meshgate upgrade: {line}");
         }
         self.waves().await
     }
@@ -996,8 +1002,10 @@ impl Runner {
         self.state.waves[i].verdict = Some(format!("{}: {reason}", verdict.as_str()));
         match verdict {
             Verdict::Go => {
-                // The wave must stay moved for its soak before the next starts (a GO verdict
-                // is final; the soak is the plan's margin for what a verdict cannot see).
+                // The wave must stay moved for its soak before the next starts. The analysis
+                // created from the plan soaks itself (its GO comes a whole soak after the
+                // certificate, and a NO-GO meanwhile still counts), so this waits only for an
+                // analysis followed but not created here, which may have no soak.
                 println!("WAIT soak {}", humantime::format_duration(wave.soak));
                 if self.o.execute {
                     tokio::time::sleep(wave.soak.saturating_sub(moved_at.elapsed())).await;
@@ -1028,10 +1036,10 @@ impl Runner {
                 Err(Stop::new(
                     EXIT_PAUSED,
                     format!(
-                        "wave {} {} ({reason}): the run is paused with the wave moved; a person decides: `meshgate upgrade resume` (it counts as GO) or `meshgate upgrade abort` (it is rolled back) with --state {}",
+                        "wave {} {} ({reason}): the run is paused with the wave moved; {}",
                         wave.name,
                         verdict.as_str(),
-                        self.o.state.display()
+                        self.decide_hint()
                     ),
                 ))
             }

@@ -2571,21 +2571,28 @@ mod tests {
         )
     }
 
+    /// Tick equal rates every 15 s until every critical check certifies GO (an analysis with a
+    /// soak, which stays PENDING meanwhile); the time reached, in seconds.
+    fn until_certified(a: &mut Analysis, spec: &CheckSpec) -> u64 {
+        let mut t = 0;
+        while a.certified_after().is_none() {
+            t += 15;
+            assert!(t < 600, "never certified: {}", a.reason);
+            assert_eq!(
+                tick_at(a, spec, t, 20_000.0, 0.001, 0.001),
+                Verdict::Pending
+            );
+        }
+        t
+    }
+
     #[test]
     fn a_soak_holds_go_until_it_ends() {
         let cat = Catalog::builtin();
         let spec = cat.get("error-rate").unwrap();
         let soak = Duration::from_secs(120);
         let mut a = Analysis::new(Settings { soak, ..settings() }, &[spec]);
-        let mut t = 0;
-        while a.certified_after().is_none() {
-            t += 15;
-            assert!(t < 600, "never certified: {}", a.reason);
-            assert_eq!(
-                tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001),
-                Verdict::Pending
-            );
-        }
+        let mut t = until_certified(&mut a, spec);
         let since = a.certified_after().unwrap();
         assert!(since >= Duration::from_secs(60), "{since:?}");
         assert!(a.reason.starts_with("soaking: "), "{}", a.reason);
@@ -2623,12 +2630,7 @@ mod tests {
         let spec = cat.get("error-rate").unwrap();
         let soak = Duration::from_secs(1800);
         let mut a = Analysis::new(Settings { soak, ..settings() }, &[spec]);
-        let mut t = 0;
-        while a.certified_after().is_none() {
-            t += 15;
-            assert!(t < 600, "never certified: {}", a.reason);
-            tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001);
-        }
+        let mut t = until_certified(&mut a, spec);
         let since = a.certified_after().unwrap();
         // The canary turns 5x worse after the certificate: the NO-GO side still runs.
         let mut v = Verdict::Pending;
@@ -2641,11 +2643,7 @@ mod tests {
         assert!(a.reason.contains("error-rate"), "{}", a.reason);
         // A rollback trigger or the skew guard during the soak trips it too.
         let mut b = Analysis::new(Settings { soak, ..settings() }, &[spec]);
-        let mut t = 0;
-        while b.certified_after().is_none() {
-            t += 15;
-            tick_at(&mut b, spec, t, 20_000.0, 0.001, 0.001);
-        }
+        until_certified(&mut b, spec);
         assert_eq!(b.trip("rollback trigger 5xx".into()), Verdict::NoGo);
         assert_eq!(b.reason, "rollback trigger 5xx");
         // A final verdict after the soak stays final.
@@ -2679,11 +2677,7 @@ mod tests {
             ..settings()
         };
         let mut a = Analysis::new(settings, &[spec]);
-        let mut t = 0;
-        while a.certified_after().is_none() {
-            t += 15;
-            tick_at(&mut a, spec, t, 20_000.0, 0.001, 0.001);
-        }
+        let mut t = until_certified(&mut a, spec);
         // Every canary target goes stale: no GO at the end of the soak on that.
         let mut stale = good_quality();
         stale.canary.fresh = 0;
