@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use meshgate::scrape::{fetch, ScrapeError};
+use meshgate::scrape::{fetch, http_client, ScrapeConfig, ScrapeError};
 
 const PAGE: &str =
     "# TYPE istio_requests_total counter\nistio_requests_total{response_code=\"200\"} 7\n";
@@ -28,6 +28,38 @@ async fn server() -> String {
                 enc.write_all(PAGE.as_bytes()).unwrap();
                 ([(header::CONTENT_ENCODING, "gzip")], enc.finish().unwrap())
             }),
+        )
+        .route(
+            "/two-members",
+            get(|| async {
+                // `gzip -c a b`: a body of two gzip members is one page (RFC 1952).
+                let (head, tail) = PAGE.split_at(20);
+                let mut body = Vec::new();
+                for part in [head, tail] {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    enc.write_all(part.as_bytes()).unwrap();
+                    body.extend(enc.finish().unwrap());
+                }
+                ([(header::CONTENT_ENCODING, "gzip")], body)
+            }),
+        )
+        .route(
+            "/corrupt",
+            get(|| async {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(PAGE.as_bytes()).unwrap();
+                let mut body = enc.finish().unwrap();
+                let n = body.len();
+                body[n / 2] ^= 0xff;
+                body.truncate(n - 4);
+                ([(header::CONTENT_ENCODING, "gzip")], body)
+            }),
+        )
+        .route(
+            "/br",
+            get(|| async { ([(header::CONTENT_ENCODING, "br")], PAGE) }),
         )
         .route(
             "/500",
@@ -59,8 +91,64 @@ async fn server() -> String {
     format!("http://{addr}")
 }
 
+/// The scrapers' own client (it asks for gzip and leaves the decoding to `fetch`).
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().gzip(true).build().unwrap()
+    http_client(&ScrapeConfig::default()).unwrap()
+}
+
+#[tokio::test]
+async fn a_page_decoded_by_the_client_itself_is_read_as_it_is() {
+    // reqwest's own decoder removes Content-Encoding: fetch then takes the body as the page.
+    let base = server().await;
+    let decoding = reqwest::Client::builder().gzip(true).build().unwrap();
+    let body = fetch(
+        &decoding,
+        &format!("{base}/gzip"),
+        Duration::from_secs(2),
+        4096,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8(body).unwrap(), PAGE);
+}
+
+#[tokio::test]
+async fn every_gzip_member_is_decoded_and_bad_bodies_are_named() {
+    let base = server().await;
+    let body = fetch(
+        &client(),
+        &format!("{base}/two-members"),
+        Duration::from_secs(2),
+        4096,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8(body).unwrap(), PAGE);
+    let e = fetch(
+        &client(),
+        &format!("{base}/corrupt"),
+        Duration::from_secs(2),
+        4096,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ScrapeError::Body(_)), "{e}");
+    assert!(
+        e.to_string().starts_with("body read failed: gzip body of "),
+        "{e}"
+    );
+    let e = fetch(
+        &client(),
+        &format!("{base}/br"),
+        Duration::from_secs(2),
+        4096,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "body read failed: the target answered Content-Encoding \"br\", which was not asked for (only gzip is)"
+    );
 }
 
 #[tokio::test]
