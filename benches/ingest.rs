@@ -1,7 +1,7 @@
 //! The whole ingest path, page text to routed cohort deltas: parse + per-series reset-aware
 //! deltas + routing, on real-shaped sidecar pages from the simulated mesh; and the live heap per
 //! tracked series, counted by the daemon's own allocator (`meshgate::heap`), as the scrape loop
-//! holds it (one accumulator per target, one label-text interner for all of them).
+//! holds it (one accumulator per target).
 //!
 //! `cargo bench --bench ingest -- --warm-up-time 1 --measurement-time 5`
 
@@ -21,15 +21,13 @@ use tokio_util::sync::CancellationToken;
 static ALLOC: meshgate::heap::CountingAlloc = meshgate::heap::CountingAlloc;
 
 /// Live heap per tracked series of `targets` accumulators, each a copy of one of the sampled pods
-/// (its labels with a pod name of its own), after two pages each. `replicas` pods share each
-/// sampled pod's label texts (pods of one workload report the same ones); 1 is the worst case,
-/// every target's texts its own.
+/// (its labels with a pod name of its own), after two pages each. The series keep a key of their
+/// label text, not the text, so whether pods share their texts no longer matters.
 fn heap_per_series(
     first: &[String],
     second: &[String],
     labels: &[std::collections::BTreeMap<String, String>],
     targets: usize,
-    replicas: usize,
 ) -> (f64, f64, usize) {
     let r = routing(1);
     let live = || {
@@ -38,21 +36,16 @@ fn heap_per_series(
             .live_bytes
     };
     let before = live();
-    let mut interner = Arc::new(meshgate::cohort::Interner::default());
     let mut accs = Vec::with_capacity(targets);
     for t in 0..targets {
-        if t % replicas == 0 {
-            interner = Arc::new(meshgate::cohort::Interner::default());
-        }
-        let k = (t / replicas) % first.len();
+        let k = t % first.len();
         let mut l = labels[k].clone();
         l.insert("pod".into(), format!("pod-{t}"));
-        let mut a = TargetAccumulator::new(l).with_interner(interner.clone());
+        let mut a = TargetAccumulator::new(l);
         a.ingest(&first[k], &r);
         a.ingest(&second[k], &r);
         accs.push(a);
     }
-    drop(interner);
     let after = live();
     let series: usize = accs.iter().map(TargetAccumulator::series).sum();
     let per = (after - before) as f64 / series as f64;
@@ -124,12 +117,10 @@ fn routing(analyses: usize) -> Routing {
 
 fn bench_ingest(c: &mut Criterion) {
     let (first, second, labels) = pages();
-    for replicas in [1, 3, 10] {
-        let (per, with_store, series) = heap_per_series(&first, &second, &labels, 1000, replicas);
-        println!(
-            "heap per tracked series: {per:.0} bytes, {with_store:.0} with the store's snapshots ({series} series of 1,000 targets, label texts shared by {replicas} pod(s))"
-        );
-    }
+    let (per, with_store, series) = heap_per_series(&first, &second, &labels, 1000);
+    println!(
+        "heap per tracked series: {per:.0} bytes, {with_store:.0} with the store's snapshots ({series} series of 1,000 targets)"
+    );
     let bytes: usize = second.iter().map(String::len).sum();
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(bytes as u64));

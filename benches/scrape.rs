@@ -98,14 +98,9 @@ fn bench_scrape(c: &mut Criterion) {
         .unwrap()
         .with_observer(Observer::new());
     let (_routing_tx, routing_rx) = watch::channel(Arc::new(routing()));
-    let interner = Arc::new(meshgate::cohort::Interner::default());
     let mut accs: Vec<TargetAccumulator> = targets
         .iter()
-        .map(|t| {
-            TargetAccumulator::new(t.labels.clone())
-                .with_limits(cfg.limits.clone())
-                .with_interner(interner.clone())
-        })
+        .map(|t| TargetAccumulator::new(t.labels.clone()).with_limits(cfg.limits.clone()))
         .collect();
     let clock = std::time::Instant::now();
     // Two rounds first: every series known, routes cached, connections open (steady state).

@@ -126,7 +126,10 @@ pub fn sample_store() -> &'static [u8] {
                 .map(|i| {
                     (
                         "istio_requests_total".into(),
-                        format!("response_code=\"{}\",pod=\"p{i}\"", 200 + i).into(),
+                        crate::cohort::SeriesKey::of(&format!(
+                            "response_code=\"{}\",pod=\"p{i}\"",
+                            200 + i
+                        )),
                         v + i as f64,
                     )
                 })

@@ -206,8 +206,6 @@ pub struct Scraper {
     restored: std::sync::Mutex<HashMap<String, crate::cohort::SeriesSnapshot>>,
     restored_generation: u64,
     persist: bool,
-    /// Label texts, one copy for all targets (every pod of a workload reports the same ones).
-    interner: Arc<crate::cohort::Interner>,
 }
 
 /// The scrapers' HTTP client: rustls, gzip, TLS verification on, one idle connection per
@@ -246,7 +244,6 @@ impl Scraper {
             health,
             metrics,
             observer: None,
-            interner: Default::default(),
             restored: Default::default(),
             restored_generation: 0,
             persist: false,
@@ -338,9 +335,8 @@ impl Scraper {
         stop: CancellationToken,
     ) {
         let url: Arc<str> = target.url.as_str().into();
-        let mut acc = TargetAccumulator::new(target.labels.clone())
-            .with_limits(self.cfg.limits.clone())
-            .with_interner(self.interner.clone());
+        let mut acc =
+            TargetAccumulator::new(target.labels.clone()).with_limits(self.cfg.limits.clone());
         let clock = Instant::now();
         let stored = self
             .restored

@@ -22,8 +22,9 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::AnalysisConfig;
-use crate::cohort::SeriesSnapshot;
+use crate::cohort::{SeriesKey, SeriesSnapshot};
 use crate::judge::Analysis;
+use std::sync::Arc;
 
 mod overlay;
 pub mod writer;
@@ -32,15 +33,18 @@ pub mod writer;
 pub const EXIT_BAD_STORE: u8 = 65;
 
 /// Layout version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ANALYSES: TableDefinition<&str, &[u8]> = TableDefinition::new("analyses");
 /// Layout 1: per target, CBOR `SeriesSnapshot` (keys and values). Read, then emptied.
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
-/// Per target, CBOR `Vec<(family, label text)>`: written when the target's series change.
+/// Layout 2: per target, CBOR `Vec<(family, label text)>`. Read (the texts turned into their
+/// keys), then emptied.
 const SERIES_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("series_keys");
-/// Per target, the values in the order of its `SERIES_KEYS` row, little-endian f64.
+/// Layout 3: per target, CBOR [`KeysRow`]: written when the target's series change.
+const SERIES_KEYS_V3: TableDefinition<&str, &[u8]> = TableDefinition::new("series_keys_v3");
+/// Per target, the values in the order of its keys row, little-endian f64.
 const SERIES_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("series_values");
 /// The upgrade plan's namespace labels recorded before each namespace moved (one row).
 const PLAN: TableDefinition<&str, &[u8]> = TableDefinition::new("plan");
@@ -169,11 +173,64 @@ pub struct Store {
 fn keys_hash(s: &SeriesSnapshot) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.series.len().hash(&mut h);
-    for (family, labels, _) in &s.series {
+    for (family, key, _) in &s.series {
         family.hash(&mut h);
-        labels.hash(&mut h);
+        key.hash(&mut h);
     }
     h.finish()
+}
+
+/// A target's series keys as layout 3 stores them: the family names once, then per series the
+/// index of its family and its [`SeriesKey`] (16 bytes instead of a ~640-byte label text).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeysRow {
+    families: Vec<String>,
+    series: Vec<(u32, u64, u64)>,
+}
+
+impl KeysRow {
+    fn of(s: &SeriesSnapshot) -> KeysRow {
+        let mut row = KeysRow::default();
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        for (family, key, _) in &s.series {
+            let i = *index.entry(family).or_insert_with(|| {
+                row.families.push(family.to_string());
+                row.families.len() as u32 - 1
+            });
+            row.series.push((i, key.0, key.1));
+        }
+        row
+    }
+
+    /// `(family, key)` per series, in order; `None` names a family index out of range.
+    fn keys(self) -> Option<Keys> {
+        let families: Vec<Arc<str>> = self.families.into_iter().map(Arc::from).collect();
+        self.series
+            .into_iter()
+            .map(|(i, a, b)| Some((families.get(i as usize)?.clone(), SeriesKey(a, b))))
+            .collect()
+    }
+}
+
+/// A target's series, `(family, key)`, in the order of its values row.
+type Keys = Vec<(Arc<str>, SeriesKey)>;
+
+/// What layouts 1 and 2 stored per series: the label text itself.
+#[derive(Debug, Deserialize)]
+struct TextSnapshot {
+    series: Vec<(String, String, f64)>,
+}
+
+impl TextSnapshot {
+    fn keyed(self) -> SeriesSnapshot {
+        SeriesSnapshot {
+            series: self
+                .series
+                .into_iter()
+                .map(|(f, l, v)| (Arc::from(f), SeriesKey::of(&l), v))
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -439,6 +496,7 @@ impl Store {
             tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
             tx.open_table(TARGETS).map_err(|e| self.io(e))?;
             tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+            tx.open_table(SERIES_KEYS_V3).map_err(|e| self.io(e))?;
             tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
             tx.open_table(PLAN).map_err(|e| self.io(e))?;
         }
@@ -463,42 +521,68 @@ impl Store {
         let t = tx.open_table(TARGETS).map_err(|e| self.io(e))?;
         for row in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
-            let s: SeriesSnapshot = ciborium::from_reader(v.value())
+            let s: TextSnapshot = ciborium::from_reader(v.value())
                 .map_err(|e| corrupt(format!("series of target {:?}: {e}", k.value())))?;
-            loaded.targets.insert(k.value().to_owned(), s);
+            loaded.targets.insert(k.value().to_owned(), s.keyed());
         }
-        let keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
         let values = tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
         let mut written = HashMap::new();
+        // Layout 2 rows (label texts, keyed now), then layout 3 rows over them.
+        // `(url, keys, in layout 3)`: only layout-3 rows count as written (the first write
+        // empties the layout-2 table, so their keys must be written again).
+        let mut rows: Vec<(String, Keys, bool)> = Vec::new();
+        let keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
         for row in keys.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
             let url = k.value();
             let names: Vec<(String, String)> = ciborium::from_reader(v.value())
                 .map_err(|e| corrupt(format!("series keys of target {url:?}: {e}")))?;
+            let keyed = names
+                .into_iter()
+                .map(|(f, l)| (Arc::from(f), SeriesKey::of(&l)))
+                .collect();
+            rows.push((url.to_owned(), keyed, false));
+        }
+        let keys = tx.open_table(SERIES_KEYS_V3).map_err(|e| self.io(e))?;
+        for row in keys.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let url = k.value();
+            let r: KeysRow = ciborium::from_reader(v.value())
+                .map_err(|e| corrupt(format!("series keys of target {url:?}: {e}")))?;
+            let keyed = r.keys().ok_or_else(|| {
+                corrupt(format!(
+                    "series keys of target {url:?}: a family index out of range"
+                ))
+            })?;
+            rows.push((url.to_owned(), keyed, true));
+        }
+        for (url, keyed, v3) in rows {
             let raw = values
-                .get(url)
+                .get(url.as_str())
                 .map_err(|e| self.io(e))?
                 .ok_or_else(|| corrupt(format!("target {url:?} has series keys but no values")))?;
             let raw = raw.value();
-            if raw.len() != names.len() * 8 {
+            if raw.len() != keyed.len() * 8 {
                 return Err(corrupt(format!(
                     "target {url:?}: {} bytes of values for {} series",
                     raw.len(),
-                    names.len()
+                    keyed.len()
                 )));
             }
             let snap = SeriesSnapshot {
-                series: names
+                series: keyed
                     .into_iter()
                     .zip(raw.chunks_exact(8))
-                    .map(|((family, labels), b)| {
+                    .map(|((family, key), b)| {
                         let v = f64::from_le_bytes(b.try_into().expect("chunks of 8"));
-                        (family.into(), labels.into(), v)
+                        (family, key, v)
                     })
                     .collect(),
             };
-            written.insert(url.to_owned(), keys_hash(&snap));
-            loaded.targets.insert(url.to_owned(), snap);
+            if v3 {
+                written.insert(url.clone(), keys_hash(&snap));
+            }
+            loaded.targets.insert(url, snap);
         }
         *self.keys_written.lock().expect("store lock") = written;
         let t = tx.open_table(PLAN).map_err(|e| self.io(e))?;
@@ -510,25 +594,27 @@ impl Store {
         Ok(loaded)
     }
 
-    /// Per target, the hash of the series keys on disk.
+    /// Per target, the hash of the series keys on disk (layout 3 rows only: a layout-2 row is
+    /// rewritten by the first write, which empties that table).
     fn key_hashes(&self) -> Result<HashMap<String, u64>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;
-        let keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+        let keys = tx.open_table(SERIES_KEYS_V3).map_err(|e| self.io(e))?;
         let mut out = HashMap::new();
         for row in keys.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
-            let names: Vec<(String, String)> =
-                ciborium::from_reader(v.value()).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("series keys of target {:?}: {e}", k.value()),
-                })?;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            names.len().hash(&mut h);
-            for (family, labels) in &names {
-                family.hash(&mut h);
-                labels.hash(&mut h);
-            }
-            out.insert(k.value().to_owned(), h.finish());
+            let corrupt = |e: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("series keys of target {:?}: {e}", k.value()),
+            };
+            let r: KeysRow =
+                ciborium::from_reader(v.value()).map_err(|e| corrupt(e.to_string()))?;
+            let keyed = r
+                .keys()
+                .ok_or_else(|| corrupt("a family index out of range".into()))?;
+            let snap = SeriesSnapshot {
+                series: keyed.into_iter().map(|(f, k)| (f, k, 0.0)).collect(),
+            };
+            out.insert(k.value().to_owned(), keys_hash(&snap));
         }
         Ok(out)
     }
@@ -592,15 +678,22 @@ impl Store {
             if !t.is_empty().map_err(|e| self.io(e))? {
                 t.retain(|_, _| false).map_err(|e| self.io(e))?;
             }
-            let mut keys = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+            // Layout 2 key rows too (their values rows are rewritten below with layout 3 keys).
+            let mut t = tx.open_table(SERIES_KEYS).map_err(|e| self.io(e))?;
+            let mut layout_2: Vec<String> = Vec::new();
+            if !t.is_empty().map_err(|e| self.io(e))? {
+                for row in t.iter().map_err(|e| self.io(e))? {
+                    layout_2.push(row.map_err(|e| self.io(e))?.0.value().to_owned());
+                }
+                t.retain(|_, _| false).map_err(|e| self.io(e))?;
+            }
+            let mut keys = tx.open_table(SERIES_KEYS_V3).map_err(|e| self.io(e))?;
             let mut values = tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
             let mut raw = Vec::new();
             for (url, s) in targets {
                 let h = keys_hash(s);
                 if committed.get(url) != Some(&h) {
-                    let names: Vec<(&str, &str)> =
-                        s.series.iter().map(|(f, l, _)| (&**f, &**l)).collect();
-                    let bytes = encode(&names);
+                    let bytes = encode(&KeysRow::of(s));
                     stats.bytes += bytes.len();
                     stats.key_rows += 1;
                     keys.insert(url, bytes.as_slice()).map_err(|e| self.io(e))?;
@@ -612,7 +705,10 @@ impl Store {
                 values.insert(url, raw.as_slice()).map_err(|e| self.io(e))?;
                 next.insert(url.to_owned(), h);
             }
-            // Targets gone since the last write.
+            // Targets gone since the last write (or since the layout-2 write).
+            for url in layout_2.iter().filter(|u| !next.contains_key(*u)) {
+                values.remove(url.as_str()).map_err(|e| self.io(e))?;
+            }
             for url in committed.keys().filter(|u| !next.contains_key(*u)) {
                 keys.remove(url.as_str()).map_err(|e| self.io(e))?;
                 values.remove(url.as_str()).map_err(|e| self.io(e))?;
@@ -659,7 +755,7 @@ mod tests {
         let (s, loaded) = Store::open(&p).unwrap();
         assert!(loaded.analyses.is_empty() && loaded.targets.is_empty());
         let snap = SeriesSnapshot {
-            series: vec![("m_total".into(), "a=\"1\"".into(), 42.5)],
+            series: vec![("m_total".into(), SeriesKey::of("a=\"1\""), 42.5)],
         };
         let stats = s
             .write(std::iter::empty(), [("http://t/metrics", &snap)])
@@ -696,7 +792,7 @@ mod tests {
         drop(s);
         let e = Store::open(&p).unwrap_err();
         assert!(
-            matches!(e, StoreError::NewerVersion { found: 3, .. }),
+            matches!(e, StoreError::NewerVersion { found: 4, .. }),
             "{e}"
         );
     }
@@ -705,7 +801,7 @@ mod tests {
         SeriesSnapshot {
             series: values
                 .iter()
-                .map(|(l, v)| ("istio_requests_total".into(), (*l).into(), *v))
+                .map(|(l, v)| ("istio_requests_total".into(), SeriesKey::of(l), *v))
                 .collect(),
         }
     }
@@ -763,6 +859,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v1.redb");
         let old = snap(&[("code=\"200\"", 42.0)]);
+        let old_text: (Vec<(&str, &str, f64)>,) =
+            (vec![("istio_requests_total", "code=\"200\"", 42.0)],);
         {
             // What a layout-1 meshgate wrote: version 1, one CBOR snapshot per target.
             let db = Database::create(&p).unwrap();
@@ -774,7 +872,10 @@ mod tests {
             tx.open_table(ANALYSES).unwrap();
             tx.open_table(TARGETS)
                 .unwrap()
-                .insert("http://old", encode(&old).as_slice())
+                .insert(
+                    "http://old",
+                    encode(&serde_json::json!({"series": old_text.0})).as_slice(),
+                )
                 .unwrap();
             tx.commit().unwrap();
         }
@@ -795,6 +896,64 @@ mod tests {
             .unwrap()
             .value();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    /// A layout-2 store (label texts as keys) is read with the texts turned into their keys,
+    /// gives the same values, and its first write replaces the text rows.
+    #[test]
+    fn a_layout_2_store_is_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v2.redb");
+        let texts = ["code=\"200\",pod=\"a\"", "code=\"503\",pod=\"a\""];
+        {
+            let db = Database::create(&p).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 2)
+                .unwrap();
+            tx.open_table(ANALYSES).unwrap();
+            let names: Vec<(&str, &str)> =
+                texts.iter().map(|t| ("istio_requests_total", *t)).collect();
+            let raw: Vec<u8> = [10.0f64, 1.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            // `http://gone` is not in the first write: none of its rows may stay behind.
+            for url in ["http://a", "http://gone"] {
+                tx.open_table(SERIES_KEYS)
+                    .unwrap()
+                    .insert(url, encode(&names).as_slice())
+                    .unwrap();
+                tx.open_table(SERIES_VALUES)
+                    .unwrap()
+                    .insert(url, raw.as_slice())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let want = snap(&[(texts[0], 10.0), (texts[1], 1.0)]);
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets["http://a"], want);
+        // The text rows are not layout 3: the first write puts the keys.
+        let w = s.write(std::iter::empty(), [("http://a", &want)]).unwrap();
+        assert_eq!(w.key_rows, 1);
+        drop(s);
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.targets["http://a"], want);
+        assert_eq!(loaded.targets.len(), 1, "{:?}", loaded.targets.keys());
+        let tx = s.db.begin_read().unwrap();
+        assert!(tx.open_table(SERIES_KEYS).unwrap().is_empty().unwrap());
+        assert_eq!(tx.open_table(SERIES_VALUES).unwrap().len().unwrap(), 1);
+        assert_eq!(
+            tx.open_table(META)
+                .unwrap()
+                .get("schema_version")
+                .unwrap()
+                .unwrap()
+                .value(),
+            SCHEMA_VERSION
+        );
     }
 
     /// An analysis as stored, of every built-in check, with `history`.

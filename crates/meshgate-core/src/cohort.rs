@@ -6,7 +6,7 @@
 //! series and, per scrape, emits the deltas routed to (analysis, check, cohort, slot). Routes are
 //! computed once per series and cached until the set of analyses changes.
 
-mod intern;
+mod key;
 mod limits;
 mod selector;
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use intern::Interner;
+pub use key::{KeyHasher, KeyMap, SeriesKey};
 pub use limits::{Limits, Violation, EXACT_INTEGER_LIMIT};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 
@@ -197,19 +197,18 @@ pub struct IngestReport {
 /// The last value of every series of one target, as kept by the store across restarts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
-    /// `(family, raw label text, last value)`; the texts are the accumulator's own (shared, not
-    /// copied), so a snapshot per target costs its tuples only.
-    pub series: Vec<(Arc<str>, Arc<str>, f64)>,
+    /// `(family, key of the raw label text, last value)`; the family names are the
+    /// accumulator's own (shared, not copied), so a snapshot per target costs its tuples only.
+    pub series: Vec<(Arc<str>, SeriesKey, f64)>,
 }
 
 /// Per-target series memory and routing cache.
 #[derive(Debug)]
 pub struct TargetAccumulator {
     target_labels: BTreeMap<String, String>,
-    /// Per family, per label text (shared through `interner`), the series' state.
-    families: HashMap<Arc<str>, HashMap<Arc<str>, SeriesState>>,
-    /// Where label texts are kept, one copy for every target that shares the interner.
-    interner: Arc<Interner>,
+    /// Per family, per key of the label text ([`SeriesKey`]: the text itself is not kept), the
+    /// series' state.
+    families: HashMap<Arc<str>, KeyMap<SeriesState>>,
     /// The distinct route lists of this target's series under `route_sets_generation`.
     route_sets: HashSet<Arc<[Route]>>,
     route_sets_generation: u64,
@@ -223,7 +222,7 @@ pub struct TargetAccumulator {
     prev_filter: Option<Arc<FamilyFilter>>,
     /// Hashes of series dropped by the TTL, with the scrape they were dropped at: a series that
     /// comes back must not count its whole value as new (a run of partial pages is no birth).
-    forgotten: HashMap<u64, u64>,
+    forgotten: KeyMap<u64>,
     /// The plausibility limits every page is held to.
     limits: Limits,
     /// When each of the last [`PAGE_TIMES`] pages was read (seconds on the caller's clock, NaN
@@ -242,14 +241,6 @@ const PAGE_TIMES: usize = 64;
 /// starting values (the memory was cleared), the second gives deltas again.
 const CLEAN_PAGES_TO_LIFT: u8 = 2;
 
-fn series_key(family: &str, labels: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    family.hash(&mut h);
-    labels.hash(&mut h);
-    h.finish()
-}
-
 /// Series not seen for this many scrapes are forgotten (a pod that dropped a series).
 const DEFAULT_SERIES_TTL: u64 = 20;
 
@@ -261,7 +252,6 @@ impl TargetAccumulator {
         Self {
             target_labels,
             families: HashMap::new(),
-            interner: Arc::new(Interner::default()),
             route_sets: HashSet::new(),
             route_sets_generation: u64::MAX,
             no_routes: Arc::from(Vec::new()),
@@ -269,19 +259,12 @@ impl TargetAccumulator {
             scrapes: 0,
             series_ttl: DEFAULT_SERIES_TTL,
             prev_filter: None,
-            forgotten: HashMap::new(),
+            forgotten: KeyMap::default(),
             limits: Limits::default(),
             page_at: [f64::NAN; PAGE_TIMES],
             family_rates: HashMap::new(),
             quarantine: None,
         }
-    }
-
-    /// Keep label texts in `interner`, shared with the other targets that use it (the daemon
-    /// gives every target the same one), instead of a set of this target's own.
-    pub fn with_interner(mut self, interner: Arc<Interner>) -> Self {
-        self.interner = interner;
-        self
     }
 
     /// Hold every page to `limits` instead of [`Limits::default`].
@@ -300,8 +283,8 @@ impl TargetAccumulator {
     pub fn export(&self) -> SeriesSnapshot {
         let mut series = Vec::with_capacity(self.series());
         for (fam, m) in &self.families {
-            for (labels, st) in m {
-                series.push((fam.clone(), labels.clone(), st.last));
+            for (key, st) in m {
+                series.push((fam.clone(), *key, st.last));
             }
         }
         SeriesSnapshot { series }
@@ -311,12 +294,12 @@ impl TargetAccumulator {
     /// them (or a reset), as if the daemon had never stopped; analyses whose routing generation
     /// is above `generation` (created after the restart) get nothing from that first interval.
     pub fn restore(&mut self, snap: &SeriesSnapshot, generation: u64) {
-        for (fam, labels, last) in &snap.series {
+        for (fam, key, last) in &snap.series {
             if !(last.is_finite() && *last >= 0.0 && *last <= self.limits.max_counter_value) {
                 continue;
             }
             self.families.entry(fam.clone()).or_default().insert(
-                self.interner.intern(labels),
+                *key,
                 SeriesState {
                     last: *last,
                     held_from: f64::NAN,
@@ -382,7 +365,6 @@ impl TargetAccumulator {
         let scrape_no = self.scrapes;
         let target_labels = &self.target_labels;
         let families = &mut self.families;
-        let interner = &self.interner;
         if self.route_sets_generation != routing.generation {
             self.route_sets.clear();
             self.route_sets_generation = routing.generation;
@@ -437,7 +419,8 @@ impl TargetAccumulator {
                 None => families.entry(s.name.into()).or_default(),
             };
             let raw = s.labels.raw();
-            let (delta, state) = match fam.get_mut(raw) {
+            let key = SeriesKey::of(raw);
+            let (delta, state) = match fam.get_mut(&key) {
                 Some(st) if st.last_seen == scrape_no => {
                     // The same series twice on one page: the second value is not a new sample.
                     report.duplicates += 1;
@@ -475,7 +458,7 @@ impl TargetAccumulator {
                 }
                 None => {
                     report.new_series += 1;
-                    let st = fam.entry(interner.intern(raw)).or_insert(SeriesState {
+                    let st = fam.entry(key).or_insert(SeriesState {
                         last: 0.0,
                         held_from: f64::NAN,
                         last_generation: routing.generation,
@@ -486,8 +469,8 @@ impl TargetAccumulator {
                     let was_wanted = prev_filter
                         .as_ref()
                         .is_some_and(|f| f.wants_sample_name(s.name));
-                    let came_back = !forgotten.is_empty()
-                        && forgotten.remove(&series_key(s.name, raw)).is_some();
+                    let came_back =
+                        !forgotten.is_empty() && forgotten.remove(&key.in_family(s.name)).is_some();
                     if came_back {
                         report.returned += 1;
                     }
@@ -609,16 +592,16 @@ impl TargetAccumulator {
             let ttl = self.series_ttl;
             let forgotten = &mut self.forgotten;
             for (name, fam) in self.families.iter_mut() {
-                fam.retain(|labels, st| {
+                fam.retain(|key, st| {
                     let keep = scrape_no - st.last_seen <= ttl;
                     if !keep {
-                        forgotten.insert(series_key(name, labels), scrape_no);
+                        forgotten.insert(key.in_family(name), scrape_no);
                     }
                     keep
                 });
             }
             self.families.retain(|_, f| !f.is_empty());
-            // Tombstones are 16 bytes; drop them after a long while so memory stays bounded.
+            // Tombstones are 24 bytes; drop them after a long while so memory stays bounded.
             forgotten.retain(|_, at| scrape_no - *at <= 50 * ttl);
         }
         report.series = self.series();
@@ -1701,7 +1684,7 @@ mod limit_tests {
             &SeriesSnapshot {
                 series: vec![(
                     "istio_requests_total".into(),
-                    "response_code=\"200\",reporter=\"destination\"".into(),
+                    SeriesKey::of("response_code=\"200\",reporter=\"destination\""),
                     1e300,
                 )],
             },
