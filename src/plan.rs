@@ -38,9 +38,22 @@ pub struct Wave {
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "30m")]
     pub soak: Duration,
+    /// How long the wave's analysis watches its namespaces on the old revision before
+    /// `meshgate upgrade` relabels them: the before/after design bounds each workload's rate
+    /// relative to the others from this window, so a short one gives wide bounds and a slow
+    /// verdict. Default 5m (enough at a few requests per second per workload for the bounds of
+    /// docs/statistics.md, section 3b, to be useful).
+    #[serde(default = "default_pre_move", with = "humantime_serde")]
+    #[schema(value_type = String, example = "5m")]
+    pub pre_move: Duration,
     /// Checks of the wave's analysis (default set when empty).
     #[serde(default)]
     pub checks: Vec<String>,
+}
+
+/// The default [`Wave::pre_move`].
+fn default_pre_move() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Plan {
@@ -369,12 +382,14 @@ mod tests {
                     name: "staging".into(),
                     namespaces: vec!["staging".into()],
                     soak: Duration::from_secs(60),
+                    pre_move: default_pre_move(),
                     checks: vec![],
                 },
                 Wave {
                     name: "critical".into(),
                     namespaces: vec!["shop".into(), "pay".into()],
                     soak: Duration::from_secs(600),
+                    pre_move: Duration::ZERO,
                     checks: vec![],
                 },
             ],

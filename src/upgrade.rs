@@ -201,6 +201,11 @@ pub struct WaveState {
     pub restarted: Vec<String>,
     /// The final verdict and its reason.
     pub verdict: Option<String>,
+    /// When the wave's analysis started watching (RFC 3339): its pre-move window runs from
+    /// then, so a run resumed before the relabel waits only what is left of `pre_move`.
+    /// Absent in state files written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_created: Option<String>,
 }
 
 /// A wave's phase in the run.
@@ -383,6 +388,15 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
         out.push((verb, "coordination.k8s.io", "leases", lease_ns.to_owned()));
     }
     out
+}
+
+/// `created_at` (Unix seconds) of an analysis document from the daemon, when it says.
+async fn created_at(r: reqwest::Response) -> Option<SystemTime> {
+    let doc: Value = r.json().await.ok()?;
+    let secs = doc["created_at"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
 }
 
 fn now_rfc3339() -> String {
@@ -976,10 +990,13 @@ impl Runner {
             self.plan.to_revision
         );
         let moved = !self.state.waves[i].relabelled.is_empty();
-        self.ensure_analysis(&wave, moved).await?;
+        let created = self.ensure_analysis(&wave, moved).await?;
         if self.state.waves[i].phase == RunPhase::NotStarted {
             self.state.waves[i].phase = RunPhase::Moving;
             self.act(format!("wave {} started", wave.name))?;
+        }
+        if !moved {
+            self.pre_move(i, &wave, created).await?;
         }
         let target = NamespaceLabels {
             istio_injection: None,
@@ -1172,7 +1189,10 @@ impl Runner {
     /// creates the same one), else created from [`Plan::analysis_for`], before the move. Missing
     /// once the wave has `moved` (a resumed run whose daemon lost it), it is not created: a
     /// before/after analysis started after the move never saw the old revision.
-    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<(), Stop> {
+    ///
+    /// Answers when the analysis was created, as the daemon reports it (`created_at`); `None`
+    /// in a dry run, or when the daemon's answer does not say.
+    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<Option<SystemTime>, Stop> {
         let id = Plan::analysis_id(wave);
         let url = format!("{}/v1/analyses/{id}", self.server);
         let unreachable = |e: reqwest::Error| {
@@ -1190,11 +1210,11 @@ impl Runner {
             // A dry run does not ask the daemon: the create is shown as it would be sent.
             let body = self.analysis_body(wave)?;
             println!("POST {}/v1/analyses application/json {body}", self.server);
-            return Ok(());
+            return Ok(None);
         }
         let r = self.daemon.get(&url).send().await.map_err(unreachable)?;
         if r.status().is_success() {
-            return Ok(());
+            return Ok(created_at(r).await);
         }
         if r.status() != reqwest::StatusCode::NOT_FOUND {
             return Err(Stop::new(EXIT_FAILED, format!("GET {url}: {}", r.status())));
@@ -1226,6 +1246,50 @@ impl Runner {
                 format!("POST {post}: the daemon refused the wave's analysis ({s}): {text}"),
             ));
         }
+        // Created just now: the answer's own time, else now.
+        Ok(Some(created_at(r).await.unwrap_or_else(SystemTime::now)))
+    }
+
+    /// Wait until the wave's analysis has watched its namespaces on the old revision for
+    /// `pre_move`, counted from its creation: the daemon's time for it, else the one this run
+    /// recorded in the state file, else now (an analysis of unknown age gets the whole window).
+    /// The time used is kept in the state file, so a run killed meanwhile and started again
+    /// waits only what is left.
+    async fn pre_move(
+        &mut self,
+        i: usize,
+        wave: &Wave,
+        created: Option<SystemTime>,
+    ) -> Result<(), Stop> {
+        if !self.o.execute {
+            println!(
+                "WAIT pre-move {}",
+                humantime::format_duration(wave.pre_move)
+            );
+            return Ok(());
+        }
+        let recorded = self.state.waves[i]
+            .analysis_created
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+        let since = created.or(recorded).unwrap_or_else(SystemTime::now);
+        if recorded != Some(since) {
+            let at = humantime::format_rfc3339_micros(since).to_string();
+            self.state.waves[i].analysis_created = Some(at.clone());
+            self.act(format!(
+                "wave {} analysis {} watching since {at}",
+                wave.name,
+                Plan::analysis_id(wave)
+            ))?;
+        }
+        let watched = SystemTime::now()
+            .duration_since(since)
+            .unwrap_or(Duration::ZERO);
+        let left = wave.pre_move.saturating_sub(watched);
+        // Whole milliseconds: what is printed is what is slept.
+        let left = Duration::from_millis(left.as_millis() as u64);
+        println!("WAIT pre-move {}", humantime::format_duration(left));
+        tokio::time::sleep(left).await;
         Ok(())
     }
 

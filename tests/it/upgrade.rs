@@ -37,11 +37,13 @@ to_revision = "1-25-0"
 name = "w1"
 namespaces = ["shop"]
 soak = "300ms"
+pre_move = "300ms"
 
 [[plan.waves]]
 name = "w2"
 namespaces = ["pay", "ads"]
 soak = "0s"
+pre_move = "0s"
 "#
         ),
     )
@@ -219,6 +221,7 @@ async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
         "POST /apis/coordination.k8s.io/v1/namespaces/meshgate/leases application/json",
         "GET http://127.0.0.1:9/v1/analyses/plan-w1",
         "POST http://127.0.0.1:9/v1/analyses application/json {",
+        "WAIT pre-move 300ms",
         r#"PATCH /api/v1/namespaces/shop application/merge-patch+json {"metadata":{"labels":{"istio-injection":null,"istio.io/rev":"1-25-0"},"resourceVersion":""#,
         "PATCH /apis/apps/v1/namespaces/shop/deployments/cart application/strategic-merge-patch+json {\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"kubectl.kubernetes.io/restartedAt\":\"",
         "PATCH /apis/apps/v1/namespaces/shop/statefulsets/db application/strategic-merge-patch+json",
@@ -814,6 +817,115 @@ async fn a_run_killed_mid_wave_resumes_from_its_state_and_restores_the_first_rec
         json!({"istio_injection": "enabled", "rev": null})
     );
     l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_in_the_pre_move_wait_resumes_it_from_the_analysis_creation() {
+    let api = cluster().await;
+    // No analysis on the daemon: the run creates plan-w1 itself, then waits 4 s before the move.
+    let l = lab("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("pre_move = \"300ms\"", "pre_move = \"4s\"", 1),
+    )
+    .unwrap();
+    let st = dir.path().join("state.json");
+    let first = run_until(&cfg, &st, &l.base, "WAIT pre-move", 1500).await;
+    // Counted from the analysis' creation on the daemon, a moment before the wait began.
+    let first_wait = first
+        .last()
+        .and_then(|l| l.strip_prefix("WAIT pre-move "))
+        .map(|d| humantime::parse_duration(d).unwrap())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(
+        first_wait > std::time::Duration::from_secs(3)
+            && first_wait <= std::time::Duration::from_secs(4),
+        "{first_wait:?}"
+    );
+    assert!(ns_patches(&api.log()).is_empty(), "killed before the move");
+    let killed = state(&st);
+    assert_eq!(killed["waves"][0]["phase"], "moving");
+    assert!(
+        killed["waves"][0]["analysis_created"].is_string(),
+        "{killed}"
+    );
+    // The next run follows the analysis the first created and waits only what is left of the
+    // 4 s counted from its creation (the daemon's created_at), not 4 s again.
+    let second = run_until(&cfg, &st, &l.base, "WAIT rollout", 0).await;
+    let wait = second
+        .iter()
+        .find_map(|l| l.strip_prefix("WAIT pre-move "))
+        .unwrap_or_else(|| panic!("{second:?}"));
+    let left = humantime::parse_duration(wait).unwrap();
+    assert!(
+        left > std::time::Duration::ZERO && left <= std::time::Duration::from_millis(2600),
+        "{wait}"
+    );
+    assert!(
+        !second.iter().any(|l| l.starts_with("POST http")),
+        "the analysis is not created twice: {second:?}"
+    );
+    assert_eq!(
+        ns_patches(&api.log())
+            .iter()
+            .filter(|(ns, _)| ns == "shop")
+            .count(),
+        1
+    );
+    assert_eq!(
+        state(&st)["waves"][0]["analysis_created"],
+        killed["waves"][0]["analysis_created"]
+    );
+    l.shutdown().await;
+}
+
+/// Run `meshgate upgrade --execute` until it prints a line starting with `prefix`, then
+/// `delay_ms` later kill it (SIGKILL: no cleanup, as a node drain or an OOM kill); answers the
+/// lines it printed.
+async fn run_until(
+    cfg: &Path,
+    st: &Path,
+    server: &str,
+    prefix: &str,
+    delay_ms: u64,
+) -> Vec<String> {
+    let (c, s, server, prefix) = (
+        cfg.display().to_string(),
+        st.display().to_string(),
+        server.to_owned(),
+        prefix.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args([
+                "upgrade", "--config", &c, "--state", &s, "--server", &server,
+            ])
+            .args(["--poll", "100ms", "--lease-duration", "3s", "--execute"])
+            .env_remove("MESHGATE_SERVER")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let found = line.starts_with(&prefix);
+            seen.push(line);
+            if found {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                break;
+            }
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        seen
+    })
+    .await
+    .unwrap()
 }
 
 /// The state of a run killed after wave 1, with `pay` of wave 2 relabelled.
