@@ -54,6 +54,9 @@ pub const EXIT_USAGE: u8 = 64;
 const REV: &str = "istio.io/rev";
 const INJECTION: &str = "istio-injection";
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The annotation Istio's injector writes into every pod it injects; its `revision` is the
+/// injecting control plane's.
+const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
@@ -378,6 +381,7 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
     let mut out = vec![
         ("get", "", "namespaces", String::new()),
         ("patch", "", "namespaces", String::new()),
+        ("list", "", "pods", String::new()),
     ];
     for k in KINDS {
         for verb in ["list", "get", "patch"] {
@@ -730,7 +734,7 @@ impl Runner {
                 &by,
                 &why,
             )?;
-            self.roll_back(&wave).await?;
+            let left = self.roll_back(&wave).await?;
             self.state.waves[i].phase = RunPhase::RolledBack;
             self.state.waves[i].verdict = Some(format!("aborted by {by}: {why}"));
             self.act(format!(
@@ -740,8 +744,9 @@ impl Runner {
             return Err(Stop::new(
                 EXIT_ROLLED_BACK,
                 format!(
-                    "wave {} aborted by {by}: its namespaces were restored to their recorded labels and restarted; the run ends",
-                    wave.name
+                    "wave {} aborted by {by}: its namespaces were restored to their recorded labels and restarted; the run ends{}",
+                    wave.name,
+                    left.map(|l| format!("; but {l}")).unwrap_or_default()
                 ),
             ));
         }
@@ -1014,6 +1019,22 @@ impl Runner {
         }
         let workloads = self.restart(&wave, Some(i)).await?;
         self.wait_rollouts(&workloads).await?;
+        let want: BTreeMap<String, Option<String>> = wave
+            .namespaces
+            .iter()
+            .map(|ns| (ns.clone(), Some(self.plan.to_revision.clone())))
+            .collect();
+        if let Err(off) = self.wait_sidecars(&want).await {
+            return Err(Stop::new(
+                EXIT_PAUSED,
+                format!(
+                    "wave {}: its rollouts are done but after {} these pods still run a sidecar of another revision than {}: {off}; the wave is not judged before its proxies run the new revision; run again with the same --state to wait again, or `meshgate upgrade abort` to roll it back",
+                    wave.name,
+                    humantime::format_duration(self.o.rollout_timeout),
+                    self.plan.to_revision
+                ),
+            ));
+        }
         let moved_at = Instant::now();
         let (verdict, reason) = self.verdict(&wave).await?;
         self.state.waves[i].verdict = Some(format!("{}: {reason}", verdict.as_str()));
@@ -1033,7 +1054,7 @@ impl Runner {
             }
             Verdict::NoGo => {
                 self.act(format!("wave {} NO-GO: {reason}", wave.name))?;
-                self.roll_back(&wave).await?;
+                let left = self.roll_back(&wave).await?;
                 self.state.waves[i].phase = RunPhase::RolledBack;
                 self.act(format!(
                     "wave {} rolled back to its recorded labels",
@@ -1042,8 +1063,9 @@ impl Runner {
                 Err(Stop::new(
                     EXIT_ROLLED_BACK,
                     format!(
-                        "wave {} NO-GO ({reason}): its namespaces were restored to their recorded labels and restarted; the run stops",
-                        wave.name
+                        "wave {} NO-GO ({reason}): its namespaces were restored to their recorded labels and restarted; the run stops{}",
+                        wave.name,
+                        left.map(|l| format!("; but {l}")).unwrap_or_default()
                     ),
                 ))
             }
@@ -1343,8 +1365,76 @@ impl Runner {
         }
     }
 
-    /// Restore every namespace of the wave to its recorded labels, restart, wait.
-    async fn roll_back(&mut self, wave: &Wave) -> Result<(), Stop> {
+    /// Wait until the pods of each namespace of `want` run a sidecar of the revision it names
+    /// (`None`: of any revision but the plan's new one, as a namespace restored to
+    /// `istio-injection=enabled` or to no label gets the default injector's, whatever revision
+    /// that is), as `sidecar.istio.io/status` says (the injector writes it into every pod it
+    /// injects). Pods without it (not injected: opted out, or no injection) and finished pods
+    /// are not counted. After `--rollout-timeout`: the pods still off, named.
+    async fn wait_sidecars(&self, want: &BTreeMap<String, Option<String>>) -> Result<(), String> {
+        for (ns, rev) in want {
+            match rev {
+                Some(r) => println!("WAIT sidecars {ns}: revision {r}"),
+                None => println!("WAIT sidecars {ns}: not revision {}", self.plan.to_revision),
+            }
+        }
+        if !self.o.execute {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            let mut off = Vec::new();
+            for (ns, rev) in want {
+                let path = format!("/api/v1/namespaces/{ns}/pods");
+                let list = match self.kube.get(&path).await {
+                    Ok(l) => l.unwrap_or(Value::Null),
+                    Err(e) => {
+                        off.push(format!("{ns}: {e}"));
+                        continue;
+                    }
+                };
+                for pod in list["items"].as_array().into_iter().flatten() {
+                    if matches!(
+                        pod["status"]["phase"].as_str(),
+                        Some("Succeeded" | "Failed")
+                    ) {
+                        continue;
+                    }
+                    let Some(status) = pod["metadata"]["annotations"][SIDECAR_STATUS].as_str()
+                    else {
+                        continue;
+                    };
+                    let runs = serde_json::from_str::<Value>(status)
+                        .ok()
+                        .and_then(|v| v["revision"].as_str().map(str::to_owned));
+                    let fine = match (rev, &runs) {
+                        (Some(r), Some(x)) => r == x,
+                        (None, Some(x)) => x != &self.plan.to_revision,
+                        (_, None) => false,
+                    };
+                    if !fine {
+                        off.push(format!(
+                            "{ns}/{} (revision {})",
+                            pod["metadata"]["name"].as_str().unwrap_or("?"),
+                            runs.as_deref().unwrap_or("unreadable")
+                        ));
+                    }
+                }
+            }
+            if off.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= self.o.rollout_timeout {
+                return Err(off.join(", "));
+            }
+            tokio::time::sleep(self.o.poll).await;
+        }
+    }
+
+    /// Restore every namespace of the wave to its recorded labels, restart, wait for the
+    /// rollouts and for the pods to leave the new revision; the pods that did not, named (the
+    /// labels are restored all the same: the run still ends rolled back).
+    async fn roll_back(&mut self, wave: &Wave) -> Result<Option<String>, Stop> {
         for ns in &wave.namespaces {
             let Some(rec) = self.state.recorded.get(ns).cloned() else {
                 // Never relabelled by this run (it stopped before): nothing to restore.
@@ -1361,7 +1451,18 @@ impl Runner {
             self.act(format!("restore namespace {ns}: {rec:?}"))?;
         }
         let workloads = self.restart(wave, None).await?;
-        self.wait_rollouts(&workloads).await
+        self.wait_rollouts(&workloads).await?;
+        let want: BTreeMap<String, Option<String>> = wave
+            .namespaces
+            .iter()
+            .filter_map(|ns| Some((ns.clone(), self.state.recorded.get(ns)?.rev.clone())))
+            .collect();
+        Ok(self.wait_sidecars(&want).await.err().map(|off| {
+            format!(
+                "after {} these pods still run a sidecar of another revision than the recorded one: {off}",
+                humantime::format_duration(self.o.rollout_timeout)
+            )
+        }))
     }
 }
 

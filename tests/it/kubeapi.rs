@@ -502,6 +502,17 @@ impl KubeApi {
         self.inner.lock().unwrap().allowed = Some(rules.iter().map(|r| r.to_string()).collect());
     }
 
+    /// Pin a workload's pods to revision `rev` with the pod-level `istio.io/rev` label of its
+    /// template (it overrides the namespace's at the next restart).
+    pub fn pin_revision(&self, plural: &str, ns: &str, name: &str, rev: &str) {
+        let mut i = self.inner.lock().unwrap();
+        let w = i
+            .workloads
+            .get_mut(&(plural.to_owned(), ns.to_owned(), name.to_owned()))
+            .unwrap();
+        w.obj["spec"]["template"]["metadata"]["labels"]["istio.io/rev"] = json!(rev);
+    }
+
     /// Call `hook(namespace, revision)` each time a namespace's rollouts are all done (the last
     /// of them finished `ROLLOUT` after its restart), with the revision its pods now run.
     pub fn on_rollout(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
@@ -801,7 +812,12 @@ fn route(
             match i.write(plural, name, &cur, method, content_type, body) {
                 Ok(n) => {
                     let restarted = n["spec"]["template"] != cur["spec"]["template"];
-                    let pods_rev = i.pods_rev_of(ns);
+                    // A pod's own istio.io/rev label overrides its namespace's, as Istio's
+                    // injector webhooks select.
+                    let pods_rev = n["spec"]["template"]["metadata"]["labels"]["istio.io/rev"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| i.pods_rev_of(ns));
                     let w = i.workloads.get_mut(&key).unwrap();
                     w.obj = n;
                     if restarted {

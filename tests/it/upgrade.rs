@@ -882,6 +882,52 @@ async fn a_run_killed_in_the_pre_move_wait_resumes_it_from_the_analysis_creation
     l.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_whose_pods_stay_on_the_old_revision_is_not_judged_and_pauses_naming_them() {
+    let api = cluster().await;
+    // shop's db pins its pods to the old revision with a pod-level label: the relabel and the
+    // restart leave its sidecar on 1-24-2.
+    api.pin_revision("statefulsets", "shop", "db", "1-24-2");
+    let l = judged(GOOD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &l.base, "--execute", "--rollout-timeout", "2s"],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("shop/db-0 (revision 1-24-2)")
+            && !out.stderr.contains("shop/cart-")
+            && out.stderr.contains("not judged"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("WAIT sidecars shop: revision 1-25-0"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("WAIT verdict"), "{}", out.stdout);
+    let s = state(&st);
+    assert_eq!(
+        s["waves"][0]["phase"], "moving",
+        "continued by the next run"
+    );
+    assert!(s["waves"][0]["verdict"].is_null(), "{s}");
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert!(ns_patches(&api.log()).iter().all(|(ns, _)| ns == "shop"));
+    // Listed over real HTTP, read from each pod's sidecar.istio.io/status.
+    assert!(api
+        .log()
+        .iter()
+        .any(|r| r.method == "GET" && r.path() == "/api/v1/namespaces/shop/pods" && r.code == 200));
+    l.shutdown().await;
+}
+
 /// Run `meshgate upgrade --execute` until it prints a line starting with `prefix`, then
 /// `delay_ms` later kill it (SIGKILL: no cleanup, as a node drain or an OOM kill); answers the
 /// lines it printed.
