@@ -9,11 +9,13 @@
 //! A run: RBAC pre-checks (one SelfSubjectAccessReview per verb and resource), the plan's
 //! namespaces exist, the `coordination.k8s.io` Lease taken (and renewed while running); then per
 //! wave: its analysis created on the daemon while the namespaces are still on the old revision
-//! (the before/after design needs their rates before the move), each namespace's Istio labels
-//! recorded and set to `istio.io/rev=<new>` (dropping `istio-injection`), its Deployments,
-//! StatefulSets and DaemonSets restarted (`kubectl.kubernetes.io/restartedAt`, as `kubectl
-//! rollout restart`), every rollout waited for (never forced), the verdict followed. GO: the next
-//! wave. NO-GO: the recorded labels restored, the workloads restarted and waited for, exit 1.
+//! and the wave's `pre_move` waited from its creation (the before/after design needs their rates
+//! before the move), each namespace's Istio labels recorded and set to `istio.io/rev=<new>`
+//! (dropping `istio-injection`), its Deployments, StatefulSets and DaemonSets restarted
+//! (`kubectl.kubernetes.io/restartedAt`, as `kubectl rollout restart`), every rollout waited for
+//! (never forced), the pods' sidecars waited for on the new revision (`sidecar.istio.io/status`),
+//! the verdict followed. GO: the next wave. NO-GO: the recorded labels restored, the workloads
+//! restarted and waited for, their sidecars back off the new revision, exit 1.
 //! INCONCLUSIVE: the run stops paused, exit 2. The state file is written after every action, so
 //! a second run with it continues where the first stopped and never relabels twice.
 //! `resume` and `abort` are a person's decision on a paused (or stopped) run: the wave counts as

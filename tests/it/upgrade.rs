@@ -5,15 +5,24 @@
 //! (the autopilot follows an analysis of that id when it exists, as the daemon's own `[plan]`
 //! creates it) with the selectors of the lab's healthy mesh (GO) or of its mesh whose canary
 //! returns 1% 5xx (NO-GO): a real verdict of the real judge, not one made up for the test.
+//!
+//! The last test has no analysis made for it: the autopilot creates each wave's itself on a
+//! daemon scraping a staged simulated mesh whose traffic moves when the double's rollouts of a
+//! namespace are done, so each verdict comes from the autopilot's own move.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use meshgate::config::{Config, StaticTarget};
+use meshgate::sim::{Cohort, Fault, SimConfig, SimMesh};
 
 use serde_json::{json, Value};
 
 use crate::kubeapi::{kubeconfig, KubeApi, Request};
-use crate::support::{analysis, lab, Lab, BAD, GOOD};
+use crate::support::{analysis, daemon, lab, Lab, BAD, GOOD};
 
 const NS_PATH: &str = "/api/v1/namespaces/";
 
@@ -1222,4 +1231,226 @@ async fn deploy_upgrade_sh_runs_the_autopilot_with_its_arguments() {
     let out = run(vec!["/nonexistent.toml".into()]).await.unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("configuration /nonexistent.toml"));
+}
+
+// === the verdict from the autopilot's own move ===
+
+/// The simulated sidecars' base 5xx rate.
+const BASE_ERROR_RATE: f64 = 0.001;
+
+/// A staged mesh (every namespace's traffic on the old revision's pods until it moves):
+/// namespaces shop (wave w1), pay (wave w2) and ads (never moved), two workloads each, one
+/// sidecar per workload and revision, 200,000 requests/s each so a few seconds of pre-move
+/// window bound each workload's rate tightly (as `meshgate demo --scenario waves` does).
+async fn staged_mesh(stop: &tokio_util::sync::CancellationToken) -> Arc<SimMesh> {
+    let mut sim = SimConfig::small(31, 6, 200_000.0);
+    sim.namespaces = vec!["shop".into(), "pay".into(), "ads".into()];
+    sim.error_rate = BASE_ERROR_RATE;
+    sim.staged = true;
+    Arc::new(
+        SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autopilot_judges_its_own_move_go_then_no_go_and_moves_the_traffic_back() {
+    let started = Instant::now();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mesh = staged_mesh(&stop).await;
+    let mut cfg = Config::from_toml(
+        r#"
+        [scrape]
+        interval = "250ms"
+        timeout = "200ms"
+        [judge]
+        alpha = 0.05
+        min_duration = "3s"
+        max_duration = "60s"
+        min_exposure = 1000
+        "#,
+        "upgrade-e2e",
+    )
+    .unwrap();
+    cfg.targets = mesh.targets().into_iter().map(StaticTarget::from).collect();
+    // 200,000 req/s per sidecar is above the plausibility ceiling meant for real ones: raised
+    // for the simulation only (as the waves demo does).
+    cfg.scrape.limits.max_increase_per_second = 1_000_000.0;
+    let (running, daemon_stop) = daemon(cfg).await;
+    let base = format!("http://{}", running.addr);
+    let c = reqwest::Client::new();
+    for id in ["plan-w1", "plan-w2"] {
+        let r = c
+            .get(format!("{base}/v1/analyses/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{id} is the autopilot's to create");
+    }
+
+    // The cluster: pods follow the namespaces' labels at each restart, and the simulated
+    // mesh's traffic follows the pods once a namespace's rollouts are done.
+    let api = KubeApi::start().await;
+    api.namespace("shop", json!({"istio.io/rev": "1-24-2"}));
+    api.namespace("pay", json!({"istio-injection": "enabled"}));
+    api.namespace("ads", json!({"istio.io/rev": "1-24-2"}));
+    api.namespace("meshgate", json!({}));
+    api.workload("deployments", "shop", "cart", 2);
+    api.workload("deployments", "pay", "checkout", 2);
+    api.workload("daemonsets", "pay", "agent", 0);
+    let told = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let (m, t) = (mesh.clone(), told.clone());
+    api.on_rollout(move |ns, rev| {
+        if rev == "1-25-0" {
+            m.move_namespace(ns);
+        } else {
+            m.move_namespace_back(ns);
+        }
+        let mut t = t.lock().unwrap();
+        if t.last().map(|(n, r)| (n.as_str(), r.as_str())) != Some((ns, rev)) {
+            t.push((ns.to_owned(), rev.to_owned()));
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("meshgate.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"
+[discovery.kubernetes]
+api_server = "{}"
+cluster = "test"
+
+[plan]
+name = "own move"
+from_revision = "1-24-2"
+to_revision = "1-25-0"
+
+[[plan.waves]]
+name = "w1"
+namespaces = ["shop"]
+soak = "1s"
+pre_move = "6s"
+checks = ["error-rate"]
+
+[[plan.waves]]
+name = "w2"
+namespaces = ["pay"]
+soak = "0s"
+pre_move = "6s"
+checks = ["error-rate"]
+"#,
+            api.url()
+        ),
+    )
+    .unwrap();
+    let st = dir.path().join("state.json");
+
+    // The new revision makes 5xx 4x as soon as wave 1 is GO, before wave 2's analysis starts:
+    // shop (moved, a control of wave 2) is then 4x over both of wave 2's periods, and pay's
+    // change is its move alone.
+    let (m, s) = (mesh.clone(), st.clone());
+    let faulted = tokio::spawn(async move {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(90) {
+            if let Ok(text) = std::fs::read_to_string(&s) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if v["waves"][0]["phase"] == "go" {
+                        m.set_fault(
+                            Cohort::Canary,
+                            Fault {
+                                error_rate: Some(4.0 * BASE_ERROR_RATE),
+                                latency_factor: 1.0,
+                            },
+                        );
+                        return Some(t.elapsed());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    });
+    let run_started = SystemTime::now();
+    let out = upgrade(&cfg_path, &st, &["--server", &base, "--execute"]).await;
+    let took = started.elapsed();
+    eprintln!("the autopilot's own move, GO then NO-GO, in {took:?}");
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(faulted.await.unwrap().is_some(), "wave 1 never GO");
+    assert!(out.stderr.contains("wave w2 NO-GO"), "{}", out.stderr);
+
+    // Each analysis was created by this run, in the before/after design, moving its wave, and
+    // the wave moved only after its pre-move window.
+    for (id, moving) in [("plan-w1", "shop"), ("plan-w2", "pay")] {
+        let a: Value = c
+            .get(format!("{base}/v1/analyses/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(a["spec"]["design"], "before_after", "{a}");
+        assert_eq!(a["spec"]["moving"], json!([moving]), "{a}");
+        let created =
+            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(a["created_at"].as_f64().unwrap());
+        assert!(created >= run_started, "{id} created before the run");
+    }
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "go", "{s}");
+    assert_eq!(s["waves"][1]["phase"], "rolled_back", "{s}");
+    let w1 = s["waves"][0]["verdict"].as_str().unwrap();
+    assert!(w1.starts_with("GO"), "{w1}");
+    let w2 = s["waves"][1]["verdict"].as_str().unwrap();
+    assert!(
+        w2.starts_with("NO-GO") && w2.contains("error-rate: moved workloads' 5xx rate"),
+        "{w2}"
+    );
+    assert!(s["waves"][1]["analysis_created"].is_string(), "{s}");
+
+    // Wave 1 stays moved; wave 2 is back: its labels as recorded, its pods restarted onto the
+    // default injector, the mesh's traffic back on the old revision's pods.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(api.labels("ads"), json!({"istio.io/rev": "1-24-2"}));
+    assert_eq!(
+        api.pods_rev("deployments", "shop", "cart").as_deref(),
+        Some("1-25-0")
+    );
+    for (plural, name) in [("deployments", "checkout"), ("daemonsets", "agent")] {
+        assert_eq!(
+            api.pods_rev(plural, "pay", name).as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            api.object(plural, "pay", name)["metadata"]["generation"],
+            3,
+            "{name} restarted twice"
+        );
+    }
+    assert!(mesh.is_moved("shop") && !mesh.is_moved("pay") && !mesh.is_moved("ads"));
+    assert_eq!(
+        *told.lock().unwrap(),
+        [
+            ("shop".to_owned(), "1-25-0".to_owned()),
+            ("pay".to_owned(), "1-25-0".to_owned()),
+            ("pay".to_owned(), "default".to_owned()),
+        ]
+    );
+    // The relabel came a pre-move window after the creation, the judging after the sidecars.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let pos = |p: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{p}: {}", out.stdout))
+    };
+    assert!(pos("WAIT pre-move") < pos("PATCH /api/v1/namespaces/shop"));
+    assert!(pos("WAIT sidecars shop: revision 1-25-0") < pos("WAIT verdict"));
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    daemon_stop.cancel();
+    running.join().await;
+    stop.cancel();
 }

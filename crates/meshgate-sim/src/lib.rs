@@ -793,6 +793,11 @@ impl SimMesh {
         lock(&self.shared.moved).remove(namespace);
     }
 
+    /// Staged meshes: whether the namespace's traffic is on the canary revision's pods.
+    pub fn is_moved(&self, namespace: &str) -> bool {
+        lock(&self.shared.moved).contains(namespace)
+    }
+
     /// Generate every pod's traffic up to now without scraping it.
     pub fn advance_all(&self) {
         for pod in &self.pods {
@@ -932,6 +937,7 @@ mod tests {
         assert!(requests(Cohort::Baseline) > b0);
         assert_eq!(requests(Cohort::Canary), c0, "canary idle before the move");
         mesh.move_namespace("shop");
+        assert!(mesh.is_moved("shop"));
         let (b1, c1) = (requests(Cohort::Baseline), requests(Cohort::Canary));
         pause();
         assert_eq!(
@@ -941,6 +947,7 @@ mod tests {
         );
         assert!(requests(Cohort::Canary) > c1);
         mesh.move_namespace_back("shop");
+        assert!(!mesh.is_moved("shop"));
         let (b2, c2) = (requests(Cohort::Baseline), requests(Cohort::Canary));
         pause();
         assert!(requests(Cohort::Baseline) > b2, "back on the baseline");
