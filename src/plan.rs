@@ -407,6 +407,24 @@ mod tests {
     }
 
     #[test]
+    fn pre_move_defaults_to_five_minutes_and_reads_a_human_duration() {
+        let wave = |extra: &str| {
+            let text = format!(
+                "[plan]\nfrom_revision = \"a\"\nto_revision = \"b\"\n[[plan.waves]]\nname = \"w\"\nnamespaces = [\"a\"]\nsoak = \"1m\"\n{extra}"
+            );
+            crate::config::Config::from_toml(&text, "t")
+                .map(|c| c.plan.unwrap().waves[0].pre_move)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(wave(""), Ok(Duration::from_secs(300)));
+        assert_eq!(wave("pre_move = \"30s\""), Ok(Duration::from_secs(30)));
+        assert!(
+            wave("pre_move = 30").is_err(),
+            "a bare number is not a duration"
+        );
+    }
+
+    #[test]
     fn waves_progress_from_discovery_and_verdicts() {
         let p = plan();
         assert!(p.problems().is_empty());
