@@ -937,6 +937,47 @@ async fn a_wave_whose_pods_stay_on_the_old_revision_is_not_judged_and_pauses_nam
     l.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_pods_stay_on_the_new_revision_says_so_and_still_ends_rolled_back() {
+    let api = cluster().await;
+    // pay's checkout pins its pods to the new revision: restoring pay's labels does not bring
+    // its sidecars back.
+    api.pin_revision("deployments", "pay", "checkout", "1-25-0");
+    let l = judged(BAD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &l.base, "--execute", "--rollout-timeout", "2s"],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let err = &out.stderr;
+    assert!(err.contains("wave w2 NO-GO"), "{err}");
+    assert!(
+        err.contains("still run a sidecar of another revision than the recorded one")
+            && err.contains("pay/checkout-")
+            && err.contains("(revision 1-25-0)")
+            && !err.contains("pay/agent-")
+            && !err.contains("ads/banner-"),
+        "{err}"
+    );
+    // Back on a revision other than the new one: the default injector's (pay), the recorded
+    // one (ads).
+    assert!(
+        out.stdout
+            .contains("WAIT sidecars pay: not revision 1-25-0")
+            && out.stdout.contains("WAIT sidecars ads: revision 1-24-2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(state(&st)["waves"][1]["phase"], "rolled_back");
+    l.shutdown().await;
+}
+
 /// Run `meshgate upgrade --execute` until it prints a line starting with `prefix`, then
 /// `delay_ms` later kill it (SIGKILL: no cleanup, as a node drain or an OOM kill); answers the
 /// lines it printed.
