@@ -38,9 +38,22 @@ pub struct Wave {
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "30m")]
     pub soak: Duration,
+    /// How long the wave's analysis watches its namespaces on the old revision before
+    /// `meshgate upgrade` relabels them: the before/after design bounds each workload's rate
+    /// relative to the others from this window, so a short one gives wide bounds and a slow
+    /// verdict. Default 5m (enough at a few requests per second per workload for the bounds of
+    /// docs/statistics.md, section 3b, to be useful).
+    #[serde(default = "default_pre_move", with = "humantime_serde")]
+    #[schema(value_type = String, example = "5m")]
+    pub pre_move: Duration,
     /// Checks of the wave's analysis (default set when empty).
     #[serde(default)]
     pub checks: Vec<String>,
+}
+
+/// The default [`Wave::pre_move`].
+fn default_pre_move() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Plan {
@@ -369,12 +382,14 @@ mod tests {
                     name: "staging".into(),
                     namespaces: vec!["staging".into()],
                     soak: Duration::from_secs(60),
+                    pre_move: default_pre_move(),
                     checks: vec![],
                 },
                 Wave {
                     name: "critical".into(),
                     namespaces: vec!["shop".into(), "pay".into()],
                     soak: Duration::from_secs(600),
+                    pre_move: Duration::ZERO,
                     checks: vec![],
                 },
             ],
@@ -389,6 +404,24 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn pre_move_defaults_to_five_minutes_and_reads_a_human_duration() {
+        let wave = |extra: &str| {
+            let text = format!(
+                "[plan]\nfrom_revision = \"a\"\nto_revision = \"b\"\n[[plan.waves]]\nname = \"w\"\nnamespaces = [\"a\"]\nsoak = \"1m\"\n{extra}"
+            );
+            crate::config::Config::from_toml(&text, "t")
+                .map(|c| c.plan.unwrap().waves[0].pre_move)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(wave(""), Ok(Duration::from_secs(300)));
+        assert_eq!(wave("pre_move = \"30s\""), Ok(Duration::from_secs(30)));
+        assert!(
+            wave("pre_move = 30").is_err(),
+            "a bare number is not a duration"
+        );
     }
 
     #[test]

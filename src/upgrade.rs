@@ -9,11 +9,13 @@
 //! A run: RBAC pre-checks (one SelfSubjectAccessReview per verb and resource), the plan's
 //! namespaces exist, the `coordination.k8s.io` Lease taken (and renewed while running); then per
 //! wave: its analysis created on the daemon while the namespaces are still on the old revision
-//! (the before/after design needs their rates before the move), each namespace's Istio labels
-//! recorded and set to `istio.io/rev=<new>` (dropping `istio-injection`), its Deployments,
-//! StatefulSets and DaemonSets restarted (`kubectl.kubernetes.io/restartedAt`, as `kubectl
-//! rollout restart`), every rollout waited for (never forced), the verdict followed. GO: the next
-//! wave. NO-GO: the recorded labels restored, the workloads restarted and waited for, exit 1.
+//! and the wave's `pre_move` waited from its creation (the before/after design needs their rates
+//! before the move), each namespace's Istio labels recorded and set to `istio.io/rev=<new>`
+//! (dropping `istio-injection`), its Deployments, StatefulSets and DaemonSets restarted
+//! (`kubectl.kubernetes.io/restartedAt`, as `kubectl rollout restart`), every rollout waited for
+//! (never forced), the pods' sidecars waited for on the new revision (`sidecar.istio.io/status`),
+//! the verdict followed. GO: the next wave. NO-GO: the recorded labels restored, the workloads
+//! restarted and waited for, their sidecars back off the new revision, exit 1.
 //! INCONCLUSIVE: the run stops paused, exit 2. The state file is written after every action, so
 //! a second run with it continues where the first stopped and never relabels twice.
 //! `resume` and `abort` are a person's decision on a paused (or stopped) run: the wave counts as
@@ -54,6 +56,9 @@ pub const EXIT_USAGE: u8 = 64;
 const REV: &str = "istio.io/rev";
 const INJECTION: &str = "istio-injection";
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The annotation Istio's injector writes into every pod it injects; its `revision` is the
+/// injecting control plane's.
+const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
@@ -201,6 +206,11 @@ pub struct WaveState {
     pub restarted: Vec<String>,
     /// The final verdict and its reason.
     pub verdict: Option<String>,
+    /// When the wave's analysis started watching (RFC 3339): its pre-move window runs from
+    /// then, so a run resumed before the relabel waits only what is left of `pre_move`.
+    /// Absent in state files written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_created: Option<String>,
 }
 
 /// A wave's phase in the run.
@@ -373,6 +383,7 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
     let mut out = vec![
         ("get", "", "namespaces", String::new()),
         ("patch", "", "namespaces", String::new()),
+        ("list", "", "pods", String::new()),
     ];
     for k in KINDS {
         for verb in ["list", "get", "patch"] {
@@ -383,6 +394,15 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
         out.push((verb, "coordination.k8s.io", "leases", lease_ns.to_owned()));
     }
     out
+}
+
+/// `created_at` (Unix seconds) of an analysis document from the daemon, when it says.
+async fn created_at(r: reqwest::Response) -> Option<SystemTime> {
+    let doc: Value = r.json().await.ok()?;
+    let secs = doc["created_at"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
 }
 
 fn now_rfc3339() -> String {
@@ -716,7 +736,7 @@ impl Runner {
                 &by,
                 &why,
             )?;
-            self.roll_back(&wave).await?;
+            let left = self.roll_back(&wave).await?;
             self.state.waves[i].phase = RunPhase::RolledBack;
             self.state.waves[i].verdict = Some(format!("aborted by {by}: {why}"));
             self.act(format!(
@@ -726,8 +746,9 @@ impl Runner {
             return Err(Stop::new(
                 EXIT_ROLLED_BACK,
                 format!(
-                    "wave {} aborted by {by}: its namespaces were restored to their recorded labels and restarted; the run ends",
-                    wave.name
+                    "wave {} aborted by {by}: its namespaces were restored to their recorded labels and restarted; the run ends{}",
+                    wave.name,
+                    left.map(|l| format!("; but {l}")).unwrap_or_default()
                 ),
             ));
         }
@@ -976,10 +997,13 @@ impl Runner {
             self.plan.to_revision
         );
         let moved = !self.state.waves[i].relabelled.is_empty();
-        self.ensure_analysis(&wave, moved).await?;
+        let created = self.ensure_analysis(&wave, moved).await?;
         if self.state.waves[i].phase == RunPhase::NotStarted {
             self.state.waves[i].phase = RunPhase::Moving;
             self.act(format!("wave {} started", wave.name))?;
+        }
+        if !moved {
+            self.pre_move(i, &wave, created).await?;
         }
         let target = NamespaceLabels {
             istio_injection: None,
@@ -997,6 +1021,22 @@ impl Runner {
         }
         let workloads = self.restart(&wave, Some(i)).await?;
         self.wait_rollouts(&workloads).await?;
+        let want: BTreeMap<String, Option<String>> = wave
+            .namespaces
+            .iter()
+            .map(|ns| (ns.clone(), Some(self.plan.to_revision.clone())))
+            .collect();
+        if let Err(off) = self.wait_sidecars(&want).await {
+            return Err(Stop::new(
+                EXIT_PAUSED,
+                format!(
+                    "wave {}: its rollouts are done but after {} these pods still run a sidecar of another revision than {}: {off}; the wave is not judged before its proxies run the new revision; run again with the same --state to wait again, or `meshgate upgrade abort` to roll it back",
+                    wave.name,
+                    humantime::format_duration(self.o.rollout_timeout),
+                    self.plan.to_revision
+                ),
+            ));
+        }
         let moved_at = Instant::now();
         let (verdict, reason) = self.verdict(&wave).await?;
         self.state.waves[i].verdict = Some(format!("{}: {reason}", verdict.as_str()));
@@ -1016,7 +1056,7 @@ impl Runner {
             }
             Verdict::NoGo => {
                 self.act(format!("wave {} NO-GO: {reason}", wave.name))?;
-                self.roll_back(&wave).await?;
+                let left = self.roll_back(&wave).await?;
                 self.state.waves[i].phase = RunPhase::RolledBack;
                 self.act(format!(
                     "wave {} rolled back to its recorded labels",
@@ -1025,8 +1065,9 @@ impl Runner {
                 Err(Stop::new(
                     EXIT_ROLLED_BACK,
                     format!(
-                        "wave {} NO-GO ({reason}): its namespaces were restored to their recorded labels and restarted; the run stops",
-                        wave.name
+                        "wave {} NO-GO ({reason}): its namespaces were restored to their recorded labels and restarted; the run stops{}",
+                        wave.name,
+                        left.map(|l| format!("; but {l}")).unwrap_or_default()
                     ),
                 ))
             }
@@ -1172,7 +1213,10 @@ impl Runner {
     /// creates the same one), else created from [`Plan::analysis_for`], before the move. Missing
     /// once the wave has `moved` (a resumed run whose daemon lost it), it is not created: a
     /// before/after analysis started after the move never saw the old revision.
-    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<(), Stop> {
+    ///
+    /// Answers when the analysis was created, as the daemon reports it (`created_at`); `None`
+    /// in a dry run, or when the daemon's answer does not say.
+    async fn ensure_analysis(&self, wave: &Wave, moved: bool) -> Result<Option<SystemTime>, Stop> {
         let id = Plan::analysis_id(wave);
         let url = format!("{}/v1/analyses/{id}", self.server);
         let unreachable = |e: reqwest::Error| {
@@ -1190,11 +1234,11 @@ impl Runner {
             // A dry run does not ask the daemon: the create is shown as it would be sent.
             let body = self.analysis_body(wave)?;
             println!("POST {}/v1/analyses application/json {body}", self.server);
-            return Ok(());
+            return Ok(None);
         }
         let r = self.daemon.get(&url).send().await.map_err(unreachable)?;
         if r.status().is_success() {
-            return Ok(());
+            return Ok(created_at(r).await);
         }
         if r.status() != reqwest::StatusCode::NOT_FOUND {
             return Err(Stop::new(EXIT_FAILED, format!("GET {url}: {}", r.status())));
@@ -1226,6 +1270,50 @@ impl Runner {
                 format!("POST {post}: the daemon refused the wave's analysis ({s}): {text}"),
             ));
         }
+        // Created just now: the answer's own time, else now.
+        Ok(Some(created_at(r).await.unwrap_or_else(SystemTime::now)))
+    }
+
+    /// Wait until the wave's analysis has watched its namespaces on the old revision for
+    /// `pre_move`, counted from its creation: the daemon's time for it, else the one this run
+    /// recorded in the state file, else now (an analysis of unknown age gets the whole window).
+    /// The time used is kept in the state file, so a run killed meanwhile and started again
+    /// waits only what is left.
+    async fn pre_move(
+        &mut self,
+        i: usize,
+        wave: &Wave,
+        created: Option<SystemTime>,
+    ) -> Result<(), Stop> {
+        if !self.o.execute {
+            println!(
+                "WAIT pre-move {}",
+                humantime::format_duration(wave.pre_move)
+            );
+            return Ok(());
+        }
+        let recorded = self.state.waves[i]
+            .analysis_created
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+        let since = created.or(recorded).unwrap_or_else(SystemTime::now);
+        if recorded != Some(since) {
+            let at = humantime::format_rfc3339_micros(since).to_string();
+            self.state.waves[i].analysis_created = Some(at.clone());
+            self.act(format!(
+                "wave {} analysis {} watching since {at}",
+                wave.name,
+                Plan::analysis_id(wave)
+            ))?;
+        }
+        let watched = SystemTime::now()
+            .duration_since(since)
+            .unwrap_or(Duration::ZERO);
+        let left = wave.pre_move.saturating_sub(watched);
+        // Whole milliseconds: what is printed is what is slept.
+        let left = Duration::from_millis(left.as_millis() as u64);
+        println!("WAIT pre-move {}", humantime::format_duration(left));
+        tokio::time::sleep(left).await;
         Ok(())
     }
 
@@ -1279,8 +1367,76 @@ impl Runner {
         }
     }
 
-    /// Restore every namespace of the wave to its recorded labels, restart, wait.
-    async fn roll_back(&mut self, wave: &Wave) -> Result<(), Stop> {
+    /// Wait until the pods of each namespace of `want` run a sidecar of the revision it names
+    /// (`None`: of any revision but the plan's new one, as a namespace restored to
+    /// `istio-injection=enabled` or to no label gets the default injector's, whatever revision
+    /// that is), as `sidecar.istio.io/status` says (the injector writes it into every pod it
+    /// injects). Pods without it (not injected: opted out, or no injection) and finished pods
+    /// are not counted. After `--rollout-timeout`: the pods still off, named.
+    async fn wait_sidecars(&self, want: &BTreeMap<String, Option<String>>) -> Result<(), String> {
+        for (ns, rev) in want {
+            match rev {
+                Some(r) => println!("WAIT sidecars {ns}: revision {r}"),
+                None => println!("WAIT sidecars {ns}: not revision {}", self.plan.to_revision),
+            }
+        }
+        if !self.o.execute {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            let mut off = Vec::new();
+            for (ns, rev) in want {
+                let path = format!("/api/v1/namespaces/{ns}/pods");
+                let list = match self.kube.get(&path).await {
+                    Ok(l) => l.unwrap_or(Value::Null),
+                    Err(e) => {
+                        off.push(format!("{ns}: {e}"));
+                        continue;
+                    }
+                };
+                for pod in list["items"].as_array().into_iter().flatten() {
+                    if matches!(
+                        pod["status"]["phase"].as_str(),
+                        Some("Succeeded" | "Failed")
+                    ) {
+                        continue;
+                    }
+                    let Some(status) = pod["metadata"]["annotations"][SIDECAR_STATUS].as_str()
+                    else {
+                        continue;
+                    };
+                    let runs = serde_json::from_str::<Value>(status)
+                        .ok()
+                        .and_then(|v| v["revision"].as_str().map(str::to_owned));
+                    let fine = match (rev, &runs) {
+                        (Some(r), Some(x)) => r == x,
+                        (None, Some(x)) => x != &self.plan.to_revision,
+                        (_, None) => false,
+                    };
+                    if !fine {
+                        off.push(format!(
+                            "{ns}/{} (revision {})",
+                            pod["metadata"]["name"].as_str().unwrap_or("?"),
+                            runs.as_deref().unwrap_or("unreadable")
+                        ));
+                    }
+                }
+            }
+            if off.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= self.o.rollout_timeout {
+                return Err(off.join(", "));
+            }
+            tokio::time::sleep(self.o.poll).await;
+        }
+    }
+
+    /// Restore every namespace of the wave to its recorded labels, restart, wait for the
+    /// rollouts and for the pods to leave the new revision; the pods that did not, named (the
+    /// labels are restored all the same: the run still ends rolled back).
+    async fn roll_back(&mut self, wave: &Wave) -> Result<Option<String>, Stop> {
         for ns in &wave.namespaces {
             let Some(rec) = self.state.recorded.get(ns).cloned() else {
                 // Never relabelled by this run (it stopped before): nothing to restore.
@@ -1297,7 +1453,18 @@ impl Runner {
             self.act(format!("restore namespace {ns}: {rec:?}"))?;
         }
         let workloads = self.restart(wave, None).await?;
-        self.wait_rollouts(&workloads).await
+        self.wait_rollouts(&workloads).await?;
+        let want: BTreeMap<String, Option<String>> = wave
+            .namespaces
+            .iter()
+            .filter_map(|ns| Some((ns.clone(), self.state.recorded.get(ns)?.rev.clone())))
+            .collect();
+        Ok(self.wait_sidecars(&want).await.err().map(|off| {
+            format!(
+                "after {} these pods still run a sidecar of another revision than the recorded one: {off}",
+                humantime::format_duration(self.o.rollout_timeout)
+            )
+        }))
     }
 }
 

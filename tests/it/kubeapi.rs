@@ -1,7 +1,8 @@
 //! A Kubernetes API-server double over real HTTP on 127.0.0.1, for what the autopilot and
 //! `kubectl get` use: namespaces (get, list, patch), apps/v1 Deployments, StatefulSets and
-//! DaemonSets (get, list, patch, put), coordination.k8s.io/v1 Leases (get, create, update),
-//! SelfSubjectAccessReviews from an allow-list, and the discovery documents kubectl reads.
+//! DaemonSets (get, list, patch, put), the pods of a namespace (list, derived from its
+//! workloads), coordination.k8s.io/v1 Leases (get, create, update), SelfSubjectAccessReviews
+//! from an allow-list, and the discovery documents kubectl reads.
 //!
 //! It follows the real contract for what it serves: JSON merge patches (RFC 7386, null deletes a
 //! key) and strategic merge patches on maps (lists in a strategic patch are refused with 415,
@@ -9,7 +10,12 @@
 //! `metadata.generation` on every spec change, a write carrying a stale resourceVersion
 //! answered `409 Conflict` with a `Status`, `404 NotFound` and `409 AlreadyExists` `Status`
 //! objects, and workload `status` that a restart makes progress over about 600 ms. A restarted
-//! workload's pods take the revision its namespace's labels name at the restart (`pods_rev`).
+//! workload's pods take the revision its namespace's labels name at the restart (`pods_rev`):
+//! listed pods carry it as Istio's injector writes it (label `istio.io/rev`, annotation
+//! `sidecar.istio.io/status` with `"revision"`), the updated ones on the new revision and the
+//! others still on the old while the rollout progresses. [`KubeApi::on_rollout`] is told when
+//! a namespace's rollouts are all done, with the revision its pods now run (to move a simulated
+//! mesh's traffic as the new pods take it).
 //! Watches are not served (501): nothing here uses them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,7 +59,12 @@ struct Workload {
     restarted: Option<Instant>,
     /// The revision the pods run (the namespace's at the last restart).
     pods_rev: Option<String>,
+    /// The revision of the pods the last restart replaces (those not yet updated run it).
+    old_rev: Option<String>,
 }
+
+/// Told (namespace, revision) when a namespace's rollouts are all done.
+pub type RolloutHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
@@ -66,6 +77,7 @@ struct Inner {
     allowed: Option<BTreeSet<String>>,
     /// Namespaces changed by "someone else" right after the n-th next GET of them.
     touch_after_get: BTreeMap<String, usize>,
+    on_rollout: Option<RolloutHook>,
     log: Vec<Request>,
 }
 
@@ -175,6 +187,39 @@ fn conflict(plural: &str, name: &str) -> Response {
     )
 }
 
+/// When the rollout started at `at` of workload `key` is done (and no newer restart replaced
+/// it), and no other workload of its namespace is still rolling out: the hook, outside the lock.
+fn spawn_rollout_hook(
+    inner: Arc<Mutex<Inner>>,
+    key: (String, String, String),
+    at: Instant,
+    hook: RolloutHook,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(ROLLOUT).await;
+        let rev = {
+            let i = inner.lock().unwrap();
+            let Some(w) = i.workloads.get(&key) else {
+                return;
+            };
+            if w.restarted != Some(at) {
+                return; // a newer restart's own task tells
+            }
+            let busy = i
+                .workloads
+                .iter()
+                .any(|(k, o)| k.1 == key.1 && o.restarted.is_some_and(|t| t.elapsed() < ROLLOUT));
+            if busy {
+                return; // the last of the namespace's rollouts tells
+            }
+            w.pods_rev.clone()
+        };
+        if let Some(rev) = rev {
+            hook(&key.1, &rev);
+        }
+    });
+}
+
 // === impl Inner ===
 
 impl Inner {
@@ -189,6 +234,79 @@ impl Inner {
             .as_str()
             .map(str::to_owned)
             .or_else(|| (l["istio-injection"] == "enabled").then(|| "default".to_owned()))
+    }
+
+    /// The pods of namespace `ns` as of now, derived from its workloads: a workload's updated
+    /// pods (as its status counts them) run `pods_rev`, the others `old_rev`; pods of a workload
+    /// whose namespace had no injection have no sidecar (no `istio.io/rev`, no status annotation).
+    fn pods(&self, ns: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (k, w) in self.workloads.iter().filter(|(k, _)| k.1 == ns) {
+            let Some(o) = self.workload_now(k) else {
+                continue;
+            };
+            let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+            let (want, updated) = if k.0 == "daemonsets" {
+                (
+                    NODES,
+                    o["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0),
+                )
+            } else {
+                (
+                    o["spec"]["replicas"].as_i64().unwrap_or(1),
+                    o["status"]["updatedReplicas"].as_i64().unwrap_or(0),
+                )
+            };
+            let name = &k.2;
+            let uid = o["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            let mut labels = o["spec"]["template"]["metadata"]["labels"].clone();
+            // The ReplicaSet of a Deployment's template: a new one per template change.
+            let hash = format!(
+                "{:08x}",
+                (generation as u64).wrapping_mul(2_654_435_761) & 0xffff_ffff
+            );
+            for p in 0..want {
+                let rev = if p < updated || w.restarted.is_none() {
+                    &w.pods_rev
+                } else {
+                    &w.old_rev
+                };
+                let (pod, owner) = match k.0.as_str() {
+                    "deployments" => {
+                        labels["pod-template-hash"] = json!(hash);
+                        (
+                            format!("{name}-{hash}-{p}"),
+                            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-{hash}"),
+                                   "uid": format!("{uid}-rs-{hash}"), "controller": true, "blockOwnerDeletion": true}),
+                        )
+                    }
+                    plural => (
+                        format!("{name}-{p}"),
+                        json!({"apiVersion": "apps/v1", "kind": kind_of(plural), "name": name,
+                               "uid": uid, "controller": true, "blockOwnerDeletion": true}),
+                    ),
+                };
+                let mut l = labels.clone();
+                let mut annotations = json!({});
+                if let Some(rev) = rev {
+                    l["istio.io/rev"] = json!(rev);
+                    l["security.istio.io/tlsMode"] = json!("istio");
+                    let status = json!({"initContainers": ["istio-init"], "containers": ["istio-proxy"],
+                        "volumes": ["istio-envoy", "istio-data", "istio-podinfo", "istio-token", "istiod-ca-cert"],
+                        "imagePullSecrets": null, "revision": rev});
+                    annotations["sidecar.istio.io/status"] = json!(status.to_string());
+                }
+                out.push(json!({
+                    "metadata": {"name": pod, "namespace": ns, "uid": format!("uid-pod-{ns}-{pod}"),
+                                 "resourceVersion": self.rv.to_string(),
+                                 "creationTimestamp": "2026-01-01T00:00:00Z",
+                                 "labels": l, "annotations": annotations, "ownerReferences": [owner]},
+                    "spec": o["spec"]["template"]["spec"].clone(),
+                    "status": {"phase": "Running"},
+                }));
+            }
+        }
+        out
     }
 
     /// A workload with its status as of now.
@@ -361,6 +479,7 @@ impl KubeApi {
             Workload {
                 obj: o,
                 restarted: None,
+                old_rev: pods_rev.clone(),
                 pods_rev,
             },
         );
@@ -381,6 +500,23 @@ impl KubeApi {
     /// deployments.apps`).
     pub fn allow_only(&self, rules: &[&str]) {
         self.inner.lock().unwrap().allowed = Some(rules.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// Pin a workload's pods to revision `rev` with the pod-level `istio.io/rev` label of its
+    /// template (it overrides the namespace's at the next restart).
+    pub fn pin_revision(&self, plural: &str, ns: &str, name: &str, rev: &str) {
+        let mut i = self.inner.lock().unwrap();
+        let w = i
+            .workloads
+            .get_mut(&(plural.to_owned(), ns.to_owned(), name.to_owned()))
+            .unwrap();
+        w.obj["spec"]["template"]["metadata"]["labels"]["istio.io/rev"] = json!(rev);
+    }
+
+    /// Call `hook(namespace, revision)` each time a namespace's rollouts are all done (the last
+    /// of them finished `ROLLOUT` after its restart), with the revision its pods now run.
+    pub fn on_rollout(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
+        self.inner.lock().unwrap().on_rollout = Some(Arc::new(hook));
     }
 
     /// Right after the `n`-th next GET of namespace `ns`, someone else changes it (a `team`
@@ -442,7 +578,8 @@ fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
         "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1",
             "groups": [group("apps"), group("coordination.k8s.io"), group("authorization.k8s.io")]}),
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            res("namespaces", "Namespace", false, &["get", "list", "patch"], &["ns"])]}),
+            res("namespaces", "Namespace", false, &["get", "list", "patch"], &["ns"]),
+            res("pods", "Pod", true, &["list"], &["po"])]}),
         "/apis/apps/v1" => {
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
             res("deployments", "Deployment", true, &["get", "list", "patch", "update"], &["deploy"]),
@@ -463,7 +600,7 @@ fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
 }
 
 fn handle(
-    st: &Mutex<Inner>,
+    st: &Arc<Mutex<Inner>>,
     addr: SocketAddr,
     method: Method,
     uri: Uri,
@@ -492,6 +629,7 @@ fn handle(
     let mut inner = st.lock().unwrap();
     let resp = route(
         &mut inner,
+        st,
         addr,
         &method,
         &uri,
@@ -551,6 +689,7 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 
 fn route(
     i: &mut Inner,
+    inner: &Arc<Mutex<Inner>>,
     addr: SocketAddr,
     method: &Method,
     uri: &Uri,
@@ -632,6 +771,20 @@ fn route(
                 Err(r) => *r,
             }
         }
+        ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
+            // Listing the pods of a namespace that does not exist is an empty list, as the
+            // API server answers it.
+            let items: Vec<Value> = i
+                .pods(ns)
+                .into_iter()
+                .filter(|p| selects(&selector, &p["metadata"]["labels"]))
+                .collect();
+            ok(
+                StatusCode::OK,
+                json!({"kind": "PodList", "apiVersion": "v1",
+                       "metadata": {"resourceVersion": i.rv.to_string()}, "items": items}),
+            )
+        }
         ("GET", ["apis", "apps", "v1", "namespaces", ns, plural]) if group_of(plural) == "apps" => {
             let items: Vec<Value> = i
                 .workloads
@@ -659,12 +812,21 @@ fn route(
             match i.write(plural, name, &cur, method, content_type, body) {
                 Ok(n) => {
                     let restarted = n["spec"]["template"] != cur["spec"]["template"];
-                    let pods_rev = i.pods_rev_of(ns);
+                    // A pod's own istio.io/rev label overrides its namespace's, as Istio's
+                    // injector webhooks select.
+                    let pods_rev = n["spec"]["template"]["metadata"]["labels"]["istio.io/rev"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| i.pods_rev_of(ns));
                     let w = i.workloads.get_mut(&key).unwrap();
                     w.obj = n;
                     if restarted {
-                        w.restarted = Some(Instant::now());
-                        w.pods_rev = pods_rev;
+                        let at = Instant::now();
+                        w.restarted = Some(at);
+                        w.old_rev = std::mem::replace(&mut w.pods_rev, pods_rev);
+                        if let Some(hook) = i.on_rollout.clone() {
+                            spawn_rollout_hook(inner.clone(), key.clone(), at, hook);
+                        }
                     }
                     ok(StatusCode::OK, i.workload_now(&key).unwrap())
                 }
@@ -832,7 +994,11 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(r.status(), 415);
-        // A restart bumps generation, and the rollout progresses to done.
+        // A restart bumps generation, and the rollout progresses to done; the hook is told
+        // when it is.
+        let told = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+        let t = told.clone();
+        api.on_rollout(move |ns, rev| t.lock().unwrap().push((ns.into(), rev.into())));
         let r = c
             .patch(format!("{url}/apis/apps/v1/namespaces/shop/deployments/cart"))
             .header("content-type", "application/strategic-merge-patch+json")
@@ -848,7 +1014,66 @@ mod tests {
             api.pods_rev("deployments", "shop", "cart").as_deref(),
             Some("1-25-0")
         );
+        // Pods as the injector leaves them: before the new ones come up, all on the old
+        // revision (the default injector's, as istio-injection=enabled named it).
+        let pods = |q: &'static str| {
+            let (c, url) = (c.clone(), url.clone());
+            async move {
+                let l: Value = c
+                    .get(format!("{url}/api/v1/namespaces/shop/pods{q}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (l["kind"].as_str(), l["apiVersion"].as_str()),
+                    (Some("PodList"), Some("v1"))
+                );
+                assert!(l["metadata"]["resourceVersion"].is_string(), "{l}");
+                l["items"].as_array().unwrap().clone()
+            }
+        };
+        let revs = |items: &[Value]| -> Vec<String> {
+            items
+                .iter()
+                .map(|p| {
+                    let st: Value = serde_json::from_str(
+                        p["metadata"]["annotations"]["sidecar.istio.io/status"]
+                            .as_str()
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        st["revision"], p["metadata"]["labels"]["istio.io/rev"],
+                        "{p}"
+                    );
+                    st["revision"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(revs(&pods("").await), ["default", "default"]);
+        assert!(
+            told.lock().unwrap().is_empty(),
+            "told before the rollout is done"
+        );
         tokio::time::sleep(ROLLOUT + Duration::from_millis(50)).await;
+        let items = pods("?labelSelector=app%3Dcart").await;
+        assert_eq!(revs(&items), ["1-25-0", "1-25-0"]);
+        let p = &items[0];
+        assert_eq!(p["metadata"]["namespace"], "shop");
+        assert_eq!(p["status"]["phase"], "Running");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+        assert!(
+            p["metadata"]["name"].as_str().unwrap().starts_with("cart-"),
+            "{p}"
+        );
+        assert!(pods("?labelSelector=app%3Dother").await.is_empty());
+        assert_eq!(
+            *told.lock().unwrap(),
+            [("shop".to_owned(), "1-25-0".to_owned())]
+        );
         let d = api.object("deployments", "shop", "cart");
         assert_eq!(
             d["status"],

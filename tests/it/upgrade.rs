@@ -5,15 +5,24 @@
 //! (the autopilot follows an analysis of that id when it exists, as the daemon's own `[plan]`
 //! creates it) with the selectors of the lab's healthy mesh (GO) or of its mesh whose canary
 //! returns 1% 5xx (NO-GO): a real verdict of the real judge, not one made up for the test.
+//!
+//! The last test has no analysis made for it: the autopilot creates each wave's itself on a
+//! daemon scraping a staged simulated mesh whose traffic moves when the double's rollouts of a
+//! namespace are done, so each verdict comes from the autopilot's own move.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use meshgate::config::{Config, StaticTarget};
+use meshgate::sim::{Cohort, Fault, SimConfig, SimMesh};
 
 use serde_json::{json, Value};
 
 use crate::kubeapi::{kubeconfig, KubeApi, Request};
-use crate::support::{analysis, lab, Lab, BAD, GOOD};
+use crate::support::{analysis, daemon, lab, Lab, BAD, GOOD};
 
 const NS_PATH: &str = "/api/v1/namespaces/";
 
@@ -37,11 +46,13 @@ to_revision = "1-25-0"
 name = "w1"
 namespaces = ["shop"]
 soak = "300ms"
+pre_move = "300ms"
 
 [[plan.waves]]
 name = "w2"
 namespaces = ["pay", "ads"]
 soak = "0s"
+pre_move = "0s"
 "#
         ),
     )
@@ -219,6 +230,7 @@ async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
         "POST /apis/coordination.k8s.io/v1/namespaces/meshgate/leases application/json",
         "GET http://127.0.0.1:9/v1/analyses/plan-w1",
         "POST http://127.0.0.1:9/v1/analyses application/json {",
+        "WAIT pre-move 300ms",
         r#"PATCH /api/v1/namespaces/shop application/merge-patch+json {"metadata":{"labels":{"istio-injection":null,"istio.io/rev":"1-25-0"},"resourceVersion":""#,
         "PATCH /apis/apps/v1/namespaces/shop/deployments/cart application/strategic-merge-patch+json {\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"kubectl.kubernetes.io/restartedAt\":\"",
         "PATCH /apis/apps/v1/namespaces/shop/statefulsets/db application/strategic-merge-patch+json",
@@ -816,6 +828,202 @@ async fn a_run_killed_mid_wave_resumes_from_its_state_and_restores_the_first_rec
     l.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_in_the_pre_move_wait_resumes_it_from_the_analysis_creation() {
+    let api = cluster().await;
+    // No analysis on the daemon: the run creates plan-w1 itself, then waits 4 s before the move.
+    let l = lab("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("pre_move = \"300ms\"", "pre_move = \"4s\"", 1),
+    )
+    .unwrap();
+    let st = dir.path().join("state.json");
+    let first = run_until(&cfg, &st, &l.base, "WAIT pre-move", 1500).await;
+    // Counted from the analysis' creation on the daemon, a moment before the wait began.
+    let first_wait = first
+        .last()
+        .and_then(|l| l.strip_prefix("WAIT pre-move "))
+        .map(|d| humantime::parse_duration(d).unwrap())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(
+        first_wait > std::time::Duration::from_secs(3)
+            && first_wait <= std::time::Duration::from_secs(4),
+        "{first_wait:?}"
+    );
+    assert!(ns_patches(&api.log()).is_empty(), "killed before the move");
+    let killed = state(&st);
+    assert_eq!(killed["waves"][0]["phase"], "moving");
+    assert!(
+        killed["waves"][0]["analysis_created"].is_string(),
+        "{killed}"
+    );
+    // The next run follows the analysis the first created and waits only what is left of the
+    // 4 s counted from its creation (the daemon's created_at), not 4 s again.
+    let second = run_until(&cfg, &st, &l.base, "WAIT rollout", 0).await;
+    let wait = second
+        .iter()
+        .find_map(|l| l.strip_prefix("WAIT pre-move "))
+        .unwrap_or_else(|| panic!("{second:?}"));
+    let left = humantime::parse_duration(wait).unwrap();
+    assert!(
+        left > std::time::Duration::ZERO && left <= std::time::Duration::from_millis(2600),
+        "{wait}"
+    );
+    assert!(
+        !second.iter().any(|l| l.starts_with("POST http")),
+        "the analysis is not created twice: {second:?}"
+    );
+    assert_eq!(
+        ns_patches(&api.log())
+            .iter()
+            .filter(|(ns, _)| ns == "shop")
+            .count(),
+        1
+    );
+    assert_eq!(
+        state(&st)["waves"][0]["analysis_created"],
+        killed["waves"][0]["analysis_created"]
+    );
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_whose_pods_stay_on_the_old_revision_is_not_judged_and_pauses_naming_them() {
+    let api = cluster().await;
+    // shop's db pins its pods to the old revision with a pod-level label: the relabel and the
+    // restart leave its sidecar on 1-24-2.
+    api.pin_revision("statefulsets", "shop", "db", "1-24-2");
+    let l = judged(GOOD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &l.base, "--execute", "--rollout-timeout", "2s"],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("shop/db-0 (revision 1-24-2)")
+            && !out.stderr.contains("shop/cart-")
+            && out.stderr.contains("not judged"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("WAIT sidecars shop: revision 1-25-0"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("WAIT verdict"), "{}", out.stdout);
+    let s = state(&st);
+    assert_eq!(
+        s["waves"][0]["phase"], "moving",
+        "continued by the next run"
+    );
+    assert!(s["waves"][0]["verdict"].is_null(), "{s}");
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert!(ns_patches(&api.log()).iter().all(|(ns, _)| ns == "shop"));
+    // Listed over real HTTP, read from each pod's sidecar.istio.io/status.
+    assert!(api
+        .log()
+        .iter()
+        .any(|r| r.method == "GET" && r.path() == "/api/v1/namespaces/shop/pods" && r.code == 200));
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_pods_stay_on_the_new_revision_says_so_and_still_ends_rolled_back() {
+    let api = cluster().await;
+    // pay's checkout pins its pods to the new revision: restoring pay's labels does not bring
+    // its sidecars back.
+    api.pin_revision("deployments", "pay", "checkout", "1-25-0");
+    let l = judged(BAD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &l.base, "--execute", "--rollout-timeout", "2s"],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let err = &out.stderr;
+    assert!(err.contains("wave w2 NO-GO"), "{err}");
+    assert!(
+        err.contains("still run a sidecar of another revision than the recorded one")
+            && err.contains("pay/checkout-")
+            && err.contains("(revision 1-25-0)")
+            && !err.contains("pay/agent-")
+            && !err.contains("ads/banner-"),
+        "{err}"
+    );
+    // Back on a revision other than the new one: the default injector's (pay), the recorded
+    // one (ads).
+    assert!(
+        out.stdout
+            .contains("WAIT sidecars pay: not revision 1-25-0")
+            && out.stdout.contains("WAIT sidecars ads: revision 1-24-2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(state(&st)["waves"][1]["phase"], "rolled_back");
+    l.shutdown().await;
+}
+
+/// Run `meshgate upgrade --execute` until it prints a line starting with `prefix`, then
+/// `delay_ms` later kill it (SIGKILL: no cleanup, as a node drain or an OOM kill); answers the
+/// lines it printed.
+async fn run_until(
+    cfg: &Path,
+    st: &Path,
+    server: &str,
+    prefix: &str,
+    delay_ms: u64,
+) -> Vec<String> {
+    let (c, s, server, prefix) = (
+        cfg.display().to_string(),
+        st.display().to_string(),
+        server.to_owned(),
+        prefix.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args([
+                "upgrade", "--config", &c, "--state", &s, "--server", &server,
+            ])
+            .args(["--poll", "100ms", "--lease-duration", "3s", "--execute"])
+            .env_remove("MESHGATE_SERVER")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let found = line.starts_with(&prefix);
+            seen.push(line);
+            if found {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                break;
+            }
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        seen
+    })
+    .await
+    .unwrap()
+}
+
 /// The state of a run killed after wave 1, with `pay` of wave 2 relabelled.
 fn killed_state(path: &Path) {
     std::fs::write(
@@ -1064,4 +1272,226 @@ async fn deploy_upgrade_sh_runs_the_autopilot_with_its_arguments() {
     let out = run(vec!["/nonexistent.toml".into()]).await.unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("configuration /nonexistent.toml"));
+}
+
+// === the verdict from the autopilot's own move ===
+
+/// The simulated sidecars' base 5xx rate.
+const BASE_ERROR_RATE: f64 = 0.001;
+
+/// A staged mesh (every namespace's traffic on the old revision's pods until it moves):
+/// namespaces shop (wave w1), pay (wave w2) and ads (never moved), two workloads each, one
+/// sidecar per workload and revision, 200,000 requests/s each so a few seconds of pre-move
+/// window bound each workload's rate tightly (as `meshgate demo --scenario waves` does).
+async fn staged_mesh(stop: &tokio_util::sync::CancellationToken) -> Arc<SimMesh> {
+    let mut sim = SimConfig::small(31, 6, 200_000.0);
+    sim.namespaces = vec!["shop".into(), "pay".into(), "ads".into()];
+    sim.error_rate = BASE_ERROR_RATE;
+    sim.staged = true;
+    Arc::new(
+        SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autopilot_judges_its_own_move_go_then_no_go_and_moves_the_traffic_back() {
+    let started = Instant::now();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mesh = staged_mesh(&stop).await;
+    let mut cfg = Config::from_toml(
+        r#"
+        [scrape]
+        interval = "250ms"
+        timeout = "200ms"
+        [judge]
+        alpha = 0.05
+        min_duration = "3s"
+        max_duration = "60s"
+        min_exposure = 1000
+        "#,
+        "upgrade-e2e",
+    )
+    .unwrap();
+    cfg.targets = mesh.targets().into_iter().map(StaticTarget::from).collect();
+    // 200,000 req/s per sidecar is above the plausibility ceiling meant for real ones: raised
+    // for the simulation only (as the waves demo does).
+    cfg.scrape.limits.max_increase_per_second = 1_000_000.0;
+    let (running, daemon_stop) = daemon(cfg).await;
+    let base = format!("http://{}", running.addr);
+    let c = reqwest::Client::new();
+    for id in ["plan-w1", "plan-w2"] {
+        let r = c
+            .get(format!("{base}/v1/analyses/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{id} is the autopilot's to create");
+    }
+
+    // The cluster: pods follow the namespaces' labels at each restart, and the simulated
+    // mesh's traffic follows the pods once a namespace's rollouts are done.
+    let api = KubeApi::start().await;
+    api.namespace("shop", json!({"istio.io/rev": "1-24-2"}));
+    api.namespace("pay", json!({"istio-injection": "enabled"}));
+    api.namespace("ads", json!({"istio.io/rev": "1-24-2"}));
+    api.namespace("meshgate", json!({}));
+    api.workload("deployments", "shop", "cart", 2);
+    api.workload("deployments", "pay", "checkout", 2);
+    api.workload("daemonsets", "pay", "agent", 0);
+    let told = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let (m, t) = (mesh.clone(), told.clone());
+    api.on_rollout(move |ns, rev| {
+        if rev == "1-25-0" {
+            m.move_namespace(ns);
+        } else {
+            m.move_namespace_back(ns);
+        }
+        let mut t = t.lock().unwrap();
+        if t.last().map(|(n, r)| (n.as_str(), r.as_str())) != Some((ns, rev)) {
+            t.push((ns.to_owned(), rev.to_owned()));
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("meshgate.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"
+[discovery.kubernetes]
+api_server = "{}"
+cluster = "test"
+
+[plan]
+name = "own move"
+from_revision = "1-24-2"
+to_revision = "1-25-0"
+
+[[plan.waves]]
+name = "w1"
+namespaces = ["shop"]
+soak = "1s"
+pre_move = "6s"
+checks = ["error-rate"]
+
+[[plan.waves]]
+name = "w2"
+namespaces = ["pay"]
+soak = "0s"
+pre_move = "6s"
+checks = ["error-rate"]
+"#,
+            api.url()
+        ),
+    )
+    .unwrap();
+    let st = dir.path().join("state.json");
+
+    // The new revision makes 5xx 4x as soon as wave 1 is GO, before wave 2's analysis starts:
+    // shop (moved, a control of wave 2) is then 4x over both of wave 2's periods, and pay's
+    // change is its move alone.
+    let (m, s) = (mesh.clone(), st.clone());
+    let faulted = tokio::spawn(async move {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(90) {
+            if let Ok(text) = std::fs::read_to_string(&s) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if v["waves"][0]["phase"] == "go" {
+                        m.set_fault(
+                            Cohort::Canary,
+                            Fault {
+                                error_rate: Some(4.0 * BASE_ERROR_RATE),
+                                latency_factor: 1.0,
+                            },
+                        );
+                        return Some(t.elapsed());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    });
+    let run_started = SystemTime::now();
+    let out = upgrade(&cfg_path, &st, &["--server", &base, "--execute"]).await;
+    let took = started.elapsed();
+    eprintln!("the autopilot's own move, GO then NO-GO, in {took:?}");
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(faulted.await.unwrap().is_some(), "wave 1 never GO");
+    assert!(out.stderr.contains("wave w2 NO-GO"), "{}", out.stderr);
+
+    // Each analysis was created by this run, in the before/after design, moving its wave, and
+    // the wave moved only after its pre-move window.
+    for (id, moving) in [("plan-w1", "shop"), ("plan-w2", "pay")] {
+        let a: Value = c
+            .get(format!("{base}/v1/analyses/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(a["spec"]["design"], "before_after", "{a}");
+        assert_eq!(a["spec"]["moving"], json!([moving]), "{a}");
+        let created =
+            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(a["created_at"].as_f64().unwrap());
+        assert!(created >= run_started, "{id} created before the run");
+    }
+    let s = state(&st);
+    assert_eq!(s["waves"][0]["phase"], "go", "{s}");
+    assert_eq!(s["waves"][1]["phase"], "rolled_back", "{s}");
+    let w1 = s["waves"][0]["verdict"].as_str().unwrap();
+    assert!(w1.starts_with("GO"), "{w1}");
+    let w2 = s["waves"][1]["verdict"].as_str().unwrap();
+    assert!(
+        w2.starts_with("NO-GO") && w2.contains("error-rate: moved workloads' 5xx rate"),
+        "{w2}"
+    );
+    assert!(s["waves"][1]["analysis_created"].is_string(), "{s}");
+
+    // Wave 1 stays moved; wave 2 is back: its labels as recorded, its pods restarted onto the
+    // default injector, the mesh's traffic back on the old revision's pods.
+    assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-25-0"}));
+    assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
+    assert_eq!(api.labels("ads"), json!({"istio.io/rev": "1-24-2"}));
+    assert_eq!(
+        api.pods_rev("deployments", "shop", "cart").as_deref(),
+        Some("1-25-0")
+    );
+    for (plural, name) in [("deployments", "checkout"), ("daemonsets", "agent")] {
+        assert_eq!(
+            api.pods_rev(plural, "pay", name).as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            api.object(plural, "pay", name)["metadata"]["generation"],
+            3,
+            "{name} restarted twice"
+        );
+    }
+    assert!(mesh.is_moved("shop") && !mesh.is_moved("pay") && !mesh.is_moved("ads"));
+    assert_eq!(
+        *told.lock().unwrap(),
+        [
+            ("shop".to_owned(), "1-25-0".to_owned()),
+            ("pay".to_owned(), "1-25-0".to_owned()),
+            ("pay".to_owned(), "default".to_owned()),
+        ]
+    );
+    // The relabel came a pre-move window after the creation, the judging after the sidecars.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let pos = |p: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{p}: {}", out.stdout))
+    };
+    assert!(pos("WAIT pre-move") < pos("PATCH /api/v1/namespaces/shop"));
+    assert!(pos("WAIT sidecars shop: revision 1-25-0") < pos("WAIT verdict"));
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    daemon_stop.cancel();
+    running.join().await;
+    stop.cancel();
 }

@@ -785,6 +785,19 @@ impl SimMesh {
         lock(&self.shared.moved).insert(namespace.to_string());
     }
 
+    /// Staged meshes: the reverse of [`move_namespace`](Self::move_namespace), as a rollback
+    /// does (its labels restored, its workloads restarted onto the old revision): the namespace's
+    /// traffic goes back to the baseline revision's pods now, its canary pods go idle.
+    pub fn move_namespace_back(&self, namespace: &str) {
+        self.advance_all();
+        lock(&self.shared.moved).remove(namespace);
+    }
+
+    /// Staged meshes: whether the namespace's traffic is on the canary revision's pods.
+    pub fn is_moved(&self, namespace: &str) -> bool {
+        lock(&self.shared.moved).contains(namespace)
+    }
+
     /// Generate every pod's traffic up to now without scraping it.
     pub fn advance_all(&self) {
         for pod in &self.pods {
@@ -904,6 +917,42 @@ mod tests {
                 (&series[prefix.len()..series.len() - 1], v.parse().unwrap())
             })
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_staged_namespace_moves_to_the_canary_and_back() {
+        let token = CancellationToken::new();
+        let mut cfg = SimConfig::small(3, 1, 10_000.0);
+        cfg.staged = true;
+        let mesh = SimMesh::start(cfg, localhost(), token.clone())
+            .await
+            .unwrap();
+        let requests = |c: Cohort| {
+            mesh.advance_all();
+            mesh.truth(c).requests
+        };
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
+        let (b0, c0) = (requests(Cohort::Baseline), requests(Cohort::Canary));
+        pause();
+        assert!(requests(Cohort::Baseline) > b0);
+        assert_eq!(requests(Cohort::Canary), c0, "canary idle before the move");
+        mesh.move_namespace("shop");
+        assert!(mesh.is_moved("shop"));
+        let (b1, c1) = (requests(Cohort::Baseline), requests(Cohort::Canary));
+        pause();
+        assert_eq!(
+            requests(Cohort::Baseline),
+            b1,
+            "baseline idle after the move"
+        );
+        assert!(requests(Cohort::Canary) > c1);
+        mesh.move_namespace_back("shop");
+        assert!(!mesh.is_moved("shop"));
+        let (b2, c2) = (requests(Cohort::Baseline), requests(Cohort::Canary));
+        pause();
+        assert!(requests(Cohort::Baseline) > b2, "back on the baseline");
+        assert_eq!(requests(Cohort::Canary), c2, "canary idle again");
+        token.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
