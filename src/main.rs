@@ -112,7 +112,22 @@ enum Command {
         /// Write the targets as a Prometheus file_sd JSON file.
         #[arg(long)]
         file_sd: Option<PathBuf>,
+        /// The label set of the sidecars' histograms: `destination-only` (a Telemetry API
+        /// `tagOverrides` that drops the source and response tags: ~55 wanted series and ~120 KB
+        /// per page) or `full` (Envoy's default, as a busy real sidecar: ~330 wanted series and
+        /// ~0.8 MB per page).
+        #[arg(long, value_enum, default_value = "destination-only")]
+        histogram_tags: HistogramTagsArg,
     },
+}
+
+/// `simulate --histogram-tags`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HistogramTagsArg {
+    /// One histogram series per reporter and destination.
+    DestinationOnly,
+    /// Every request series has its histograms, with the same labels (Envoy's default).
+    Full,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +214,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             canary_error_rate,
             canary_latency_factor,
             file_sd,
+            histogram_tags,
         } => {
             // One open file per simulated pod's listener and per scrape connection to it.
             if let Err(e) = meshgate::fdlimit::raise() {
@@ -206,6 +222,12 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             let mut cfg = SimConfig {
                 rps_per_pod: rps,
+                histogram_tags: match histogram_tags {
+                    HistogramTagsArg::DestinationOnly => {
+                        meshgate::sim::HistogramTags::DestinationOnly
+                    }
+                    HistogramTagsArg::Full => meshgate::sim::HistogramTags::Full,
+                },
                 ..SimConfig::default()
             };
             cfg.baseline.pods = pods;

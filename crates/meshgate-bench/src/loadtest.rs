@@ -238,8 +238,15 @@ impl Bench {
         std::fs::create_dir_all(&dir_path)?;
         let dir = TempDir(dir_path);
         let sd = dir.0.join("targets.json");
-        let mut sim =
-            crate::scale::simulate(exe, opts.pods, opts.rps, &sd, &dir.0.join("sim.log")).await?;
+        let mut sim = crate::scale::simulate(
+            exe,
+            opts.pods,
+            opts.rps,
+            &sd,
+            &dir.0.join("sim.log"),
+            "destination-only",
+        )
+        .await?;
 
         let port = free_port()?;
         let mut cfg = format!(

@@ -40,6 +40,11 @@ enum Command {
         /// Do not run Prometheus beside meshgate.
         #[arg(long)]
         no_prometheus: bool,
+        /// The simulated sidecars' histogram labels (`meshgate simulate --histogram-tags`):
+        /// `destination-only` (~55 wanted series per sidecar) or `full` (~330, as a busy real
+        /// sidecar with Envoy's default tags).
+        #[arg(long, default_value = "destination-only")]
+        histogram_tags: String,
     },
     /// Load-test the verdict API at fixed open-loop rates while the daemon scrapes (or soak it).
     Api {
@@ -224,6 +229,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             warmup_cycles,
             analyses,
             no_prometheus,
+            histogram_tags,
         } => {
             let opts = meshgate_bench::scale::ScaleOptions {
                 sizes,
@@ -232,6 +238,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 warmup_cycles,
                 analyses,
                 prometheus: !no_prometheus,
+                histogram_tags,
             };
             meshgate_bench::scale::print_header(interval);
             let rows = meshgate_bench::scale::run(&opts).await?;

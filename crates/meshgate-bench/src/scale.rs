@@ -27,6 +27,8 @@ pub struct ScaleOptions {
     pub analyses: usize,
     /// Also run a Prometheus server on the same targets, when its binary exists.
     pub prometheus: bool,
+    /// `meshgate simulate --histogram-tags`.
+    pub histogram_tags: String,
 }
 
 /// One row of the table.
@@ -231,7 +233,15 @@ async fn run_one(exe: &Path, n: usize, opts: &ScaleOptions) -> anyhow::Result<Ro
     let dir = TempDir(dir_path);
     let sd = dir.path().join("targets.json");
     eprintln!("== {n} sidecars: starting the simulated mesh");
-    let mut sim = simulate(exe, n / 2, 20.0, &sd, &dir.path().join("sim.log")).await?;
+    let mut sim = simulate(
+        exe,
+        n / 2,
+        20.0,
+        &sd,
+        &dir.path().join("sim.log"),
+        &opts.histogram_tags,
+    )
+    .await?;
     let targets = meshgate::discovery::read_file_sd(&sd)?.len();
 
     let port = free_port()?;
@@ -506,6 +516,7 @@ pub(crate) async fn simulate(
     rps: f64,
     file_sd: &Path,
     log: &Path,
+    histogram_tags: &str,
 ) -> anyhow::Result<Proc> {
     let mut sim = spawn(
         "simulate",
@@ -517,6 +528,8 @@ pub(crate) async fn simulate(
             &rps.to_string(),
             "--file-sd",
             &file_sd.display().to_string(),
+            "--histogram-tags",
+            histogram_tags,
         ]),
         log,
     )?;

@@ -58,7 +58,15 @@ pub async fn run(opts: &StoreOptions) -> anyhow::Result<(Latency, Latency, f64)>
     let dir = TempDir(base_dir.join(format!("meshgate-storebench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
     let sd = dir.0.join("targets.json");
-    let sim = simulate(&exe, opts.sidecars / 2, 20.0, &sd, &dir.0.join("sim.log")).await?;
+    let sim = simulate(
+        &exe,
+        opts.sidecars / 2,
+        20.0,
+        &sd,
+        &dir.0.join("sim.log"),
+        "destination-only",
+    )
+    .await?;
     let port = free_port()?;
     let cfg = dir.0.join("meshgate.toml");
     let store = dir.0.join("state.redb");
