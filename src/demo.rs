@@ -155,24 +155,34 @@ async fn keep_up(opts: &DemoOptions, base: &str) {
     if !opts.keep {
         return;
     }
+    // The handlers are in place before the line that says Ctrl-C stops the demo: a Ctrl-C
+    // right after it must not find the default action (the process killed by the signal).
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
     say!(
         opts.json,
         "
   --keep: the daemon stays up; report at {base}/report (Ctrl-C to stop)"
     );
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    match handlers {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        (Ok(mut int), Err(_)) => {
+            int.recv().await;
+        }
+        (Err(_), _) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
     #[cfg(not(unix))]

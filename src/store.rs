@@ -46,6 +46,10 @@ const SERIES_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("series_k
 const SERIES_KEYS_V3: TableDefinition<&str, &[u8]> = TableDefinition::new("series_keys_v3");
 /// Per target, the values in the order of its keys row, little-endian f64.
 const SERIES_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("series_values");
+/// Per analysis id, CBOR `History`: written only when the history changed (a point is added one
+/// tick in `stride`), not with the analysis row on every tick. An analysis row written before
+/// this table keeps its history inside and is read as it is.
+const HISTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("histories");
 /// The upgrade plan's namespace labels recorded before each namespace moved (one row).
 const PLAN: TableDefinition<&str, &[u8]> = TableDefinition::new("plan");
 
@@ -157,6 +161,8 @@ pub struct WriteStats {
     pub series: usize,
     /// Targets whose series keys were (re)written, their set of series having changed.
     pub key_rows: usize,
+    /// Analyses whose history was (re)written, a point having been added since the last write.
+    pub history_rows: usize,
     /// Wall time of encode + commit (fsync included).
     pub seconds: f64,
 }
@@ -167,6 +173,54 @@ pub struct Store {
     path: PathBuf,
     /// Per target: hash of the series keys in the store (as last committed).
     keys_written: Mutex<HashMap<String, u64>>,
+    /// Per analysis id: the [`history_mark`] of the history in the store (as last committed).
+    histories_written: Mutex<HashMap<String, HistoryMark>>,
+}
+
+/// What tells one stored history from the next: the analysis' creation time (an id reused by a
+/// new analysis is another history), the points held, the last point's tick and the next tick
+/// due. A history changes only by a point added (and a decimation with it), which moves all
+/// but the first.
+type HistoryMark = (u64, usize, u64, u64);
+
+fn history_mark(a: &StoredAnalysis) -> HistoryMark {
+    let h = &a.history;
+    (
+        a.created_at.to_bits(),
+        h.points.len(),
+        h.points.last().map_or(0, |p| p.tick),
+        h.next_tick,
+    )
+}
+
+/// An analysis row: [`StoredAnalysis`] but its history, which has a table of its own.
+#[derive(Serialize)]
+struct AnalysisRow<'a> {
+    spec: &'a AnalysisConfig,
+    created_at: f64,
+    state: &'a Analysis,
+    pending: &'a Vec<[Vec<f64>; 2]>,
+    members: &'a [Vec<String>; 2],
+    resets: [u64; 2],
+    overlaps: u64,
+    finished_at: Option<f64>,
+    scope: &'a Option<String>,
+}
+
+impl<'a> AnalysisRow<'a> {
+    fn of(a: &'a StoredAnalysis) -> Self {
+        AnalysisRow {
+            spec: &a.spec,
+            created_at: a.created_at,
+            state: &a.state,
+            pending: &a.pending,
+            members: &a.members,
+            resets: a.resets,
+            overlaps: a.overlaps,
+            finished_at: a.finished_at,
+            scope: &a.scope,
+        }
+    }
 }
 
 /// Hash of a snapshot's keys, in order (the values row follows that order).
@@ -295,6 +349,7 @@ fn trial_open(path: &Path) -> Result<(), StoreError> {
             db,
             path: path.to_path_buf(),
             keys_written: Mutex::new(HashMap::new()),
+            histories_written: Mutex::new(HashMap::new()),
         };
         store.init_and_check_version()?;
         store.load().map(drop)
@@ -331,6 +386,7 @@ fn create_new(path: &Path) -> Result<(), StoreError> {
             db,
             path: tmp.clone(),
             keys_written: Mutex::new(HashMap::new()),
+            histories_written: Mutex::new(HashMap::new()),
         };
         store.init_and_check_version()?;
     }
@@ -412,6 +468,7 @@ impl Store {
                 db,
                 path: path.clone(),
                 keys_written: Mutex::new(HashMap::new()),
+                histories_written: Mutex::new(HashMap::new()),
             };
             store.init_and_check_version()?;
             let loaded = store.load()?;
@@ -439,6 +496,7 @@ impl Store {
                 db,
                 path: path.clone(),
                 keys_written: Mutex::new(HashMap::new()),
+                histories_written: Mutex::new(HashMap::new()),
             };
             let hashes = store.key_hashes()?;
             *store.keys_written.lock().expect("store lock") = hashes;
@@ -499,6 +557,7 @@ impl Store {
             tx.open_table(SERIES_KEYS_V3).map_err(|e| self.io(e))?;
             tx.open_table(SERIES_VALUES).map_err(|e| self.io(e))?;
             tx.open_table(PLAN).map_err(|e| self.io(e))?;
+            tx.open_table(HISTORIES).map_err(|e| self.io(e))?;
         }
         tx.commit().map_err(|e| self.io(e))
     }
@@ -510,13 +569,28 @@ impl Store {
             path: self.path.clone(),
             what,
         };
+        let mut histories = HashMap::new();
+        let t = tx.open_table(HISTORIES).map_err(|e| self.io(e))?;
+        for row in t.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let h: meshgate_core::history::History = ciborium::from_reader(v.value())
+                .map_err(|e| corrupt(format!("history of analysis {:?}: {e}", k.value())))?;
+            histories.insert(k.value().to_owned(), h);
+        }
+        let mut marks = HashMap::new();
         let t = tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
         for row in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
-            let a: StoredAnalysis = ciborium::from_reader(v.value())
+            let mut a: StoredAnalysis = ciborium::from_reader(v.value())
                 .map_err(|e| corrupt(format!("analysis {:?}: {e}", k.value())))?;
+            // Else a row from before the histories table, with its history inside (or none).
+            if let Some(h) = histories.remove(k.value()) {
+                a.history = h;
+                marks.insert(k.value().to_owned(), history_mark(&a));
+            }
             loaded.analyses.push(a);
         }
+        *self.histories_written.lock().expect("store lock") = marks;
         // Layout 1 rows (a store written before layout 2), then layout 2 rows over them.
         let t = tx.open_table(TARGETS).map_err(|e| self.io(e))?;
         for row in t.iter().map_err(|e| self.io(e))? {
@@ -664,15 +738,31 @@ impl Store {
         // failed write rewrites the keys next time.
         let mut committed = self.keys_written.lock().expect("store lock");
         let mut next: HashMap<String, u64> = HashMap::with_capacity(committed.len());
+        let mut histories_committed = self.histories_written.lock().expect("store lock");
+        let mut histories_next: HashMap<String, HistoryMark> =
+            HashMap::with_capacity(histories_committed.len());
         let tx = self.begin()?;
         {
             let mut t = tx.open_table(ANALYSES).map_err(|e| self.io(e))?;
+            let mut h = tx.open_table(HISTORIES).map_err(|e| self.io(e))?;
             t.retain(|_, _| false).map_err(|e| self.io(e))?;
             for (id, a) in analyses {
-                let bytes = encode(a.borrow());
+                let a = a.borrow();
+                let bytes = encode(&AnalysisRow::of(a));
                 stats.bytes += bytes.len();
                 t.insert(id, bytes.as_slice()).map_err(|e| self.io(e))?;
+                let mark = history_mark(a);
+                if histories_committed.get(id) != Some(&mark) {
+                    let bytes = encode(&a.history);
+                    stats.bytes += bytes.len();
+                    stats.history_rows += 1;
+                    h.insert(id, bytes.as_slice()).map_err(|e| self.io(e))?;
+                }
+                histories_next.insert(id.to_owned(), mark);
             }
+            // Histories of analyses gone since the last write (and any row no analysis has).
+            h.retain(|id, _| histories_next.contains_key(id))
+                .map_err(|e| self.io(e))?;
             // Layout 1 rows are replaced by this write.
             let mut t = tx.open_table(TARGETS).map_err(|e| self.io(e))?;
             if !t.is_empty().map_err(|e| self.io(e))? {
@@ -728,6 +818,7 @@ impl Store {
         }
         tx.commit().map_err(|e| self.io(e))?;
         *committed = next;
+        *histories_committed = histories_next;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
     }
@@ -1042,6 +1133,70 @@ mod tests {
             per_point < 60 + 50 * n_checks,
             "{per_point} bytes per point"
         );
+    }
+
+    /// A history is written when a point was added, not with its analysis on every tick; an
+    /// id reused by a new analysis gets its own; a gone analysis' history goes with it; after a
+    /// restart the store knows what it holds.
+    #[test]
+    fn histories_are_written_only_when_they_change() {
+        use meshgate_core::history::synthetic_full;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.redb");
+        let (s, _) = Store::open(&p).unwrap();
+        let catalog = crate::judge::Catalog::builtin();
+        let names: Vec<(&str, f64)> = catalog
+            .iter()
+            .map(|c| (c.name.as_str(), c.margin))
+            .collect();
+        let a = stored(synthetic_full(&names));
+        let history_bytes = encode(&a.history).len();
+        let first = s.write([("a", a.clone())], std::iter::empty()).unwrap();
+        assert_eq!(first.history_rows, 1);
+        let steady = s.write([("a", a.clone())], std::iter::empty()).unwrap();
+        assert_eq!(steady.history_rows, 0);
+        assert!(
+            steady.bytes + history_bytes <= first.bytes,
+            "{} then {}",
+            first.bytes,
+            steady.bytes
+        );
+        // A point added (the last one moves on, the next tick with it).
+        let mut b = stored(a.history.clone());
+        let mut last = (*b.history.points.pop().unwrap()).clone();
+        last.tick += 2;
+        b.history.points.push(std::sync::Arc::new(last));
+        b.history.next_tick += 2;
+        assert_eq!(
+            s.write([("a", b.clone())], std::iter::empty())
+                .unwrap()
+                .history_rows,
+            1
+        );
+        drop(s);
+        let (s, loaded) = Store::open(&p).unwrap();
+        assert_eq!(loaded.analyses.len(), 1);
+        assert_eq!(loaded.analyses[0].history, b.history);
+        // Known after the restart: nothing to rewrite.
+        assert_eq!(
+            s.write([("a", b.clone())], std::iter::empty())
+                .unwrap()
+                .history_rows,
+            0
+        );
+        // The same id, a new analysis with the same-looking history: its own row.
+        let mut c = stored(b.history.clone());
+        c.created_at += 1.0;
+        assert_eq!(
+            s.write([("a", c.clone())], std::iter::empty())
+                .unwrap()
+                .history_rows,
+            1
+        );
+        // Gone: its history goes too.
+        s.write(std::iter::empty(), std::iter::empty()).unwrap();
+        let tx = s.db.begin_read().unwrap();
+        assert!(tx.open_table(HISTORIES).unwrap().is_empty().unwrap());
     }
 
     #[test]
