@@ -14,7 +14,7 @@ use crate::api::saturate;
 use crate::judge::{Analysis, CheckSpec, CheckState, Verdict};
 
 /// Most points a history holds: about two pixels per point across a chart, and a store record
-/// of about 45 bytes per check and point (the whole state is rewritten each tick).
+/// of about 45 bytes per check and point (rewritten when a point is added).
 pub const MAX_POINTS: usize = 256;
 
 /// The history of one analysis (`GET /v1/analyses/{id}/history`).
