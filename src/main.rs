@@ -253,8 +253,9 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("file_sd written to {}", path.display());
             }
+            let signalled = wait_for_signal();
             eprintln!("serving; Ctrl-C to stop");
-            wait_for_signal().await;
+            signalled.await;
             shutdown.cancel();
             Ok(ExitCode::SUCCESS)
         }
@@ -532,8 +533,9 @@ fn print_ignoring_closed_pipe(text: &str) {
 async fn serve(path: &std::path::Path) -> ExitCode {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
+    let signalled = wait_for_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         stop.cancel();
     });
     let result = match Config::load(path) {
@@ -560,16 +562,23 @@ fn refuse(file: &std::path::Path, e: &StartError) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
-async fn wait_for_signal() {
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
+    // The handlers are installed now, not at the first poll: a signal that comes after the
+    // caller said "Ctrl-C to stop" must not find the default action (killed by the signal).
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
