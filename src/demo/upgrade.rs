@@ -359,11 +359,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     for (ns, wave) in NAMESPACES {
         let moved = mesh.is_moved(ns);
         let labels = api.labels(ns);
-        let want_moved = match (ns, opts.scenario) {
-            ("shop", _) => true,
-            ("pay", Scenario::Upgrade) => true,
-            _ => false,
-        };
+        // shop's wave is GO in both scenarios; pay's only when nothing changed.
+        let want_moved = matches!(
+            (ns, opts.scenario),
+            ("shop", _) | ("pay", Scenario::Upgrade)
+        );
         let want_labels = match (ns, want_moved) {
             (_, true) => json!({"istio.io/rev": to}),
             ("pay", false) => json!({"istio-injection": "enabled"}),
