@@ -27,6 +27,7 @@ macro_rules! say {
 }
 
 mod multicluster;
+mod upgrade;
 mod waves;
 
 /// Which regression the demo injects into the canary.
@@ -53,13 +54,22 @@ pub enum Scenario {
     Waves,
     /// The new revision makes a low-error namespace 4x worse: its wave NO-GO, naming it.
     WaveRegression,
+    /// The autopilot (`meshgate upgrade --execute`) drives a 2-wave plan through a Kubernetes
+    /// API double, an upgrade that changes nothing: both waves GO, exit 0.
+    Upgrade,
+    /// The autopilot's run where the new revision turns 4x worse after wave 1: wave 2 NO-GO,
+    /// rolled back (labels restored, workloads restarted, traffic back), the run exits 1.
+    UpgradeRegression,
 }
 
 impl Scenario {
     /// The verdict the demo must reach.
     pub fn expected(self) -> &'static str {
         match self {
-            Scenario::Healthy | Scenario::MulticlusterHealthy | Scenario::Waves => "GO",
+            Scenario::Healthy
+            | Scenario::MulticlusterHealthy
+            | Scenario::Waves
+            | Scenario::Upgrade => "GO",
             _ => "NO-GO",
         }
     }
@@ -80,7 +90,9 @@ impl Scenario {
             | Scenario::Multicluster
             | Scenario::MulticlusterHealthy
             | Scenario::Waves
-            | Scenario::WaveRegression => Fault {
+            | Scenario::WaveRegression
+            | Scenario::Upgrade
+            | Scenario::UpgradeRegression => Fault {
                 error_rate: None,
                 latency_factor: 1.0,
             },
@@ -133,6 +145,8 @@ impl Scenario {
             Scenario::MulticlusterHealthy => "primary-remote clusters upgraded in order: the primary's 1-25-0 istiod first, then sidecars in both",
             Scenario::Waves => "namespaces with different 5xx rates moved wave by wave, nothing changed",
             Scenario::WaveRegression => "a wave whose low-error namespace the new revision makes 4x worse",
+            Scenario::Upgrade => "the autopilot drives a 2-wave plan through a Kubernetes API double, nothing changed",
+            Scenario::UpgradeRegression => "the autopilot's wave 2 turns 4x worse and is rolled back",
         }
     }
 }
@@ -232,6 +246,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     }
     if matches!(opts.scenario, Scenario::Waves | Scenario::WaveRegression) {
         return waves::run(opts).await;
+    }
+    if matches!(
+        opts.scenario,
+        Scenario::Upgrade | Scenario::UpgradeRegression
+    ) {
+        return upgrade::run(opts).await;
     }
     let started = Instant::now();
     let shutdown = CancellationToken::new();

@@ -7,6 +7,7 @@ mod api;
 mod argo;
 mod auth;
 mod cli;
+mod demo_upgrade;
 mod deploy;
 mod e2e;
 mod edges;

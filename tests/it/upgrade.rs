@@ -1,5 +1,6 @@
 //! `meshgate upgrade` (the autopilot), through the real binary, against the Kubernetes API-server
-//! double (tests/it/kubeapi.rs) and a real daemon judging a simulated mesh (tests/it/support.rs).
+//! double (`meshgate::sim::kubeapi`, re-exported by tests/it/kubeapi.rs) and a real daemon
+//! judging a simulated mesh (tests/it/support.rs).
 //!
 //! The daemon judges each wave's analysis: the tests create `plan-<wave>` on it before the run
 //! (the autopilot follows an analysis of that id when it exists, as the daemon's own `[plan]`

@@ -8,6 +8,7 @@
 //! one revision share (the page shows no pod name), so thousands of pods stay cheap.
 
 pub mod istiod;
+pub mod kubeapi;
 pub mod multicluster;
 pub mod page;
 pub mod traffic;
