@@ -161,20 +161,31 @@ async fn sigkill_mid_analysis_resumes_with_its_evidence_and_same_verdict() {
         canary_exposure(&resumed)
     );
 
-    // A few ticks after the restart, B has counted the downtime's requests once (deltas since
-    // the stored values): its total matches the daemon that never stopped. Losing the 2+ s of
-    // downtime would leave B about 30% short; counting whole counter values would put it far above.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (va, vb) = (
-        verdict(&c, pa).await.unwrap(),
-        verdict(&c, pb).await.unwrap(),
-    );
-    let (xa, xb) = (canary_exposure(&va), canary_exposure(&vb));
+    // Soon after the restart, B has counted the downtime's requests once (deltas since the
+    // stored values): its total matches the daemon that never stopped. Losing the 2+ s of
+    // downtime would leave B 14-35% short for the whole window below (its share of 7-18 s of
+    // traffic); counting whole counter values would put it far above. "Soon": B's first ticks
+    // after a restart can lag on a loaded machine (in one CI run B was 20% short 1.5 s after it
+    // was ready, still catching up), so the totals are compared until they agree within 8%, for
+    // at most 10 s.
+    let t1 = Instant::now();
+    let (xa, xb) = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (va, vb) = (
+            verdict(&c, pa).await.unwrap(),
+            verdict(&c, pb).await.unwrap(),
+        );
+        let (xa, xb) = (canary_exposure(&va), canary_exposure(&vb));
+        if (xb / xa - 1.0).abs() < 0.08 || t1.elapsed() > Duration::from_secs(10) {
+            break (xa, xb);
+        }
+    };
     eprintln!(
-        "elapsed before kill {e0:.2}s, after restart {e1:.2}s; canary requests: uninterrupted {xa}, resumed {xb}"
+        "elapsed before kill {e0:.2}s, after restart {e1:.2}s; canary requests: uninterrupted {xa}, resumed {xb} ({:.2} s after ready)",
+        t1.elapsed().as_secs_f64()
     );
     assert!(
-        (xb / xa - 1.0).abs() < 0.15,
+        (xb / xa - 1.0).abs() < 0.08,
         "canary requests: uninterrupted {xa}, resumed {xb}"
     );
 
