@@ -5,7 +5,8 @@
 //! [`betabinom`] closed-form Beta-binomial e-values and special functions; [`mixture`] the
 //! grid-mixture e-process on the rate ratio (NO-GO test, GO certificate, confidence bounds);
 //! [`rate`] the absolute-rate bound; [`robust`] the distribution-free betting e-process;
-//! [`explain`] fixed-horizon statistics shown beside the e-values; [`dispersion`] the
+//! [`spending`] the horizon-aware GO certificate (alpha spent over the analysis' clock; not wired
+//! yet); [`explain`] fixed-horizon statistics shown beside the e-values; [`dispersion`] the
 //! overdispersion factor measured across pods; [`params`] the parameter ranges and
 //! [`ParamsError`]; [`SequentialTest`] the trait the two e-processes share.
 
@@ -16,6 +17,7 @@ pub mod mixture;
 pub mod params;
 pub mod rate;
 pub mod robust;
+pub mod spending;
 mod sequential;
 
 pub use params::ParamsError;
