@@ -73,6 +73,7 @@ fn analyses(n_targets: usize, with_history: bool) -> Vec<(String, StoredAnalysis
                 max_duration: Duration::from_secs(3600),
                 min_exposure: 1000.0,
                 slo_go: false,
+                go_certificate: Default::default(),
                 design: Default::default(),
                 soak: std::time::Duration::ZERO,
             };

@@ -128,6 +128,7 @@ fn bench(c: &mut Criterion) {
         max_duration: Duration::from_secs(7200),
         min_exposure: 100.0,
         slo_go: false,
+        go_certificate: Default::default(),
         design: Default::default(),
         soak: std::time::Duration::ZERO,
     };

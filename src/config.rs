@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::judge::Catalog;
+use crate::judge::{Catalog, GoCertificate};
 
 /// Exit code for a bad configuration (EX_CONFIG is 78; sysexits' EX_USAGE 64 is what the design asks).
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -345,6 +345,12 @@ pub struct JudgeConfig {
     /// has no events (nothing to compare with).
     #[serde(default)]
     pub slo_go: bool,
+    /// Which test certifies GO: `anytime` (default; the e-process, valid however long an
+    /// analysis runs) or `horizon` (alpha spent over `max_duration` on the exact conditional
+    /// law: GO about twice as often within the hour on quiet canaries, valid only up to
+    /// `max_duration`; concurrent design only). docs/statistics.md, section 3c.
+    #[serde(default)]
+    pub go_certificate: GoCertificate,
     /// How long an analysis waits for a scraped target that its baseline or canary selector
     /// matches (PENDING, saying so) before it ends INCONCLUSIVE: a typo'd revision or label.
     #[serde(default = "default_no_target_grace", with = "humantime_serde")]
@@ -389,6 +395,7 @@ impl Default for JudgeConfig {
             max_stale_fraction: 0.0,
             min_fresh_targets: default_min_fresh_targets(),
             slo_go: false,
+            go_certificate: Default::default(),
             no_target_grace: default_no_target_grace(),
             allow_go_without_istiod_skew_check: false,
         }
@@ -1135,6 +1142,18 @@ waves = []
         assert_eq!(cfg.targets[0].labels["revision"], "1-25-0");
         assert_eq!(cfg.judge.min_duration, Duration::from_secs(60));
         assert_eq!(cfg.analyses[0].checks, vec!["error-rate"]);
+    }
+
+    #[test]
+    fn go_certificate_is_read_and_a_bad_one_is_named() {
+        let cfg = Config::from_toml("[judge]\ngo_certificate = \"horizon\"\n", "t").unwrap();
+        assert_eq!(cfg.judge.go_certificate, GoCertificate::Horizon);
+        let cfg = Config::from_toml("", "t").unwrap();
+        assert_eq!(cfg.judge.go_certificate, GoCertificate::Anytime);
+        let err = Config::from_toml("[judge]\ngo_certificate = \"later\"\n", "t").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("judge.go_certificate") || text.contains("go_certificate"), "{text}");
+        assert!(text.contains("later") && text.contains("horizon"), "{text}");
     }
 
     #[test]

@@ -631,6 +631,7 @@ fn validate(
         max_duration: spec.max_duration.unwrap_or(d.max_duration),
         min_exposure: spec.min_exposure.unwrap_or(d.min_exposure),
         slo_go: d.slo_go,
+        go_certificate: d.go_certificate,
         design: spec.judge_design(),
         soak: spec.soak.unwrap_or_default(),
     };

@@ -98,6 +98,7 @@ pub fn sample_store() -> &'static [u8] {
             max_duration: std::time::Duration::from_secs(600),
             min_exposure: 100.0,
             slo_go: false,
+            go_certificate: Default::default(),
             design: Default::default(),
             soak: std::time::Duration::ZERO,
         };

@@ -22,6 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Binomial, Distribution, Poisson};
 
+use meshgate_core::judge::GoCertificate;
 use meshgate_stats::mixture::{RatioEProcess, RatioParams};
 use meshgate_stats::rate::rate_upper_bound;
 
@@ -269,6 +270,8 @@ pub struct Options {
     pub scenarios: Vec<String>,
     /// Worker threads.
     pub threads: usize,
+    /// The shipped judge's GO certificate (`[judge] go_certificate`).
+    pub go_certificate: GoCertificate,
 }
 
 /// A decision: which verdict, when (seconds since start).
@@ -815,9 +818,9 @@ impl Flagger {
 
 // === one run ===
 
-fn run_one(sc: &Scenario, seed: u64, cal: &Calibration) -> RunResult {
+fn run_one(sc: &Scenario, seed: u64, cal: &Calibration, go: GoCertificate) -> RunResult {
     let mut stream = Stream::new(sc, seed);
-    let mut shipped = Shipped::new(sc.xds, sc.aa);
+    let mut shipped = Shipped::with_go_certificate(sc.xds, sc.aa, go);
     // The first scrape after the analysis started (counters at zero): it only records values.
     for side in 0..2 {
         for p in 0..PODS {
@@ -921,7 +924,7 @@ fn run_many(
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add((si as u64) << 40)
                         .wrapping_add(i);
-                    *slot = Some(run_one(sc, seed, cal));
+                    *slot = Some(run_one(sc, seed, cal, opts.go_certificate));
                 }
             });
         }
@@ -1371,6 +1374,7 @@ mod tests {
                 .map(|s| s.split(',').map(String::from).collect())
                 .unwrap_or_default(),
             threads: 2,
+            go_certificate: GoCertificate::Anytime,
         };
         let r = run(&opts);
         println!("{r}");
@@ -1385,6 +1389,7 @@ mod tests {
             seed: 3,
             scenarios: vec!["err-0.5-50rps".into()],
             threads: 2,
+            go_certificate: GoCertificate::Anytime,
         };
         let r = run(&opts);
         let row = |j: &str| {

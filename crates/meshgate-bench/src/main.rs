@@ -112,6 +112,9 @@ enum Command {
         /// this: the lower end of its Wilson 95% interval exceeds it.
         #[arg(long)]
         fail_above: Option<f64>,
+        /// The shipped judge's GO certificate: anytime (the default) or horizon.
+        #[arg(long, default_value = "anytime", value_parser = parse_go_certificate)]
+        go_certificate: meshgate_core::judge::GoCertificate,
     },
     /// Namespace waves on a heterogeneous mesh through the shipped tick (before/after design).
     Waves {
@@ -201,6 +204,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             scenarios,
             threads,
             fail_above,
+            go_certificate,
         } => {
             let report = meshgate_bench::judge::run(&meshgate_bench::judge::Options {
                 aa_runs,
@@ -208,6 +212,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 seed,
                 scenarios,
                 threads,
+                go_certificate,
             });
             println!("{report}");
             let (fa, n) = report
@@ -309,4 +314,13 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `--go-certificate`: the names `[judge] go_certificate` takes.
+fn parse_go_certificate(s: &str) -> Result<meshgate_core::judge::GoCertificate, String> {
+    use meshgate_core::judge::GoCertificate;
+    [GoCertificate::Anytime, GoCertificate::Horizon]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+        .ok_or_else(|| format!("{s:?}: expected anytime or horizon"))
 }

@@ -263,6 +263,7 @@ fn settings(design: Design, never_go_before: Option<Duration>) -> Settings {
         max_duration: j.max_duration,
         min_exposure: j.min_exposure,
         slo_go: j.slo_go,
+        go_certificate: j.go_certificate,
         design,
         soak: Duration::ZERO,
     };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{Analysis, CheckEvidence, DataQuality, Verdict};
+use crate::judge::{Analysis, CheckEvidence, DataQuality, Design, GoCertificate, Verdict};
 
 pub use crate::istio::skew::{IstiodView, RevisionView, SkewProblem, SkewReport};
 
@@ -325,7 +325,14 @@ impl Analysis {
             e_value: e_value(self.ln_e()),
             threshold: 1.0 / settings.test_alpha(),
             alpha: settings.alpha,
-            design: settings.design.describe(),
+            design: match (settings.go_certificate, &settings.design) {
+                (GoCertificate::Horizon, Design::Concurrent) => format!(
+                    "{}; GO certified by alpha spent over max_duration ({} s, go_certificate = \"horizon\"; robust checks keep the anytime certificate)",
+                    settings.design.describe(),
+                    settings.max_duration.as_secs()
+                ),
+                _ => settings.design.describe(),
+            },
             checks: finite_evidence(self.evidence()),
             data_quality: self.quality().clone(),
         }
@@ -380,6 +387,7 @@ mod tests {
             max_duration: std::time::Duration::from_secs(600),
             min_exposure: 100.0,
             slo_go: false,
+            go_certificate: Default::default(),
             design: Design::default(),
             soak: std::time::Duration::ZERO,
         }

@@ -374,6 +374,7 @@ mod tests {
             max_duration: std::time::Duration::from_secs(600),
             min_exposure: 100.0,
             slo_go: false,
+            go_certificate: Default::default(),
             design: Design::default(),
             soak: std::time::Duration::ZERO,
         };

@@ -11,14 +11,15 @@ mod overdispersion;
 mod testkit;
 
 pub use meshgate_stats::{
-    betabinom, dispersion, explain, mixture, params, rate, robust, ParamsError, SequentialTest,
+    betabinom, dispersion, explain, mixture, params, rate, robust, spending, ParamsError,
+    SequentialTest,
 };
 
 pub use analysis::{
     distribution_ln_e, log_sum_exp, Analysis, BucketEvidence, Certificate, CheckEvidence,
     CheckState, CheckStatus, CohortQuality, Counts, DataQuality, EvidenceKind, FixedHorizon,
-    PodGroup, QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided, Stratum,
-    StratumEvidence, StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
+    GoCertificate, PodGroup, QualityBlock, QualityThresholds, RobustEvidence, Settings, Sided,
+    Stratum, StratumEvidence, StratumStatus, TestEvidence, TickInput, Verdict, MAX_STRATA_SHOWN,
 };
 pub use before_after::{BeforeAfterCheck, BeforeAfterTest, Design, MovedStratum};
 pub use check::{

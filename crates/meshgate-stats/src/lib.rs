@@ -5,8 +5,8 @@
 //! [`betabinom`] closed-form Beta-binomial e-values and special functions; [`mixture`] the
 //! grid-mixture e-process on the rate ratio (NO-GO test, GO certificate, confidence bounds);
 //! [`rate`] the absolute-rate bound; [`robust`] the distribution-free betting e-process;
-//! [`spending`] the horizon-aware GO certificate (alpha spent over the analysis' clock; not wired
-//! yet); [`explain`] fixed-horizon statistics shown beside the e-values; [`dispersion`] the
+//! [`spending`] the horizon-aware GO certificate (alpha spent over the analysis' clock);
+//! [`explain`] fixed-horizon statistics shown beside the e-values; [`dispersion`] the
 //! overdispersion factor measured across pods; [`params`] the parameter ranges and
 //! [`ParamsError`]; [`SequentialTest`] the trait the two e-processes share.
 
@@ -17,8 +17,8 @@ pub mod mixture;
 pub mod params;
 pub mod rate;
 pub mod robust;
-pub mod spending;
 mod sequential;
+pub mod spending;
 
 pub use params::ParamsError;
 pub use sequential::SequentialTest;

@@ -1,10 +1,10 @@
 //! A GO certificate that knows the analysis' horizon: alpha spent over the analysis' own clock,
-//! on the exact conditional law of the canary's events (statistics.md, "A GO certificate with a
-//! horizon"; reference: `tests/reference/go_spending.py`).
+//! on the exact conditional law of the canary's events (docs/statistics.md, section 3c;
+//! reference: `tests/reference/go_spending.py`).
 //!
-//! Not wired into the judge yet: [`crate::mixture::RatioEProcess`] certifies GO today. This is
-//! the test that is to certify GO for analyses with a `max_duration`; docs/benchmarks.md ("Time
-//! to GO against an oracle") gives the figures that motivate it.
+//! The judge uses it instead of [`crate::mixture::RatioEProcess`]'s certificate with `[judge]
+//! go_certificate = "horizon"`; docs/benchmarks.md ("Time to GO against an oracle") gives the
+//! figures.
 //!
 //! # The test
 //!
@@ -298,7 +298,10 @@ mod tests {
         assert!(p_go > 0.01, "the setting certifies sometimes: {p_go}");
         assert!(p_go <= 0.3 + 1e-12, "{p_go}");
         // Every run spends the same (the boundaries depend on the totals only).
-        assert!((p_go - spent).abs() < 1e-12, "P0(GO) {p_go} vs spent {spent}");
+        assert!(
+            (p_go - spent).abs() < 1e-12,
+            "P0(GO) {p_go} vs spent {spent}"
+        );
     }
 
     /// Poisson runs as in `tests/reference/go_spending.py` (50 rps per cohort, 0.1% 5xx, looks
@@ -330,10 +333,16 @@ mod tests {
         };
         let wrong = go_share(1.25, 1);
         // alpha + 3 standard errors of a 2,000-run share.
-        assert!(wrong <= 0.05 + 3.0 * (0.05f64 * 0.95 / 2000.0).sqrt(), "{wrong}");
+        assert!(
+            wrong <= 0.05 + 3.0 * (0.05f64 * 0.95 / 2000.0).sqrt(),
+            "{wrong}"
+        );
         let aa = go_share(1.0, 2);
         eprintln!("wrong GO at the margin {wrong:.4}, A/A GO by 1 h {aa:.4} ({runs} runs each)");
-        assert!((aa - 0.655).abs() < 0.045, "A/A GO by 1 h {aa}, reference 0.655");
+        assert!(
+            (aa - 0.655).abs() < 0.045,
+            "A/A GO by 1 h {aa}, reference 0.655"
+        );
     }
 
     /// A regression is never certified: 2x the baseline's rate at 20 errors/min.

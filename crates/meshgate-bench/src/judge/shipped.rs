@@ -31,8 +31,8 @@ use meshgate::sim::traffic::{Body, Direction, SeriesSpec, ENVOY_LE};
 use meshgate_core::cohort::{self, IngestReport, RoutedAnalysis, Routing, Selector};
 use meshgate_core::cohort::{Side, TargetAccumulator};
 use meshgate_core::judge::{
-    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, DispersionMode, QualityThresholds,
-    Settings, TickInput, Verdict,
+    Analysis, Catalog, CheckSpec, CohortQuality, DataQuality, DispersionMode, GoCertificate,
+    QualityThresholds, Settings, TickInput, Verdict,
 };
 
 use super::{Decision, Pod, NB, PODS};
@@ -241,6 +241,7 @@ pub fn settings() -> Settings {
         max_duration: j.max_duration,
         min_exposure: j.min_exposure,
         slo_go: j.slo_go,
+        go_certificate: j.go_certificate,
         design: Default::default(),
         soak: std::time::Duration::ZERO,
     }
@@ -268,9 +269,12 @@ struct Judged {
 }
 
 impl Judged {
-    fn new(specs: &'static [Arc<CheckSpec>], twin: bool) -> Judged {
+    fn new(specs: &'static [Arc<CheckSpec>], twin: bool, go: GoCertificate) -> Judged {
         let specs: Vec<&CheckSpec> = specs.iter().map(|c| c.as_ref()).collect();
-        let s = settings();
+        let s = Settings {
+            go_certificate: go,
+            ..settings()
+        };
         let never_go = Settings {
             min_exposure: f64::INFINITY,
             max_duration: Duration::from_secs(1 << 40),
@@ -346,7 +350,14 @@ pub(super) struct Shipped {
 
 impl Shipped {
     /// `aa`: keep a twin per analysis for the crossing time after a GO.
+    #[cfg(test)]
     pub(super) fn new(xds: bool, aa: bool) -> Shipped {
+        Self::with_go_certificate(xds, aa, GoCertificate::default())
+    }
+
+    /// A shipped judge whose analyses use `go` (`aa`: keep a twin per analysis for the
+    /// crossing time after a GO).
+    pub(super) fn with_go_certificate(xds: bool, aa: bool, go: GoCertificate) -> Shipped {
         let target = |side: usize, p: usize| {
             let (role, ns, name) = if xds {
                 ("istiod", "istio-system", "istiod")
@@ -395,9 +406,9 @@ impl Shipped {
             },
             page: Vec::with_capacity(64 * 1024),
             judged: [
-                Judged::new(checks(xds, Variant::Plain), aa),
-                Judged::new(checks(xds, Variant::Robust), aa),
-                Judged::new(checks(xds, Variant::Poisson), aa),
+                Judged::new(checks(xds, Variant::Plain), aa, go),
+                Judged::new(checks(xds, Variant::Robust), aa, go),
+                Judged::new(checks(xds, Variant::Poisson), aa, go),
             ],
         }
     }

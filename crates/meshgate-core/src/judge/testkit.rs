@@ -16,6 +16,7 @@ pub fn settings(max_duration: Duration, design: Design) -> Settings {
         max_duration,
         min_exposure: 100.0,
         slo_go: false,
+        go_certificate: Default::default(),
         design,
         soak: Duration::ZERO,
     }
