@@ -242,6 +242,80 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+    go_certificates(c);
+}
+
+/// The cost of `go_certificate = "horizon"` against the default: one tick of an analysis with
+/// the built-in `error-rate` check after an hour of a busy service (7,500 requests per cohort
+/// per 15 s tick at 1% 5xx: 75 errors per cohort per tick, ~36,000 events by then, when the
+/// horizon certificate keeps ~1,500 cells), in one stratum. The analysis is fed as the engine
+/// does (`Analysis::tick`); still PENDING, so the certificate has not fired yet.
+fn go_certificates(c: &mut Criterion) {
+    use meshgate::judge::{Catalog, GoCertificate};
+    let spec = Catalog::builtin()
+        .get("error-rate")
+        .expect("the built-in check")
+        .clone();
+    let specs = [&spec];
+    let input = |i: u64| {
+        let e = 75.0 + (i % 5) as f64;
+        [[vec![7500.0, e], vec![7500.0, 150.0 - e]]]
+    };
+    let mut g = c.benchmark_group("go_certificate");
+    g.measurement_time(Duration::from_secs(5));
+    g.sample_size(30);
+    for go in [GoCertificate::Anytime, GoCertificate::Horizon] {
+        let settings = Settings {
+            alpha: 0.05,
+            min_duration: Duration::from_secs(300),
+            max_duration: Duration::from_secs(4 * 3600),
+            // Never GO: the measured tick is a judged one of a running analysis.
+            min_exposure: f64::INFINITY,
+            slo_go: false,
+            go_certificate: go,
+            design: Default::default(),
+            soak: Duration::ZERO,
+        };
+        let mut warm = Analysis::new(settings, &specs);
+        for i in 1..=240u64 {
+            warm.tick(
+                &specs,
+                TickInput {
+                    pods: &[],
+                    strata: &[],
+                    slots: &input(i),
+                    quality: quality(),
+                    elapsed: Duration::from_secs(15 * i),
+                },
+            );
+        }
+        assert_eq!(
+            warm.verdict(),
+            meshgate::judge::Verdict::Pending,
+            "{}",
+            warm.reason()
+        );
+        let next = input(241);
+        g.bench_function(go.as_str(), |b| {
+            b.iter_batched_ref(
+                || warm.clone(),
+                |a| {
+                    black_box(a.tick(
+                        &specs,
+                        TickInput {
+                            pods: &[],
+                            strata: &[],
+                            slots: &next,
+                            quality: quality(),
+                            elapsed: Duration::from_secs(15 * 241),
+                        },
+                    ))
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -348,7 +348,7 @@ pub struct JudgeConfig {
     /// Which test certifies GO: `anytime` (default; the e-process, valid however long an
     /// analysis runs) or `horizon` (alpha spent over `max_duration` on the exact conditional
     /// law: GO about twice as often within the hour on quiet canaries, valid only up to
-    /// `max_duration`; concurrent design only). docs/statistics.md, section 3c.
+    /// `max_duration`; ratio checks in the concurrent design only). docs/statistics.md, 3c.
     #[serde(default)]
     pub go_certificate: GoCertificate,
     /// How long an analysis waits for a scraped target that its baseline or canary selector
@@ -1152,7 +1152,10 @@ waves = []
         assert_eq!(cfg.judge.go_certificate, GoCertificate::Anytime);
         let err = Config::from_toml("[judge]\ngo_certificate = \"later\"\n", "t").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("judge.go_certificate") || text.contains("go_certificate"), "{text}");
+        assert!(
+            text.contains("judge.go_certificate") || text.contains("go_certificate"),
+            "{text}"
+        );
         assert!(text.contains("later") && text.contains("horizon"), "{text}");
     }
 

@@ -327,7 +327,7 @@ impl Analysis {
             alpha: settings.alpha,
             design: match (settings.go_certificate, &settings.design) {
                 (GoCertificate::Horizon, Design::Concurrent) => format!(
-                    "{}; GO certified by alpha spent over max_duration ({} s, go_certificate = \"horizon\"; robust checks keep the anytime certificate)",
+                    "{}; GO certified by alpha spent over max_duration ({} s, go_certificate = \"horizon\"; histogram and robust checks keep the anytime certificate)",
                     settings.design.describe(),
                     settings.max_duration.as_secs()
                 ),

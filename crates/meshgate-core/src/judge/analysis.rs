@@ -74,8 +74,8 @@ pub struct Settings {
     /// Which test certifies GO (statistics.md, section 3c): `anytime` (the default), the
     /// e-process, valid however long the analysis runs; or `horizon`, alpha spent over
     /// `max_duration` on the exact conditional law, which certifies A/A canaries about twice as
-    /// often within the hour but is valid only up to `max_duration`. Concurrent design only,
-    /// and not with `robust = true` (those keep the e-process).
+    /// often within the hour but is valid only up to `max_duration`. Ratio checks in the
+    /// concurrent design only, and not with `robust = true` (the others keep the e-process).
     #[serde(default)]
     pub go_certificate: GoCertificate,
     /// What is compared with what (docs/statistics.md, sections 3a and 3b).
@@ -1015,10 +1015,14 @@ impl Analysis {
                     target_events: c.target_events,
                 };
                 let robust = robust_test(settings.test_alpha(), c).filter(|_| !before_after);
+                // Ratio checks only: a histogram boundary's events are common (12% of requests
+                // above 100 ms is usual), and the exact law's cost grows with them (one pass over
+                // ~16 sqrt(C) cells per event), so boundaries keep the e-process.
                 let horizon = (settings.go_certificate == GoCertificate::Horizon
                     && !before_after
                     && settings.design.moving().is_none()
-                    && robust.is_none())
+                    && robust.is_none()
+                    && !c.is_histogram())
                 .then(|| {
                     Box::new(SpendingGo::new(SpendingParams {
                         alpha: settings.test_alpha(),
