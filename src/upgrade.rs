@@ -7,7 +7,9 @@
 //! - this file: the options, the run state kept in the `--state` file, and the steps.
 //!
 //! A run: RBAC pre-checks (one SelfSubjectAccessReview per verb and resource), the plan's
-//! namespaces exist, the `coordination.k8s.io` Lease taken (and renewed while running); then per
+//! namespaces exist, their PodDisruptionBudgets that allow no disruption warned about, both
+//! revisions' istiod scraped and up on the daemon with no skew guard finding about them, the
+//! `coordination.k8s.io` Lease taken (and renewed while running); then per
 //! wave: its analysis created on the daemon while the namespaces are still on the old revision
 //! and the wave's `pre_move` waited from its creation (the before/after design needs their rates
 //! before the move), each namespace's Istio labels recorded and set to `istio.io/rev=<new>`
@@ -398,6 +400,7 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
             out.push((verb, "apps", k.plural(), String::new()));
         }
     }
+    out.push(("list", "policy", "poddisruptionbudgets", String::new()));
     for verb in ["get", "create", "update"] {
         out.push((verb, "coordination.k8s.io", "leases", lease_ns.to_owned()));
     }
@@ -599,6 +602,7 @@ impl Runner {
         }
         self.check_access().await?;
         self.check_namespaces().await?;
+        let warnings = self.check_pdbs().await?;
         if self.o.action == UpgradeAction::Abort {
             // A rollback needs the old revision only, and a broken new control plane may be
             // why a person aborts: what the check finds is said, not a reason to refuse.
@@ -616,7 +620,12 @@ impl Runner {
                 .save(&self.o.state)
                 .map_err(|e| Stop::new(EXIT_USAGE, e))?;
         }
-        self.take_lease().await
+        self.take_lease().await?;
+        // Once the run holds the Lease, the warnings are events of the run too.
+        for w in warnings {
+            self.act(format!("warning: {w}"))?;
+        }
+        Ok(())
     }
 
     /// What a paused run tells the person who decides.
@@ -871,6 +880,33 @@ impl Runner {
                 missing.join(", ")
             ),
         ))
+    }
+
+    /// The PodDisruptionBudgets of every wave's namespaces (`policy/v1`). A restart goes
+    /// through the controllers' rolling update, which does not evict, so no PDB holds it; but
+    /// one that allows no disruption now, or whose spec blocks every eviction, blocks a node
+    /// drain (or any eviction) while the wave moves: each is said on stderr and answered, to be
+    /// kept as an action of the run. Not a refusal.
+    async fn check_pdbs(&self) -> Result<Vec<String>, Stop> {
+        let mut out = Vec::new();
+        for w in &self.plan.waves {
+            for ns in &w.namespaces {
+                let path = format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets");
+                let list = self.read(&path).await?.unwrap_or(Value::Null);
+                for pdb in list["items"].as_array().into_iter().flatten() {
+                    if let Some(why) = pdb_warning(pdb) {
+                        let name = pdb["metadata"]["name"].as_str().unwrap_or("?");
+                        let line = format!(
+                            "wave {}: PodDisruptionBudget {ns}/{name} {why}: the restarts are rolling updates, not evictions, so it does not hold them, but a node drain during the upgrade would block on it",
+                            w.name
+                        );
+                        eprintln!("meshgate upgrade: warning: {line}");
+                        out.push(line);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Both revisions' istiod, as the daemon sees them (`GET /v1/targets`, `GET /v1/skew`):
@@ -1658,6 +1694,32 @@ fn verdict_progress(wave: &str, d: &VerdictDoc, waited: Duration) -> String {
     s
 }
 
+/// Why a PodDisruptionBudget deserves a warning: its spec blocks every eviction
+/// (`maxUnavailable` 0, `minAvailable` 100%), or its status allows no disruption now.
+fn pdb_warning(pdb: &Value) -> Option<String> {
+    let spec = &pdb["spec"];
+    let zero = |v: &Value| v.as_i64() == Some(0) || v.as_str() == Some("0%");
+    if zero(&spec["maxUnavailable"]) {
+        return Some(format!(
+            "blocks every eviction (maxUnavailable {})",
+            spec["maxUnavailable"]
+        ));
+    }
+    if spec["minAvailable"].as_str() == Some("100%") {
+        return Some("blocks every eviction (minAvailable 100%)".into());
+    }
+    let st = &pdb["status"];
+    if st["disruptionsAllowed"].as_i64() == Some(0) {
+        let n = |k: &str| st[k].as_i64().map_or("?".to_owned(), |v| v.to_string());
+        return Some(format!(
+            "allows no disruption now (disruptionsAllowed 0: currentHealthy {}, desiredHealthy {})",
+            n("currentHealthy"),
+            n("desiredHealthy")
+        ));
+    }
+    None
+}
+
 /// What the istiod pre-check found: what refuses the run, what is only said, the istiods up.
 #[derive(Debug, Default, PartialEq)]
 struct IstiodFindings {
@@ -1833,6 +1895,19 @@ mod tests {
             .problems
             .is_empty());
         assert_eq!(istiod_findings(&bare, Some(&go), &revs).problems.len(), 1);
+    }
+
+    #[test]
+    fn a_pdb_is_warned_about_when_it_allows_no_disruption() {
+        let pdb = |spec: Value, allowed: i64| json!({"spec": spec, "status": {"disruptionsAllowed": allowed, "currentHealthy": 2, "desiredHealthy": 2}});
+        assert!(pdb_warning(&pdb(json!({"minAvailable": 2}), 0))
+            .unwrap()
+            .contains("disruptionsAllowed 0: currentHealthy 2, desiredHealthy 2"));
+        assert!(pdb_warning(&pdb(json!({"maxUnavailable": "0%"}), 0))
+            .unwrap()
+            .contains("blocks every eviction"));
+        assert!(pdb_warning(&pdb(json!({"maxUnavailable": 0}), 3)).is_some());
+        assert_eq!(pdb_warning(&pdb(json!({"maxUnavailable": 1}), 1)), None);
     }
 
     #[test]

@@ -355,6 +355,9 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     // Someone edits shop between the autopilot's read and its patch (the 2nd GET: the first is
     // the pre-check): its stale resourceVersion is a 409, read again.
     api.touch_after_get("shop", 2);
+    // PodDisruptionBudgets: shop's cart (2 pods) may lose none, pay's checkout one of 2.
+    api.pdb("shop", "cart", "cart", json!({"minAvailable": 2}));
+    api.pdb("pay", "checkout", "checkout", json!({"maxUnavailable": 1}));
     let l = judged(GOOD).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &api.url());
@@ -366,6 +369,20 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
             .contains("old control plane (revision 1-24-2) can go"),
         "{}",
         out.stderr
+    );
+    // The PDB that allows no disruption is warned about (not a refusal), on stderr and in the
+    // run's actions; the other is not.
+    assert!(
+        out.stderr.contains("meshgate upgrade: warning: wave w1: PodDisruptionBudget shop/cart allows no disruption now (disruptionsAllowed 0: currentHealthy 2, desiredHealthy 2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("pay/checkout"), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("GET /apis/policy/v1/namespaces/pay/poddisruptionbudgets"),
+        "{}",
+        out.stdout
     );
     // The istiod pre-check asked the daemon, before the Lease, and found both revisions.
     assert!(
@@ -438,8 +455,18 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     assert!(log.iter().filter(|r| r.method == "PUT").all(|r| {
         r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string() && r.code == 200
     }));
-    // The state: both waves GO, the labels recorded before the move.
+    // The state: both waves GO, the labels recorded before the move, the PDB warning kept.
     let s = state(&st);
+    assert!(
+        s["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["what"].as_str().unwrap().starts_with(
+                "warning: wave w1: PodDisruptionBudget shop/cart allows no disruption"
+            )),
+        "{s}"
+    );
     assert_eq!(s["waves"][0]["phase"], "go");
     assert_eq!(s["waves"][1]["phase"], "go");
     assert_eq!(
@@ -479,6 +506,21 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     )
     .await;
     assert!(ann.contains("kubectl.kubernetes.io/restartedAt"), "{ann}");
+    // kubectl reads the double's PodDisruptionBudgets as the autopilot did.
+    let pdb = kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "pdb",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.items[0].status.disruptionsAllowed}/{.items[0].status.expectedPods}",
+        ],
+    )
+    .await;
+    assert_eq!(pdb, "0/2");
     let ns = kubectl(
         &kc,
         &cache,
