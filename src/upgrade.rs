@@ -7,7 +7,9 @@
 //! - this file: the options, the run state kept in the `--state` file, and the steps.
 //!
 //! A run: RBAC pre-checks (one SelfSubjectAccessReview per verb and resource), the plan's
-//! namespaces exist, the `coordination.k8s.io` Lease taken (and renewed while running); then per
+//! namespaces exist, their PodDisruptionBudgets that allow no disruption warned about, both
+//! revisions' istiod scraped and up on the daemon with no skew guard finding about them, the
+//! `coordination.k8s.io` Lease taken (and renewed while running); then per
 //! wave: its analysis created on the daemon while the namespaces are still on the old revision
 //! and the wave's `pre_move` waited from its creation (the before/after design needs their rates
 //! before the move), each namespace's Istio labels recorded and set to `istio.io/rev=<new>`
@@ -60,6 +62,9 @@ const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// injecting control plane's.
 const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 const MERGE: &str = "application/merge-patch+json";
+/// At most one progress line on stderr this often while a verdict or a pre-check is awaited
+/// (and one at the start).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
 /// What `meshgate upgrade` does: a run, or a person's decision on a stopped one.
@@ -117,6 +122,11 @@ pub struct UpgradeOptions {
     /// How long a wave's verdict may stay PENDING before the run stops paused.
     #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
     pub verdict_timeout: Duration,
+    /// How long the istiod pre-check waits for both revisions' istiod to be scraped and up and
+    /// for the daemon's version skew guard to have nothing against them, before the run is
+    /// refused (exit 4).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub precheck_timeout: Duration,
     /// Time between two looks at a rollout or a verdict.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub poll: Duration,
@@ -390,6 +400,7 @@ fn access_needed(lease_ns: &str) -> Vec<(&'static str, &'static str, &'static st
             out.push((verb, "apps", k.plural(), String::new()));
         }
     }
+    out.push(("list", "policy", "poddisruptionbudgets", String::new()));
     for verb in ["get", "create", "update"] {
         out.push((verb, "coordination.k8s.io", "leases", lease_ns.to_owned()));
     }
@@ -583,19 +594,38 @@ impl Runner {
     }
 
     /// What every run and decision checks before it acts: the access reviews, the namespaces,
-    /// a writable state file (before anything is written to the cluster), the Lease.
+    /// both revisions' istiod on the daemon (only said for `abort`), a writable state file
+    /// (before anything is written to the cluster), the Lease.
     async fn prechecks(&mut self) -> Result<(), Stop> {
         if !self.o.execute {
             eprintln!("meshgate upgrade: dry run: nothing is written (the calls that would be are printed); pass --execute to act");
         }
         self.check_access().await?;
         self.check_namespaces().await?;
+        let warnings = self.check_pdbs().await?;
+        if self.o.action == UpgradeAction::Abort {
+            // A rollback needs the old revision only, and a broken new control plane may be
+            // why a person aborts: what the check finds is said, not a reason to refuse.
+            if let Err(s) = self.check_istiod(false).await {
+                eprintln!(
+                    "meshgate upgrade: warning: {}; abort goes on (it moves the wave back to its recorded labels)",
+                    s.message
+                );
+            }
+        } else {
+            self.check_istiod(true).await?;
+        }
         if self.o.execute {
             self.state
                 .save(&self.o.state)
                 .map_err(|e| Stop::new(EXIT_USAGE, e))?;
         }
-        self.take_lease().await
+        self.take_lease().await?;
+        // Once the run holds the Lease, the warnings are events of the run too.
+        for w in warnings {
+            self.act(format!("warning: {w}"))?;
+        }
+        Ok(())
     }
 
     /// What a paused run tells the person who decides.
@@ -850,6 +880,155 @@ impl Runner {
                 missing.join(", ")
             ),
         ))
+    }
+
+    /// The PodDisruptionBudgets of every wave's namespaces (`policy/v1`). A restart goes
+    /// through the controllers' rolling update, which does not evict, so no PDB holds it; but
+    /// one that allows no disruption now, or whose spec blocks every eviction, blocks a node
+    /// drain (or any eviction) while the wave moves: each is said on stderr and answered, to be
+    /// kept as an action of the run. Not a refusal.
+    async fn check_pdbs(&self) -> Result<Vec<String>, Stop> {
+        let mut out = Vec::new();
+        for w in &self.plan.waves {
+            for ns in &w.namespaces {
+                let path = format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets");
+                let list = self.read(&path).await?.unwrap_or(Value::Null);
+                for pdb in list["items"].as_array().into_iter().flatten() {
+                    if let Some(why) = pdb_warning(pdb) {
+                        let name = pdb["metadata"]["name"].as_str().unwrap_or("?");
+                        let line = format!(
+                            "wave {}: PodDisruptionBudget {ns}/{name} {why}: the restarts are rolling updates, not evictions, so it does not hold them, but a node drain during the upgrade would block on it",
+                            w.name
+                        );
+                        eprintln!("meshgate upgrade: warning: {line}");
+                        out.push(line);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Both revisions' istiod, as the daemon sees them (`GET /v1/targets`, `GET /v1/skew`):
+    /// each has a target that is scraped and up, and the version skew guard has no blocking
+    /// finding about either (nor one holding GO: a revision it cannot judge). What is missing is
+    /// looked at again every `--poll` for `--precheck-timeout` (a daemon just started has not
+    /// scraped yet), then the run is refused, exit 4, naming it. With `wait` false (`abort`),
+    /// one look. A daemon that cannot be asked is exit 5; in a dry run, the check is skipped and
+    /// said so.
+    async fn check_istiod(&self, wait: bool) -> Result<(), Stop> {
+        let targets_url = format!("{}/v1/targets", self.server);
+        let skew_url = format!("{}/v1/skew", self.server);
+        println!("GET {targets_url}");
+        println!("GET {skew_url}");
+        let revs = [
+            self.plan.from_revision.as_str(),
+            self.plan.to_revision.as_str(),
+        ];
+        let started = Instant::now();
+        let mut said: Option<Instant> = None;
+        loop {
+            let asked = self.ask_istiod(&targets_url, &skew_url).await;
+            let (targets, skew) = match asked {
+                Ok(a) => a,
+                Err(e) if !self.o.execute => {
+                    eprintln!(
+                        "meshgate upgrade: dry run: the istiod pre-check was skipped: {e}; with --execute it is made and the run stops if it fails"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(Stop::new(
+                        EXIT_FAILED,
+                        format!("the istiod pre-check: {e}; nothing was written"),
+                    ))
+                }
+            };
+            let f = istiod_findings(&targets, skew.as_ref(), &revs);
+            if f.problems.is_empty() {
+                for n in &f.notes {
+                    eprintln!("meshgate upgrade: note: {n}");
+                }
+                eprintln!(
+                    "meshgate upgrade: istiod revisions {} and {}: scraped and up ({}); skew guard: {}",
+                    revs[0],
+                    revs[1],
+                    f.istiods.join(", "),
+                    f.skew
+                );
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if !wait || waited >= self.o.precheck_timeout {
+                let after = if wait {
+                    format!(
+                        " (after {})",
+                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(Stop::new(
+                    EXIT_PRECHECK,
+                    format!(
+                        "the istiod pre-check{after}: {}; nothing was written",
+                        f.problems.join("; ")
+                    ),
+                ));
+            }
+            if said.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                said = Some(Instant::now());
+                eprintln!(
+                    "meshgate upgrade: istiod pre-check, waiting ({} s of {}): {}",
+                    waited.as_secs(),
+                    humantime::format_duration(self.o.precheck_timeout),
+                    f.problems.join("; ")
+                );
+            }
+            tokio::time::sleep(self.o.poll).await;
+        }
+    }
+
+    /// `GET /v1/targets` and `GET /v1/skew` of the daemon; the skew `None` while the daemon
+    /// answers 503 (it has not judged yet). Anything else but a document: what went wrong.
+    async fn ask_istiod(
+        &self,
+        targets_url: &str,
+        skew_url: &str,
+    ) -> Result<(Value, Option<Value>), String> {
+        let get = |url: &str| {
+            let url = url.to_owned();
+            async move {
+                let r = self
+                    .daemon
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url}: {}", crate::tls::error_chain(&e)))?;
+                let status = r.status();
+                if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                    return Ok(None);
+                }
+                if !status.is_success() {
+                    let text = r.text().await.unwrap_or_default();
+                    return Err(format!("GET {url}: {status}: {}", text.trim()));
+                }
+                r.json::<Value>()
+                    .await
+                    .map(Some)
+                    .map_err(|e| format!("GET {url}: not a JSON document ({e})"))
+            }
+        };
+        let targets = get(targets_url)
+            .await?
+            .ok_or_else(|| format!("GET {targets_url}: 503 Service Unavailable"))?;
+        if !targets.is_array() {
+            return Err(format!(
+                "GET {targets_url}: not a list of targets: {targets}"
+            ));
+        }
+        let skew = get(skew_url).await?;
+        Ok((targets, skew))
     }
 
     fn lease_path(&self) -> String {
@@ -1329,7 +1508,9 @@ impl Runner {
     }
 
     /// Follow the wave's verdict until it is final (PENDING past `--verdict-timeout` answers
-    /// PENDING); a daemon that cannot be reached is retried meanwhile.
+    /// PENDING); a daemon that cannot be reached is retried meanwhile. While waiting, a
+    /// progress line goes to stderr at the start and then at most every [`PROGRESS_EVERY`]
+    /// ([`verdict_progress`]).
     async fn verdict(&self, wave: &Wave) -> Result<(Verdict, String), Stop> {
         let url = format!(
             "{}/v1/analyses/{}/verdict",
@@ -1341,18 +1522,38 @@ impl Runner {
             return Ok((Verdict::Go, "dry run: GO assumed".into()));
         }
         let started = Instant::now();
+        let mut said: Option<Instant> = None;
         let mut last;
         loop {
             match self.daemon.get(&url).send().await {
                 Ok(r) if r.status().is_success() => {
                     match crate::client::read_doc::<VerdictDoc>(&format!("GET {url}"), r).await {
                         Ok(d) if d.verdict != Verdict::Pending => return Ok((d.verdict, d.reason)),
-                        Ok(d) => last = d.reason,
+                        Ok(d) => {
+                            last = d.reason.clone();
+                            if said.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                                said = Some(Instant::now());
+                                eprintln!(
+                                    "meshgate upgrade: {}",
+                                    verdict_progress(&wave.name, &d, started.elapsed())
+                                );
+                            }
+                        }
                         Err(e) => last = e.to_string(),
                     }
                 }
                 Ok(r) => last = format!("GET {url}: {}", r.status()),
                 Err(e) => last = format!("GET {url}: {}", crate::tls::error_chain(&e)),
+            }
+            if said.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                // No verdict document to show (the daemon failed or is out of reach): why.
+                said = Some(Instant::now());
+                eprintln!(
+                    "meshgate upgrade: wave {}: analysis {} not read after {} s of waiting: {last}",
+                    wave.name,
+                    Plan::analysis_id(wave),
+                    started.elapsed().as_secs()
+                );
             }
             if started.elapsed() >= self.o.verdict_timeout {
                 return Ok((
@@ -1468,6 +1669,165 @@ impl Runner {
     }
 }
 
+/// One line on a PENDING verdict for the person waiting: the wave, the analysis, how long the
+/// analysis has run and this run has waited, the daemon's reason, and per check its status and
+/// its own reason (the bound against the margin, or what it is still collecting).
+fn verdict_progress(wave: &str, d: &VerdictDoc, waited: Duration) -> String {
+    let mut s = format!(
+        "wave {wave}: analysis {} {} after {:.0} s (waited {} s), E = {:.2} of {:.0}: {}",
+        d.id,
+        d.verdict.as_str(),
+        d.elapsed_seconds,
+        waited.as_secs(),
+        d.e_value,
+        d.threshold,
+        d.reason
+    );
+    for c in &d.checks {
+        s.push_str(&format!(
+            " | {} {}: {}",
+            c.name,
+            c.status.as_str(),
+            c.reason
+        ));
+    }
+    s
+}
+
+/// Why a PodDisruptionBudget deserves a warning: its spec blocks every eviction
+/// (`maxUnavailable` 0, `minAvailable` 100%), or its status allows no disruption now.
+fn pdb_warning(pdb: &Value) -> Option<String> {
+    let spec = &pdb["spec"];
+    let zero = |v: &Value| v.as_i64() == Some(0) || v.as_str() == Some("0%");
+    if zero(&spec["maxUnavailable"]) {
+        return Some(format!(
+            "blocks every eviction (maxUnavailable {})",
+            spec["maxUnavailable"]
+        ));
+    }
+    if spec["minAvailable"].as_str() == Some("100%") {
+        return Some("blocks every eviction (minAvailable 100%)".into());
+    }
+    let st = &pdb["status"];
+    if st["disruptionsAllowed"].as_i64() == Some(0) {
+        let n = |k: &str| st[k].as_i64().map_or("?".to_owned(), |v| v.to_string());
+        return Some(format!(
+            "allows no disruption now (disruptionsAllowed 0: currentHealthy {}, desiredHealthy {})",
+            n("currentHealthy"),
+            n("desiredHealthy")
+        ));
+    }
+    None
+}
+
+/// What the istiod pre-check found: what refuses the run, what is only said, the istiods up.
+#[derive(Debug, Default, PartialEq)]
+struct IstiodFindings {
+    problems: Vec<String>,
+    notes: Vec<String>,
+    /// `revision url` of each istiod scraped and up.
+    istiods: Vec<String>,
+    /// The skew guard's verdict and reason.
+    skew: String,
+}
+
+/// Judge the daemon's targets (`GET /v1/targets`) and skew report (`GET /v1/skew`; `None`: not
+/// judged yet) for the revisions `revs`. An istiod is a target labelled `role=istiod` whose
+/// `revision` label (`default` when absent) is the revision, or one the skew report lists under
+/// it (it exports `istio_build{component="pilot"}`); one of them scraped and up makes the
+/// revision ready. A skew finding about one of `revs` that is blocking or holds GO refuses;
+/// the report's NO-GO about other revisions only is a note.
+fn istiod_findings(targets: &Value, skew: Option<&Value>, revs: &[&str]) -> IstiodFindings {
+    let mut f = IstiodFindings::default();
+    let mut listed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (_, views) in skew
+        .and_then(|s| s["clusters"].as_object())
+        .into_iter()
+        .flatten()
+    {
+        for v in views.as_array().into_iter().flatten() {
+            let rev = v["revision"].as_str().unwrap_or("default");
+            for i in v["istiods"].as_array().into_iter().flatten() {
+                if let Some(u) = i["url"].as_str() {
+                    listed.entry(rev).or_default().push(u);
+                }
+            }
+        }
+    }
+    let all = targets.as_array().map(Vec::as_slice).unwrap_or_default();
+    for rev in revs {
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|t| {
+                let l = &t["labels"];
+                let labelled =
+                    l["role"] == "istiod" && l["revision"].as_str().unwrap_or("default") == *rev;
+                labelled
+                    || t["url"]
+                        .as_str()
+                        .is_some_and(|u| listed.get(rev).is_some_and(|v| v.contains(&u)))
+            })
+            .collect();
+        let up: Vec<&str> = mine
+            .iter()
+            .filter(|t| t["up"] == true)
+            .filter_map(|t| t["url"].as_str())
+            .collect();
+        if mine.is_empty() {
+            f.problems.push(format!(
+                "istiod revision {rev}: no scraped target (the daemon has no target labelled role=istiod, revision={rev}: is that control plane installed and discovered?)"
+            ));
+        } else if up.is_empty() {
+            let why: Vec<String> = mine
+                .iter()
+                .map(|t| {
+                    let url = t["url"].as_str().unwrap_or("?");
+                    if t["scrapes"].as_u64() == Some(0) {
+                        format!("{url} not scraped yet")
+                    } else {
+                        format!(
+                            "{url} down ({})",
+                            t["last_error"].as_str().unwrap_or("no error given")
+                        )
+                    }
+                })
+                .collect();
+            f.problems.push(format!(
+                "istiod revision {rev}: not ready: {}",
+                why.join(", ")
+            ));
+        } else {
+            f.istiods.extend(up.iter().map(|u| format!("{rev} {u}")));
+        }
+    }
+    let Some(skew) = skew else {
+        f.problems
+            .push("skew guard: not judged yet (the daemon answers 503: it has not ticked)".into());
+        return f;
+    };
+    let verdict = skew["verdict"].as_str().unwrap_or("?");
+    let reason = skew["reason"].as_str().unwrap_or("");
+    f.skew = format!("{verdict} ({reason})");
+    let mut other = false;
+    for p in skew["problems"].as_array().into_iter().flatten() {
+        if p["blocking"] != true && p["holds_go"] != true {
+            continue;
+        }
+        let msg = p["message"].as_str().unwrap_or("?");
+        if p["revision"].as_str().is_some_and(|r| revs.contains(&r)) {
+            f.problems.push(format!("skew guard: {msg}"));
+        } else {
+            other = true;
+        }
+    }
+    if other && verdict != "GO" {
+        f.notes.push(format!(
+            "the version skew guard says {verdict} about other revisions than the plan's: {reason}"
+        ));
+    }
+    f
+}
+
 /// How long a Lease held by someone stays valid (`renewTime + leaseDurationSeconds`), `None`
 /// when expired or unreadable (an unreadable renewTime is treated as expired, as client-go does
 /// with a zero time).
@@ -1483,6 +1843,72 @@ fn lease_left(lease: &Value) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn istiod_findings_name_a_missing_or_down_istiod_and_the_skew_about_the_plan() {
+        let t = |url: &str, rev: &str, up: bool, scrapes: u64| {
+            json!({"url": url, "labels": {"role": "istiod", "revision": rev}, "up": up,
+                   "scrapes": scrapes, "last_error": if up { Value::Null } else { json!("connection refused") }})
+        };
+        let go = json!({"verdict": "GO", "reason": "fine", "clusters": {}, "problems": []});
+        let revs = ["1-24-2", "1-25-0"];
+        let both = json!([t("http://a/metrics", "1-24-2", true, 3), t("http://b/metrics", "1-25-0", true, 3),
+                          {"url": "http://p/stats", "labels": {"role": "proxy", "revision": "1-25-0"}, "up": true, "scrapes": 3}]);
+        let f = istiod_findings(&both, Some(&go), &revs);
+        assert!(f.problems.is_empty(), "{f:?}");
+        assert_eq!(
+            f.istiods,
+            ["1-24-2 http://a/metrics", "1-25-0 http://b/metrics"]
+        );
+        let only_old = json!([t("http://a/metrics", "1-24-2", true, 3)]);
+        let f = istiod_findings(&only_old, Some(&go), &revs);
+        assert_eq!(f.problems.len(), 1, "{f:?}");
+        assert!(
+            f.problems[0].starts_with("istiod revision 1-25-0: no scraped target"),
+            "{f:?}"
+        );
+        let down = json!([
+            t("http://a/metrics", "1-24-2", true, 3),
+            t("http://b/metrics", "1-25-0", false, 4),
+            t("http://c/metrics", "1-25-0", false, 0)
+        ]);
+        let f = istiod_findings(&down, Some(&go), &revs);
+        assert_eq!(
+            f.problems,
+            ["istiod revision 1-25-0: not ready: http://b/metrics down (connection refused), http://c/metrics not scraped yet"]
+        );
+        // Not judged yet; a finding about a plan's revision refuses, one about another is a note.
+        assert!(istiod_findings(&both, None, &revs).problems[0]
+            .starts_with("skew guard: not judged yet"));
+        let skew = json!({"verdict": "NO-GO", "reason": "version skew: x", "clusters": {}, "problems": [
+            {"cluster": "c", "revision": "1-25-0", "blocking": false, "holds_go": true, "message": "held", "targets": []},
+            {"cluster": "c", "revision": "9-0-0", "blocking": true, "holds_go": false, "message": "other", "targets": []},
+            {"cluster": "c", "revision": "1-24-2", "blocking": false, "holds_go": false, "message": "info", "targets": []}]});
+        let f = istiod_findings(&both, Some(&skew), &revs);
+        assert_eq!(f.problems, ["skew guard: held"]);
+        assert_eq!(f.notes.len(), 1, "{f:?}");
+        // An istiod without the role label counts when the skew report lists it under the revision.
+        let bare = json!([t("http://a/metrics", "1-24-2", true, 3), {"url": "http://b/metrics", "labels": {}, "up": true, "scrapes": 2}]);
+        let listed = json!({"verdict": "GO", "reason": "", "problems": [], "clusters": {"c": [
+            {"revision": "1-25-0", "control_plane_cluster": "c", "proxies": {}, "istiods": [{"url": "http://b/metrics", "connected": {}}]}]}});
+        assert!(istiod_findings(&bare, Some(&listed), &revs)
+            .problems
+            .is_empty());
+        assert_eq!(istiod_findings(&bare, Some(&go), &revs).problems.len(), 1);
+    }
+
+    #[test]
+    fn a_pdb_is_warned_about_when_it_allows_no_disruption() {
+        let pdb = |spec: Value, allowed: i64| json!({"spec": spec, "status": {"disruptionsAllowed": allowed, "currentHealthy": 2, "desiredHealthy": 2}});
+        assert!(pdb_warning(&pdb(json!({"minAvailable": 2}), 0))
+            .unwrap()
+            .contains("disruptionsAllowed 0: currentHealthy 2, desiredHealthy 2"));
+        assert!(pdb_warning(&pdb(json!({"maxUnavailable": "0%"}), 0))
+            .unwrap()
+            .contains("blocks every eviction"));
+        assert!(pdb_warning(&pdb(json!({"maxUnavailable": 0}), 3)).is_some());
+        assert_eq!(pdb_warning(&pdb(json!({"maxUnavailable": 1}), 1)), None);
+    }
 
     #[test]
     fn rollout_is_done_only_when_observed_updated_and_ready() {

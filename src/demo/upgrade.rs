@@ -328,6 +328,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             lease_duration: Duration::from_secs(3),
             rollout_timeout: Duration::from_secs(60),
             verdict_timeout: Duration::from_secs(150),
+            precheck_timeout: Duration::from_secs(60),
             poll: Duration::from_millis(100),
         })
         .await

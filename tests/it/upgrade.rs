@@ -92,7 +92,7 @@ struct Out {
 }
 
 /// Run `meshgate upgrade` with `args` (off the runtime's threads: the double and the daemon
-/// keep serving meanwhile).
+/// keep serving meanwhile); `--verdict-timeout 60s` unless `args` give one.
 async fn upgrade(config: &Path, state: &Path, args: &[&str]) -> Out {
     let mut a: Vec<String> = vec![
         "upgrade".into(),
@@ -104,9 +104,10 @@ async fn upgrade(config: &Path, state: &Path, args: &[&str]) -> Out {
         "100ms".into(),
         "--lease-duration".into(),
         "3s".into(),
-        "--verdict-timeout".into(),
-        "60s".into(),
     ];
+    if !args.contains(&"--verdict-timeout") {
+        a.extend(["--verdict-timeout".into(), "60s".into()]);
+    }
     a.extend(args.iter().map(|s| s.to_string()));
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
@@ -212,6 +213,14 @@ async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
     let out = upgrade(&cfg, &st, &["--server", "http://127.0.0.1:9"]).await;
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("dry run"), "{}", out.stderr);
+    // The daemon cannot be asked: the istiod pre-check is said to be skipped, not passed.
+    assert!(
+        out.stderr.contains(
+            "dry run: the istiod pre-check was skipped: GET http://127.0.0.1:9/v1/targets"
+        ) && !out.stderr.contains("scraped and up"),
+        "{}",
+        out.stderr
+    );
     assert!(api.writes().is_empty(), "{:?}", api.writes());
     assert!(!st.exists(), "a dry run writes no state");
     assert_eq!(api.labels("pay"), json!({"istio-injection": "enabled"}));
@@ -227,6 +236,8 @@ async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
     let order = [
         "POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
         "GET /api/v1/namespaces/shop",
+        "GET http://127.0.0.1:9/v1/targets",
+        "GET http://127.0.0.1:9/v1/skew",
         "GET /apis/coordination.k8s.io/v1/namespaces/meshgate/leases/meshgate-upgrade",
         "POST /apis/coordination.k8s.io/v1/namespaces/meshgate/leases application/json",
         "GET http://127.0.0.1:9/v1/analyses/plan-w1",
@@ -248,7 +259,10 @@ async fn dry_run_prints_every_call_in_order_and_writes_nothing() {
     let at: Vec<usize> = order.iter().map(|p| pos(p)).collect();
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}\n{}", out.stdout);
     // The wave's analysis is the plan's before/after one.
-    let create = lines[at[5]].split_once("application/json ").unwrap().1;
+    let create = lines[pos("POST http://127.0.0.1:9/v1/analyses application/json {")]
+        .split_once("application/json ")
+        .unwrap()
+        .1;
     let body: Value = serde_json::from_str(create).unwrap();
     assert_eq!(body["design"], "before_after");
     assert_eq!(body["moving"], json!(["shop"]));
@@ -341,6 +355,9 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     // Someone edits shop between the autopilot's read and its patch (the 2nd GET: the first is
     // the pre-check): its stale resourceVersion is a 409, read again.
     api.touch_after_get("shop", 2);
+    // PodDisruptionBudgets: shop's cart (2 pods) may lose none, pay's checkout one of 2.
+    api.pdb("shop", "cart", "cart", json!({"minAvailable": 2}));
+    api.pdb("pay", "checkout", "checkout", json!({"maxUnavailable": 1}));
     let l = judged(GOOD).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &api.url());
@@ -352,6 +369,35 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
             .contains("old control plane (revision 1-24-2) can go"),
         "{}",
         out.stderr
+    );
+    // The PDB that allows no disruption is warned about (not a refusal), on stderr and in the
+    // run's actions; the other is not.
+    assert!(
+        out.stderr.contains("meshgate upgrade: warning: wave w1: PodDisruptionBudget shop/cart allows no disruption now (disruptionsAllowed 0: currentHealthy 2, desiredHealthy 2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("pay/checkout"), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("GET /apis/policy/v1/namespaces/pay/poddisruptionbudgets"),
+        "{}",
+        out.stdout
+    );
+    // The istiod pre-check asked the daemon, before the Lease, and found both revisions.
+    assert!(
+        out.stderr
+            .contains("istiod revisions 1-24-2 and 1-25-0: scraped and up (1-24-2 http://"),
+        "{}",
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let line = |p: &str| lines.iter().position(|l| l.starts_with(p)).unwrap();
+    assert!(
+        line(&format!("GET {}/v1/targets", l.base))
+            < line("GET /apis/coordination.k8s.io/v1/namespaces/meshgate/leases/"),
+        "{}",
+        out.stdout
     );
     assert_eq!(
         api.labels("shop"),
@@ -409,8 +455,18 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     assert!(log.iter().filter(|r| r.method == "PUT").all(|r| {
         r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string() && r.code == 200
     }));
-    // The state: both waves GO, the labels recorded before the move.
+    // The state: both waves GO, the labels recorded before the move, the PDB warning kept.
     let s = state(&st);
+    assert!(
+        s["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["what"].as_str().unwrap().starts_with(
+                "warning: wave w1: PodDisruptionBudget shop/cart allows no disruption"
+            )),
+        "{s}"
+    );
     assert_eq!(s["waves"][0]["phase"], "go");
     assert_eq!(s["waves"][1]["phase"], "go");
     assert_eq!(
@@ -450,6 +506,21 @@ async fn execute_moves_every_wave_restarts_workloads_and_kubectl_reads_the_label
     )
     .await;
     assert!(ann.contains("kubectl.kubernetes.io/restartedAt"), "{ann}");
+    // kubectl reads the double's PodDisruptionBudgets as the autopilot did.
+    let pdb = kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "pdb",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.items[0].status.disruptionsAllowed}/{.items[0].status.expectedPods}",
+        ],
+    )
+    .await;
+    assert_eq!(pdb, "0/2");
     let ns = kubectl(
         &kc,
         &cache,
@@ -1074,6 +1145,90 @@ async fn a_resumed_wave_whose_analysis_is_gone_is_not_judged_by_a_late_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_awaited_is_shown_on_stderr_with_the_analysis_state_and_stdout_keeps_its_shape() {
+    let api = cluster().await;
+    let l = lab("").await;
+    // Wave 1's analysis stays PENDING (its baseline never has data, and it may run 10 minutes).
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/analyses", l.base))
+        .json(&json!({"name": "plan-w1",
+               "baseline": "{role=\"proxy\", revision=\"does-not-exist\"}",
+               "canary": format!("{{role=\"proxy\", revision=\"{}\"}}", GOOD.1),
+               "min_duration": "1s", "max_duration": "600s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    let started = Instant::now();
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &l.base, "--execute", "--verdict-timeout", "12s"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("still no verdict after 12s"),
+        "{}",
+        out.stderr
+    );
+    let progress: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("meshgate upgrade: wave w1: analysis plan-w1 PENDING after "))
+        .collect();
+    // One when the wait starts, then at most one every 10 s of the 12 s waited.
+    assert!(
+        (1..=2).contains(&progress.len()),
+        "{progress:?} in {took:?}\n{}",
+        out.stderr
+    );
+    let first = progress[0];
+    assert!(
+        first.contains(" s (waited ")
+            && first.contains(" s), E = ")
+            && first.contains(" | error-rate "),
+        "{first}"
+    );
+    // The daemon's reason for PENDING is in it.
+    let doc: Value = reqwest::get(format!("{}/v1/analyses/plan-w1/verdict", l.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["verdict"], "PENDING", "{doc}");
+    // Its words, not its numbers (they move between the first line and this read).
+    let reason = doc["reason"].as_str().unwrap();
+    let head = reason
+        .split(|c: char| c.is_ascii_digit() || c == '(')
+        .next()
+        .unwrap()
+        .trim();
+    assert!(head.len() >= 5, "{reason}");
+    assert!(
+        first.contains(&format!(": {head}")),
+        "{head:?} not in {first}"
+    );
+    // stdout has the call log only: the verdict wait is one line, no progress in it.
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("WAIT verdict GET "))
+            .count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("PENDING"), "{}", out.stdout);
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_held_by_another_autopilot_refuses_the_run_before_any_write() {
     let api = cluster().await;
     api.lease(
@@ -1083,10 +1238,12 @@ async fn a_lease_held_by_another_autopilot_refuses_the_run_before_any_write() {
         &now_micro(),
         60,
     );
+    // A daemon for the istiod pre-check, which comes before the Lease.
+    let l = lab("").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &api.url());
     let st = dir.path().join("state.json");
-    let out = upgrade(&cfg, &st, &["--server", "http://127.0.0.1:9", "--execute"]).await;
+    let out = upgrade(&cfg, &st, &["--server", &l.base, "--execute"]).await;
     assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("held by \"other-autopilot-7f3\""),
@@ -1095,6 +1252,162 @@ async fn a_lease_held_by_another_autopilot_refuses_the_run_before_any_write() {
     );
     assert!(api.writes().is_empty(), "{:?}", api.writes());
     assert_eq!(api.labels("shop"), json!({"istio.io/rev": "1-24-2"}));
+    l.shutdown().await;
+}
+
+/// A daemon scraping a small simulated mesh of 1-24-2 and 1-25-0 whose new revision runs no
+/// istiod, plus `extra` targets; answers once it has scraped the old istiod and judged the skew.
+async fn without_new_istiod(
+    extra: Vec<StaticTarget>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (
+    SimMesh,
+    meshgate::daemon::Running,
+    tokio_util::sync::CancellationToken,
+    String,
+) {
+    let mut sim = SimConfig::small(41, 1, 1000.0);
+    sim.canary.istiod = false;
+    let mesh = SimMesh::start(sim, IpAddr::V4(Ipv4Addr::LOCALHOST), stop.clone())
+        .await
+        .unwrap();
+    let mut cfg = Config::from_toml(
+        "[scrape]\ninterval = \"250ms\"\ntimeout = \"200ms\"\n",
+        "no-new-istiod",
+    )
+    .unwrap();
+    cfg.targets = mesh.targets().into_iter().map(StaticTarget::from).collect();
+    cfg.targets.extend(extra.iter().cloned());
+    let (running, daemon_stop) = daemon(cfg).await;
+    let base = format!("http://{}", running.addr);
+    let c = reqwest::Client::new();
+    let t = Instant::now();
+    loop {
+        let targets: Value = c
+            .get(format!("{base}/v1/targets"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen = |pred: &dyn Fn(&Value) -> bool| targets.as_array().unwrap().iter().any(pred);
+        let old_up = seen(&|t| {
+            t["labels"]["role"] == "istiod"
+                && t["labels"]["revision"] == "1-24-2"
+                && t["up"] == true
+        });
+        let extra_failed = extra.iter().all(|e| {
+            seen(&|t| t["url"] == e.url.as_str() && t["failures"].as_u64().unwrap_or(0) >= 1)
+        });
+        let skew = c.get(format!("{base}/v1/skew")).send().await.unwrap();
+        if old_up && extra_failed && skew.status() == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the daemon never scraped the old istiod: {targets}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (mesh, running, daemon_stop, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_whose_new_istiod_is_missing_or_down_is_refused_before_any_write() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The new revision's istiod is not installed: no target of it at all.
+    let (_mesh, running, daemon_stop, base) = without_new_istiod(Vec::new(), &stop).await;
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &api.url());
+    let st = dir.path().join("state.json");
+    for args in [
+        vec!["--server", base.as_str(), "--precheck-timeout", "2s"],
+        vec![
+            "--server",
+            base.as_str(),
+            "--precheck-timeout",
+            "2s",
+            "--execute",
+        ],
+    ] {
+        let out = upgrade(&cfg, &st, &args).await;
+        assert_eq!(
+            out.code,
+            Some(4),
+            "{args:?}\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(
+                "the istiod pre-check (after 2s): istiod revision 1-25-0: no scraped target"
+            ) && !out.stderr.contains("istiod revision 1-24-2:"),
+            "{}",
+            out.stderr
+        );
+        // The skew guard objects too: proxies of 1-25-0 and no istiod of it.
+        assert!(
+            out.stderr.contains("skew guard: ")
+                && out.stderr.contains("no istiod of revision 1-25-0"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains(&format!("GET {base}/v1/skew")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert!(
+        !api.log().iter().any(|r| r.path().contains("/leases/")),
+        "the Lease is not even read: {:?}",
+        api.log()
+    );
+    assert!(!st.exists(), "nothing written, not even the state");
+    daemon_stop.cancel();
+    running.join().await;
+    stop.cancel();
+
+    // Its target is there but down (nothing listens on its port): not ready, named.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dead = format!("http://127.0.0.1:{}/metrics", crate::support::free_port());
+    let labels = [
+        ("role", "istiod"),
+        ("revision", "1-25-0"),
+        ("cluster", "cluster-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let (_mesh, running, daemon_stop, base) = without_new_istiod(
+        vec![StaticTarget {
+            url: dead.clone(),
+            labels,
+        }],
+        &stop,
+    )
+    .await;
+    let out = upgrade(
+        &cfg,
+        &st,
+        &["--server", &base, "--precheck-timeout", "2s", "--execute"],
+    )
+    .await;
+    assert_eq!(out.code, Some(4), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("istiod revision 1-25-0: not ready: {dead} down (")),
+        "{}",
+        out.stderr
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert!(!st.exists());
+    daemon_stop.cancel();
+    running.join().await;
+    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,9 @@
 //! and `kubectl get` use, following the real API server's contract for it, so the autopilot runs
 //! against it exactly as against a cluster. Namespaces (get, list, patch), apps/v1 Deployments,
 //! StatefulSets and DaemonSets (get, list, patch, put), the pods of a namespace (list, derived
-//! from its workloads), coordination.k8s.io/v1 Leases (get, create, update),
+//! from its workloads), coordination.k8s.io/v1 Leases (get, create, update), policy/v1
+//! PodDisruptionBudgets (get, list; their status computed from the pods as the disruption
+//! controller does),
 //! SelfSubjectAccessReviews from an allow-list, and the discovery documents kubectl reads.
 //!
 //! It follows the real contract for what it serves: JSON merge patches (RFC 7386, null deletes a
@@ -75,6 +77,8 @@ struct Inner {
     /// (plural, namespace, name)
     workloads: BTreeMap<(String, String, String), Workload>,
     leases: BTreeMap<(String, String), Value>,
+    /// policy/v1 PodDisruptionBudgets (namespace, name), without their status (computed).
+    pdbs: BTreeMap<(String, String), Value>,
     /// SSAR allow-list (`verb resource[.group]`); `None` allows everything.
     allowed: Option<BTreeSet<String>>,
     /// Namespaces changed by "someone else" right after the n-th next GET of them.
@@ -138,6 +142,7 @@ fn group_of(plural: &str) -> &'static str {
     match plural {
         "deployments" | "statefulsets" | "daemonsets" => "apps",
         "leases" => "coordination.k8s.io",
+        "poddisruptionbudgets" => "policy",
         _ => "",
     }
 }
@@ -148,6 +153,7 @@ fn kind_of(plural: &str) -> &'static str {
         "statefulsets" => "StatefulSet",
         "daemonsets" => "DaemonSet",
         "leases" => "Lease",
+        "poddisruptionbudgets" => "PodDisruptionBudget",
         _ => "Namespace",
     }
 }
@@ -309,6 +315,56 @@ impl Inner {
             }
         }
         out
+    }
+
+    /// A PodDisruptionBudget with its status as the disruption controller computes it from the
+    /// pods of its namespace its selector matches (all of them running and ready here):
+    /// `desiredHealthy` from `minAvailable` or `maxUnavailable` (a percentage of the expected
+    /// pods, rounded up), `disruptionsAllowed = max(0, currentHealthy - desiredHealthy)`.
+    fn pdb_now(&self, o: &Value) -> Value {
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+        let want = &o["spec"]["selector"]["matchLabels"];
+        let expected = self
+            .pods(ns)
+            .iter()
+            .filter(|p| {
+                want.as_object()
+                    .is_some_and(|m| m.iter().all(|(k, v)| &p["metadata"]["labels"][k] == v))
+            })
+            .count() as i64;
+        let of = |v: &Value| -> Option<i64> {
+            if let Some(n) = v.as_i64() {
+                return Some(n);
+            }
+            let pct: f64 = v.as_str()?.strip_suffix('%')?.parse().ok()?;
+            Some((pct * expected as f64 / 100.0).ceil() as i64)
+        };
+        let desired = if let Some(m) = of(&o["spec"]["minAvailable"]) {
+            m
+        } else if let Some(m) = of(&o["spec"]["maxUnavailable"]) {
+            (expected - m).max(0)
+        } else {
+            // Neither set: the API server defaults minAvailable to 1.
+            1
+        };
+        let allowed = (expected - desired).max(0);
+        let mut o = o.clone();
+        o["status"] = json!({
+            "observedGeneration": o["metadata"]["generation"],
+            "disruptionsAllowed": allowed,
+            "currentHealthy": expected,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "conditions": [{
+                "type": "DisruptionAllowed",
+                "status": if allowed > 0 { "True" } else { "False" },
+                "reason": if allowed > 0 { "SufficientPods" } else { "InsufficientPods" },
+                "message": "",
+                "observedGeneration": o["metadata"]["generation"],
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        });
+        o
     }
 
     /// A workload with its status as of now.
@@ -501,6 +557,21 @@ impl KubeApi {
         );
     }
 
+    /// Add a policy/v1 PodDisruptionBudget selecting the pods labelled `app=<app>` (the
+    /// double's workloads label their pods `app=<name>`), with `spec` merged in (e.g.
+    /// `{"minAvailable": 2}` or `{"maxUnavailable": "0%"}`); its status is computed on each read.
+    pub fn pdb(&self, ns: &str, name: &str, app: &str, spec: Value) {
+        let mut i = self.inner.lock().unwrap();
+        let rv = i.next_rv();
+        let mut o = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-pdb-{ns}-{name}"),
+                         "resourceVersion": rv, "generation": 1,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"selector": {"matchLabels": {"app": app}}}});
+        merge_patch(&mut o["spec"], &spec);
+        i.pdbs.insert((ns.into(), name.into()), o);
+    }
+
     /// Add a Lease.
     pub fn lease(&self, ns: &str, name: &str, holder: &str, renew: &str, seconds: u64) {
         let mut i = self.inner.lock().unwrap();
@@ -592,7 +663,7 @@ fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
         "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr.to_string()}]}),
         "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [group("apps"), group("coordination.k8s.io"), group("authorization.k8s.io")]}),
+            "groups": [group("apps"), group("coordination.k8s.io"), group("authorization.k8s.io"), group("policy")]}),
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
             res("namespaces", "Namespace", false, &["get", "list", "patch"], &["ns"]),
             res("pods", "Pod", true, &["list"], &["po"])]}),
@@ -605,6 +676,9 @@ fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
         "/apis/coordination.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": "coordination.k8s.io/v1", "resources": [
             res("leases", "Lease", true, &["create", "get", "list", "update"], &[])]}),
+        "/apis/policy/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "policy/v1", "resources": [
+            res("poddisruptionbudgets", "PodDisruptionBudget", true, &["get", "list"], &["pdb"])]}),
         "/apis/authorization.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": "authorization.k8s.io/v1", "resources": [
             res("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[])]}),
@@ -849,6 +923,26 @@ fn route(
                 Err(r) => *r,
             }
         }
+        ("GET", ["apis", "policy", "v1", "namespaces", ns, "poddisruptionbudgets"]) => {
+            let items: Vec<Value> = i
+                .pdbs
+                .iter()
+                .filter(|(k, _)| k.0 == *ns)
+                .map(|(_, o)| i.pdb_now(o))
+                .filter(|o| selects(&selector, &o["metadata"]["labels"]))
+                .collect();
+            ok(
+                StatusCode::OK,
+                json!({"kind": "PodDisruptionBudgetList", "apiVersion": "policy/v1",
+                       "metadata": {"resourceVersion": i.rv.to_string()}, "items": items}),
+            )
+        }
+        ("GET", ["apis", "policy", "v1", "namespaces", ns, "poddisruptionbudgets", name]) => {
+            match i.pdbs.get(&((*ns).to_owned(), (*name).to_owned())) {
+                Some(o) => ok(StatusCode::OK, i.pdb_now(o)),
+                None => not_found("poddisruptionbudgets", name),
+            }
+        }
         ("POST", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"]) => {
             let Some(name) = body["metadata"]["name"].as_str() else {
                 return status(
@@ -965,6 +1059,44 @@ mod tests {
         let c = reqwest::Client::new();
         let url = api.url();
         let get = |p: &str| c.get(format!("{url}{p}")).send();
+        // PodDisruptionBudgets: listed with their status computed from the selected pods.
+        api.pdb("shop", "cart", "cart", json!({"maxUnavailable": "50%"}));
+        api.pdb(
+            "shop",
+            "none",
+            "nothing-selected",
+            json!({"minAvailable": 1}),
+        );
+        let l: Value = get("/apis/policy/v1/namespaces/shop/poddisruptionbudgets")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (l["kind"].as_str(), l["apiVersion"].as_str()),
+            (Some("PodDisruptionBudgetList"), Some("policy/v1"))
+        );
+        let st = &l["items"][0]["status"];
+        assert_eq!(l["items"][0]["metadata"]["name"], "cart");
+        assert_eq!(
+            (
+                &st["expectedPods"],
+                &st["desiredHealthy"],
+                &st["disruptionsAllowed"]
+            ),
+            (&json!(2), &json!(1), &json!(1)),
+            "{l}"
+        );
+        assert_eq!(l["items"][1]["status"]["disruptionsAllowed"], 0, "{l}");
+        assert_eq!(
+            l["items"][1]["status"]["conditions"][0]["reason"],
+            "InsufficientPods"
+        );
+        let r = get("/apis/policy/v1/namespaces/shop/poddisruptionbudgets/nope")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
         let r = get("/api/v1/namespaces/nope").await.unwrap();
         assert_eq!(r.status(), 404);
         let s: Value = r.json().await.unwrap();
