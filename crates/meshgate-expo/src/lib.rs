@@ -330,7 +330,7 @@ impl<'a> LabelIter<'a> {
     }
 
     /// A set with escapes or blanks.
-    #[inline(never)]
+    #[inline]
     fn next_other(&mut self) -> Option<(&'a str, Cow<'a, str>)> {
         if !self.shape.plain {
             return next_raw_label(&mut self.rest, self.shape)

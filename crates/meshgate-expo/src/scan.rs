@@ -219,7 +219,12 @@ pub(super) fn plain_label_set(b: &[u8], start: usize) -> Option<(usize, bool)> {
             padded[..b.len() - base].copy_from_slice(&b[base..]);
             wide::block(&padded)
         };
-        let escaped = escaped_bytes(block.backslash, &mut carry_escape);
+        // Most blocks hold no backslash and follow none.
+        let escaped = if block.backslash | carry_escape != 0 {
+            escaped_bytes(block.backslash, &mut carry_escape)
+        } else {
+            0
+        };
         // The `n`s matter only where a byte is escaped, which few blocks have.
         let n = if escaped != 0 {
             byte_mask(b, base, b'n')
@@ -338,7 +343,11 @@ impl Quotes {
             }
             self.base = self.next;
             let backslash = byte_mask(b, self.base, b'\\');
-            let escaped = escaped_bytes(backslash, &mut self.carry);
+            let escaped = if backslash | self.carry != 0 {
+                escaped_bytes(backslash, &mut self.carry)
+            } else {
+                0
+            };
             self.mask = byte_mask(b, self.base, b'"') & !escaped;
             self.backslash = backslash;
             self.next += 64;
