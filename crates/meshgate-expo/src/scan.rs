@@ -110,8 +110,6 @@ pub(super) struct Block {
     pub(super) equals: u64,
     pub(super) comma: u64,
     pub(super) close: u64,
-    /// `n` (the escape `\n`).
-    pub(super) n: u64,
     /// `[a-zA-Z0-9_]`.
     pub(super) label_char: u64,
     /// `[a-zA-Z_]`.
@@ -129,7 +127,6 @@ impl Block {
             equals: self.equals >> by,
             comma: self.comma >> by,
             close: self.close >> by,
-            n: self.n >> by,
             label_char: self.label_char >> by,
             label_start: self.label_start >> by,
         }
@@ -153,7 +150,6 @@ fn block_bytewise(b: &[u8; 64]) -> Block {
         set(&mut m.equals, c == b'=');
         set(&mut m.comma, c == b',');
         set(&mut m.close, c == b'}');
-        set(&mut m.n, c == b'n');
         set(&mut m.label_char, CLASS[c as usize] & LABEL_CHAR != 0);
         set(&mut m.label_start, CLASS[c as usize] & LABEL_START != 0);
     }
@@ -223,7 +219,18 @@ pub(super) fn plain_label_set(b: &[u8], start: usize) -> Option<(usize, bool)> {
             padded[..b.len() - base].copy_from_slice(&b[base..]);
             wide::block(&padded)
         };
-        let escaped = escaped_bytes(block.backslash, &mut carry_escape);
+        // Most blocks hold no backslash and follow none.
+        let escaped = if block.backslash | carry_escape != 0 {
+            escaped_bytes(block.backslash, &mut carry_escape)
+        } else {
+            0
+        };
+        // The `n`s matter only where a byte is escaped, which few blocks have.
+        let n = if escaped != 0 {
+            byte_mask(b, base, b'n')
+        } else {
+            0
+        };
         let escaping = block.backslash & !escaped;
         let quote = block.quote & !escaped;
         let value = prefix_xor(quote) ^ inside;
@@ -242,7 +249,7 @@ pub(super) fn plain_label_set(b: &[u8], start: usize) -> Option<(usize, bool)> {
         let follows_comma = (comma << 1) | after_comma;
         let follows_name = (name << 1) | after_name;
         let bad = (escaping & !value)
-            | (escaped & !(block.backslash | block.quote | block.n))
+            | (escaped & !(block.backslash | block.quote | n))
             | (outside & !(name | equals | comma | end))
             | (follows_eq ^ open)
             | (follows_close & !(comma | end))
@@ -276,6 +283,13 @@ pub(super) struct Quotes {
     mask: u64,
     /// Offset of the next block to load.
     next: usize,
+    /// For [`Quotes::next_unescaped`]: the backslashes of the block past the last quote returned.
+    backslash: u64,
+    /// For [`Quotes::next_unescaped`]: whether the next block's first byte is escaped.
+    carry: u64,
+    /// For [`Quotes::next_unescaped`]: a backslash was passed in an earlier block since the last
+    /// quote returned.
+    pending: bool,
 }
 
 impl Quotes {
@@ -285,6 +299,9 @@ impl Quotes {
             base: 0,
             mask: 0,
             next: 0,
+            backslash: 0,
+            carry: 0,
+            pending: false,
         }
     }
 
@@ -292,8 +309,8 @@ impl Quotes {
     pub(super) fn done(len: usize) -> Self {
         Quotes {
             base: len,
-            mask: 0,
             next: len,
+            ..Quotes::new()
         }
     }
 
@@ -305,33 +322,59 @@ impl Quotes {
                 return None;
             }
             self.base = self.next;
-            self.mask = quote_mask(b, self.base);
+            self.mask = byte_mask(b, self.base, b'"');
             self.next += 64;
         }
         let k = self.mask.trailing_zeros() as usize;
         self.mask &= self.mask - 1;
         Some(self.base + k)
     }
+
+    /// The offset in `b` (the same text every call, read from its start) of the next quote that
+    /// no backslash escapes, and whether a backslash lies between the quote returned before
+    /// (or the start) and this one. Backslash runs are read as in [`plain_label_set`]; use one
+    /// cursor for one kind of call only.
+    #[inline(always)]
+    pub(super) fn next_unescaped(&mut self, b: &[u8]) -> Option<(usize, bool)> {
+        while self.mask == 0 {
+            self.pending |= self.backslash != 0;
+            if self.next >= b.len() {
+                return None;
+            }
+            self.base = self.next;
+            let backslash = byte_mask(b, self.base, b'\\');
+            let escaped = if backslash | self.carry != 0 {
+                escaped_bytes(backslash, &mut self.carry)
+            } else {
+                0
+            };
+            self.mask = byte_mask(b, self.base, b'"') & !escaped;
+            self.backslash = backslash;
+            self.next += 64;
+        }
+        let k = self.mask.trailing_zeros();
+        // Bits 0..=k (all of them for k = 63).
+        let upto = (2u64 << k).wrapping_sub(1);
+        let passed = self.pending || self.backslash & upto != 0;
+        self.backslash &= !upto;
+        self.pending = false;
+        self.mask &= self.mask - 1;
+        Some((self.base + k as usize, passed))
+    }
 }
 
-/// Bit `k` set where byte `i + k` is a quote, for the (up to) 64 bytes from `i`.
+/// Bit `k` set where byte `i + k` is `c`, for the (up to) 64 bytes from `i`.
 #[inline(always)]
-fn quote_mask(b: &[u8], i: usize) -> u64 {
-    let block = |b: &[u8]| {
-        let mut m = 0u64;
-        for k in 0..64 / wide::WIDTH {
-            m |= u64::from(wide::eq_mask(b, k * wide::WIDTH, b'"')) << (k * wide::WIDTH);
-        }
-        m
-    };
+fn byte_mask(b: &[u8], i: usize, c: u8) -> u64 {
     if i + 64 <= b.len() {
-        block(&b[i..i + 64])
+        wide::eq_block(b[i..i + 64].try_into().expect("64 bytes"), c)
     } else if b.len() >= 64 {
-        block(&b[b.len() - 64..]) >> (i - (b.len() - 64))
+        let at = b.len() - 64;
+        wide::eq_block(b[at..].try_into().expect("64 bytes"), c) >> (i - at)
     } else {
         let mut padded = [0u8; 64];
         padded[..b.len() - i].copy_from_slice(&b[i..]);
-        block(&padded)
+        wide::eq_block(&padded, c)
     }
 }
 
@@ -369,10 +412,35 @@ mod wide {
         unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(a))) as u32 }
     }
 
-    /// The masks of a 64-byte block, 16 bytes at a time.
+    /// Bit `k` set where byte `k` of the block equals `a`.
+    #[inline(always)]
+    pub(super) fn eq_block(b: &[u8; 64], a: u8) -> u64 {
+        let mut m = 0u64;
+        for k in 0..4 {
+            m |= u64::from(eq_mask(b, 16 * k, a)) << (16 * k);
+        }
+        m
+    }
+
+    /// Whether some byte of the block equals `a`: one mask for the 64 bytes.
+    #[inline(always)]
+    fn any_eq(b: &[u8; 64], a: u8) -> bool {
+        let eq = |k: usize| unsafe { _mm_cmpeq_epi8(load(b, 16 * k), splat(a)) };
+        let any = unsafe { _mm_or_si128(_mm_or_si128(eq(0), eq(1)), _mm_or_si128(eq(2), eq(3))) };
+        unsafe { _mm_movemask_epi8(any) != 0 }
+    }
+
+    /// The masks of a 64-byte block, 16 bytes at a time. Backslashes and `}` are rare (a `}`
+    /// ends each label set), so their masks are built only for the blocks that hold one.
     #[inline(always)]
     pub(super) fn block(b: &[u8; 64]) -> super::Block {
         let mut m = super::Block::default();
+        if any_eq(b, b'\\') {
+            m.backslash = eq_block(b, b'\\');
+        }
+        if any_eq(b, b'}') {
+            m.close = eq_block(b, b'}');
+        }
         for k in 0..4 {
             let v = load(b, 16 * k);
             let shift = 16 * k as u32;
@@ -394,11 +462,8 @@ mod wide {
                 let letter = _mm_movemask_epi8(letter) as u16 as u64;
                 let digit = _mm_movemask_epi8(digit) as u16 as u64;
                 m.quote |= eq(b'"') << shift;
-                m.backslash |= eq(b'\\') << shift;
                 m.equals |= eq(b'=') << shift;
                 m.comma |= eq(b',') << shift;
-                m.close |= eq(b'}') << shift;
-                m.n |= eq(b'n') << shift;
                 m.label_start |= letter << shift;
                 m.label_char |= (letter | digit) << shift;
             }
@@ -451,6 +516,16 @@ mod portable {
     #[inline(always)]
     pub(super) fn eq_mask(b: &[u8], i: usize, a: u8) -> u32 {
         swar::gather(swar::eq_exact(swar::load(b, i), a))
+    }
+
+    /// Bit `k` set where byte `k` of the block equals `a`.
+    #[inline(always)]
+    pub(super) fn eq_block(b: &[u8; 64], a: u8) -> u64 {
+        let mut m = 0u64;
+        for k in 0..8 {
+            m |= u64::from(eq_mask(b, 8 * k, a)) << (8 * k);
+        }
+        m
     }
 
     /// Bit `k` set where byte `i + k` is in `[a-zA-Z0-9_]` (or `:` if `colon`).
@@ -661,6 +736,11 @@ mod tests {
                 let saved = buf[at];
                 buf[at] = c;
                 assert_eq!(wide::block(&buf), block_bytewise(&buf), "{c:#x}@{at}");
+                for a in [c, b'n', b'"', b'\\'] {
+                    let want = (0..64).fold(0u64, |m, k| m | (u64::from(buf[k] == a) << k));
+                    assert_eq!(wide::eq_block(&buf, a), want, "{a:#x} {c:#x}@{at}");
+                    assert_eq!(portable::eq_block(&buf, a), want, "{a:#x} {c:#x}@{at}");
+                }
                 buf[at] = saved;
             }
         }
