@@ -127,7 +127,14 @@ impl SpendingGo {
 
     /// One scrape interval (A = baseline, B = canary, as [`crate::mixture::RatioEProcess`]).
     /// A scrape with a non-finite or negative count, or a zero exposure, is skipped, as there.
+    ///
+    /// Once GO is certified the null law is no longer needed: it is dropped, and scrapes only
+    /// count (the certificate is final, and keeping the law would cost a pass over cells that
+    /// no look prunes any more).
     pub fn observe(&mut self, events_a: f64, events_b: f64, exposure_a: f64, exposure_b: f64) {
+        if self.certified_at.is_some() {
+            return;
+        }
         let ok = |v: f64| v >= 0.0 && v.is_finite();
         if ![events_a, events_b, exposure_a, exposure_b]
             .into_iter()
@@ -144,14 +151,19 @@ impl SpendingGo {
         let psi0 = 1.0 + self.params.margin;
         let p = rho * psi0 / (rho * psi0 + 1.0 - rho);
         let n = (na + nb) as u64;
+        // One Bernoulli(p) step per event: new[c] = old[c] (1 - p) + old[c - 1] p, from two
+        // buffers in turn (no loop-carried dependency, so the compiler vectorises it).
+        let q = 1.0 - p;
+        let mut a = std::mem::take(&mut self.mass);
+        let mut b: Vec<f64> = Vec::with_capacity(a.len() + n as usize);
         for _ in 0..n {
-            self.mass.push(0.0);
-            for i in (0..self.mass.len() - 1).rev() {
-                let m = self.mass[i];
-                self.mass[i + 1] += m * p;
-                self.mass[i] = m * (1.0 - p);
-            }
+            b.clear();
+            b.push(a[0] * q);
+            b.extend(a.windows(2).map(|w| w[1] * q + w[0] * p));
+            b.push(a[a.len() - 1] * p);
+            std::mem::swap(&mut a, &mut b);
         }
+        self.mass = a;
         self.canary += nb as u64;
         self.events += n;
         while self.mass.len() > 1 && self.mass.last().is_some_and(|&m| m < TAIL) {
@@ -183,6 +195,7 @@ impl SpendingGo {
         }
         if certified {
             self.certified_at = Some(elapsed);
+            self.mass = vec![0.0];
         }
         certified
     }
@@ -358,6 +371,23 @@ mod tests {
             }
             assert!(g.width() < 16 * ((g.events().1 as f64).sqrt() as usize) + 64);
         }
+    }
+
+    /// After GO the law is dropped and scrapes cost nothing: a certified certificate of a busy
+    /// service stays one cell wide.
+    #[test]
+    fn a_certified_certificate_keeps_no_law() {
+        let mut g = SpendingGo::new(params(0.05, 3600.0, 0.0));
+        let mut at = None;
+        for i in 1..=240u64 {
+            g.observe(80.0, 70.0, 7500.0, 7500.0);
+            if g.look(15.0 * i as f64) && at.is_none() {
+                at = Some(i);
+            }
+        }
+        assert!(at.is_some_and(|i| i < 240), "certified: {at:?}");
+        assert_eq!(g.width(), 1);
+        assert!(g.certified_at().is_some());
     }
 
     /// Bad scrapes are skipped; fractional counts are carried, not lost.
